@@ -1,0 +1,1 @@
+# Makes the firmware files package data of `airwatt.firmware`; not copied to boards.

@@ -1,0 +1,169 @@
+"""Pydantic models of the AirWatt messages, built from the field table (CPython only).
+
+`parse_batch` is what the agent calls on an upload body: strict validation whose errors name the reading, the
+field and the reason, with the same paths as `check.check_batch` (the reference the board side runs).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, create_model, field_validator
+
+from . import fields
+from .check import ProtocolError
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+_TEXT = r"^[ !#-\[\]-~]*$"  # printable ASCII without quote or backslash
+
+
+def _values_model(sensor: str) -> type[BaseModel]:
+    columns = {}
+    for _, name, unit, _code, kind, lo, hi, decimals in fields.metrics(sensor):
+        typ = StrictInt if kind == "int" else StrictFloat  # strict floats still take JSON integers
+        columns[name] = (
+            typ,
+            Field(default=None, ge=lo, le=hi, description="%s, resolution %s" % (unit, 10**-decimals)),
+        )
+    return create_model("%sValues" % sensor.capitalize(), __config__=_STRICT, **columns)
+
+
+VALUES_MODELS: dict[str, type[BaseModel]] = {sensor: _values_model(sensor) for sensor in fields.SENSORS}
+
+Flag = Literal[fields.FLAGS]  # type: ignore[valid-type]
+SensorKind = Literal[fields.SENSORS]  # type: ignore[valid-type]
+Seq = Annotated[StrictInt, Field(ge=1, le=fields.MAX_SEQ)]
+WallTime = Annotated[StrictInt, Field(ge=fields.MIN_WALL_TIME, le=fields.MAX_WALL_TIME)]
+Ticks = Annotated[StrictInt, Field(ge=0, le=fields.MAX_TICKS)]
+BootId = Annotated[str, Field(pattern="^[0-9a-f]{%d}$" % fields.BOOT_ID_LEN)]
+Count = Annotated[StrictInt, Field(ge=0, le=4294967295)]
+
+
+class _ReadingBase(BaseModel):
+    model_config = _STRICT
+    seq: Seq
+    t: WallTime | None = Field(description="Unix seconds when the board had wall time, else null")
+    ticks: Ticks = Field(description="Milliseconds since this reading's boot")
+    boot: BootId
+    flags: list[Flag]
+
+    @field_validator("flags")
+    @classmethod
+    def _unique(cls, flags: list[str]) -> list[str]:
+        if len(set(flags)) != len(flags):
+            raise ValueError("a flag is repeated")
+        return flags
+
+
+def _reading_model(sensor: str) -> type[BaseModel]:
+    return create_model(
+        "%sReading" % sensor.capitalize(),
+        __base__=_ReadingBase,
+        sensor=(Literal[sensor], ...),
+        values=(VALUES_MODELS[sensor], ...),
+    )
+
+
+READING_MODELS = {sensor: _reading_model(sensor) for sensor in fields.SENSORS}
+Reading = Annotated[Union[tuple(READING_MODELS.values())], Field(discriminator="sensor")]  # type: ignore[misc]
+
+
+class Status(BaseModel):
+    """What the board reports of itself with each upload."""
+
+    model_config = _STRICT
+    uptime_s: Count
+    free_heap: Count
+    rssi: Annotated[StrictInt, Field(ge=-127, le=0)] | None
+    buffer_depth: Count
+    dropped: Count = Field(description="Readings the flash buffer dropped (oldest first) when full")
+    errors: dict[SensorKind, Count] = Field(description="Bad frames, timeouts and missing-sensor reads per sensor")
+    time_sync: Literal[fields.TIME_SYNC]  # type: ignore[valid-type]
+
+
+class Batch(BaseModel):
+    """An upload: POST /v1/batches, signed with the device key."""
+
+    model_config = _STRICT
+    v: Literal[fields.VERSION]  # type: ignore[valid-type]
+    device: Annotated[str, Field(min_length=1, max_length=fields.DEVICE_ID_MAX, pattern="^[a-z0-9_-]+$")]
+    fw: Annotated[str, Field(min_length=1, max_length=fields.FIRMWARE_MAX, pattern=_TEXT)]
+    boot: BootId
+    sent_ticks: Ticks = Field(description="The board's ticks (ms since boot) when it sent the batch")
+    readings: Annotated[list[Reading], Field(min_length=1, max_length=fields.MAX_READINGS)]
+    status: Status | None = None
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _no_bool(cls, v: object) -> object:
+        if isinstance(v, bool):
+            raise ValueError("protocol version must be an integer")
+        return v
+
+
+class Settings(BaseModel):
+    model_config = _STRICT
+    intervals: dict[SensorKind, Annotated[StrictInt, Field(ge=5, le=86400)]] | None = None
+    batch_max: Annotated[StrictInt, Field(ge=1, le=fields.MAX_READINGS)] | None = None
+
+
+class Answer(BaseModel):
+    """The agent's answer to a stored upload."""
+
+    model_config = _STRICT
+    v: Literal[fields.VERSION]  # type: ignore[valid-type]
+    stored_seq: Annotated[StrictInt, Field(ge=0, le=fields.MAX_SEQ)] = Field(
+        description="Highest sequence number stored for this device: the board may forget readings up to it"
+    )
+    server_time: WallTime
+    settings: Settings | None = None
+
+
+def _path(loc: tuple) -> str:
+    path = ""
+    for i, key in enumerate(loc):
+        if isinstance(key, int):
+            path += "[%d]" % key
+        elif i >= 2 and loc[i - 2] == "readings" and isinstance(loc[i - 1], int) and key in fields.SENSORS:
+            continue  # the discriminated union's tag
+        elif key != "[key]":  # pydantic's marker for an invalid dict key
+            path = key if not path else path + "." + key
+    return path
+
+
+def _first_error(err: ValidationError) -> ProtocolError:
+    e = err.errors()[0]
+    path = _path(e["loc"])
+    if e["type"] == "union_tag_invalid":
+        return ProtocolError(path + ".sensor", "must be one of %s" % ", ".join(fields.SENSORS))
+    if e["type"] == "value_error":
+        return ProtocolError(path, str(e["ctx"]["error"]))
+    return ProtocolError(path, e["msg"])
+
+
+def validate_batch(data: object) -> Batch:
+    """A parsed upload as a Batch; raises ProtocolError(path, why) on the first problem."""
+    try:
+        batch = Batch.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    last = 0
+    for i, r in enumerate(batch.readings):
+        if r.seq <= last:
+            raise ProtocolError("readings[%d].seq" % i, "must be greater than the previous reading's %d" % last)
+        last = r.seq
+        if r.boot == batch.boot and r.ticks > batch.sent_ticks:
+            raise ProtocolError("readings[%d].ticks" % i, "is later than the batch's sent_ticks")
+        if not r.values.model_fields_set and not r.flags:
+            raise ProtocolError("readings[%d].values" % i, "is empty and no flag says why")
+    return batch
+
+
+def parse_batch(body: bytes) -> Batch:
+    """Parse and validate an upload body; raises ProtocolError for anything the agent must refuse."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ProtocolError("", "is not valid JSON (%s)" % err) from None
+    return validate_batch(data)

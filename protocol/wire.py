@@ -1,0 +1,168 @@
+"""Build, canonicalise, size-check and sign AirWatt messages.
+
+Runs unchanged on MicroPython (the board) and CPython (the agent). Canonical JSON: keys sorted, no spaces,
+ASCII only, metric values rendered with the field table's decimals from an integer number of quanta, so the
+same reading gives the same bytes on a float32 ESP32, the unix port and CPython.
+"""
+
+import hashlib
+from binascii import hexlify, unhexlify
+
+from . import fields
+
+_BLOCK = 64
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA256 (RFC 2104); MicroPython has hashlib.sha256 but no hmac module."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key + bytes(_BLOCK - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(msg)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def sign(key, body):
+    """Hex signature of the exact body bytes, for the X-AirWatt-Signature header."""
+    return hexlify(hmac_sha256(key, body)).decode()
+
+
+def verify(key, body, signature):
+    """True when signature (hex str) is the HMAC of body; compares in constant time."""
+    try:
+        given = unhexlify(signature)
+    except (ValueError, TypeError):
+        return False
+    expected = hmac_sha256(key, body)
+    if len(given) != len(expected):
+        return False
+    diff = 0
+    for a, b in zip(given, expected):
+        diff |= a ^ b
+    return diff == 0
+
+
+def render(value, decimals):
+    """A number as canonical JSON text with exactly the field's precision: render(230.14, 1) == '230.1'."""
+    if decimals == 0:
+        return str(int(round(value)))
+    q = int(round(value * 10 ** decimals))
+    sign_ = "-" if q < 0 else ""
+    digits = str(abs(q))
+    if len(digits) <= decimals:
+        digits = "0" * (decimals + 1 - len(digits)) + digits
+    whole, frac = digits[:-decimals], digits[-decimals:].rstrip("0")
+    return sign_ + whole + "." + (frac or "0")
+
+
+def _string(s):
+    for ch in s:
+        if ch < " " or ch > "~" or ch == '"' or ch == "\\":
+            raise ValueError("only printable ASCII without quotes or backslashes: %r" % s)
+    return '"' + s + '"'
+
+
+def dumps(obj):
+    """Canonical JSON of ints, strs, bools, None, lists and dicts (floats must go through render)."""
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, int):
+        return str(obj)
+    if isinstance(obj, str):
+        return _string(obj)
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(dumps(x) for x in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(_string(k) + ":" + dumps(obj[k]) for k in sorted(obj)) + "}"
+    raise ValueError("no canonical form for %r" % (obj,))
+
+
+def encode_values(sensor, values, flags):
+    """Canonical JSON of a reading's values. Values outside the table's range are left out and
+    "out_of_range" is appended to flags (a list), so the board never sends a batch the agent must refuse."""
+    parts = []
+    for row in fields.metrics(sensor):
+        name = row[1]
+        if name not in values or values[name] is None:
+            continue
+        x = values[name]
+        if x < row[5] or x > row[6]:
+            if "out_of_range" not in flags:
+                flags.append("out_of_range")
+            continue
+        parts.append((name, render(x, row[7])))
+    unknown = [k for k in values if fields.metric(sensor, k) is None]
+    if unknown:
+        raise ValueError("sensor %s has no metric %s" % (sensor, ",".join(unknown)))
+    parts.sort()
+    return "{" + ",".join('"' + k + '":' + v for k, v in parts) + "}"
+
+
+def encode_reading(seq, t, ticks, boot, sensor, values, flags=()):
+    """One reading as canonical JSON bytes: what the board stores on flash and later uploads unchanged."""
+    if sensor not in fields.SENSORS:
+        raise ValueError("unknown sensor %s" % sensor)
+    flags = list(flags)
+    vals = encode_values(sensor, values, flags)
+    flags.sort()
+    return (
+        '{"boot":%s,"flags":%s,"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":%s}'
+        % (_string(boot), dumps(flags), sensor, seq, "null" if t is None else str(int(t)), ticks, vals)
+    ).encode()
+
+
+def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync):
+    """The device status (protocol's status object) as canonical JSON bytes."""
+    return dumps(
+        {
+            "buffer_depth": buffer_depth,
+            "dropped": dropped,
+            "errors": errors,
+            "free_heap": free_heap,
+            "rssi": rssi,
+            "time_sync": time_sync,
+            "uptime_s": uptime_s,
+        }
+    ).encode()
+
+
+def batch_body(device, firmware, boot, sent_ticks, readings, status=None):
+    """The upload body from already-encoded readings (bytes each) and an optional encoded status.
+
+    Raises ValueError when the body would exceed MAX_BODY_BYTES or MAX_READINGS: send fewer readings."""
+    if not readings or len(readings) > fields.MAX_READINGS:
+        raise ValueError("a batch holds 1 to %d readings, not %d" % (fields.MAX_READINGS, len(readings)))
+    head = '{"boot":%s,"device":%s,"fw":%s,"readings":[' % (_string(boot), _string(device), _string(firmware))
+    out = bytearray(head.encode())
+    for i, r in enumerate(readings):
+        if i:
+            out.append(44)  # ","
+        out.extend(r)
+    out.extend(b'],"sent_ticks":%d,' % sent_ticks)
+    if status is not None:
+        out.extend(b'"status":')
+        out.extend(status)
+        out.append(44)
+    out.extend(b'"v":%d}' % fields.VERSION)
+    if len(out) > fields.MAX_BODY_BYTES:
+        raise ValueError("batch of %d bytes exceeds %d: send fewer readings" % (len(out), fields.MAX_BODY_BYTES))
+    return bytes(out)
+
+
+def canonical_batch(batch):
+    """Canonical bytes of a parsed, valid batch: the same bytes on every runtime for the same content."""
+    readings = [
+        encode_reading(r["seq"], r["t"], r["ticks"], r["boot"], r["sensor"], r["values"], r["flags"])
+        for r in batch["readings"]
+    ]
+    status = batch.get("status")
+    if status is not None:
+        status = dumps(status).encode()
+    return batch_body(batch["device"], batch["fw"], batch["boot"], batch["sent_ticks"], readings, status)
