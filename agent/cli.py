@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
 # Each part of AirWatt that adds commands appends a function here that takes the subparsers object.
 _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 
+from airwatt.agent import commands as _agent_commands  # noqa: E402  serve, device, readings, export, sync, bench
+
+_REGISTRARS.append(_agent_commands.register)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

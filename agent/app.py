@@ -1,0 +1,82 @@
+"""The site agent's aiohttp application: ingest, health, metrics, and the hooks for sync and pages.
+
+`make_app(data_dir, config)` builds it; `airwatt serve` runs it. Other parts reach shared state through the
+app keys below (`app[DB_KEY]` is a sqlite-utils Database on the event loop's thread: keep work on it short,
+or open your own connection with `store.open_db(app[DATA_DIR_KEY])` in a worker thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+from aiohttp import web
+
+from airwatt.protocol import fields
+
+from . import metrics, store
+from .config import Config
+from .ingest import Ingest, make_handler
+
+DB_KEY = web.AppKey("airwatt_db", sqlite_utils.Database)
+CONFIG_KEY = web.AppKey("airwatt_config", Config)
+DATA_DIR_KEY = web.AppKey("airwatt_data_dir", Path)
+INGEST_KEY = web.AppKey("airwatt_ingest", Ingest)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 {"ok": true} when the database answers a query; 503 otherwise."""
+    db_file = store.db_path(request.app[DATA_DIR_KEY])
+
+    def probe() -> int:
+        conn = sqlite3.connect("file:%s?mode=ro" % db_file, uri=True, timeout=2)
+        try:
+            return int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        finally:
+            conn.close()
+
+    try:
+        version = await asyncio.get_running_loop().run_in_executor(None, probe)
+    except (sqlite3.Error, TypeError) as err:
+        return web.json_response({"ok": False, "db": "unreachable: %s" % err}, status=503)
+    return web.json_response({"ok": True, "db": "ok", "schema_version": version, "protocol": fields.VERSION})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    text = await metrics.metrics_text(request.app[INGEST_KEY].stats, store.db_path(request.app[DATA_DIR_KEY]))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Prometheus": "0.0.4"})
+
+
+async def _start_writer(app: web.Application) -> None:
+    app[INGEST_KEY].writer.start()
+
+
+async def _stop(app: web.Application) -> None:
+    await app[INGEST_KEY].writer.stop()  # finishes queued batches: nothing acknowledged is dropped
+    app[DB_KEY].close()
+
+
+def make_app(data_dir: str | Path, config: Config | None = None) -> web.Application:
+    """The agent's aiohttp app for a data dir (created and migrated if needed)."""
+    data_dir = Path(data_dir)
+    db = store.open_db(data_dir)
+    # Bodies are read and size-checked by the ingest handler itself; this only caps request.read() elsewhere.
+    app = web.Application(client_max_size=fields.MAX_BODY_BYTES + 1024)
+    app[DATA_DIR_KEY] = data_dir
+    app[CONFIG_KEY] = config or Config()
+    app[DB_KEY] = db
+    app[INGEST_KEY] = Ingest(db, store.db_path(data_dir))
+    app.router.add_post("/v1/batches", make_handler(INGEST_KEY))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.on_startup.append(_start_writer)
+
+    # Other parts of the agent hook in here, one line each (they add routes, background tasks, cleanup).
+    # Their cleanups run before _stop below, so the database is still open for them.
+    #   setup_sync(app)   - agent/sync.py: the sync worker to the city platform
+    #   setup_pages(app)  - agent/web/: the operators' pages
+
+    app.on_cleanup.append(_stop)
+    return app

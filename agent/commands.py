@@ -1,0 +1,382 @@
+"""The agent's `airwatt` verbs: serve, device add/list, readings, export, sync status, bench ingest.
+
+Every verb takes `--data-dir` (default $AIRWATT_DATA_DIR, else ./airwatt-data). Times on the command line are
+ISO 8601 (a time without an offset is taken as UTC) or Unix seconds; times printed are ISO 8601 UTC.
+
+Other parts add sub-verbs to the groups created here (`bench`, `sync`, `device`) with
+`verbs_of(commands, "bench").add_parser(...)` from their own registrar, listed after this one in cli.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from airwatt.protocol import fields
+
+from . import store
+
+# Open-data export columns (City Data Inventory): no keys, boot ids or board ticks.
+EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("device", "", "device id"),
+    ("site", "", "site (building) name"),
+    ("lat", "deg", "device latitude, WGS84"),
+    ("lon", "deg", "device longitude, WGS84"),
+    ("seq", "", "the device's reading number (unique per device)"),
+    ("sensor", "", "sensor kind: " + ", ".join(fields.SENSORS)),
+    ("time", "", "reading time, ISO 8601 UTC; empty when unknowable"),
+    ("t", "s", "reading time, Unix seconds"),
+    ("t_source", "", "board: the board's clock; ticks: from the board's uptime at upload; unknown"),
+    ("flags", "", "quality flags, comma-separated: " + ", ".join(fields.FLAGS)),
+) + tuple((row[1], row[2], "%s reading, resolution %s" % (row[0], 10 ** -row[7])) for row in fields.METRICS)
+
+
+def verbs_of(commands: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
+    """The sub-verb group of a command created here ("bench", "sync", "device"), for other parts to extend."""
+    return commands.choices[name]._airwatt_verbs  # type: ignore[attr-defined]
+
+
+def _group(commands: argparse._SubParsersAction, name: str, help_: str) -> argparse._SubParsersAction:
+    parser = commands.add_parser(name, help=help_)
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    parser._airwatt_verbs = verbs  # type: ignore[attr-defined]
+    return verbs
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=store.data_dir_default(),
+        help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)",
+    )
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 (no offset = UTC) or Unix seconds, as Unix seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an ISO 8601 time or Unix seconds: %r" % text) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def iso(t: float | None) -> str:
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _open_existing(data_dir: str) -> Any:
+    if not store.db_path(data_dir).exists():
+        raise SystemExit("airwatt: no database in %s (run `airwatt device add` or `airwatt serve` first)" % data_dir)
+    return store.open_db(data_dir)
+
+
+# -- serve ----------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(
+            args.data_dir,
+            {"host": args.host, "port": args.port, "platform.url": args.platform_url, "platform.kind": args.platform_kind},
+        )
+    except ConfigError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 2
+    asyncio.run(serve(args.data_dir, config))
+    return 0
+
+
+async def serve(data_dir: str | Path, config: Any) -> None:
+    """Run the agent until SIGINT/SIGTERM; prints one line with the URL it listens on (port 0 = any free)."""
+    from aiohttp import web
+
+    from .app import make_app
+
+    app = make_app(data_dir, config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print("airwatt: listening on http://%s:%d (data dir %s)" % (host, port, data_dir), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+# -- device ---------------------------------------------------------------------------------------------
+
+
+def _device_add(args: argparse.Namespace) -> int:
+    db = store.open_db(args.data_dir)
+    try:
+        key = store.add_device(
+            db,
+            args.id,
+            name=args.name,
+            site=args.site,
+            lat=args.lat,
+            lon=args.lon,
+            sensors=[s.strip() for s in args.sensors.split(",") if s.strip()],
+            interval_s=args.interval,
+        )
+    except ValueError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    print("device %s added" % args.id)
+    print("key: %s" % key)
+    print(
+        "This key is shown once: put it in the board's config.json now. It signs every upload; "
+        "the agent keeps it in %s." % store.db_path(args.data_dir),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _device_list(args: argparse.Namespace) -> int:
+    db = _open_existing(args.data_dir)
+    rows = store.list_devices(db)
+    for row in rows:
+        row["sensors"] = json.loads(row["sensors"]) if row["sensors"] else []
+        row["last_status"] = json.loads(row["last_status"]) if row["last_status"] else None
+    if args.format == "json":
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    _table(
+        [
+            {
+                "id": r["id"],
+                "name": r["name"] or "",
+                "site": r["site"] or "",
+                "lat,lon": "" if r["lat"] is None else "%.5f,%.5f" % (r["lat"], r["lon"] if r["lon"] is not None else 0),
+                "sensors": ",".join(r["sensors"]),
+                "firmware": r["firmware"] or "",
+                "last seen": iso(r["last_seen"]) or "never",
+                "readings": r["readings"],
+            }
+            for r in rows
+        ],
+        ("id", "name", "site", "lat,lon", "sensors", "firmware", "last seen", "readings"),
+    )
+    return 0
+
+
+# -- readings / export ----------------------------------------------------------------------------------
+
+
+READING_COLUMNS = ("device", "seq", "boot", "sensor", "time", "t", "t_source", "ticks", "received", "flags") + tuple(
+    store.METRIC_COLUMNS
+) + ("synced_at",)
+
+
+def _readings(args: argparse.Namespace) -> int:
+    db = _open_existing(args.data_dir)
+    if store.get_device(db, args.device) is None:
+        print("airwatt: no device %s" % args.device, file=sys.stderr)
+        return 1
+    rows = store.iter_readings(db, args.device, args.since, args.until)
+    out = sys.stdout
+    if args.format == "json":
+        _json_rows(out, ({"time": iso(r["t"]), **{k: r[k] for k in READING_COLUMNS if k != "time"}} for r in rows))
+    elif args.format == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(READING_COLUMNS)
+        for r in rows:
+            writer.writerow(_csv(iso(r["t"]) if k == "time" else r[k]) for k in READING_COLUMNS)
+    else:
+        table = []
+        for r in rows:
+            values = " ".join("%s=%s" % (k, r[k]) for k in store.METRIC_COLUMNS if r[k] is not None)
+            table.append(
+                {
+                    "seq": r["seq"],
+                    "time": iso(r["t"]) or "unknown",
+                    "from": r["t_source"],
+                    "sensor": r["sensor"],
+                    "values": values,
+                    "flags": r["flags"],
+                    "synced": "yes" if r["synced_at"] is not None else "no",
+                }
+            )
+        _table(table, ("seq", "time", "from", "sensor", "values", "flags", "synced"))
+    return 0
+
+
+def export_rows(db: Any, since: float | None = None, until: float | None = None) -> Iterator[dict]:
+    """Readings as open-data rows (EXPORT_COLUMNS), device by device, in sequence order."""
+    devices = {d["id"]: d for d in store.list_devices(db)}
+    for r in store.iter_readings(db, None, since, until):
+        d = devices.get(r["device"], {})
+        row = {"device": r["device"], "site": d.get("site"), "lat": d.get("lat"), "lon": d.get("lon")}
+        row.update({"seq": r["seq"], "sensor": r["sensor"], "time": iso(r["t"]) or None, "t": r["t"]})
+        row.update({"t_source": r["t_source"], "flags": r["flags"]})
+        row.update({name: r[name] for name in store.METRIC_COLUMNS})
+        yield row
+
+
+def _export(args: argparse.Namespace) -> int:
+    db = _open_existing(args.data_dir)
+    out: IO[str] = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+    try:
+        rows = export_rows(db, args.since, args.until)
+        names = [c[0] for c in EXPORT_COLUMNS]
+        if args.format == "csv":
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(names)
+            for row in rows:
+                writer.writerow(_csv(row[n]) for n in names)
+        else:
+            out.write('{"columns":')
+            out.write(json.dumps([{"name": n, "unit": u, "description": d} for n, u, d in EXPORT_COLUMNS]))
+            out.write(',"readings":')
+            _json_rows(out, rows)
+            out.write("}\n")
+    finally:
+        if args.out:
+            out.close()
+    return 0
+
+
+def _csv(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _json_rows(out: IO[str], rows: Iterable[dict]) -> None:
+    """A JSON array written row by row, so a big export never sits in memory."""
+    out.write("[")
+    for i, row in enumerate(rows):
+        out.write(",\n" if i else "\n")
+        out.write(json.dumps(row, separators=(",", ":")))
+    out.write("\n]\n")
+
+
+def _table(rows: list[dict], columns: tuple[str, ...]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+# -- sync status ----------------------------------------------------------------------------------------
+
+
+def _sync_status(args: argparse.Namespace) -> int:
+    import time
+
+    db = _open_existing(args.data_dir)
+    state = store.sync_state(db, errors=args.errors)
+    if args.format == "json":
+        json.dump(state, sys.stdout, indent=1)
+        print()
+        return 0
+    oldest = state["oldest_pending_received"]
+    print("pending:    %d" % state["pending"])
+    print("synced:     %d" % state["synced"])
+    print("lag:        %s" % ("none" if oldest is None else "%.0f s (oldest pending received %s)" % (time.time() - oldest, iso(oldest))))
+    print("last sync:  %s" % (iso(state["last_sync_ok"]) or "never"))
+    if state["last_errors"]:
+        print("last errors:")
+        for e in state["last_errors"]:
+            print("  %s  status %s  %d readings  %s" % (iso(e["at"]), e["status"], e["count"] or 0, e["detail"] or ""))
+    return 0
+
+
+# -- bench ----------------------------------------------------------------------------------------------
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from . import bench
+
+    result = bench.run_ingest(
+        uploaders=args.uploaders, batch=args.batch, batches=args.batches, data_dir=args.data_dir
+    )
+    print(bench.format_ingest(result))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    serve_p = commands.add_parser("serve", help="run the site agent (ingest, sync, pages)")
+    _data_dir(serve_p)
+    serve_p.add_argument("--host", help="listen address (default from airwatt.toml, else 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="listen port (default from airwatt.toml, else 8080; 0: any)")
+    serve_p.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
+    serve_p.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"), help="city platform API")
+    serve_p.set_defaults(func=_serve)
+
+    device = _group(commands, "device", "register and list boards")
+    add = device.add_parser("add", help="register a board and print its key (once)")
+    _data_dir(add)
+    add.add_argument("id", help="device id: 1-32 of a-z 0-9 - _")
+    add.add_argument("--name")
+    add.add_argument("--site", help="building or site name")
+    add.add_argument("--lat", type=float)
+    add.add_argument("--lon", type=float)
+    add.add_argument("--sensors", default=",".join(fields.SENSORS), help="comma-separated sensor kinds")
+    add.add_argument("--interval", type=int, default=60, help="expected seconds between readings")
+    add.set_defaults(func=_device_add)
+    lst = device.add_parser("list", help="list boards (keys are never shown)")
+    _data_dir(lst)
+    lst.add_argument("--format", choices=("table", "json"), default="table")
+    lst.set_defaults(func=_device_list)
+
+    rd = commands.add_parser("readings", help="one device's readings")
+    _data_dir(rd)
+    rd.add_argument("--device", required=True)
+    rd.add_argument("--since", type=parse_time, help="ISO 8601 or Unix seconds (inclusive)")
+    rd.add_argument("--until", type=parse_time, help="ISO 8601 or Unix seconds (exclusive)")
+    rd.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rd.set_defaults(func=_readings)
+
+    ex = commands.add_parser(
+        "export",
+        help="open-data export of every reading (no keys)",
+        description="Columns: " + "; ".join("%s%s: %s" % (n, " [%s]" % u if u else "", d) for n, u, d in EXPORT_COLUMNS),
+    )
+    _data_dir(ex)
+    ex.add_argument("--format", choices=("csv", "json"), required=True)
+    ex.add_argument("--out", help="file to write (default: stdout)")
+    ex.add_argument("--since", type=parse_time)
+    ex.add_argument("--until", type=parse_time)
+    ex.set_defaults(func=_export)
+
+    sync = _group(commands, "sync", "sync to the city platform")
+    status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
+    _data_dir(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--errors", type=int, default=5, help="how many recent errors to show")
+    status.set_defaults(func=_sync_status)
+
+    bench_verbs = _group(commands, "bench", "measure throughput")
+    bi = bench_verbs.add_parser("ingest", help="durable ingest over HTTP vs raw executemany in one transaction")
+    bi.add_argument("--uploaders", type=int, default=50)
+    bi.add_argument("--batch", type=int, default=50, help="readings per batch")
+    bi.add_argument("--batches", type=int, default=40, help="batches per uploader")
+    bi.add_argument("--data-dir", default=None, help="where to put the bench database (default: a temp dir)")
+    bi.set_defaults(func=_bench_ingest)

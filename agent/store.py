@@ -1,0 +1,330 @@
+"""The agent's SQLite store (sqlite-utils): devices, readings, boot clock offsets, sync log, meta.
+
+One file, `airwatt.db` in the data dir, WAL mode with synchronous=FULL so a commit survives a power cut.
+Plain columns and ISO-free REAL Unix times, so the file reads well in `sqlite3` and Datasette.
+Schema changes are migration functions applied in order; `meta.schema_version` says how many ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from airwatt.protocol import fields
+
+DB_NAME = "airwatt.db"
+# One nullable column per metric of the protocol's field table (never retyped here).
+METRIC_COLUMNS: tuple[str, ...] = tuple(row[1] for row in fields.METRICS)
+_METRIC_TYPES = {row[1]: (int if row[4] == "int" else float) for row in fields.METRICS}
+T_SOURCES = ("board", "ticks", "unknown")
+BUSY_TIMEOUT_MS = 10000
+
+
+def _m1_initial(db: sqlite_utils.Database) -> None:
+    db["devices"].create(
+        {
+            "id": str,
+            "key": str,
+            "name": str,
+            "site": str,
+            "lat": float,
+            "lon": float,
+            "sensors": str,
+            "interval_s": int,
+            "firmware": str,
+            "first_seen": float,
+            "last_seen": float,
+            "last_status": str,
+            "created": float,
+        },
+        pk="id",
+        not_null={"key"},
+        defaults={"interval_s": 60},
+    )
+    columns: dict[str, Any] = {
+        "id": int,
+        "device": str,
+        "seq": int,
+        "boot": str,
+        "sensor": str,
+        "t": float,
+        "t_source": str,
+        "ticks": int,
+        "received": float,
+        "flags": str,
+    }
+    columns.update({name: _METRIC_TYPES[name] for name in METRIC_COLUMNS})
+    columns["synced_at"] = float
+    db["readings"].create(
+        columns, pk="id", not_null={"device", "seq", "boot", "sensor", "t_source", "ticks", "received", "flags"}
+    )
+    # UNIQUE(device, seq) makes ingest idempotent: INSERT OR IGNORE of a replayed batch changes nothing.
+    db["readings"].create_index(["device", "seq"], index_name="readings_device_seq", unique=True)
+    db["readings"].create_index(["device", "t"], index_name="readings_device_t")
+    # The sync worker's queue: only unsynced rows are in this index, so it stays small however old the file.
+    db.execute("CREATE INDEX readings_unsynced ON readings(id) WHERE synced_at IS NULL")
+    db["boots"].create({"device": str, "boot": str, "offset": float, "learnt": float}, pk=("device", "boot"))
+    db["sync_log"].create(
+        {"id": int, "at": float, "ok": int, "status": int, "count": int, "detail": str}, pk="id"
+    )
+
+
+# Append new migrations at the end; never edit one that has shipped.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if not db["meta"].exists():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Apply pending migrations, each in its own transaction; returns the schema version."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")  # one migrator at a time, even across processes
+    try:
+        if not db["meta"].exists():
+            db["meta"].create({"key": str, "value": str}, pk="key")
+        version = schema_version(db)
+        for number, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            step(db)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(number),))
+            version = number
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """A connection with the agent's durability settings; isolation_level=None: we write BEGIN/COMMIT."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA busy_timeout = %d" % BUSY_TIMEOUT_MS)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")  # a COMMIT is on disk before we answer 200
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def db_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / DB_NAME
+
+
+def open_db(data_dir: str | Path) -> sqlite_utils.Database:
+    """Open (creating and migrating if needed) the data dir's database."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(connect(db_path(data_dir)))
+    migrate(db)
+    return db
+
+
+# -- devices ---------------------------------------------------------------------------------------------
+
+
+def add_device(
+    db: sqlite_utils.Database,
+    id: str,
+    name: str | None = None,
+    site: str | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    sensors: Iterable[str] = fields.SENSORS,
+    interval_s: int = 60,
+) -> str:
+    """Register a device; returns its new key (hex of 32 random bytes). Raises ValueError if it exists or is
+    not a valid protocol device id."""
+    _check_device_id(id)
+    sensors = list(sensors)
+    bad = [s for s in sensors if s not in fields.SENSORS]
+    if bad or not sensors:
+        raise ValueError("sensors must be some of %s, not %s" % (",".join(fields.SENSORS), ",".join(bad) or "none"))
+    if lat is not None and not -90 <= lat <= 90:
+        raise ValueError("lat must be within -90..90")
+    if lon is not None and not -180 <= lon <= 180:
+        raise ValueError("lon must be within -180..180")
+    if not 1 <= interval_s <= 86400:
+        raise ValueError("interval must be 1..86400 seconds")
+    key = secrets.token_hex(32)
+    try:
+        with _transaction(db):
+            db.execute(
+                "INSERT INTO devices(id, key, name, site, lat, lon, sensors, interval_s, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (id, key, name, site, lat, lon, json.dumps(sensors), interval_s, time.time()),
+            )
+    except sqlite3.IntegrityError:
+        raise ValueError("device %s already exists" % id) from None
+    return key
+
+
+def _check_device_id(id: str) -> None:
+    from airwatt.protocol.check import DEVICE_ALPHABET
+
+    if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in DEVICE_ALPHABET for ch in id):
+        raise ValueError(
+            "device id must be 1 to %d characters of a-z, 0-9, '-' and '_': %r" % (fields.DEVICE_ID_MAX, id)
+        )
+
+
+def get_device(db: sqlite_utils.Database, id: str) -> dict | None:
+    """The device row (with its key), or None."""
+    cur = db.execute("SELECT * FROM devices WHERE id = ?", (id,))
+    row = cur.fetchone()
+    return None if row is None else dict(zip([c[0] for c in cur.description], row))
+
+
+def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
+    """The device's HMAC key as bytes, or None for an unknown device."""
+    row = db.execute("SELECT key FROM devices WHERE id = ?", (id,)).fetchone()
+    return None if row is None else bytes.fromhex(row[0])
+
+
+def list_devices(db: sqlite_utils.Database) -> list[dict]:
+    """Every device without its key, with its count of stored readings."""
+    cur = db.execute(
+        "SELECT d.id, d.name, d.site, d.lat, d.lon, d.sensors, d.interval_s, d.firmware, d.first_seen,"
+        " d.last_seen, d.last_status, d.created,"
+        " (SELECT count(*) FROM readings r WHERE r.device = d.id) AS readings"
+        " FROM devices d ORDER BY d.id"
+    )
+    return _dicts(cur)
+
+
+# -- readings --------------------------------------------------------------------------------------------
+
+
+def readings(
+    db: sqlite_utils.Database, device: str, since: float | None = None, until: float | None = None
+) -> list[dict]:
+    """A device's readings in sequence order; since/until (Unix seconds, until exclusive) filter on t, and
+    readings whose time is unknown are left out when either bound is given."""
+    return list(iter_readings(db, device, since, until))
+
+
+def iter_readings(
+    db: sqlite_utils.Database, device: str | None = None, since: float | None = None, until: float | None = None
+) -> Iterator[dict]:
+    """Stream readings (optionally of one device) in (device, seq) order without loading them all."""
+    where, params = [], []
+    if device is not None:
+        where.append("device = ?")
+        params.append(device)
+    if since is not None:
+        where.append("t >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("t < ?")
+        params.append(until)
+    sql = "SELECT * FROM readings" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY device, seq"
+    cur = db.execute(sql, params)
+    names = [c[0] for c in cur.description]
+    for row in cur:
+        yield dict(zip(names, row))
+
+
+def pending(db: sqlite_utils.Database, limit: int) -> list[dict]:
+    """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined."""
+    cur = db.execute(
+        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
+        " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
+        " WHERE r.synced_at IS NULL ORDER BY r.id LIMIT ?",
+        (limit,),
+    )
+    return _dicts(cur)
+
+
+def mark_synced(db: sqlite_utils.Database, ids: Iterable[int], at: float) -> int:
+    """Mark readings synced (the platform confirmed them) in one durable transaction; returns rows changed."""
+    ids = list(ids)
+    changed = 0
+    with _transaction(db):
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            cur = db.execute(
+                "UPDATE readings SET synced_at = ? WHERE synced_at IS NULL AND id IN (%s)"
+                % ",".join("?" * len(chunk)),
+                [at, *chunk],
+            )
+            changed += cur.rowcount
+    return changed
+
+
+def log_sync(db: sqlite_utils.Database, ok: bool, status: int | None, count: int, detail: str = "") -> None:
+    """Record a sync attempt; a successful one also sets meta.last_sync_ok."""
+    now = time.time()
+    with _transaction(db):
+        db.execute(
+            "INSERT INTO sync_log(at, ok, status, count, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, int(bool(ok)), status, count, detail),
+        )
+        if ok:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", (repr(now),))
+
+
+def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def set_meta(db: sqlite_utils.Database, key: str, value: str) -> None:
+    with _transaction(db):
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+
+def sync_state(db: sqlite_utils.Database, errors: int = 5) -> dict:
+    """Pending and synced counts, oldest pending reading's receive time, last successful sync, last errors."""
+    pending_n, oldest = db.execute(
+        "SELECT count(*), min(received) FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
+    ).fetchone()
+    total = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+    last_ok = get_meta(db, "last_sync_ok")
+    cur = db.execute("SELECT * FROM sync_log WHERE ok = 0 ORDER BY id DESC LIMIT ?", (errors,))
+    return {
+        "pending": pending_n,
+        "synced": total - pending_n,
+        "oldest_pending_received": oldest,
+        "last_sync_ok": float(last_ok) if last_ok is not None else None,
+        "last_errors": _dicts(cur),
+    }
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT on an autocommit connection (rolls back on error)."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.conn = db.conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, err: object, tb: object) -> None:
+        self.conn.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def transaction(db: sqlite_utils.Database) -> _transaction:
+    """Context manager for one write transaction on a store connection."""
+    return _transaction(db)
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict]:
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def data_dir_default() -> str:
+    """--data-dir's default: $AIRWATT_DATA_DIR, else ./airwatt-data."""
+    return os.environ.get("AIRWATT_DATA_DIR") or "airwatt-data"
