@@ -1,0 +1,1 @@
+"""Board-side emulated hardware: runs on MicroPython inside the emulated board (and on CPython)."""
