@@ -1,0 +1,239 @@
+# Sampler: reads each configured sensor on its own schedule and appends every good reading to the flash store.
+# A sensor that is missing or fails only raises its own error counter; the others keep going. A bad frame is
+# counted, never stored. Also the board's clock: uptime that survives ticks_ms wrap, and wall time once known.
+import asyncio
+import time
+from binascii import hexlify
+import os
+
+from protocol import fields, wire
+
+_POLL_MS = 1000  # retry delay after a read that has no value yet (PMS warm-up, SCD4x data not ready)
+_READ_TIMEOUT_MS = 10000  # drivers time out on their own; this catches one that never returns
+_MAX_NAP_MS = 1000
+_NO_DATA_MS = 30000  # "no value yet" for longer than warm-up plus this counts as a failure and restarts it  # the loop wakes at least this often, so the watchdog sees it alive
+
+
+def boot_id():
+    """8 hex chars, random per boot: tells this boot's ticks from another boot's."""
+    return hexlify(os.urandom(4)).decode()
+
+
+def _days_from_civil(y, m, d):
+    # Howard Hinnant's algorithm: days since 1970-01-01, no dependency on the port's time epoch.
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def unix_from_datetime(dt):
+    """machine.RTC().datetime() tuple (y, m, d, wd, h, mi, s, sub) -> Unix seconds."""
+    return _days_from_civil(dt[0], dt[1], dt[2]) * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6]
+
+
+def datetime_from_unix(t):
+    """Unix seconds -> the tuple machine.RTC().datetime() takes (weekday 0 = Monday)."""
+    days, s = divmod(int(t), 86400)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    return (y, m, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0)
+
+
+class Clock:
+    """Uptime in ms since boot (extended across the ticks_ms wrap) and wall time once it is known valid."""
+
+    def __init__(self, ticks_ms=time.ticks_ms):
+        self._ticks = ticks_ms
+        self._last = ticks_ms()
+        self._ms = 0
+        self._wall_ms = None  # Unix ms at uptime 0, once known
+        self.sync = "none"  # protocol time_sync: none | agent | ntp
+
+    def ms(self):
+        # ticks_diff is exact as long as this runs at least once per half wrap period (~6 days on the ESP32).
+        now = self._ticks()
+        self._ms += time.ticks_diff(now, self._last)
+        self._last = now
+        return self._ms
+
+    def wall(self):
+        """Unix seconds (int), or None while the clock is not known to be right."""
+        if self._wall_ms is None:
+            return None
+        return (self._wall_ms + self.ms()) // 1000
+
+    def set_wall(self, unix_s, source):
+        """Take wall time from NTP or the agent (source: 'ntp' | 'agent'), or from an RTC that kept it ('none')."""
+        if not fields.MIN_WALL_TIME <= unix_s <= fields.MAX_WALL_TIME:
+            return False
+        self._wall_ms = unix_s * 1000 - self.ms()
+        self.sync = source
+        return True
+
+
+class Sensor:
+    """One configured sensor: its driver, schedule, error count and run of identical values."""
+
+    def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0):
+        self.kind = kind
+        self.driver = driver  # None when it could not even be built (missing module, bad bus)
+        self.interval_ms = interval_ms
+        self.stuck_n = stuck_n
+        self.warmup_ms = warmup_ms
+        self.due = 0  # uptime ms of the next attempt
+        self.slot = 0  # uptime ms of the scheduled reading the next attempt belongs to
+        self.started = False
+        self.waiting = None  # uptime ms when the driver first said "no value yet" for this slot
+        self.last = None  # values of the previous reading
+        self.same = 0  # how many readings in a row had exactly these values
+        self.readings = 0
+        self.failures = 0
+        self.last_error = None
+        self.outcome = None  # first outcome this boot, for the self-test line: (True, values) | (False, why)
+
+
+class Sampler:
+    def __init__(self, sensors, store, clock, boot, log=print):
+        self.sensors = sensors
+        self.store = store
+        self.clock = clock
+        self.boot = boot
+        self.log = log
+        self.errors = {}  # per sensor kind: OSError/ValueError/timeouts, as in the status' errors
+        self.store_errors = 0
+        self.progress = clock.ms()
+        for s in sensors:
+            self.errors[s.kind] = 0
+
+    def set_interval(self, kind, interval_s):
+        """The agent's settings.intervals: takes effect from the next reading."""
+        for s in self.sensors:
+            if s.kind == kind and s.interval_ms != interval_s * 1000:
+                s.interval_ms = interval_s * 1000
+                s.due = s.slot = self.clock.ms()
+
+    def _fail(self, s, why):
+        s.waiting = None
+        self.errors[s.kind] += 1
+        s.failures += 1
+        s.last_error = why
+        if s.outcome is None:
+            s.outcome = (False, why)
+
+    def _record(self, s, values, flags):
+        # Only the protocol's metrics of this kind go into the reading; the rest (e.g. particle counts) only
+        # help to see whether the sensor is stuck.
+        if values == s.last:
+            s.same += 1
+        else:
+            s.last = values
+            s.same = 1
+        if s.same >= s.stuck_n and "stuck" not in flags:
+            flags.append("stuck")
+        kept = {}
+        for row in fields.metrics(s.kind):
+            if row[1] in values:
+                kept[row[1]] = values[row[1]]
+        seq = self.store.next_seq
+        payload = wire.encode_reading(seq, self.clock.wall(), self.clock.ms(), self.boot, s.kind, kept, flags)
+        try:
+            self.store.append(seq, payload)
+        except Exception as e:  # flash trouble is not the sensor's fault: count it apart and say so
+            self.store_errors += 1
+            self.log("STORE append failed: %r" % (e,))
+            return
+        s.readings += 1
+        if s.outcome is None:
+            s.outcome = (True, kept)
+
+    async def _attempt(self, s):
+        """One read of one sensor; returns True when it has no value yet and wants to be asked again soon."""
+        d = s.driver
+        if d is None:
+            self._fail(s, "no driver")
+            return False
+        try:
+            if not s.started:
+                await asyncio.wait_for_ms(d.start(), _READ_TIMEOUT_MS)
+                s.started = True
+            got = await asyncio.wait_for_ms(d.read(), _READ_TIMEOUT_MS)
+        except asyncio.TimeoutError:
+            self._fail(s, "timeout")
+            s.started = False
+            return False
+        except OSError as e:
+            self._fail(s, "OSError %s" % (e.args[0] if e.args else ""))
+            s.started = False  # re-initialise after no answer: the sensor may have lost power
+            return False
+        except ValueError as e:
+            self._fail(s, "ValueError %s" % (e.args[0] if e.args else ""))
+            return False
+        except Exception as e:  # a driver bug must not stop the other sensors
+            self._fail(s, "%s %s" % (type(e).__name__, e))
+            return False
+        if got is None:
+            now = self.clock.ms()
+            if s.waiting is None:
+                s.waiting = now
+            elif now - s.waiting > s.warmup_ms + _NO_DATA_MS:
+                s.waiting = None
+                s.started = False
+                self._fail(s, "no data")
+                return False
+            return True
+        s.waiting = None
+        values, flags = got
+        try:
+            self._record(s, values, list(flags))
+        except ValueError as e:  # the driver gave a metric the protocol does not know: a bug, counted
+            self._fail(s, "ValueError %s" % (e.args[0] if e.args else ""))
+            return False
+        if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS and hasattr(d, "sleep"):
+            try:
+                await asyncio.wait_for_ms(d.sleep(), _READ_TIMEOUT_MS)
+            except Exception as e:
+                self._fail(s, "sleep %s" % (type(e).__name__,))
+        return False
+
+    def _next(self, s, now, again):
+        if again:
+            s.due = now + _POLL_MS
+            return
+        slot = s.slot + s.interval_ms
+        if slot <= now:  # fell behind (long outage of a slow sensor): no burst of catch-up reads
+            slot = now + s.interval_ms
+        s.slot = slot
+        # A sensor that sleeps between reads is woken its warm-up time early, so the reading lands on its slot.
+        early = s.warmup_ms + _POLL_MS if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS else 0
+        s.due = slot - early if slot - early > now else now
+
+    async def step(self):
+        """Read every sensor that is due; returns ms until the next one is due (at most _MAX_NAP_MS)."""
+        now = self.clock.ms()
+        for s in self.sensors:
+            if s.due <= now:
+                again = await self._attempt(s)
+                now = self.clock.ms()
+                self._next(s, now, again)
+        self.progress = now
+        nap = _MAX_NAP_MS
+        for s in self.sensors:
+            wait = s.due - now
+            if wait < nap:
+                nap = wait
+        return nap if nap > 0 else 0
+
+    async def run(self):
+        while True:
+            nap = await self.step()
+            await asyncio.sleep_ms(nap)
