@@ -1,0 +1,94 @@
+"""Adapters turn store rows into one platform request and the platform's answer into per-reading outcomes.
+
+Both halves are pure functions (no I/O), so they are tested byte for byte; the sync worker (agent/sync.py)
+does the HTTP, the timing and the database writes.
+
+    prepared = adapter.prepare(rows)                 # rows: dicts from store.pending()
+    outcome = adapter.interpret(prepared, status, body_bytes)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+KINDS = ("ngsi-ld", "http-json")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One request ready to send. `keys[i]` is the platform id of reading `row_ids[i]` (same order)."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    row_ids: list[int]
+    keys: list[str]
+    # Readings the adapter cannot express for this platform (e.g. no location for NGSI-LD): id -> reason.
+    unencodable: dict[int, str] = field(default_factory=dict)
+
+    def key_to_row(self) -> dict[str, int]:
+        return dict(zip(self.keys, self.row_ids))
+
+
+@dataclass
+class Outcome:
+    """What the platform said about each reading of a request that got a 2xx answer."""
+
+    confirmed: list[int] = field(default_factory=list)
+    # Reading id -> (status, detail). Status 4xx: the platform refused this reading (counts towards holding
+    # it back); 5xx or None: a passing failure, retried like any other.
+    failed: dict[int, tuple[int | None, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A platform kind bound to its base URL and credentials."""
+
+    kind: str
+    url: str
+    prepare: Callable[[Sequence[dict]], Prepared]
+    interpret: Callable[[Prepared, int, bytes], Outcome]
+
+
+def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | None = None) -> Adapter:
+    """The adapter for `kind` ("ngsi-ld" or "http-json") sending to base `url`."""
+    headers: dict[str, str] = {}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    if kind == "ngsi-ld":
+        from airwatt.agent.adapters import ngsi_ld
+
+        if tenant:
+            headers["NGSILD-Tenant"] = tenant
+        endpoint = ngsi_ld.endpoint(url)
+        return Adapter(
+            kind, url, lambda rows: ngsi_ld.prepare(endpoint, rows, headers), ngsi_ld.interpret
+        )
+    if kind == "http-json":
+        from airwatt.agent.adapters import http_json
+
+        endpoint = http_json.endpoint(url)
+        return Adapter(
+            kind, url, lambda rows: http_json.prepare(endpoint, rows, headers), http_json.interpret
+        )
+    raise ValueError("platform kind must be one of %s, not %r" % (", ".join(KINDS), kind))
+
+
+def iso_time(t: float) -> str:
+    """Unix seconds -> ISO 8601 UTC ('2026-11-22T01:56:29Z', milliseconds only when t has a fraction)."""
+    import datetime
+
+    stamp = datetime.datetime.fromtimestamp(round(t, 3), datetime.timezone.utc)
+    if stamp.microsecond:
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (stamp.microsecond // 1000)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def flag_list(row: dict) -> list[str]:
+    """The reading's protocol flags as a list, plus `time_unknown` when the store has no wall time for it."""
+    flags = [f for f in (row.get("flags") or "").split(",") if f]
+    if row.get("t") is None:
+        flags.append("time_unknown")
+    return flags

@@ -1,0 +1,101 @@
+"""Generic HTTP JSON adapter: `POST <url>/readings` with {"readings": [...]} and an Idempotency-Key.
+
+The API is documented in agent/adapters/README.md (that file is the contract for a city's own ingest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+
+from airwatt.agent.adapters import Outcome, Prepared, flag_list, iso_time
+from airwatt.protocol import fields
+
+PATH = "/readings"
+CONTENT_TYPE = "application/json"
+KEY_PREFIX = "airwatt-v1-"
+
+
+def endpoint(base_url: str) -> str:
+    return base_url.rstrip("/") + PATH
+
+
+def item_id(row: Mapping) -> str:
+    """The reading's id at the platform: `<device>:<seq>` (unique per device, stable across resends)."""
+    return "%s:%d" % (row["device"], row["seq"])
+
+
+def item(row: Mapping) -> dict:
+    """One reading as the generic API carries it; `values` holds the field table's metrics of its sensor,
+    in the table's units, and leaves out the ones the store has none for."""
+    values = {}
+    for metric in fields.metrics(row["sensor"]):
+        value = row.get(metric[1])
+        if value is not None:
+            values[metric[1]] = value
+    t = row.get("t")
+    return {
+        "id": item_id(row),
+        "device": row["device"],
+        "seq": row["seq"],
+        "sensor": row["sensor"],
+        "time": iso_time(t) if t is not None else None,
+        "t": t,
+        "t_source": row.get("t_source") or ("board" if t is not None else "unknown"),
+        "received": iso_time(row["received"]) if row.get("received") is not None else None,
+        "values": values,
+        "flags": flag_list(row),
+        "site": row.get("site"),
+        "lat": row.get("lat"),
+        "lon": row.get("lon"),
+    }
+
+
+def idempotency_key(body: bytes) -> str:
+    """The batch's Idempotency-Key: a hash of the exact body, itself a pure function of the readings
+    (device, seq, values), so the same batch always carries the same key and any other batch another one."""
+    return KEY_PREFIX + hashlib.sha256(body).hexdigest()[:48]
+
+
+def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None = None) -> Prepared:
+    items = [item(row) for row in rows]
+    body = json.dumps({"readings": items}, separators=(",", ":"), ensure_ascii=False).encode()
+    all_headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json", "Idempotency-Key": idempotency_key(body)}
+    all_headers.update(headers or {})
+    return Prepared("POST", url, all_headers, body, [row["id"] for row in rows], [it["id"] for it in items])
+
+
+def interpret(prepared: Prepared, status: int, body: bytes) -> Outcome:
+    """Outcome of a 2xx answer: with a `results` list, exactly the items marked ok are confirmed (and any
+    item the list leaves out fails); a 200/201/204 without one confirms the whole batch."""
+    if not 200 <= status < 300:
+        raise ValueError("interpret() takes a 2xx answer, not %d" % status)
+    results = None
+    if body.strip():
+        try:
+            answer = json.loads(body)
+            results = answer.get("results") if isinstance(answer, dict) else None
+        except ValueError:
+            results = None
+    if not isinstance(results, list):
+        if status == 207:
+            return Outcome(failed={rid: (None, "207 without a readable results list") for rid in prepared.row_ids})
+        return Outcome(confirmed=list(prepared.row_ids))
+    by_key = prepared.key_to_row()
+    outcome = Outcome()
+    seen = set()
+    for res in results:
+        if not isinstance(res, dict) or res.get("id") not in by_key:
+            continue
+        rid = by_key[res["id"]]
+        seen.add(rid)
+        if res.get("ok") is True:
+            outcome.confirmed.append(rid)
+        else:
+            err_status = res.get("status") if isinstance(res.get("status"), int) else None
+            outcome.failed[rid] = (err_status, str(res.get("error") or "refused"))
+    for rid in prepared.row_ids:
+        if rid not in seen:
+            outcome.failed[rid] = (None, "not in the answer's results")
+    return outcome

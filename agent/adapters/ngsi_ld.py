@@ -1,0 +1,201 @@
+"""NGSI-LD adapter: FIWARE Smart Data Models in normalized form, sent by batch upsert.
+
+One entity per reading, with an id made of the device and its sequence number, so a resend (after a crash,
+a timeout, a lost answer) rewrites the same entity instead of adding one:
+
+- air readings (sensor `pm` or `co2`) -> `AirQualityObserved` (dataModel.Environment):
+  pm1, pm25, pm10 (µg/m3, GQ), co2 (ppm, 59), temperature (°C, CEL), relativeHumidity as a FRACTION 0..1 (C62);
+- energy readings -> `ACMeasurement` (dataModel.Energy), phaseType singlePhase: totalActivePower (W, WTT),
+  totalActiveEnergyImport (kWh, KWH, from the meter's cumulative Wh counter), totalPowerFactor (C62),
+  frequency (Hz, HTZ) and the L1 phase objects phaseVoltage, current, activePower, powerFactor.
+
+Every entity has dateObserved, location (GeoJSON Point, [lon, lat]), refDevice (Relationship to
+urn:ngsi-ld:Device:<device>), `observedAt` on each measured property, and `airwattFlags` when the reading
+carries quality flags (or `time_unknown`: the store never learnt its wall time, so dateObserved is the time the
+agent received it, an upper bound).
+
+Upsert mode: the default, *replace* (no `options`). The entity is the whole observation, rebuilt from the same
+row every time, so replacing makes the platform's copy a pure function of the last write: a resend leaves one
+identical entity, and a mapping fixed in a later agent version cannot leave stale attributes behind, which
+`options=update` (merge) would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from airwatt.agent.adapters import Outcome, Prepared, flag_list, iso_time
+from airwatt.protocol import fields
+
+CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+ENVIRONMENT_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Environment/master/context.jsonld"
+ENERGY_CONTEXT = "https://raw.githubusercontent.com/smart-data-models/dataModel.Energy/master/context.jsonld"
+# One context list for every entity (the core context last, as the NGSI-LD spec places it).
+CONTEXT = [ENVIRONMENT_CONTEXT, ENERGY_CONTEXT, CORE_CONTEXT]
+CONTENT_TYPE = "application/ld+json"
+UPSERT_PATH = "/ngsi-ld/v1/entityOperations/upsert"
+
+AIR_TYPE = "AirQualityObserved"
+ENERGY_TYPE = "ACMeasurement"
+
+
+def _unit(sensor: str, metric: str) -> str:
+    return fields.metric(sensor, metric)[3]
+
+
+# (store column, NGSI-LD attribute, scale, UN/CEFACT code) per sensor kind; units come from the field table
+# except where the model wants another unit than the board's (humidity % -> fraction, Wh -> kWh).
+AIR_ATTRIBUTES = {
+    "pm": (
+        ("pm1", "pm1", 1, _unit("pm", "pm1")),
+        ("pm25", "pm25", 1, _unit("pm", "pm25")),
+        ("pm10", "pm10", 1, _unit("pm", "pm10")),
+    ),
+    "co2": (
+        ("co2", "co2", 1, _unit("co2", "co2")),
+        ("temperature", "temperature", 1, _unit("co2", "temperature")),
+        ("humidity", "relativeHumidity", 0.01, "C62"),  # the model's relativeHumidity is a fraction 0..1
+    ),
+}
+ENERGY_TOTALS = (
+    ("power", "totalActivePower", 1, _unit("energy", "power")),
+    ("energy_wh", "totalActiveEnergyImport", 0.001, "KWH"),
+    ("pf", "totalPowerFactor", 1, _unit("energy", "pf")),
+    ("frequency", "frequency", 1, _unit("energy", "frequency")),
+)
+ENERGY_PHASE = (
+    ("voltage", "phaseVoltage", _unit("energy", "voltage")),
+    ("current", "current", _unit("energy", "current")),
+    ("power", "activePower", _unit("energy", "power")),
+    ("pf", "powerFactor", _unit("energy", "pf")),
+)
+
+
+def endpoint(base_url: str) -> str:
+    """The upsert URL for a base URL given with or without its `/ngsi-ld/v1` part."""
+    base = base_url.rstrip("/")
+    if base.endswith("/ngsi-ld/v1"):
+        base = base[: -len("/ngsi-ld/v1")]
+    return base + UPSERT_PATH
+
+
+def entity_type(sensor: str) -> str:
+    return ENERGY_TYPE if sensor == "energy" else AIR_TYPE
+
+
+def entity_id(row: Mapping) -> str:
+    return "urn:ngsi-ld:%s:%s:%d" % (entity_type(row["sensor"]), row["device"], row["seq"])
+
+
+def device_urn(device: str) -> str:
+    return "urn:ngsi-ld:Device:" + device
+
+
+def _scaled(value: float, scale: float, decimals: int) -> float | int:
+    if scale == 1:
+        return value
+    # Round away binary noise (55.12 / 100 = 0.5511999999999999) to the resolution the value really has.
+    return round(value * scale, decimals)
+
+
+def _decimals(sensor: str, metric: str, scale: float) -> int:
+    extra = {1: 0, 0.01: 2, 0.001: 3}[scale]
+    return fields.metric(sensor, metric)[7] + extra
+
+
+def unencodable(row: Mapping) -> str | None:
+    """Why this reading cannot become a valid Smart Data Model entity, or None."""
+    if row.get("lat") is None or row.get("lon") is None:
+        return "device %s has no lat/lon: location is required by the Smart Data Model" % row["device"]
+    if row["sensor"] not in ("energy", "pm", "co2"):
+        return "unknown sensor kind %r" % row["sensor"]
+    return None
+
+
+def entity(row: Mapping) -> dict:
+    """The normalized NGSI-LD entity of one reading (a store row with the device's lat/lon joined)."""
+    sensor = row["sensor"]
+    when = iso_time(row["t"] if row.get("t") is not None else row["received"])
+    ent: dict = {"id": entity_id(row), "type": entity_type(sensor)}
+    ent["dateObserved"] = {"type": "Property", "value": {"@type": "DateTime", "@value": when}}
+    ent["location"] = {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [row["lon"], row["lat"]]}}
+    ent["refDevice"] = {"type": "Relationship", "object": device_urn(row["device"])}
+    if row.get("site"):
+        ent["areaServed"] = {"type": "Property", "value": row["site"]}
+    if sensor == "energy":
+        ent["phaseType"] = {"type": "Property", "value": "singlePhase"}
+        for column, name, scale, unit in ENERGY_TOTALS:
+            value = row.get(column)
+            if value is not None:
+                value = _scaled(value, scale, _decimals("energy", column, scale))
+                ent[name] = {"type": "Property", "value": value, "unitCode": unit, "observedAt": when}
+        for column, name, unit in ENERGY_PHASE:
+            value = row.get(column)
+            if value is not None:
+                ent[name] = {"type": "Property", "value": {"L1": value}, "unitCode": unit, "observedAt": when}
+    else:
+        for column, name, scale, unit in AIR_ATTRIBUTES[sensor]:
+            value = row.get(column)
+            if value is not None:
+                value = _scaled(value, scale, _decimals(sensor, column, scale))
+                ent[name] = {"type": "Property", "value": value, "unitCode": unit, "observedAt": when}
+    flags = flag_list(row)
+    if flags:
+        ent["airwattFlags"] = {"type": "Property", "value": flags, "observedAt": when}
+    ent["@context"] = CONTEXT
+    return ent
+
+
+def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None = None) -> Prepared:
+    """One upsert request for the readings that can be expressed; the others are returned as unencodable."""
+    entities, row_ids, keys, bad = [], [], [], {}
+    for row in rows:
+        why = unencodable(row)
+        if why:
+            bad[row["id"]] = why
+            continue
+        ent = entity(row)
+        entities.append(ent)
+        row_ids.append(row["id"])
+        keys.append(ent["id"])
+    body = json.dumps(entities, separators=(",", ":"), ensure_ascii=False).encode()
+    all_headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
+    all_headers.update(headers or {})
+    return Prepared("POST", url, all_headers, body, row_ids, keys, bad)
+
+
+def interpret(prepared: Prepared, status: int, body: bytes) -> Outcome:
+    """Outcome of a 2xx answer. 201 (created ids listed) and 204 (all updated) confirm the whole batch; 207
+    confirms exactly the ids in `success` and fails the ones in `errors` (and any id in neither)."""
+    if status in (200, 201, 204):
+        return Outcome(confirmed=list(prepared.row_ids))
+    if status != 207:
+        raise ValueError("interpret() takes a 2xx answer, not %d" % status)
+    try:
+        answer = json.loads(body)
+        success = answer.get("success") or []
+        errors = answer.get("errors") or []
+    except (ValueError, AttributeError):
+        detail = "207 with an unreadable body: nothing confirmed"
+        return Outcome(failed={rid: (None, detail) for rid in prepared.row_ids})
+    by_key = prepared.key_to_row()
+    confirmed_keys = {key for key in success if isinstance(key, str)}
+    outcome = Outcome()
+    for err in errors:
+        if not isinstance(err, dict):
+            continue
+        rid = by_key.get(err.get("entityId"))
+        if rid is None:
+            continue
+        problem = err.get("error") if isinstance(err.get("error"), dict) else {}
+        err_status = problem.get("status") if isinstance(problem.get("status"), int) else None
+        detail = "%s: %s" % (problem.get("title") or problem.get("type") or "error", problem.get("detail") or "")
+        outcome.failed[rid] = (err_status, detail.strip(": "))
+        confirmed_keys.discard(err.get("entityId"))  # both lists naming an id: trust the error
+    for key, rid in by_key.items():
+        if key in confirmed_keys:
+            outcome.confirmed.append(rid)
+        elif rid not in outcome.failed:
+            outcome.failed[rid] = (None, "not in the 207 answer's success list")
+    return outcome

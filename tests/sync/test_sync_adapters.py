@@ -1,0 +1,168 @@
+"""Adapters against the Smart Data Model facts and the generic API contract (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from airwatt.agent.adapters import http_json, iso_time, make_adapter, ngsi_ld
+from airwatt.emulator.platform import check_entity
+from airwatt.protocol import fields
+
+ROW = {"id": 7, "device": "kk-hall-01", "seq": 42, "boot": "0a1b2c3d", "t": 1790000000.0, "t_source": "board",
+       "ticks": 5000, "received": 1790000100.0, "flags": "", "lat": 16.4419, "lon": 102.836, "site": "City Hall"}
+
+
+def row(sensor: str, **extra) -> dict:
+    r = dict(ROW, sensor=sensor)
+    r.update({m[1]: None for m in fields.METRICS})
+    if sensor == "pm":
+        r.update(pm1=8, pm25=27, pm10=41)
+    elif sensor == "co2":
+        r.update(co2=812, temperature=26.55, humidity=55.12)
+    else:
+        r.update(voltage=229.8, current=1.254, power=287.5, energy_wh=123456, frequency=50.0, pf=0.97)
+    r.update(extra)
+    return r
+
+
+def test_air_pm_entity_is_air_quality_observed_with_lon_lat_and_device():
+    ent = ngsi_ld.entity(row("pm"))
+    assert ent["id"] == "urn:ngsi-ld:AirQualityObserved:kk-hall-01:42"
+    assert ent["type"] == "AirQualityObserved"
+    assert ent["location"] == {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [102.836, 16.4419]}}
+    assert ent["refDevice"] == {"type": "Relationship", "object": "urn:ngsi-ld:Device:kk-hall-01"}
+    assert ent["dateObserved"] == {"type": "Property", "value": {"@type": "DateTime", "@value": "2026-09-21T14:13:20Z"}}
+    for name, value in (("pm1", 8), ("pm25", 27), ("pm10", 41)):
+        assert ent[name] == {"type": "Property", "value": value, "unitCode": "GQ", "observedAt": "2026-09-21T14:13:20Z"}
+    assert "co2" not in ent and "airwattFlags" not in ent
+    assert ent["@context"][-1] == "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"
+    assert any("dataModel.Environment" in c for c in ent["@context"])
+
+
+def test_co2_entity_has_relative_humidity_as_a_fraction():
+    ent = ngsi_ld.entity(row("co2"))
+    assert ent["type"] == "AirQualityObserved"
+    assert ent["relativeHumidity"]["value"] == 0.5512  # 55.12 %RH, not 55.12 and not 0.5511999999999999
+    assert ent["relativeHumidity"]["unitCode"] == "C62"
+    assert ent["co2"]["value"] == 812 and ent["co2"]["unitCode"] == "59"  # ppm
+    assert ent["temperature"]["value"] == 26.55 and ent["temperature"]["unitCode"] == "CEL"
+    assert ngsi_ld.entity(row("co2", humidity=100.0))["relativeHumidity"]["value"] == 1.0
+    assert ngsi_ld.entity(row("co2", humidity=0.0))["relativeHumidity"]["value"] == 0.0
+
+
+def test_energy_entity_is_single_phase_ac_measurement_in_kwh():
+    ent = ngsi_ld.entity(row("energy"))
+    assert ent["id"] == "urn:ngsi-ld:ACMeasurement:kk-hall-01:42"
+    assert ent["type"] == "ACMeasurement"
+    assert ent["phaseType"] == {"type": "Property", "value": "singlePhase"}
+    assert ent["totalActivePower"]["value"] == 287.5 and ent["totalActivePower"]["unitCode"] == "WTT"
+    assert ent["totalActiveEnergyImport"]["value"] == 123.456 and ent["totalActiveEnergyImport"]["unitCode"] == "KWH"
+    assert ent["totalPowerFactor"]["value"] == 0.97 and ent["totalPowerFactor"]["unitCode"] == "C62"
+    assert ent["frequency"]["value"] == 50.0 and ent["frequency"]["unitCode"] == "HTZ"
+    assert ent["phaseVoltage"]["value"] == {"L1": 229.8} and ent["phaseVoltage"]["unitCode"] == "VLT"
+    assert ent["current"]["value"] == {"L1": 1.254} and ent["current"]["unitCode"] == "AMP"
+    assert ent["activePower"]["value"] == {"L1": 287.5}
+    assert ent["powerFactor"]["value"] == {"L1": 0.97}
+    assert all(ent[k]["observedAt"] == "2026-09-21T14:13:20Z" for k in ("frequency", "current", "totalActivePower"))
+    assert any("dataModel.Energy" in c for c in ent["@context"])
+
+
+def test_missing_metric_is_left_out_and_flags_are_visible():
+    ent = ngsi_ld.entity(row("energy", pf=None, flags="alarm,out_of_range"))
+    assert "totalPowerFactor" not in ent and "powerFactor" not in ent
+    assert ent["airwattFlags"]["value"] == ["alarm", "out_of_range"]
+
+
+def test_unknown_time_uses_receive_time_and_says_so():
+    ent = ngsi_ld.entity(row("pm", t=None, t_source="unknown"))
+    assert ent["dateObserved"]["value"]["@value"] == iso_time(ROW["received"]) == "2026-09-21T14:15:00Z"
+    assert ent["airwattFlags"]["value"] == ["time_unknown"]
+    assert http_json.item(row("pm", t=None))["time"] is None
+
+
+def test_fractional_time_keeps_milliseconds():
+    assert iso_time(1790000000.25) == "2026-09-21T14:13:20.250Z"
+
+
+def test_device_without_location_is_unencodable_not_sent():
+    prepared = ngsi_ld.prepare("http://x/ngsi-ld/v1/entityOperations/upsert", [row("pm", lat=None), row("co2", id=8)])
+    assert prepared.unencodable.keys() == {7}
+    assert "lat/lon" in prepared.unencodable[7]
+    assert prepared.row_ids == [8]
+    assert [e["id"] for e in json.loads(prepared.body)] == ["urn:ngsi-ld:AirQualityObserved:kk-hall-01:42"]
+
+
+def test_every_entity_passes_the_platforms_model_check():
+    for sensor in ("energy", "pm", "co2"):
+        assert check_entity(ngsi_ld.entity(row(sensor)), ld=True) is None
+    bad = ngsi_ld.entity(row("co2"))
+    bad["relativeHumidity"]["value"] = 55.12
+    assert "fraction" in check_entity(bad, ld=True)
+    swapped = ngsi_ld.entity(row("pm", lat=102.836, lon=16.4419))  # [lat, lon] slips past only if in range
+    assert swapped["location"]["value"]["coordinates"] == [16.4419, 102.836]
+
+
+def test_upsert_request_is_ld_json_replace_mode():
+    adapter = make_adapter("ngsi-ld", "http://127.0.0.1:1026/ngsi-ld/v1/", tenant="khonkaen")
+    prepared = adapter.prepare([row("pm"), row("energy", id=8, seq=43)])
+    assert prepared.url == "http://127.0.0.1:1026/ngsi-ld/v1/entityOperations/upsert"  # no options: replace
+    assert prepared.headers["Content-Type"] == "application/ld+json"
+    assert prepared.headers["NGSILD-Tenant"] == "khonkaen"
+    body = json.loads(prepared.body)
+    assert [e["id"] for e in body] == prepared.keys
+    assert all("@context" in e for e in body)
+    assert make_adapter("ngsi-ld", "http://h:1026").prepare([row("pm")]).url == "http://h:1026/ngsi-ld/v1/entityOperations/upsert"
+
+
+def test_ngsi_answers_map_to_readings():
+    prepared = ngsi_ld.prepare("http://x/u", [row("pm"), row("co2", id=8, seq=43), row("energy", id=9, seq=44)])
+    k = prepared.keys
+    assert ngsi_ld.interpret(prepared, 201, json.dumps([k[0]]).encode()).confirmed == [7, 8, 9]  # 201 lists created only
+    assert ngsi_ld.interpret(prepared, 204, b"").confirmed == [7, 8, 9]
+    partial = {"success": [k[0]], "errors": [
+        {"entityId": k[1], "error": {"type": "x/BadRequestData", "title": "Bad", "detail": "no", "status": 400}}]}
+    out = ngsi_ld.interpret(prepared, 207, json.dumps(partial).encode())
+    assert out.confirmed == [7]
+    assert out.failed[8] == (400, "Bad: no")
+    assert out.failed[9][0] is None  # in neither list: not confirmed
+    assert ngsi_ld.interpret(prepared, 207, b"<html>").confirmed == []
+
+
+def test_http_json_item_and_deterministic_idempotency_key():
+    item = http_json.item(row("co2", flags="stuck"))
+    assert item["id"] == "kk-hall-01:42"
+    assert item["values"] == {"co2": 812, "temperature": 26.55, "humidity": 55.12}  # the table's units, as stored
+    assert item["time"] == "2026-09-21T14:13:20Z" and item["flags"] == ["stuck"]
+    assert (item["lat"], item["lon"]) == (16.4419, 102.836)
+    a = http_json.prepare("http://x/readings", [row("pm"), row("co2", id=8, seq=43)])
+    b = http_json.prepare("http://x/readings", [row("pm"), row("co2", id=8, seq=43)])
+    c = http_json.prepare("http://x/readings", [row("pm")])
+    assert a.headers["Idempotency-Key"] == b.headers["Idempotency-Key"] != c.headers["Idempotency-Key"]
+    assert re.fullmatch(r"airwatt-v1-[0-9a-f]{48}", a.headers["Idempotency-Key"])
+    assert make_adapter("http-json", "http://h/api/").prepare([row("pm")]).url == "http://h/api/readings"
+
+
+def test_http_json_answers_map_to_readings():
+    prepared = http_json.prepare("http://x/readings", [row("pm"), row("co2", id=8, seq=43), row("energy", id=9, seq=44)])
+    assert http_json.interpret(prepared, 200, b"").confirmed == [7, 8, 9]
+    answer = {"results": [{"id": "kk-hall-01:42", "ok": True},
+                          {"id": "kk-hall-01:43", "ok": False, "status": 400, "error": "bad value"}]}
+    out = http_json.interpret(prepared, 207, json.dumps(answer).encode())
+    assert out.confirmed == [7]
+    assert out.failed == {8: (400, "bad value"), 9: (None, "not in the answer's results")}
+
+
+def test_unknown_kind_is_a_clear_error():
+    with pytest.raises(ValueError, match="ngsi-ld, http-json"):
+        make_adapter("mqtt", "http://x")
+
+
+def test_readme_documents_every_metric_with_its_unit():
+    text = (Path(http_json.__file__).parent / "README.md").read_text()
+    for sensor, metric, unit, *_ in fields.METRICS:
+        assert re.search(r"\|\s*`?%s`?\s*\|\s*%s\s*\|\s*`?%s`?\s*\|" % (sensor, re.escape(metric), re.escape(unit)), text), metric
+    assert "Idempotency-Key" in text and "207" in text
