@@ -6,6 +6,9 @@
 # Faults, settable at run time on every emulator: `unplugged` (no bytes at all), `corrupt(n, probability)`
 # (flip one byte in each of the next n frames, or in any frame with that probability), `stuck` (values frozen).
 # Checksums are computed here independently of the firmware drivers, so a driver bug cannot hide behind them.
+# Time: `clock_ms` (ms, default time.ticks_ms / monotonic) paces cadences and energy; `day_s` (seconds of the
+# day, default derived from clock_ms at UTC+7) drives the building-day profiles. A profile is a table of
+# (second of day, value) points interpolated linearly, or a callable day_s -> value.
 import time
 
 try:
