@@ -8,7 +8,8 @@ times that id was written), so tests can check the EFFECT of a sync: every readi
     GET  /ngsi-ld/v1/entities/{id}             one stored entity
     POST /_faults   {"5xx": 2, "429": 1, ...} or {"schedule": ["ok", "drop", ...]}, plus settings
                     "retry_after" (s), "retry_after_date" (bool), "timeout_s", "partial_fail" (how many of a
-                    batch fail in a "partial" answer), "latency_s" (added to every answer), "reject": [ids]
+                    batch fail in a "partial" answer), "latency_s" (added to every answer), "reject": [ids],
+                    "reject_whole" (a refused entity fails the whole request with 400 instead of a 207)
     GET  /_faults   what is still scheduled;  GET /_stats   counters;  POST /_reset  forget faults and data
 
 Fault kinds, each consumed by one data request, in order:
@@ -71,6 +72,7 @@ class Platform:
         self.partial_fail = 1
         self.latency_s = 0.0
         self.reject: set[str] = set()
+        self.reject_whole = False  # True: a refused entity fails the whole request with 400 (no 207)
         self.stats: collections.Counter[str] = collections.Counter()
         self.stalled = 0
         if faults:
@@ -96,8 +98,8 @@ class Platform:
                 setattr(self, key, float(value))
             elif key == "partial_fail":
                 self.partial_fail = int(value)
-            elif key == "retry_after_date":
-                self.retry_after_date = bool(value)
+            elif key in ("retry_after_date", "reject_whole"):
+                setattr(self, key, bool(value))
             elif key == "reject":
                 self.reject = set(value)
             elif key == "clear":
@@ -284,6 +286,11 @@ async def upsert(request: web.Request) -> web.StreamResponse:
             )
         else:
             good.append((eid, ent["type"], {k: v for k, v in ent.items() if k != "@context"}))
+    if platform.reject_whole and any(e["error"]["status"] == 400 for e in errors):
+        platform.log_request("ngsi-ld", 400, fault, [])
+        first = next(e for e in errors if e["error"]["status"] == 400)
+        detail = "%s: %s" % (first["entityId"], first["error"]["detail"])
+        return web.json_response(_problem("BadRequestData", "Bad entity in batch", detail, 400), status=400)
     created = platform.store("ngsi-ld", good, merge=merge) if good else []
     ids = [g[0] for g in good]
     if errors:
@@ -406,6 +413,7 @@ async def post_reset(request: web.Request) -> web.Response:
     platform = request.app[PLATFORM]
     platform.schedule.clear()
     platform.reject = set()
+    platform.reject_whole = False
     platform.stats.clear()
     platform.conn.executescript("DELETE FROM records; DELETE FROM requests; DELETE FROM idempotency;")
     return web.json_response({"ok": True})

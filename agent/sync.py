@@ -1,0 +1,458 @@
+"""The sync worker: sends pending readings to the city platform and marks them synced once it confirms.
+
+Exactly-once effect, whatever crashes: a reading is marked synced only AFTER the platform confirmed it, and
+every upstream write is idempotent (deterministic ids + upsert for NGSI-LD, an Idempotency-Key derived from
+the batch for the generic API). A kill -9 between the platform's write and our mark resends the same ids,
+which rewrites the same entities: nothing lost, nothing doubled.
+
+One round (`sync_once`): take the oldest pending readings, send one batch, then in the store mark the
+confirmed ones, count refusals, and log the attempt in `sync_log` (the operators' "last errors").
+The loop (`run_worker`) drains while rounds succeed, and otherwise waits: Retry-After when the platform gave
+one (429/503, seconds or an HTTP date), else exponential backoff with jitter; "retry now" cuts any wait short.
+
+A reading the platform keeps refusing must not block the others. Policy:
+- a 400/422 for a whole batch of several readings halves the batch (bisection: the good part syncs, the
+  refused reading ends up alone);
+- a refusal naming the reading (4xx in a 207 answer, or 400 for a batch of one) counts one strike in table
+  `sync_held`; after HOLD_AFTER strikes the reading is held back for HOLD_S seconds, then tried again.
+  Held readings stay in the store, unsynced and visible (`held_readings`); "retry now" releases them.
+- a reading the adapter cannot express (NGSI-LD needs the device's lat/lon) is held at once, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import sqlite_utils
+from aiohttp import web
+
+from airwatt.agent import store
+from airwatt.agent.adapters import Adapter, Outcome, make_adapter
+
+log = logging.getLogger("airwatt.sync")
+
+HOLD_AFTER = 3  # refusals of one reading before it is held back
+HOLD_S = 3600.0  # how long a held reading waits before it is tried again (unless "retry now")
+RETRY_AFTER_MAX_S = 3600.0  # never sleep longer than this on a platform's say-so
+LOG_KEEP = 20000  # sync_log rows kept (older ones pruned)
+
+_HELD_TABLE = """CREATE TABLE IF NOT EXISTS sync_held (
+    reading INTEGER PRIMARY KEY, tries INTEGER NOT NULL, held_until REAL, status INTEGER, error TEXT, at REAL)"""
+
+
+@dataclass
+class SyncResult:
+    """What one round did. `sent` readings went out; `synced` were confirmed and marked."""
+
+    sent: int = 0
+    synced: int = 0
+    failed: int = 0  # not confirmed, stay pending (retried)
+    refused: int = 0  # refused by the platform (strikes towards holding back)
+    held: int = 0  # newly held back
+    skipped: int = 0  # could not be expressed for this platform (held at once, not sent)
+    status: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+    bisect: bool = False  # the whole batch was refused or too large: try halves
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.sent > 0 and self.synced == self.sent
+
+
+@dataclass
+class SyncState:
+    """Live state of the worker, for the pages (app key SYNC_STATE)."""
+
+    enabled: bool = False
+    kind: str | None = None
+    url: str | None = None
+    failures: int = 0
+    batch_limit: int = 0
+    next_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+    last_result: dict = field(default_factory=dict)
+
+
+SYNC_NOW = web.AppKey("airwatt_sync_now", asyncio.Event)
+SYNC_STATE = web.AppKey("airwatt_sync_state", SyncState)
+
+
+# -- store helpers (sync's own table; the readings table itself belongs to agent/store.py) ---------------
+
+
+def ensure_tables(db: sqlite_utils.Database) -> None:
+    db.execute(_HELD_TABLE)
+
+
+def pending_unheld(db: sqlite_utils.Database, limit: int, now: float) -> list[dict]:
+    """store.pending() minus the readings currently held back (oldest first)."""
+    held = {r[0] for r in db.execute("SELECT reading FROM sync_held WHERE held_until > ?", (now,))}
+    if not held:
+        return store.pending(db, limit)
+    # At most len(held) of the first limit + len(held) pending rows are held, so `limit` others remain.
+    return [r for r in store.pending(db, limit + len(held)) if r["id"] not in held][:limit]
+
+
+def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[dict]:
+    """Readings held back now, with the platform's last refusal (for the operators' sync page)."""
+    ensure_tables(db)
+    cur = db.execute(
+        "SELECT h.reading, r.device, r.seq, r.sensor, h.tries, h.held_until, h.status, h.error, h.at"
+        " FROM sync_held h JOIN readings r ON r.id = h.reading"
+        " WHERE h.held_until > ? AND r.synced_at IS NULL ORDER BY h.reading",
+        (time.time() if now is None else now,),
+    )
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def release_held(db: sqlite_utils.Database) -> int:
+    """Forget every strike and hold ("retry now"); returns how many readings were held."""
+    ensure_tables(db)
+    with store.transaction(db):
+        n = db.execute("SELECT count(*) FROM sync_held WHERE held_until > ?", (time.time(),)).fetchone()[0]
+        db.execute("DELETE FROM sync_held")
+    return n
+
+
+def _strike(db: sqlite_utils.Database, refusals: dict[int, tuple[int | None, str]], now: float, hold_at_once: bool) -> int:
+    """Count one refusal per reading; returns how many are now held back."""
+    held = 0
+    with store.transaction(db):
+        for rid, (status, error) in refusals.items():
+            row = db.execute("SELECT tries FROM sync_held WHERE reading = ?", (rid,)).fetchone()
+            tries = (row[0] if row else 0) + 1
+            until = now + HOLD_S if hold_at_once or tries >= HOLD_AFTER else None
+            held += until is not None
+            db.execute(
+                "INSERT OR REPLACE INTO sync_held(reading, tries, held_until, status, error, at) VALUES (?,?,?,?,?,?)",
+                (rid, 0 if until else tries, until, status, error[:500], now),
+            )
+    return held
+
+
+def _record(
+    db: sqlite_utils.Database,
+    result: SyncResult,
+    confirmed: list[int],
+    refusals: dict[int, tuple[int | None, str]],
+    unencodable: dict[int, str],
+    had_strikes: bool,
+) -> None:
+    """The round's database writes: mark confirmed, count refusals, log the attempt."""
+    now = time.time()
+    if confirmed:
+        store.mark_synced(db, confirmed, now)
+        if had_strikes:
+            with store.transaction(db):
+                db.execute(
+                    "DELETE FROM sync_held WHERE reading IN (%s)" % ",".join("?" * len(confirmed)), confirmed
+                )
+    if refusals:
+        result.held += _strike(db, refusals, now, hold_at_once=False)
+    if unencodable:
+        result.held += _strike(db, {rid: (None, why) for rid, why in unencodable.items()}, now, hold_at_once=True)
+    store.log_sync(db, result.ok, result.status, result.sent, result.error)
+    last = db.execute("SELECT max(id) FROM sync_log").fetchone()[0] or 0
+    if last % 1000 == 0 and last > LOG_KEEP:
+        with store.transaction(db):
+            db.execute("DELETE FROM sync_log WHERE id <= ?", (last - LOG_KEEP,))
+
+
+# -- one round --------------------------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
+
+
+def _refusal(status: int | None) -> bool:
+    """A per-reading or whole-request status that blames the content (not the moment, not our setup)."""
+    return status is not None and status in (400, 422)
+
+
+def _short(body: bytes, limit: int = 300) -> str:
+    text = body.decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+async def sync_once(
+    db: sqlite_utils.Database,
+    adapter: Adapter,
+    session: aiohttp.ClientSession,
+    limit: int,
+    timeout_s: float = 10.0,
+) -> SyncResult:
+    """Send the oldest `limit` pending readings in one request and record the outcome in the store."""
+    started = time.monotonic()
+    ensure_tables(db)
+    rows = await asyncio.to_thread(pending_unheld, db, limit, time.time())
+    result = SyncResult()
+    if not rows:
+        return result
+    had_strikes = db.execute("SELECT 1 FROM sync_held LIMIT 1").fetchone() is not None
+    prepared = adapter.prepare(rows)
+    outcome = Outcome()
+    refusals: dict[int, tuple[int | None, str]] = {}
+    result.sent = len(prepared.row_ids)
+    result.skipped = len(prepared.unencodable)
+    if prepared.unencodable:
+        result.error = "cannot express %d reading(s): %s" % (
+            len(prepared.unencodable), next(iter(prepared.unencodable.values())))
+    if prepared.row_ids:
+        try:
+            async with session.request(
+                prepared.method, prepared.url, data=prepared.body, headers=prepared.headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                result.status = resp.status
+                body = await resp.read()
+                retry_after = resp.headers.get("Retry-After")
+        except asyncio.TimeoutError:
+            result.error = "timeout: no answer within %g s" % timeout_s
+        except aiohttp.ClientError as err:
+            result.error = "connection: %s" % (str(err) or type(err).__name__)
+        else:
+            status = result.status
+            if 200 <= status < 300:
+                try:
+                    outcome = adapter.interpret(prepared, status, body)
+                except Exception as err:  # a broken answer confirms nothing
+                    result.error = "HTTP %d with an unreadable answer: %s" % (status, err)
+                else:
+                    result.failed = len(outcome.failed)
+                    refusals = {rid: f for rid, f in outcome.failed.items() if _refusal(f[0])}
+                    if outcome.failed:
+                        keys = {rid: key for rid, key in zip(prepared.row_ids, prepared.keys)}
+                        sample = "; ".join(
+                            "%s: %s%s" % (keys[rid], "%s " % st if st else "", why)
+                            for rid, (st, why) in list(outcome.failed.items())[:3]
+                        )
+                        result.error = "HTTP %d: %d of %d failed: %s" % (status, len(outcome.failed), result.sent, sample)
+            else:
+                result.retry_after = parse_retry_after(retry_after)
+                result.error = "HTTP %d: %s" % (status, _short(body))
+                if status == 413 or (_refusal(status) and result.sent > 1):
+                    result.bisect = True
+                elif _refusal(status):
+                    refusals = {prepared.row_ids[0]: (status, _short(body))}
+    result.synced = len(outcome.confirmed)
+    result.failed = result.sent - result.synced
+    result.refused = len(refusals)
+    await asyncio.to_thread(_record, db, result, outcome.confirmed, refusals, prepared.unencodable, had_strikes)
+    result.elapsed = time.monotonic() - started
+    if result.error:
+        log.warning("sync: %d sent, %d synced: %s", result.sent, result.synced, result.error)
+    return result
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+
+
+def backoff_delay(failures: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with 'equal jitter': half the step fixed, half random, so a fleet of agents coming
+    back after a platform outage spreads out instead of knocking together."""
+    step = min(max_s, base_s * 2 ** max(failures - 1, 0))
+    return step / 2 + rand() * step / 2
+
+
+async def _wait(wake: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True if woken ("retry now")."""
+    if seconds <= 0:
+        return wake.is_set()
+    try:
+        await asyncio.wait_for(wake.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+async def run_worker(
+    db: sqlite_utils.Database,
+    adapter: Adapter,
+    session: aiohttp.ClientSession,
+    *,
+    batch_size: int = 100,
+    timeout_s: float = 10.0,
+    poll_s: float = 2.0,
+    backoff_base_s: float = 1.0,
+    backoff_max_s: float = 300.0,
+    wake: asyncio.Event | None = None,
+    state: SyncState | None = None,
+    stop_when_drained: bool = False,
+) -> None:
+    """Sync until cancelled (or, with stop_when_drained, until nothing is pending)."""
+    wake = wake or asyncio.Event()
+    state = state or SyncState()
+    state.enabled, state.kind, state.url = True, adapter.kind, adapter.url
+    ensure_tables(db)
+    failures = 0
+    limit = batch_size
+    suspect = 0  # readings left in the last batch refused whole: one of them is to blame
+    while True:
+        if wake.is_set():
+            wake.clear()
+            released = await asyncio.to_thread(release_held, db)
+            failures, limit, suspect = 0, batch_size, 0
+            log.info("sync: retry now (%d held readings released)", released)
+        state.failures, state.batch_limit, state.next_attempt_at = failures, limit, None
+        state.last_attempt_at = time.time()
+        try:
+            result = await sync_once(db, adapter, session, limit, timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # e.g. the database is busy for longer than its timeout: try again later
+            log.exception("sync round failed")
+            result = SyncResult(error="agent: %s" % err)
+            result.sent = -1
+        if result.sent or result.skipped:
+            state.last_result = asdict(result)
+        if result.sent == 0 and result.skipped:
+            delay = 0.0  # those are held now: go on with the others
+        elif result.sent == 0:
+            failures = 0
+            if stop_when_drained:
+                return
+            delay = poll_s
+        elif result.bisect:
+            # Binary search: send the first half; the batch size grows back only past the suspect readings.
+            suspect = result.sent
+            limit = max(1, result.sent // 2)
+            delay = 0.0
+        elif result.synced and not result.failed:
+            failures = 0
+            suspect = max(0, suspect - result.synced)
+            if not suspect:
+                limit = min(batch_size, limit * 2)
+            delay = 0.0
+        elif result.synced and result.failed == result.refused:
+            # Progress, and the rest was refused (not a passing failure): strikes handle those.
+            failures, delay = 0, 0.0
+        else:
+            failures += 1
+            delay = backoff_delay(failures, backoff_base_s, backoff_max_s)
+            if result.retry_after is not None:
+                # Honour the platform's Retry-After; a little jitter on top, never less.
+                delay = result.retry_after + random.random() * min(1.0, result.retry_after * 0.1)
+        if delay > 0:
+            state.next_attempt_at = time.time() + delay
+            await _wait(wake, delay)
+
+
+# -- aiohttp integration ----------------------------------------------------------------------------------
+
+
+def setup_sync(app: web.Application, data_dir: str | Path, platform: object | None) -> None:
+    """Install the sync worker on an aiohttp app: SYNC_NOW (set it to "retry now"), SYNC_STATE, and a
+    background task with its own database connection while the app runs. `platform` is the config's
+    PlatformConfig (url, kind, token, tenant, batch_size, timeout_s, poll_s, backoff_max_s); no url: no sync."""
+    app[SYNC_NOW] = asyncio.Event()
+    app[SYNC_STATE] = SyncState()
+    url = getattr(platform, "url", None)
+    if not url:
+        return
+
+    async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
+        db = await asyncio.to_thread(store.open_db, data_dir)
+        adapter = make_adapter(platform.kind, url, getattr(platform, "token", None), getattr(platform, "tenant", None))
+        session = aiohttp.ClientSession()
+        task = asyncio.create_task(
+            run_worker(
+                db, adapter, session,
+                batch_size=platform.batch_size, timeout_s=platform.timeout_s, poll_s=platform.poll_s,
+                backoff_max_s=platform.backoff_max_s, wake=app[SYNC_NOW], state=app[SYNC_STATE],
+            ),
+            name="airwatt-sync",
+        )
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await session.close()
+        db.conn.close()
+
+    app.cleanup_ctx.append(worker_ctx)
+
+
+def request_sync_now(app: web.Application) -> None:
+    """"Retry now" from the pages: wake the worker, release held readings, reset the backoff."""
+    app[SYNC_NOW].set()
+
+
+# -- standalone process: python -m airwatt.agent.sync --data-dir D [--platform-url U ...] ----------------
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from airwatt.agent.config import load_config
+
+    cfg = load_config(
+        args.data_dir,
+        {"platform.url": args.platform_url, "platform.kind": args.platform_kind, "platform.batch_size": args.batch_size},
+    ).platform
+    if not cfg.url:
+        print("no platform URL: give --platform-url or [platform] url in airwatt.toml")
+        return 2
+    db = store.open_db(args.data_dir)
+    adapter = make_adapter(cfg.kind, cfg.url, cfg.token, cfg.tenant)
+    task = None
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(
+            run_worker(
+                db, adapter, session, batch_size=cfg.batch_size, timeout_s=cfg.timeout_s, poll_s=cfg.poll_s,
+                backoff_base_s=args.backoff_base, backoff_max_s=cfg.backoff_max_s,
+                stop_when_drained=args.exit_when_drained,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    db.conn.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m airwatt.agent.sync", description="run the sync worker alone")
+    parser.add_argument("--data-dir", default=store.data_dir_default())
+    parser.add_argument("--platform-url")
+    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds")
+    parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

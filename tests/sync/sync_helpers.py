@@ -1,0 +1,64 @@
+"""Helpers for the sync tests (imported by name: tests/sync is on sys.path while they run)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from airwatt.agent import store
+from airwatt.emulator.platform import Platform
+
+T0 = 1790000000.0  # 2026-09-21T...Z, a whole second
+SITE = {"kk-hall-01": (16.4419, 102.8360, "Khon Kaen City Hall"), "kk-school-02": (16.4300, 102.8200, "School 2")}
+
+
+def values(sensor: str, seq: int) -> dict:
+    """Plausible metric values for a reading of `sensor` (deterministic in seq)."""
+    if sensor == "energy":
+        return {"voltage": 229.8, "current": 1.254, "power": 287.5, "energy_wh": 120000 + seq, "frequency": 50.0,
+                "pf": 0.97}
+    if sensor == "pm":
+        return {"pm1": 5 + seq % 7, "pm25": 12 + seq % 11, "pm10": 20 + seq % 13}
+    return {"co2": 600 + seq % 50, "temperature": 26.55, "humidity": 55.12}
+
+
+def add_readings(db, device: str, n: int, start_seq: int = 1, t0: float = T0) -> list[int]:
+    """Insert n readings (energy, pm, co2 in turn) straight into the store's table; returns their ids."""
+    now = time.time()
+    rows = []
+    for seq in range(start_seq, start_seq + n):
+        sensor = ("energy", "pm", "co2")[seq % 3]
+        row = {"device": device, "seq": seq, "boot": "0a1b2c3d", "sensor": sensor, "t": t0 + seq * 60,
+               "t_source": "board", "ticks": seq * 60000, "received": now, "flags": ""}
+        row.update(values(sensor, seq))
+        rows.append(row)
+    with store.transaction(db):
+        cols = list(rows[0]) + [m for m in store.METRIC_COLUMNS if m not in rows[0]]
+        db.conn.executemany(
+            "INSERT INTO readings(%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))),
+            [[r.get(c) for c in cols] for r in rows],
+        )
+    return [r[0] for r in db.execute(
+        "SELECT id FROM readings WHERE device = ? AND seq >= ? AND seq < ? ORDER BY id",
+        (device, start_seq, start_seq + n))]
+
+
+def platform_records(db_path: str | Path, api: str) -> dict[str, tuple[dict, int]]:
+    """id -> (body, writes) of what the platform accepted."""
+    conn = sqlite3.connect(str(db_path))
+    try:
+        rows = conn.execute("SELECT id, body, writes FROM records WHERE api = ?", (api,)).fetchall()
+    finally:
+        conn.close()
+    return {r[0]: (json.loads(r[1]), r[2]) for r in rows}
+
+
+def platform_requests(plat: Platform) -> list[dict]:
+    cur = plat.conn.execute("SELECT at, api, status, fault, ids FROM requests ORDER BY id")
+    return [{"at": r[0], "api": r[1], "status": r[2], "fault": r[3], "ids": json.loads(r[4])} for r in cur]
+
+
+def unsynced(db) -> list[int]:
+    return [r[0] for r in db.execute("SELECT id FROM readings WHERE synced_at IS NULL ORDER BY id")]

@@ -1,0 +1,224 @@
+"""The sync worker against the emulated platform over real HTTP on 127.0.0.1, one fault kind at a time."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from airwatt.agent import store, sync
+from airwatt.agent.adapters import http_json, make_adapter, ngsi_ld
+from sync_helpers import add_readings, platform_records, platform_requests, unsynced
+
+KINDS = ["ngsi-ld", "http-json"]
+FAST = {"backoff_base_s": 0.02, "backoff_max_s": 0.2, "poll_s": 0.05}
+
+
+def key_of(kind: str, db, rid: int) -> str:
+    row = db.execute("SELECT device, seq, sensor FROM readings WHERE id = ?", (rid,)).fetchone()
+    r = {"device": row[0], "seq": row[1], "sensor": row[2]}
+    return ngsi_ld.entity_id(r) if kind == "ngsi-ld" else http_json.item_id(r)
+
+
+def sync_log(db) -> list[dict]:
+    cur = db.execute("SELECT ok, status, count, detail FROM sync_log ORDER BY id")
+    return [dict(zip(("ok", "status", "count", "detail"), r)) for r in cur]
+
+
+async def drain(db, kind, url, session, **kw):
+    args = dict(FAST, batch_size=100, timeout_s=2.0)
+    args.update(kw)
+    await asyncio.wait_for(
+        sync.run_worker(db, make_adapter(kind, url), session, stop_when_drained=True, **args), 30
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_drain_sends_every_reading_once_as_the_adapter_builds_it(kind, db, platform, session, tmp_path):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 150) + add_readings(db, "kk-school-02", 100)
+    await drain(db, kind, url, session)
+    assert unsynced(db) == []
+    records = platform_records(tmp_path / "platform.db", kind)
+    assert set(records) == {key_of(kind, db, rid) for rid in ids}
+    assert {writes for _, writes in records.values()} == {1}
+    # The platform holds exactly what the adapter built from the store's row.
+    cur = db.execute(
+        "SELECT r.*, d.lat, d.lon, d.site FROM readings r JOIN devices d ON d.id = r.device WHERE r.id = ?", (ids[4],))
+    row = dict(zip([c[0] for c in cur.description], cur.fetchone()))
+    built = ngsi_ld.entity(row) if kind == "ngsi-ld" else http_json.item(row)
+    built.pop("@context", None)
+    assert records[key_of(kind, db, ids[4])][0] == built
+    log = sync_log(db)
+    assert [e["count"] for e in log] == [100, 100, 50] and all(e["ok"] == 1 for e in log)
+    assert store.get_meta(db, "last_sync_ok") is not None
+
+
+async def test_5xx_is_logged_then_retried_with_growing_backoff(db, platform, session):
+    url, plat = platform
+    add_readings(db, "kk-hall-01", 10)
+    plat.set_faults({"5xx": 3})
+    result = await sync.sync_once(db, make_adapter("ngsi-ld", url), session, 100)
+    assert (result.status, result.sent, result.synced) == (500, 10, 0)
+    assert len(unsynced(db)) == 10
+    assert sync_log(db)[-1]["ok"] == 0 and sync_log(db)[-1]["detail"].startswith("HTTP 500")
+    await drain(db, "ngsi-ld", url, session, backoff_base_s=0.1, backoff_max_s=10)
+    assert unsynced(db) == []
+    reqs = platform_requests(plat)
+    assert [r["status"] for r in reqs] == [500, 500, 500, 201]
+    gaps = [b["at"] - a["at"] for a, b in zip(reqs[1:], reqs[2:])]
+    # failure 1 waits 0.05..0.1 s, failure 2 waits 0.1..0.2 s (equal jitter on a doubling step)
+    assert 0.05 <= gaps[0] < 0.5 and 0.1 <= gaps[1] < 0.6
+
+
+@pytest.mark.parametrize("fault,as_date", [("429", False), ("503", True)])
+async def test_retry_after_is_honoured(fault, as_date, db, platform, session):
+    url, plat = platform
+    add_readings(db, "kk-hall-01", 5)
+    plat.set_faults({fault: 1, "retry_after": 2 if as_date else 1.2, "retry_after_date": as_date})
+    await drain(db, "http-json", url, session, backoff_base_s=0.01)  # backoff alone would retry at once
+    reqs = platform_requests(plat)
+    assert [r["status"] for r in reqs] == [int(fault), 200]
+    # An HTTP date has whole seconds: "now + 2 s" may be as little as 1 s away.
+    assert reqs[1]["at"] - reqs[0]["at"] >= (1.0 if as_date else 1.2)
+    assert unsynced(db) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_timeout_after_the_write_resends_harmlessly(kind, db, platform, session, tmp_path):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 30)
+    plat.set_faults({"timeout": 1, "timeout_s": 3})
+    result = await sync.sync_once(db, make_adapter(kind, url), session, 100, timeout_s=0.3)
+    assert result.error.startswith("timeout") and result.synced == 0
+    assert len(unsynced(db)) == 30  # written upstream, but not confirmed: not marked
+    await drain(db, kind, url, session)
+    assert unsynced(db) == []
+    records = platform_records(tmp_path / "platform.db", kind)
+    assert set(records) == {key_of(kind, db, rid) for rid in ids}
+    if kind == "ngsi-ld":
+        assert {w for _, w in records.values()} == {2}  # same ids upserted again: one entity each
+    else:
+        assert {w for _, w in records.values()} == {1}  # same Idempotency-Key: the first answer replayed
+        assert plat.stats["replays"] == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_dropped_connection_resends_harmlessly(kind, db, platform, session, tmp_path):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 20)
+    plat.set_faults({"drop": 1})
+    result = await sync.sync_once(db, make_adapter(kind, url), session, 100)
+    assert result.error.startswith("connection") and result.synced == 0
+    assert sync_log(db)[-1]["detail"].startswith("connection")
+    await drain(db, kind, url, session)
+    records = platform_records(tmp_path / "platform.db", kind)
+    assert set(records) == {key_of(kind, db, rid) for rid in ids} and unsynced(db) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_partial_207_marks_the_successes_and_retries_only_the_failed(kind, db, platform, session, tmp_path):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 20)
+    plat.set_faults({"partial": 1, "partial_fail": 3})
+    result = await sync.sync_once(db, make_adapter(kind, url), session, 100)
+    assert (result.status, result.synced, result.failed, result.refused) == (207, 17, 3, 0)
+    assert unsynced(db) == ids[:3]  # the emulator fails the first three
+    assert "3 of 20 failed" in sync_log(db)[-1]["detail"]
+    await drain(db, kind, url, session)
+    reqs = platform_requests(plat)
+    assert reqs[1]["ids"] == [key_of(kind, db, rid) for rid in ids[:3]]  # only the failed ones went again
+    records = platform_records(tmp_path / "platform.db", kind)
+    assert len(records) == 20 and {w for _, w in records.values()} == {1}
+
+
+async def test_refused_reading_is_held_back_and_does_not_block_the_others(db, platform, session, tmp_path):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 250)
+    bad = ids[120]
+    plat.set_faults({"reject": [key_of("ngsi-ld", db, bad)]})
+    await drain(db, "ngsi-ld", url, session)
+    assert unsynced(db) == [bad]  # still in the store, not lost
+    held = sync.held_readings(db)
+    assert [h["reading"] for h in held] == [bad] and held[0]["status"] == 400
+    assert "refused" in held[0]["error"]
+    refused = [r for r in platform_requests(plat) if key_of("ngsi-ld", db, bad) not in r["ids"]]
+    assert len(platform_requests(plat)) <= 3 + sync.HOLD_AFTER  # 3 strikes, then no more attempts
+    assert len(refused) == len(platform_requests(plat))
+    # The operator fixes the cause and presses "retry now": released and synced.
+    plat.set_faults({"reject": []})
+    assert sync.release_held(db) == 1
+    await drain(db, "ngsi-ld", url, session)
+    assert unsynced(db) == [] and len(platform_records(tmp_path / "platform.db", "ngsi-ld")) == 250
+
+
+async def test_whole_batch_400_bisects_down_to_the_refused_reading(db, platform, session):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 64)
+    bad = ids[37]
+    plat.set_faults({"reject": [key_of("ngsi-ld", db, bad)], "reject_whole": True})
+    await drain(db, "ngsi-ld", url, session, batch_size=64)
+    assert unsynced(db) == [bad]
+    reqs = platform_requests(plat)
+    assert sum(r["status"] == 400 for r in reqs) <= 6 + sync.HOLD_AFTER  # log2(64) halvings + strikes
+    assert [h["reading"] for h in sync.held_readings(db)] == [bad]
+
+
+async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, session):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 10)
+    plat.set_faults({"reject": [key_of("http-json", db, ids[0])]})
+    wake = asyncio.Event()
+    state = sync.SyncState()
+    task = asyncio.create_task(sync.run_worker(
+        db, make_adapter("http-json", url), session, batch_size=100, timeout_s=2, poll_s=60, backoff_base_s=0.01,
+        wake=wake, state=state))
+    try:
+        for _ in range(300):
+            if sync.held_readings(db):
+                break
+            await asyncio.sleep(0.01)
+        assert unsynced(db) == [ids[0]] and state.enabled and state.kind == "http-json"
+        plat.set_faults({"reject": []})
+        wake.set()  # what the pages' "retry now" does (sync.request_sync_now)
+        for _ in range(300):
+            if not unsynced(db):
+                break
+            await asyncio.sleep(0.01)
+        assert unsynced(db) == []
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_device_without_location_is_held_for_ngsi_ld_and_the_rest_syncs(db, platform, session):
+    url, plat = platform
+    store.add_device(db, "kk-noloc-03", name="no location")
+    ids_ok = add_readings(db, "kk-hall-01", 5)
+    ids_noloc = add_readings(db, "kk-noloc-03", 4)
+    await drain(db, "ngsi-ld", url, session)
+    assert unsynced(db) == ids_noloc
+    assert sorted(h["reading"] for h in sync.held_readings(db)) == ids_noloc
+    assert any("lat/lon" in e["detail"] for e in sync_log(db))
+    assert len(ids_ok) == 5
+    # The generic API carries lat/lon as null: nothing held there.
+    assert sync.release_held(db) == 4
+    await drain(db, "http-json", url, session)
+    assert unsynced(db) == []
+
+
+def test_retry_after_parsing():
+    now = 1790000000.0
+    assert sync.parse_retry_after("7", now) == 7.0
+    assert sync.parse_retry_after("Mon, 21 Sep 2026 14:13:50 GMT", now) == 30.0
+    assert sync.parse_retry_after("Mon, 21 Sep 2026 14:13:00 GMT", now) == 0.0  # in the past
+    assert sync.parse_retry_after("-5", now) == 0.0
+    assert sync.parse_retry_after("999999", now) == sync.RETRY_AFTER_MAX_S
+    assert sync.parse_retry_after("soon", now) is None and sync.parse_retry_after(None) is None
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap():
+    lows = [sync.backoff_delay(n, 1.0, 60.0, rand=lambda: 0.0) for n in range(1, 9)]
+    highs = [sync.backoff_delay(n, 1.0, 60.0, rand=lambda: 1.0) for n in range(1, 9)]
+    assert lows == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert highs == [1, 2, 4, 8, 16, 32, 60, 60]
