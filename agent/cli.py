@@ -37,6 +37,9 @@ _REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = []
 from airwatt.agent import commands as _agent_commands  # noqa: E402  serve, device, readings, export, sync, bench
 
 _REGISTRARS.append(_agent_commands.register)
+from airwatt.agent import bench_sync as _bench_sync  # noqa: E402  bench sync, platform
+
+_REGISTRARS.append(_bench_sync.register)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ import logging
 import random
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +47,15 @@ HOLD_AFTER = 3  # refusals of one reading before it is held back
 HOLD_S = 3600.0  # how long a held reading waits before it is tried again (unless "retry now")
 RETRY_AFTER_MAX_S = 3600.0  # never sleep longer than this on a platform's say-so
 LOG_KEEP = 20000  # sync_log rows kept (older ones pruned)
+
+# The worker's database calls run on one thread of their own: they never stall the event loop (ingest shares
+# it), and closing the connection there waits for the call in flight, even when the worker was cancelled.
+_DB_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-sync-db")
+
+
+async def _db_call(fn: Callable, *args: object) -> object:
+    return await asyncio.get_running_loop().run_in_executor(_DB_THREAD, fn, *args)
+
 
 _HELD_TABLE = """CREATE TABLE IF NOT EXISTS sync_held (
     reading INTEGER PRIMARY KEY, tries INTEGER NOT NULL, held_until REAL, status INTEGER, error TEXT, at REAL)"""
@@ -104,6 +114,13 @@ def pending_unheld(db: sqlite_utils.Database, limit: int, now: float) -> list[di
         return store.pending(db, limit)
     # At most len(held) of the first limit + len(held) pending rows are held, so `limit` others remain.
     return [r for r in store.pending(db, limit + len(held)) if r["id"] not in held][:limit]
+
+
+def _take(db: sqlite_utils.Database, limit: int, now: float) -> tuple[list[dict], bool]:
+    """The next batch, and whether any reading has strikes (then confirmed ones must clear theirs)."""
+    ensure_tables(db)
+    had_strikes = db.execute("SELECT 1 FROM sync_held LIMIT 1").fetchone() is not None
+    return pending_unheld(db, limit, now), had_strikes
 
 
 def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[dict]:
@@ -214,12 +231,10 @@ async def sync_once(
 ) -> SyncResult:
     """Send the oldest `limit` pending readings in one request and record the outcome in the store."""
     started = time.monotonic()
-    ensure_tables(db)
-    rows = await asyncio.to_thread(pending_unheld, db, limit, time.time())
+    rows, had_strikes = await _db_call(_take, db, limit, time.time())
     result = SyncResult()
     if not rows:
         return result
-    had_strikes = db.execute("SELECT 1 FROM sync_held LIMIT 1").fetchone() is not None
     prepared = adapter.prepare(rows)
     outcome = Outcome()
     refusals: dict[int, tuple[int | None, str]] = {}
@@ -268,7 +283,7 @@ async def sync_once(
     result.synced = len(outcome.confirmed)
     result.failed = result.sent - result.synced
     result.refused = len(refusals)
-    await asyncio.to_thread(_record, db, result, outcome.confirmed, refusals, prepared.unencodable, had_strikes)
+    await _db_call(_record, db, result, outcome.confirmed, refusals, prepared.unencodable, had_strikes)
     result.elapsed = time.monotonic() - started
     if result.error:
         log.warning("sync: %d sent, %d synced: %s", result.sent, result.synced, result.error)
@@ -314,14 +329,14 @@ async def run_worker(
     wake = wake or asyncio.Event()
     state = state or SyncState()
     state.enabled, state.kind, state.url = True, adapter.kind, adapter.url
-    ensure_tables(db)
+    await _db_call(ensure_tables, db)
     failures = 0
     limit = batch_size
     suspect = 0  # readings left in the last batch refused whole: one of them is to blame
     while True:
         if wake.is_set():
             wake.clear()
-            released = await asyncio.to_thread(release_held, db)
+            released = await _db_call(release_held, db)
             failures, limit, suspect = 0, batch_size, 0
             log.info("sync: retry now (%d held readings released)", released)
         state.failures, state.batch_limit, state.next_attempt_at = failures, limit, None
@@ -371,10 +386,16 @@ async def run_worker(
 # -- aiohttp integration ----------------------------------------------------------------------------------
 
 
-def setup_sync(app: web.Application, data_dir: str | Path, platform: object | None) -> None:
+def setup_sync(app: web.Application, data_dir: str | Path | None = None, platform: object | None = None) -> None:
     """Install the sync worker on an aiohttp app: SYNC_NOW (set it to "retry now"), SYNC_STATE, and a
-    background task with its own database connection while the app runs. `platform` is the config's
-    PlatformConfig (url, kind, token, tenant, batch_size, timeout_s, poll_s, backoff_max_s); no url: no sync."""
+    background task with its own database connection while the app runs. data_dir and platform (a
+    PlatformConfig: url, kind, token, tenant, batch_size, timeout_s, poll_s, backoff_max_s) default to the
+    agent app's DATA_DIR_KEY and CONFIG_KEY.platform; no platform url: no sync (the keys are still set)."""
+    if data_dir is None or platform is None:
+        from airwatt.agent.app import CONFIG_KEY, DATA_DIR_KEY
+
+        data_dir = app[DATA_DIR_KEY] if data_dir is None else data_dir
+        platform = app[CONFIG_KEY].platform if platform is None else platform
     app[SYNC_NOW] = asyncio.Event()
     app[SYNC_STATE] = SyncState()
     url = getattr(platform, "url", None)
@@ -382,7 +403,7 @@ def setup_sync(app: web.Application, data_dir: str | Path, platform: object | No
         return
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
-        db = await asyncio.to_thread(store.open_db, data_dir)
+        db = await _db_call(store.open_db, data_dir)
         adapter = make_adapter(platform.kind, url, getattr(platform, "token", None), getattr(platform, "tenant", None))
         session = aiohttp.ClientSession()
         task = asyncio.create_task(
@@ -398,7 +419,7 @@ def setup_sync(app: web.Application, data_dir: str | Path, platform: object | No
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await session.close()
-        db.conn.close()
+        await _db_call(db.conn.close)
 
     app.cleanup_ctx.append(worker_ctx)
 

@@ -1,0 +1,151 @@
+"""`airwatt bench sync`: how fast the sync worker drains a store to the emulated platform over loopback.
+
+A temp store gets N readings (energy, pm, co2 in turn, several devices); the emulated platform runs as its own
+process on 127.0.0.1 (its own core, its own SQLite file); the real worker (agent/sync.py, the same code
+`airwatt serve` runs) drains the store: batches out, confirmations back, `synced_at` committed durably
+(WAL, synchronous=FULL) per batch. Beside it, in the same run: raw `executemany` of the same rows into a fresh
+store in ONE transaction (the ceiling). Figures only; speed is never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from airwatt.agent import store, sync
+from airwatt.agent.adapters import make_adapter
+
+DEVICES = 20
+
+
+def bench_rows(n: int, t0: float) -> list[dict]:
+    """n readings over DEVICES devices, as the store holds them."""
+    rows = []
+    per_device = -(-n // DEVICES)
+    for i in range(n):
+        device, seq = "bench-%02d" % (i // per_device), i % per_device + 1
+        sensor = ("energy", "pm", "co2")[seq % 3]
+        row = {m: None for m in store.METRIC_COLUMNS}
+        row.update(device=device, seq=seq, boot="0b0e0c0d", sensor=sensor, t=t0 + seq * 60, t_source="board",
+                   ticks=seq * 60000, received=t0 + n * 60, flags="" if seq % 50 else "stuck")
+        if sensor == "energy":
+            row.update(voltage=229.5 + seq % 10 / 10, current=1.254, power=287.5, energy_wh=100000 + seq,
+                       frequency=50.0, pf=0.97)
+        elif sensor == "pm":
+            row.update(pm1=5 + seq % 7, pm25=12 + seq % 11, pm10=20 + seq % 13)
+        else:
+            row.update(co2=600 + seq % 50, temperature=26.55, humidity=55.12)
+        rows.append(row)
+    return rows
+
+
+def insert_rows(db_dir: Path, rows: list[dict]) -> float:
+    """Raw executemany of the rows into a fresh store in ONE transaction; returns seconds."""
+    db = store.open_db(db_dir)
+    for d in sorted({r["device"] for r in rows}):
+        store.add_device(db, d, site="Bench", lat=16.44, lon=102.83)
+    cols = list(rows[0])
+    values = [tuple(r[c] for c in cols) for r in rows]
+    sql = "INSERT INTO readings(%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols)))
+    start = time.perf_counter()
+    db.conn.execute("BEGIN IMMEDIATE")
+    db.conn.executemany(sql, values)
+    db.conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.conn.close()
+    return elapsed
+
+
+def start_platform_process(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`python -m airwatt.emulator.platform` on 127.0.0.1, any free port; returns the process and its URL."""
+    port_file = data_dir / "url"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airwatt.emulator.platform", "--port", "0", "--data-dir", str(data_dir),
+         "--port-file", str(port_file)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the emulated platform did not start")
+        time.sleep(0.02)
+    return proc, port_file.read_text()
+
+
+async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
+    db = store.open_db(data_dir)
+    try:
+        async with aiohttp.ClientSession() as session:
+            start = time.perf_counter()
+            await sync.run_worker(db, make_adapter(kind, url), session, batch_size=batch, timeout_s=60,
+                                  backoff_base_s=0.05, stop_when_drained=True)
+            return time.perf_counter() - start
+    finally:
+        db.conn.close()
+
+
+def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 100) -> dict:
+    """Fill a store with n readings, drain it to the emulated platform, check, and time both ways."""
+    rows = bench_rows(n, time.time() - n * 60)
+    with tempfile.TemporaryDirectory(prefix="airwatt-bench-sync-") as tmp:
+        tmp_path = Path(tmp)
+        raw_s = insert_rows(tmp_path / "raw", rows)
+        insert_rows(tmp_path / "agent", rows)
+        proc, url = start_platform_process(tmp_path / "platform")
+        try:
+            drain_s = asyncio.run(_drain(tmp_path / "agent", kind, url, batch))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        conn = sqlite3.connect(tmp_path / "platform" / "platform.db")
+        stored, writes = conn.execute(
+            "SELECT count(*), coalesce(sum(writes), 0) FROM records WHERE api = ?", (kind,)).fetchone()
+        conn.close()
+        conn = sqlite3.connect(store.db_path(tmp_path / "agent"))
+        left = conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NULL").fetchone()[0]
+        conn.close()
+        if stored != n or left:
+            raise RuntimeError("platform holds %d of %d readings, %d left unsynced" % (stored, n, left))
+    return {"kind": kind, "readings": n, "batch": batch, "drain_seconds": drain_s, "drain_per_s": n / drain_s,
+            "raw_one_tx_per_s": n / raw_s, "ratio": raw_s / drain_s, "platform_writes": writes}
+
+
+def format_sync(r: dict) -> str:
+    return "\n".join([
+        "sync bench (%s): %d readings in batches of %d to the emulated platform over loopback (cpu count %s)"
+        % (r["kind"], r["readings"], r["batch"], os.cpu_count()),
+        "  sync drain (confirmed + marked synced):   %10.0f readings/s  (%.2f s, %d platform writes)"
+        % (r["drain_per_s"], r["drain_seconds"], r["platform_writes"]),
+        "  raw executemany, ONE transaction:         %10.0f readings/s" % r["raw_one_tx_per_s"],
+        "  ratio drain / raw one transaction:        %10.2f  (target >= 0.2; target >= 50,000 readings/s)" % r["ratio"],
+    ])
+
+
+def _bench_sync(args: argparse.Namespace) -> int:
+    kinds = ["ngsi-ld", "http-json"] if args.kind == "both" else [args.kind]
+    for kind in kinds:
+        print(format_sync(run_sync(args.readings, kind, args.batch)), flush=True)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """`airwatt bench sync` (in the agent's bench group) and `airwatt platform` (the emulated platform)."""
+    from airwatt.agent.commands import verbs_of
+    from airwatt.emulator import platform
+
+    bs = verbs_of(commands, "bench").add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
+    bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
+    bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both"), default="both")
+    bs.add_argument("--batch", type=int, default=100, help="readings per request (default 100)")
+    bs.set_defaults(func=_bench_sync)
+    platform.register(commands)
