@@ -13,10 +13,12 @@ it holds the header device's key, so telling it what is wrong leaks nothing) -> 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import logging
+import operator
 import queue
 import secrets
 import sqlite3
@@ -24,6 +26,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import sqlite_utils
@@ -48,11 +51,23 @@ _INSERT = "INSERT OR IGNORE INTO readings(%s) VALUES (%s)" % (
     ",".join("?" * len(_COLUMNS)),
 )
 
+_ROW = "(%s)" % ",".join("?" * len(_COLUMNS))
+
+
+@functools.lru_cache(maxsize=fields.MAX_READINGS)
+def _insert_rows(n: int) -> str:
+    """INSERT OR IGNORE of n rows in one statement (n <= MAX_READINGS: 2,100 parameters, well under SQLite's
+    32,766)."""
+    return "INSERT OR IGNORE INTO readings(%s) VALUES %s" % (
+        ",".join('"%s"' % c for c in _COLUMNS),
+        ",".join([_ROW] * n),
+    )
+
 
 @dataclass
 class Job:
-    """One authenticated, valid batch, ready for the writer. rows: (seq, boot, sensor, t, ticks, flags, *metrics);
-    t is None for a reading without board time (the writer times it from its boot's clock offset)."""
+    """One authenticated, valid batch, ready for the writer. rows: full `readings` rows in _COLUMNS order, with
+    t and t_source None for a reading without board time (the writer times it from its boot's clock offset)."""
 
     device: str
     boot: str
@@ -78,60 +93,121 @@ class WriteFailed(Exception):
     """The store could not commit (disk full, I/O error): nothing of the batch was acknowledged."""
 
 
+def _metric_getters() -> dict[str, object]:
+    """Per sensor kind, a function from a values model's __dict__ to the tuple of ALL metric columns (its own
+    metrics in place, None elsewhere). Metrics of one sensor are contiguous in the field table."""
+    out = {}
+    for sensor in fields.SENSORS:
+        names = [row[1] for row in fields.metrics(sensor)]
+        start = store.METRIC_COLUMNS.index(names[0])
+        assert store.METRIC_COLUMNS[start : start + len(names)] == tuple(names)
+        before, after = (None,) * start, (None,) * (len(store.METRIC_COLUMNS) - start - len(names))
+        get = operator.itemgetter(*names)
+        single = len(names) == 1
+
+        def extract(values: dict, get=get, before=before, after=after, single=single) -> tuple:
+            got = get(values)
+            return before + ((got,) if single else got) + after
+
+        out[sensor] = extract
+    return out
+
+
+_EXTRACT = _metric_getters()
+
+
 def job_from_batch(batch: Batch, received: float) -> Job:
+    """The rows to insert, built on the event loop's thread so the writer thread does little Python."""
+    device = batch.device
     rows = []
     for r in batch.readings:
-        values = r.values.__dict__
-        rows.append(
-            (r.seq, r.boot, r.sensor, r.t, r.ticks, ",".join(r.flags))
-            + tuple(values.get(name) for name in store.METRIC_COLUMNS)
-        )
+        t = r.t
+        head = (device, r.seq, r.boot, r.sensor, t, "board" if t is not None else None, r.ticks, received)
+        rows.append(head + (",".join(r.flags),) + _EXTRACT[r.sensor](r.values.__dict__))
     status = None
     if batch.status is not None:
         status = json.dumps(batch.status.model_dump(), sort_keys=True, separators=(",", ":"))
-    return Job(batch.device, batch.boot, batch.fw, batch.sent_ticks, status, received, rows)
+    return Job(device, batch.boot, batch.fw, batch.sent_ticks, status, received, rows)
 
 
-def write_job(conn: sqlite3.Connection, job: Job) -> tuple[int, int]:
+class Known:
+    """What the writer knows of the store, so most batches need no SELECT: per device the highest seq stored,
+    per (device, boot) the learnt clock offset (None: not learnt). A transaction's changes are staged and kept
+    only when it commits. Only the writer thread touches this, and only the writer inserts readings."""
+
+    def __init__(self) -> None:
+        self.seq: dict[str, int] = {}
+        self.offset: dict[tuple[str, str], float | None] = {}
+        self._seq: dict[str, int] = {}
+        self._offset: dict[tuple[str, str], float | None] = {}
+
+    def max_seq(self, conn: sqlite3.Connection, device: str) -> int:
+        if device in self._seq:
+            return self._seq[device]
+        if device not in self.seq:
+            # Not staged: nothing in this transaction touched the device, so the store holds committed state.
+            self.seq[device] = conn.execute("SELECT max(seq) FROM readings WHERE device = ?", (device,)).fetchone()[0] or 0
+        return self.seq[device]
+
+    def boot_offset(self, conn: sqlite3.Connection, device: str, boot: str) -> float | None:
+        key = (device, boot)
+        if key in self._offset:
+            return self._offset[key]
+        if key not in self.offset:
+            row = conn.execute('SELECT "offset" FROM boots WHERE device = ? AND boot = ?', key).fetchone()
+            self.offset[key] = None if row is None else row[0]
+        return self.offset[key]
+
+    def stage_seq(self, device: str, seq: int) -> None:
+        self._seq[device] = seq
+
+    def stage_offset(self, device: str, boot: str, offset: float) -> None:
+        self._offset[(device, boot)] = offset
+
+    def committed(self) -> None:
+        self.seq.update(self._seq)
+        self.offset.update(self._offset)
+        self.rolled_back()
+
+    def rolled_back(self) -> None:
+        self._seq.clear()
+        self._offset.clear()
+
+
+def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, int]:
     """Write one batch inside the caller's transaction; returns (stored_seq, readings newly inserted)."""
     # What the board's clock read at boot, in server time: server_now - sent_ticks. Network delay only ever makes
     # this estimate later, so keep the smallest seen for the boot (also ignores replays of old bodies).
     offset = job.received - job.sent_ticks / 1000.0
-    row = conn.execute(
-        'SELECT "offset" FROM boots WHERE device = ? AND boot = ?', (job.device, job.boot)
-    ).fetchone()
-    new_boot = row is None
+    learnt = known.boot_offset(conn, job.device, job.boot)
+    new_boot = learnt is None
     if new_boot:
         conn.execute(
             'INSERT INTO boots(device, boot, "offset", learnt) VALUES (?, ?, ?, ?)',
             (job.device, job.boot, offset, job.received),
         )
-    elif offset < row[0]:
+        known.stage_offset(job.device, job.boot, offset)
+    elif offset < learnt:
         conn.execute(
             'UPDATE boots SET "offset" = ?, learnt = ? WHERE device = ? AND boot = ?',
             (offset, job.received, job.device, job.boot),
         )
+        known.stage_offset(job.device, job.boot, offset)
     else:
-        offset = row[0]
-    offsets = {job.boot: offset}
-    out = []
-    for seq, boot, sensor, t, ticks, flags, *metrics in job.rows:
-        if t is not None:
-            t_source = "board"
-        else:
-            if boot not in offsets:
-                known = conn.execute(
-                    'SELECT "offset" FROM boots WHERE device = ? AND boot = ?', (job.device, boot)
-                ).fetchone()
-                offsets[boot] = None if known is None else known[0]
-            off = offsets[boot]
+        offset = learnt
+    rows = []
+    for row in job.rows:
+        if row[5] is None:  # no board time: from its boot's offset if known
+            off = offset if row[2] == job.boot else known.boot_offset(conn, job.device, row[2])
             if off is None:
-                t_source = "unknown"
+                row = row[:5] + ("unknown",) + row[6:]
             else:
-                t, t_source = off + ticks / 1000.0, "ticks"
-        out.append((job.device, seq, boot, sensor, t, t_source, ticks, job.received, flags, *metrics))
+                row = row[:4] + (off + row[6] / 1000.0, "ticks") + row[6:]
+        rows.append(row)
     before = conn.total_changes
-    conn.executemany(_INSERT, out)
+    # One multi-row INSERT per batch: one sqlite3_step (one release of the GIL) instead of one per row, which
+    # keeps the writer thread from queueing behind the event loop for the GIL 50 times a batch.
+    conn.execute(_insert_rows(len(rows)), list(chain.from_iterable(rows)))
     inserted = conn.total_changes - before
     if new_boot:
         # Readings of this boot stored earlier without a time (sent after a reboot, before the agent had heard
@@ -146,8 +222,9 @@ def write_job(conn: sqlite3.Connection, job: Job) -> tuple[int, int]:
         " last_status = coalesce(?, last_status) WHERE id = ?",
         (job.firmware, job.received, job.received, job.status, job.device),
     )
-    stored = conn.execute("SELECT max(seq) FROM readings WHERE device = ?", (job.device,)).fetchone()[0]
-    return stored or 0, inserted
+    stored = max(known.max_seq(conn, job.device), job.rows[-1][1])  # seqs rise within a batch
+    known.stage_seq(job.device, stored)
+    return stored, inserted
 
 
 class Writer:
@@ -184,6 +261,7 @@ class Writer:
 
     def _run(self) -> None:
         conn = store.connect(self.db_file)
+        known = Known()
         try:
             stop = False
             while not stop:
@@ -200,34 +278,37 @@ class Writer:
                         stop = True
                         break
                     group.append(item)
-                self._write_group(conn, group)
+                try:
+                    results = self._write(conn, known, [job for job, _f, _l in group])
+                except Exception:
+                    # Something in the group failed: write each batch alone so one bad batch sinks only itself.
+                    log.exception("group of %d batches failed; writing them one by one", len(group))
+                    results = []
+                    for job, _f, _l in group:
+                        try:
+                            results.extend(self._write(conn, known, [job]))
+                        except Exception as err:
+                            log.exception("batch from %s not stored", job.device)
+                            results.append(WriteFailed(str(err)))
+                for (_job, fut, loop), result in zip(group, results):
+                    loop.call_soon_threadsafe(_resolve, fut, result)
         finally:
             conn.close()
 
-    def _write_group(self, conn: sqlite3.Connection, group: list) -> None:
-        results: list = []
+    def _write(self, conn: sqlite3.Connection, known: Known, jobs: list[Job]) -> list[tuple[int, int]]:
+        """Write jobs in ONE transaction and commit; all or nothing."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job, _fut, _loop in group:
-                conn.execute("SAVEPOINT batch")
-                try:
-                    results.append(write_job(conn, job))
-                    conn.execute("RELEASE batch")
-                except sqlite3.DatabaseError as err:
-                    # One batch's failure must not sink the others sharing the transaction.
-                    conn.execute("ROLLBACK TO batch")
-                    conn.execute("RELEASE batch")
-                    log.exception("batch from %s not stored", job.device)
-                    results.append(WriteFailed(str(err)))
+            results = [write_job(conn, job, known) for job in jobs]
             conn.execute("COMMIT")
-            self.stats.commits += 1
-        except Exception as err:  # the commit itself failed: nothing in the group is stored
-            log.exception("group commit of %d batches failed", len(group))
+        except BaseException:
+            known.rolled_back()
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [WriteFailed(str(err))] * len(group)
-        for (_job, fut, loop), result in zip(group, results):
-            loop.call_soon_threadsafe(_resolve, fut, result)
+            raise
+        known.committed()
+        self.stats.commits += 1
+        return results
 
 
 def _resolve(fut: asyncio.Future, result: object) -> None:

@@ -109,7 +109,13 @@ def migrate(db: sqlite_utils.Database) -> int:
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """A connection with the agent's durability settings; isolation_level=None: we write BEGIN/COMMIT."""
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(
+        str(path),
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        cached_statements=256,  # ingest keeps one prepared INSERT per batch size (1..MAX_READINGS)
+    )
     conn.execute("PRAGMA busy_timeout = %d" % BUSY_TIMEOUT_MS)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")  # a COMMIT is on disk before we answer 200

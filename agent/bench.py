@@ -1,0 +1,211 @@
+"""`airwatt bench ingest`: durable ingest over HTTP beside raw SQLite inserts of the same rows.
+
+The agent runs as a real `airwatt serve` process on 127.0.0.1 (any free port) with a temp data dir; N uploaders
+(one device each, aiohttp, one connection each) send pre-built signed batches back to back. Every 200 means
+the batch was committed (WAL, synchronous=FULL). Then the same rows go into a fresh database with raw
+`executemany` in ONE transaction (the ceiling) and with one commit per batch (what durable acks would cost
+without group commit). Figures only: speed is never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from airwatt.protocol import wire
+
+from . import ingest, store
+
+BOOT = "0b0e0c0d"
+
+
+def _reading(seq: int, i: int) -> tuple[str, dict]:
+    kind = ("energy", "pm", "co2")[seq % 3]
+    if kind == "energy":
+        return kind, {"voltage": 229.5 + i % 10 / 10, "current": 1.25, "power": 287.0, "energy_wh": 1000 + seq,
+                      "frequency": 50.0, "pf": 0.98}
+    if kind == "pm":
+        return kind, {"pm1": 5 + i % 7, "pm25": 12 + i % 11, "pm10": 20 + i % 13}
+    return kind, {"co2": 600 + i % 50, "temperature": 26.5, "humidity": 55.25}
+
+
+def build_batches(devices: list[str], batches: int, size: int, t0: int) -> dict[str, list[bytes]]:
+    """Per device, `batches` bodies of `size` readings with consecutive seqs (half with board time)."""
+    out: dict[str, list[bytes]] = {}
+    for d in devices:
+        bodies = []
+        for b in range(batches):
+            readings = []
+            for k in range(size):
+                seq = b * size + k + 1
+                kind, values = _reading(seq, k)
+                t = t0 + seq if seq % 2 else None
+                readings.append(wire.encode_reading(seq, t, seq * 1000, BOOT, kind, values))
+            bodies.append(wire.batch_body(d, "0.1.0", BOOT, (b + 1) * size * 1000 + 500, readings))
+        out[d] = bodies
+    return out
+
+
+def start_agent(data_dir: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Run `airwatt serve` on 127.0.0.1, port 0; returns the process and its base URL once it listens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+         "--port", "0", *(extra or [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline() if proc.stdout else ""
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError("agent did not start: %r %s" % (line, proc.stderr.read() if proc.stderr else ""))
+    return proc, "http://127.0.0.1:%s" % match.group(1)
+
+
+def stop_agent(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def _upload(url: str, keys: dict[str, bytes], bodies: dict[str, list[bytes]], start: int) -> float:
+    import aiohttp
+
+    async def one(session: aiohttp.ClientSession, device: str) -> None:
+        key = keys[device]
+        for body in bodies[device][start:]:
+            headers = {
+                "Content-Type": "application/json",
+                ingest.DEVICE_HEADER: device,
+                ingest.SIGNATURE_HEADER: wire.sign(key, body),
+            }
+            async with session.post(url + "/v1/batches", data=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise RuntimeError("upload answered %d: %s" % (resp.status, await resp.text()))
+                await resp.read()
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # Warm-up: each uploader's first batch opens its connection and fills the agent's key cache.
+        await asyncio.gather(*(one_first(session, url, d, keys[d], bodies[d][0]) for d in bodies))
+        began = time.perf_counter()
+        await asyncio.gather(*(one(session, d) for d in bodies))
+        return time.perf_counter() - began
+
+
+async def one_first(session: object, url: str, device: str, key: bytes, body: bytes) -> None:
+    headers = {ingest.DEVICE_HEADER: device, ingest.SIGNATURE_HEADER: wire.sign(key, body)}
+    async with session.post(url + "/v1/batches", data=body, headers=headers) as resp:  # type: ignore[attr-defined]
+        if resp.status != 200:
+            raise RuntimeError("upload answered %d: %s" % (resp.status, await resp.text()))
+
+
+def _rows(bodies: dict[str, list[bytes]], start: int) -> list[list[tuple]]:
+    from airwatt.protocol.models import parse_batch
+
+    now = time.time()
+    out = []
+    for d in bodies:
+        for body in bodies[d][start:]:
+            job = ingest.job_from_batch(parse_batch(body), now)
+            # The agent times ticks-only readings from the boot offset; any time will do for the raw inserts.
+            out.append([row if row[4] is not None else row[:4] + (now, "ticks") + row[6:] for row in job.rows])
+    return out
+
+
+def raw_inserts(data_dir: Path, batches: list[list[tuple]], one_transaction: bool) -> float:
+    """Seconds to insert the rows with executemany: in ONE transaction, or one commit per batch."""
+    db = store.open_db(data_dir)
+    conn = db.conn
+    began = time.perf_counter()
+    if one_transaction:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(ingest._INSERT, [row for batch in batches for row in batch])
+        conn.execute("COMMIT")
+    else:
+        for batch in batches:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(ingest._INSERT, batch)
+            conn.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    conn.close()
+    return elapsed
+
+
+def run_ingest(uploaders: int = 50, batch: int = 50, batches: int = 40, data_dir: str | None = None) -> dict:
+    """Run the ingest bench; returns the figures (readings/s over HTTP, raw, ratio, batches per commit)."""
+    with tempfile.TemporaryDirectory(prefix="airwatt-bench-") as tmp:
+        base = Path(data_dir) if data_dir else Path(tmp)
+        agent_dir, raw1_dir, rawn_dir = base / "agent", base / "raw-one", base / "raw-each"
+        for d in (agent_dir, raw1_dir, rawn_dir):
+            if store.db_path(d).exists():
+                raise SystemExit("bench: %s already holds a database; give an empty --data-dir" % d)
+        db = store.open_db(agent_dir)
+        devices = ["bench-%03d" % i for i in range(uploaders)]
+        keys = {d: bytes.fromhex(store.add_device(db, d)) for d in devices}
+        db.close()
+        bodies = build_batches(devices, batches + 1, batch, int(time.time()) - 86400)
+        proc, url = start_agent(agent_dir)
+        try:
+            elapsed = asyncio.run(_upload(url, keys, bodies, 1))
+            commits = _commits(url)
+        finally:
+            stop_agent(proc)
+        readings = uploaders * batches * batch
+        conn = sqlite3.connect(store.db_path(agent_dir))
+        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        conn.close()
+        if stored != readings + uploaders * batch:
+            raise RuntimeError("agent stored %d readings, expected %d" % (stored, readings + uploaders * batch))
+        rows = _rows(bodies, 1)
+        raw_one = raw_inserts(raw1_dir, rows, True)
+        raw_each = raw_inserts(rawn_dir, rows, False)
+    http_rate = readings / elapsed
+    raw_rate = readings / raw_one
+    return {
+        "uploaders": uploaders,
+        "batch": batch,
+        "readings": readings,
+        "http_seconds": elapsed,
+        "http_per_s": http_rate,
+        "raw_one_tx_per_s": raw_rate,
+        "raw_commit_each_per_s": readings / raw_each,
+        "ratio": http_rate / raw_rate,
+        "batches_per_commit": (uploaders * batches) / commits if commits else None,
+    }
+
+
+def _commits(url: str) -> int:
+    import urllib.request
+
+    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+    match = re.search(r"^airwatt_ingest_commits_total (\d+)", text, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def format_ingest(r: dict) -> str:
+    per_commit = "%.1f" % r["batches_per_commit"] if r["batches_per_commit"] else "?"
+    return "\n".join(
+        [
+            "ingest bench: %d uploaders x batches of %d, %d readings (cpu count %s)"
+            % (r["uploaders"], r["batch"], r["readings"], os.cpu_count()),
+            "  durable ingest over HTTP (200 = committed): %10.0f readings/s  (%.2f s, %s batches per commit)"
+            % (r["http_per_s"], r["http_seconds"], per_commit),
+            "  raw executemany, ONE transaction:           %10.0f readings/s" % r["raw_one_tx_per_s"],
+            "  raw executemany, one commit per batch:      %10.0f readings/s" % r["raw_commit_each_per_s"],
+            "  ratio HTTP / raw one transaction:           %10.2f  (target >= 0.2; target >= 50,000 readings/s)"
+            % r["ratio"],
+        ]
+    )
