@@ -1,0 +1,145 @@
+"""kill -9 of a real sync process (python -m airwatt.agent.sync) against the emulated platform (its own process).
+
+Whatever instant the worker dies at, after restarts the platform must hold every reading exactly once (by id,
+with the content the adapter builds) and the store must mark every reading synced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from airwatt.agent import store
+from airwatt.agent.adapters import http_json, ngsi_ld
+from sync_helpers import SITE, add_readings
+
+
+def start_platform(tmp: Path, faults: dict) -> tuple[subprocess.Popen, str]:
+    port_file = tmp / "platform-url"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airwatt.emulator.platform", "--port", "0", "--data-dir", str(tmp / "platform"),
+         "--port-file", str(port_file), "--faults", json.dumps(faults)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while not port_file.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "platform did not start"
+        time.sleep(0.02)
+    return proc, port_file.read_text()
+
+
+def start_sync(data_dir: Path, url: str, kind: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "airwatt.agent.sync", "--data-dir", str(data_dir), "--platform-url", url,
+         "--platform-kind", kind, "--batch-size", "25", "--backoff-base", "0.05", *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def synced_count(data_dir: Path) -> int:
+    conn = sqlite3.connect(store.db_path(data_dir), timeout=10)
+    try:
+        return conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NOT NULL").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def stats(url: str) -> dict:
+    return json.loads(urllib.request.urlopen(url + "/_stats", timeout=5).read())
+
+
+def make_store(data_dir: Path, n: int) -> list[dict]:
+    db = store.open_db(data_dir)
+    (data_dir / "airwatt.toml").write_text("[platform]\ntimeout_s = 1.0\npoll_s = 0.1\n")
+    for device, (lat, lon, site) in SITE.items():
+        store.add_device(db, device, site=site, lat=lat, lon=lon)
+    add_readings(db, "kk-hall-01", n // 2)
+    add_readings(db, "kk-school-02", n - n // 2)
+    cur = db.execute("SELECT r.*, d.lat, d.lon, d.site FROM readings r JOIN devices d ON d.id = r.device")
+    rows = [dict(zip([c[0] for c in cur.description], r)) for r in cur]
+    db.conn.close()
+    return rows
+
+
+def finish_and_check(data_dir: Path, tmp: Path, url: str, kind: str, rows: list[dict]) -> dict[str, int]:
+    """Let a last sync process drain everything; check exactly-once content; returns id -> writes."""
+    last = start_sync(data_dir, url, kind, "--exit-when-drained")
+    assert last.wait(60) == 0
+    conn = sqlite3.connect(tmp / "platform" / "platform.db")
+    records = {r[0]: (json.loads(r[1]), r[2]) for r in conn.execute(
+        "SELECT id, body, writes FROM records WHERE api = ?", (kind,))}
+    conn.close()
+    expected = {}
+    for row in rows:
+        body = ngsi_ld.entity(row) if kind == "ngsi-ld" else http_json.item(row)
+        body.pop("@context", None)
+        expected[body["id"]] = body
+    assert records.keys() == expected.keys()  # every reading, none extra (ids are unique: once each)
+    assert all(records[k][0] == expected[k] for k in expected)
+    assert synced_count(data_dir) == len(rows)
+    return {k: w for k, (_, w) in records.items()}
+
+
+def test_kill_9_at_random_points_loses_and_doubles_nothing(tmp_path: Path):
+    rng = random.Random(20261122)
+    data_dir = tmp_path / "agent"
+    rows = make_store(data_dir, 1200)
+    # Every request takes 20 ms at the platform, and faults keep coming: partial failures, drops, 5xx.
+    faults = {"latency_s": 0.02, "timeout_s": 3,
+              "schedule": ["ok"] * 3 + ["partial", "ok", "drop", "ok", "5xx", "partial", "ok", "drop"] * 4}
+    platform, url = start_platform(tmp_path, faults)
+    kills = []
+    try:
+        for _ in range(6):
+            before = synced_count(data_dir)
+            proc = start_sync(data_dir, url, "ngsi-ld")
+            deadline = time.monotonic() + 20
+            while synced_count(data_dir) == before and time.monotonic() < deadline:
+                time.sleep(0.005)  # wait until this process makes progress, then kill it at a random instant
+            time.sleep(rng.uniform(0.0, 0.25))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills.append(synced_count(data_dir))
+        assert kills[-1] < len(rows), "the kills came too late to interrupt anything"
+        writes = finish_and_check(data_dir, tmp_path, url, "ngsi-ld", rows)
+    finally:
+        platform.kill()
+        platform.wait(10)
+    assert len(set(kills)) == len(kills)  # every run made progress before it was killed
+    print("synced at each kill: %s; entities written more than once (resent after a kill or a lost answer): %d"
+          % (kills, sum(w > 1 for w in writes.values())))
+
+
+@pytest.mark.parametrize("kind", ["ngsi-ld", "http-json"])
+def test_kill_9_after_the_platform_wrote_but_before_the_mark(kind, tmp_path: Path):
+    """The worst instant, made certain: the platform applied the batch and stalls its answer; we kill then."""
+    data_dir = tmp_path / "agent"
+    rows = make_store(data_dir, 60)
+    platform, url = start_platform(tmp_path, {"schedule": ["ok", "timeout"], "timeout_s": 30})
+    try:
+        proc = start_sync(data_dir, url, kind)
+        deadline = time.monotonic() + 20
+        while stats(url)["stalled"] < 1:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert synced_count(data_dir) == 25  # the first batch; the second is written upstream, unconfirmed
+        writes = finish_and_check(data_dir, tmp_path, url, kind, rows)
+        if kind == "ngsi-ld":
+            assert sorted(writes.values()).count(2) == 25  # the stalled batch was upserted again: still once each
+        else:
+            assert set(writes.values()) == {1} and stats(url)["stats"]["replays"] == 1  # Idempotency-Key replay
+    finally:
+        platform.kill()
+        platform.wait(10)
