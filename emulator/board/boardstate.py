@@ -157,9 +157,7 @@ def hang_point():
 def die(code, reason):
     """The board stops now (reset, deep sleep, power cut): tell the bridge, then kill this process so that no
     handler in the firmware can run another line, as on hardware."""
-    ctl("X %d %s" % (code, reason))
-    if _ctl is not None:
-        _ctl.flush()
+    ctl("X %d %s" % (code, reason))  # unbuffered: it is in the pipe now
     os.system("kill -9 $PPID")
     while True:  # the signal is on its way
         _btime.sleep_ms(10)

