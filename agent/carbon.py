@@ -1,0 +1,197 @@
+"""City Carbon Footprint: kWh per day and month from cumulative meter counters, and kgCO2e.
+
+The PZEM-004T reports `energy_wh`, a cumulative counter (1 Wh, 0..4294967295). Energy in a period is the sum of
+the differences between consecutive readings of one device, taken in the device's sampling order (`seq`, which
+the board persists across reboots), whatever order the readings arrived in. Each difference is classified:
+
+- normal: the counter rose by no more than the meter could deliver in the time between the two readings
+  (MAX_POWER_W from the field table, plus 1 Wh for the counter's resolution): that rise is counted.
+- wrap: the counter fell, and going round 2**32 gives a plausible rise: that rise is counted.
+- reset: the counter fell otherwise (the energy-reset command, or a new meter starting near 0): the new value is
+  the energy since the reset and is counted if plausible; what was used between the earlier reading and the reset
+  is unknown and counted as 0 (never negative, never doubled).
+- jump: the counter rose (or, after a fall, restarted) by more than is physically possible: a replaced meter
+  with a used counter. Nothing is counted; the new value is the baseline from then on.
+
+Readings with no wall time, no counter or flagged 'stuck' are left out (the next good reading's difference
+covers them, so no energy is lost). A duplicate `seq` counts once.
+
+A difference spanning several local days (Thailand, UTC+7, no daylight saving) is split between the days in
+proportion to the time of the interval each covers (linear: constant power assumed during a gap); a zero or
+negative interval (clock set between readings) is given to the day of the later reading.
+
+kgCO2e = kWh x the grid emission factor for the day's year (TGO, scope 2). FACTORS keeps one factor per year
+so that a past report computed again gives the same figures; config may add or override one year.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from airwatt.protocol import fields
+
+WRAP = fields.metric("energy", "energy_wh")[6] + 1  # 2**32: the counter field's range is 0..4294967295
+MAX_POWER_W = fields.metric("energy", "power")[6]  # 30000 W: the most the meter can measure
+THAILAND = timezone(timedelta(hours=7), "ICT")
+
+# Grid emission factors (kgCO2e/kWh) by the year they apply to.
+FACTORS: dict[int, float] = {
+    2026: 0.4750,  # TGO, Thailand Greenhouse Gas Management Organization, scope 2, in force from 2026-01-01
+}
+SKIP_FLAGS = frozenset({"stuck", "out_of_range"})
+
+
+@dataclass(frozen=True)
+class Delta:
+    t0: float
+    t1: float
+    wh: float
+    kind: str  # normal | wrap | reset | jump
+
+
+def _flags(row: dict) -> set[str]:
+    return set(filter(None, (row.get("flags") or "").split(",")))
+
+
+def usable(rows: list[dict]) -> list[dict]:
+    """Counter readings that can be used, one per seq, in sampling order."""
+    seen = set()
+    out = []
+    for r in rows:
+        if r.get("energy_wh") is None or r.get("t") is None or _flags(r) & SKIP_FLAGS:
+            continue
+        key = r.get("seq")
+        if key is not None:
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(r)
+    # sampling order is seq; rows without seq (hand-made data) fall back to time
+    out.sort(key=lambda r: (r.get("seq") if r.get("seq") is not None else -1, r["t"]))
+    return out
+
+
+def deltas(rows: list[dict]) -> list[Delta]:
+    """The classified counter differences between consecutive usable readings of ONE device."""
+    good = usable(rows)
+    out = []
+    for a, b in zip(good, good[1:]):
+        c0, c1 = int(a["energy_wh"]), int(b["energy_wh"])
+        dt = b["t"] - a["t"]
+        limit = MAX_POWER_W * max(dt, 0.0) / 3600.0 + 1.0
+        if c1 >= c0:
+            rise = c1 - c0
+            kind, wh = ("normal", rise) if rise <= limit else ("jump", 0)
+        elif WRAP - c0 + c1 <= limit:
+            kind, wh = "wrap", WRAP - c0 + c1
+        elif c1 <= limit:
+            kind, wh = "reset", c1
+        else:
+            kind, wh = "jump", 0
+        out.append(Delta(a["t"], b["t"], float(wh), kind))
+    return out
+
+
+def local_day(t: float, tz: timezone = THAILAND) -> str:
+    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d")
+
+
+def apportion(t0: float, t1: float, wh: float, tz: timezone = THAILAND) -> dict[str, float]:
+    """Split `wh` used between t0 and t1 over the local days the interval covers, in proportion to time."""
+    if wh == 0:
+        return {}
+    if t1 <= t0:
+        return {local_day(t1, tz): wh}
+    out: dict[str, float] = {}
+    start = t0
+    while start < t1:
+        d = datetime.fromtimestamp(start, tz)
+        midnight = (d.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).timestamp()
+        end = min(midnight, t1)
+        key = d.strftime("%Y-%m-%d")
+        out[key] = out.get(key, 0.0) + wh * (end - start) / (t1 - t0)
+        start = end
+    return out
+
+
+def daily_wh(rows: list[dict], tz: timezone = THAILAND) -> dict[str, float]:
+    """Wh per local day ('YYYY-MM-DD') of ONE device from its counter readings."""
+    out: dict[str, float] = {}
+    for d in deltas(rows):
+        for day, wh in apportion(d.t0, d.t1, d.wh, tz).items():
+            out[day] = out.get(day, 0.0) + wh
+    return out
+
+
+def monthly(daily: dict[str, float]) -> dict[str, float]:
+    """Sum a per-day mapping by month ('YYYY-MM')."""
+    out: dict[str, float] = {}
+    for day, v in daily.items():
+        out[day[:7]] = out.get(day[:7], 0.0) + v
+    return out
+
+
+def factors_table(extra: dict[int, float] | None = None) -> dict[int, float]:
+    """FACTORS with the configured year(s) added or overriding."""
+    table = dict(FACTORS)
+    for year, value in (extra or {}).items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError("emission factor for %s must be a non-negative number, got %r" % (year, value))
+        table[int(year)] = float(value)
+    return table
+
+
+def factor_for(year: int, table: dict[int, float]) -> tuple[float, int]:
+    """(kgCO2e/kWh, the year the factor is for): that year's, else the latest earlier one, else the earliest."""
+    if year in table:
+        return table[year], year
+    earlier = [y for y in table if y <= year]
+    y = max(earlier) if earlier else min(table)
+    return table[y], y
+
+
+@dataclass(frozen=True)
+class Row:
+    site: str
+    period: str  # 'YYYY-MM-DD' or 'YYYY-MM'
+    kwh: float
+    kgco2e: float
+    factor: float
+    factor_year: int
+
+
+def site_rows(per_device: dict[str, dict[str, float]], site_of: dict[str, str],
+              table: dict[int, float]) -> list[Row]:
+    """Rows of kWh and kgCO2e per site and period from Wh per device and period."""
+    sums: dict[tuple[str, str], float] = {}
+    for device, periods in per_device.items():
+        site = site_of.get(device) or ""
+        for period, wh in periods.items():
+            sums[(site, period)] = sums.get((site, period), 0.0) + wh
+    rows = []
+    for (site, period), wh in sorted(sums.items()):
+        factor, year = factor_for(int(period[:4]), table)
+        kwh = wh / 1000.0
+        rows.append(Row(site, period, kwh, kwh * factor, factor, year))
+    return rows
+
+
+def energy_rows(db, since: float, until: float) -> dict[str, list[dict]]:
+    """Counter readings per device with t in [since, until], read straight from the readings table."""
+    out: dict[str, list[dict]] = {}
+    sql = ("select device, seq, t, energy_wh, flags from readings where sensor = 'energy' "
+           "and energy_wh is not null and t >= ? and t <= ? order by device, seq")
+    for device, seq, t, e, flags in db.execute(sql, [since, until]).fetchall():
+        out.setdefault(device, []).append({"seq": seq, "t": t, "energy_wh": e, "flags": flags})
+    return out
+
+
+def report(db, since: float, until: float, table: dict[int, float],
+           tz: timezone = THAILAND) -> tuple[list[Row], list[Row]]:
+    """(daily rows, monthly rows) per site for readings in [since, until]."""
+    site_of = {d: s for d, s in db.execute("select id, site from devices").fetchall()}
+    per_day = {device: daily_wh(rows, tz) for device, rows in energy_rows(db, since, until).items()}
+    per_month = {device: monthly(days) for device, days in per_day.items()}
+    return site_rows(per_day, site_of, table), site_rows(per_month, site_of, table)

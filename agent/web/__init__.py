@@ -1,0 +1,5 @@
+"""The operators' pages served by the agent: `setup_pages(app)` adds them to the agent's aiohttp app."""
+
+from .pages import setup_pages
+
+__all__ = ["setup_pages"]

@@ -1,0 +1,635 @@
+"""The operators' pages: Fleet, Device, Sync, Carbon, Air (server-rendered HTML with SVG plots).
+
+Reading is open; every action that changes something (POST) needs the operator token, as the form field
+`token` or `Authorization: Bearer <token>`, else 403. Queries run on a read-only connection in one worker
+thread so a slow page never holds up ingest on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from html import escape
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+import sqlite_utils
+from aiohttp import web
+
+from .. import aqi, carbon, store
+from . import svg
+from .i18n import label, lang_of
+
+log = logging.getLogger("airwatt.pages")
+
+TOKEN_FILE = "operator_token"
+REFRESH_S = 60
+RANGES = {"6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+# online while the last upload is at most ONLINE_INTERVALS reading intervals old, late up to LATE_INTERVALS,
+# offline beyond: boards upload a batch every few readings, so one missed interval is not yet "late".
+ONLINE_INTERVALS, LATE_INTERVALS = 3, 10
+STATE_COLOURS = {"online": "#0a8f3c", "late": "#c77700", "offline": "#c00000", "never": "#777"}
+
+
+class Reader:
+    """A read-only connection used from one worker thread."""
+
+    def __init__(self, db_file: Path) -> None:
+        self.db_file = db_file
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-pages")
+        self.db: sqlite_utils.Database | None = None
+
+    def _db(self) -> sqlite_utils.Database:
+        if self.db is None:
+            conn = sqlite3.connect("file:%s?mode=ro" % self.db_file, uri=True, check_same_thread=False, timeout=10)
+            self.db = sqlite_utils.Database(conn)
+        return self.db
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(self._db(), *args))
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        def shut() -> None:
+            if self.db is not None:
+                self.db.conn.close()
+        await asyncio.get_running_loop().run_in_executor(self.pool, shut)
+        self.pool.shutdown(wait=True)
+
+
+READER_KEY = web.AppKey("airwatt_pages_reader", Reader)
+TOKEN_KEY = web.AppKey("airwatt_operator_token", str)
+LANG_KEY = web.AppKey("airwatt_pages_lang", str)
+FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
+WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
+
+
+def operator_token(data_dir: Path, configured: str | None) -> str:
+    """The configured token, else the one kept in the data dir (generated, mode 0600, on first start)."""
+    if configured:
+        return configured
+    path = Path(data_dir) / TOKEN_FILE
+    if path.exists():
+        token = path.read_text(encoding="ascii").strip()
+        if len(token) >= 16:
+            return token
+    token = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n", encoding="ascii")
+    log.info("operator token generated into %s", path)
+    return token
+
+
+# -- HTML helpers ------------------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:"Garuda","Loma","Noto Sans Thai","DejaVu Sans",sans-serif;margin:0;color:#222;background:#f5f6f8}
+header{background:#1f3b57;color:#fff;padding:8px 16px;display:flex;gap:18px;align-items:center;flex-wrap:wrap}
+header a{color:#fff;text-decoration:none;padding:4px 8px;border-radius:4px}
+header a.here{background:#3d6690} header .brand{font-weight:bold;margin-right:12px}
+header .lang{margin-left:auto;border:1px solid #fff}
+main{padding:12px 16px} h1{font-size:20px;margin:6px 0 12px} h2{font-size:16px;margin:18px 0 6px}
+table{border-collapse:collapse;background:#fff;font-size:13px}
+th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;white-space:nowrap}
+th{background:#e8ebef} th.sortable{cursor:pointer} th.sorted-asc:after{content:" \\25B2"}
+th.sorted-desc:after{content:" \\25BC"} td.num{text-align:right}
+.state{font-weight:bold} .chip{display:inline-block;width:12px;height:12px;border-radius:2px;
+vertical-align:middle;margin-right:4px} .aqi{font-weight:bold;text-align:center;min-width:48px}
+.plot{display:block;background:#fff;margin:4px 0 8px;width:100%;max-width:1200px;height:auto}
+.plot .tick{font-size:11px;fill:#444} .plot .unit{font-size:11px;fill:#444} .plot .legend{font-size:11px;fill:#222}
+.plot .nodata{font-size:14px;fill:#888} .plot .guide-label{font-size:11px}
+.note{color:#555;font-size:12px} .muted{color:#777} form.inline{display:inline}
+.ok{color:#0a8f3c} .err{color:#c00000} .bands span{margin-right:12px;font-size:12px}
+.cards{display:flex;gap:12px;flex-wrap:wrap} .card{background:#fff;border:1px solid #d5d8dc;padding:8px 14px}
+.card b{display:block;font-size:22px}
+"""
+
+SORT_JS = """
+function sortTable(th, desc){var t=th.closest('table'),i=Array.prototype.indexOf.call(th.parentNode.children,th);
+var rows=Array.prototype.slice.call(t.tBodies[0].rows);
+rows.sort(function(a,b){var x=a.cells[i].dataset.sort,y=b.cells[i].dataset.sort,nx=parseFloat(x),ny=parseFloat(y);
+var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y));return desc?-c:c;});
+rows.forEach(function(r){t.tBodies[0].appendChild(r);});
+t.querySelectorAll('th').forEach(function(h){h.classList.remove('sorted-asc','sorted-desc');});
+th.classList.add(desc?'sorted-desc':'sorted-asc');}
+document.querySelectorAll('th.sortable').forEach(function(th){th.addEventListener('click',function(){
+var desc=th.classList.contains('sorted-asc');sortTable(th,desc);
+history.replaceState(null,'','#sort='+th.dataset.key+':'+(desc?'desc':'asc'));});});
+var m=/sort=([a-z_0-9]+):(asc|desc)/.exec(location.hash);
+if(m){var th=document.querySelector('th[data-key="'+m[1]+'"]');if(th)sortTable(th,m[2]=='desc');}
+"""
+
+
+def _lang(request: web.Request) -> str:
+    return lang_of(request.query.get("lang"), request.app[LANG_KEY])
+
+
+def _url(path: str, lang: str, **params: Any) -> str:
+    q = {k: v for k, v in params.items() if v not in (None, "")}
+    q["lang"] = lang
+    return "%s?%s" % (path, urlencode(q))
+
+
+def _page(request: web.Request, key: str, title: str, body: str, refresh: bool = True) -> web.Response:
+    lang = _lang(request)
+    other = "en" if lang == "th" else "th"
+    query = dict(request.query)
+    query["lang"] = other
+    nav = "".join('<a href="%s" class="%s">%s</a>' % (escape(_url("/" + k, lang)), "here" if k == key else "",
+                                                      escape(label(lang, k)))
+                  for k in ("fleet", "air", "carbon", "sync"))
+    switch = '<a class="lang" id="lang-switch" href="%s">%s</a>' % (
+        escape(request.path + "?" + urlencode(query)), escape(label(lang, "lang_other")))
+    # reload (keeping #sort=...) rather than <meta refresh> so a sorted table stays sorted
+    reload_js = ('<script>setTimeout(function(){location.reload();},%d);</script>'
+                 '<noscript><meta http-equiv="refresh" content="%d"></noscript>' % (REFRESH_S * 1000, REFRESH_S)
+                 if refresh else "")
+    now = datetime.fromtimestamp(time.time(), svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
+    html = ('<!DOCTYPE html><html lang="%s"><head><meta charset="utf-8"><title>%s - AirWatt</title>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><style>%s</style>%s</head>'
+            '<body><header><span class="brand">AirWatt</span>%s%s</header><main><h1>%s</h1>%s'
+            '<p class="note">%s %s (UTC+7)</p></main><script>%s</script></body></html>'
+            % (lang, escape(title), CSS, reload_js, nav, switch, escape(title), body,
+               escape(label(lang, "updated")), now, SORT_JS))
+    return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+
+def _fmt_time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(max(seconds, 0))
+    if s < 120:
+        return "%d s" % s
+    if s < 7200:
+        return "%d min" % (s // 60)
+    if s < 172800:
+        return "%.1f h" % (s / 3600)
+    return "%.1f d" % (s / 86400)
+
+
+def _td(text: Any, sort: Any = None, cls: str = "", extra: str = "") -> str:
+    sort = text if sort is None else sort
+    return '<td data-sort="%s"%s%s>%s</td>' % (escape(str(sort)), ' class="%s"' % cls if cls else "", extra,
+                                               escape(str(text)))
+
+
+# -- Fleet -------------------------------------------------------------------------------------------------
+
+
+def device_state(last_seen: float | None, interval_s: int | None, now: float) -> str:
+    """online / late / offline from the age of the last upload against the device's reading interval."""
+    if last_seen is None:
+        return "never"
+    age = now - last_seen
+    interval = interval_s or 60
+    if age <= ONLINE_INTERVALS * interval:
+        return "online"
+    if age <= LATE_INTERVALS * interval:
+        return "late"
+    return "offline"
+
+
+def fleet_rows(db: sqlite_utils.Database, site: str | None, now: float) -> tuple[list[dict], list[str]]:
+    devices = store.list_devices(db)
+    sites = sorted({d["site"] or "" for d in devices})
+    out = []
+    for d in devices:
+        if site and (d["site"] or "") != site:
+            continue
+        try:
+            status = json.loads(d["last_status"]) if d["last_status"] else {}
+        except ValueError:
+            status = {}
+        d["status"] = status if isinstance(status, dict) else {}
+        d["state"] = device_state(d["last_seen"], d["interval_s"], now)
+        out.append(d)
+    return out, sites
+
+
+async def fleet(request: web.Request) -> web.Response:
+    lang = _lang(request)
+    site = request.query.get("site") or None
+    now = time.time()
+    rows, sites = await request.app[READER_KEY].run(fleet_rows, site, now)
+    options = '<option value="">%s</option>' % escape(label(lang, "all_sites")) + "".join(
+        '<option value="%s"%s>%s</option>' % (escape(s), " selected" if s == site else "", escape(s or "-"))
+        for s in sites)
+    form = ('<form method="get" action="/fleet"><input type="hidden" name="lang" value="%s">%s: '
+            '<select name="site" id="site-filter" onchange="this.form.submit()">%s</select> '
+            '<noscript><button>%s</button></noscript></form>'
+            % (lang, escape(label(lang, "site")), options, escape(label(lang, "show"))))
+    cols = [("device", "device"), ("name", "name"), ("site", "site"), ("state", "state"),
+            ("last_seen", "last_seen"), ("firmware", "firmware"), ("rssi", "rssi"), ("free_heap", "free_heap"),
+            ("buffer_depth", "buffer_depth"), ("dropped", "dropped"), ("sensor_errors", "sensor_errors"),
+            ("time_sync", "time_sync"), ("readings", "readings")]
+    head = "".join('<th class="sortable" data-key="%s">%s</th>' % (k, escape(label(lang, lab))) for k, lab in cols)
+    body = []
+    state_rank = {"online": 0, "late": 1, "offline": 2, "never": 3}
+    for d in rows:
+        st = d["status"]
+        errors = st.get("errors") or {}
+        err_text = ", ".join("%s %s" % (k, v) for k, v in sorted(errors.items())) or "0"
+        age = None if d["last_seen"] is None else now - d["last_seen"]
+
+        def num(key: str) -> str:
+            v = st.get(key)
+            return _td("-" if v is None else v, -1e12 if v is None else v, "num")
+
+        body.append(
+            '<tr data-device="%s">' % escape(d["id"])
+            + '<td data-sort="%s"><a href="%s">%s</a></td>' % (escape(d["id"]), escape(_url("/device/" + d["id"],
+                                                                                          lang)), escape(d["id"]))
+            + _td(d["name"] or "") + _td(d["site"] or "")
+            + '<td data-sort="%d" class="state" data-state="%s" style="color:%s">%s</td>'
+            % (state_rank[d["state"]], d["state"], STATE_COLOURS[d["state"]], escape(label(lang, d["state"])))
+            + _td("%s (%s %s)" % (_fmt_time(d["last_seen"]), _fmt_age(age), label(lang, "ago")) if age is not None
+                  else "-", d["last_seen"] or 0)
+            + _td(d["firmware"] or "-") + num("rssi") + num("free_heap") + num("buffer_depth") + num("dropped")
+            + _td(err_text, sum(v for v in errors.values() if isinstance(v, int)), "num")
+            + _td(st.get("time_sync", "-")) + _td(d["readings"], d["readings"], "num") + "</tr>")
+    table = '<table id="fleet"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (head, "".join(body))
+    note = ('<p class="note">online: &le; %d x interval, late: &le; %d x interval, offline: older</p>'
+            % (ONLINE_INTERVALS, LATE_INTERVALS))
+    return _page(request, "fleet", label(lang, "fleet"), form + table + note)
+
+
+# -- Device ------------------------------------------------------------------------------------------------
+
+
+def _parse_end(value: str | None, now: float) -> float:
+    if not value:
+        return now
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M").replace(tzinfo=svg.THAILAND).timestamp()
+    except ValueError:
+        raise web.HTTPBadRequest(text="end must be Unix seconds or YYYY-MM-DDTHH:MM (Thai time)") from None
+
+
+def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float) -> dict | None:
+    row = store.get_device(db, device)
+    if row is None:
+        return None
+    rows = store.readings(db, device, since, until + 1e-6)
+    energy = [r for r in store.readings(db, device, kwh_since, until + 1e-6) if r["sensor"] == "energy"]
+    return {"device": row, "rows": rows, "energy": energy}
+
+
+def _points(rows: list[dict], metric: str) -> list[tuple[float, float, bool]]:
+    return [(r["t"], float(r[metric]), bool(r["flags"])) for r in rows if r.get(metric) is not None and r["t"] is not None]
+
+
+async def device_page(request: web.Request) -> web.Response:
+    lang = _lang(request)
+    device = request.match_info["id"]
+    now = time.time()
+    rng = request.query.get("range", "24h")
+    if rng not in RANGES:
+        raise web.HTTPBadRequest(text="range must be one of %s" % ", ".join(RANGES))
+    until = _parse_end(request.query.get("end"), now)
+    since = until - RANGES[rng]
+    # daily kWh over at least the last 7 local days, from the start of the first day
+    first_day = datetime.fromtimestamp(until - max(RANGES[rng], 7 * 86400) + 1, svg.THAILAND)
+    kwh_since = first_day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    data = await request.app[READER_KEY].run(device_data, device, since, until, kwh_since)
+    if data is None:
+        raise web.HTTPNotFound(text="%s: %s" % (label(lang, "unknown_device"), device))
+    rows = data["rows"]
+    try:
+        kinds = set(json.loads(data["device"]["sensors"] or "[]"))
+    except ValueError:
+        kinds = set()
+    kinds |= {r["sensor"] for r in rows} | ({"energy"} if data["energy"] else set())
+    flagged = label(lang, "flagged")
+    nodata = label(lang, "no_data")
+    kw = {"flagged_label": flagged, "no_data": nodata}
+    pm_bands = aqi.pm25_bands()
+    plots = []
+    plots.append(("pm25_plot", svg.time_plot(
+        [svg.Series("pm25", "PM2.5", "#222", _points(rows, "pm25"))], since, until, plot_id="plot-pm25",
+        unit="µg/m³", bands=pm_bands, y_floor=0, y_min_top=40, **kw)
+        + '<div class="bands">%s</div>' % "".join(
+            '<span><i class="chip" style="background:%s"></i>%s (AQI %d-%s, PM2.5 %s-%s)</span>'
+            % (aqi.colour(n), escape(lvl[4] if lang == "th" else lvl[3]), lvl[0], "%d" % lvl[1] if n < 4 else "500",
+               aqi.BREAKPOINTS["pm25"][n][0], aqi.BREAKPOINTS["pm25"][n][1])
+            for n, lvl in enumerate(aqi.LEVELS))))
+    plots.append(("co2_plot", svg.time_plot(
+        [svg.Series("co2", "CO2", "#6a3d9a", _points(rows, "co2"))], since, until, plot_id="plot-co2", unit="ppm",
+        guides=[(1000, "#c77700", label(lang, "guide_1000")), (1500, "#c00000", label(lang, "guide_1500"))],
+        y_floor=0, **kw)))
+    plots.append(("temp_plot", svg.time_plot(
+        [svg.Series("temperature", label(lang, "temp_plot"), "#d95f02", _points(rows, "temperature"))],
+        since, until, plot_id="plot-temperature", unit="°C", **kw)))
+    plots.append(("hum_plot", svg.time_plot(
+        [svg.Series("humidity", label(lang, "hum_plot"), "#1b9e77", _points(rows, "humidity"))],
+        since, until, plot_id="plot-humidity", unit="%RH", **kw)))
+    plots.append(("power_plot", svg.time_plot(
+        [svg.Series("power", label(lang, "power_plot"), "#3b7dd8", _points(rows, "power"))],
+        since, until, plot_id="plot-power", unit="W", y_floor=0, **kw)))
+    days = carbon.daily_wh(data["energy"])
+    day_keys = []
+    d = first_day.replace(hour=0, minute=0, second=0, microsecond=0)
+    while d.timestamp() <= until:
+        day_keys.append(d.strftime("%Y-%m-%d"))
+        d = (d + timedelta(days=1, hours=2)).replace(hour=0)
+    bars = [(k, days.get(k, 0.0) / 1000.0) for k in day_keys]
+    plots.append(("kwh_plot", svg.bar_plot(bars, plot_id="plot-kwh", unit="kWh", no_data=nodata)))
+    dev = data["device"]
+    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
+                                                  ' class="here"' if r == rng else "", r) for r in RANGES)
+    end_value = datetime.fromtimestamp(until, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
+    form = ('<form method="get" class="inline"><input type="hidden" name="lang" value="%s">'
+            '<input type="hidden" name="range" value="%s"><input type="datetime-local" name="end" value="%s">'
+            '<button>%s</button></form>' % (lang, rng, end_value, escape(label(lang, "show"))))
+    head = ('<p>%s: <b>%s</b> &middot; %s: %s &middot; %s: %s &middot; %s: %s &ndash; %s</p><p>%s: %s %s</p>'
+            % (escape(label(lang, "name")), escape(dev["name"] or dev["id"]), escape(label(lang, "site")),
+               escape(dev["site"] or "-"), escape(label(lang, "firmware")), escape(dev["firmware"] or "-"),
+               escape(label(lang, "range")), _fmt_time(since), _fmt_time(until), escape(label(lang, "range")),
+               ranges, form))
+    sensor_of = {"pm25_plot": "pm", "co2_plot": "co2", "temp_plot": "co2", "hum_plot": "co2", "power_plot": "energy",
+                 "kwh_plot": "energy"}
+    body = head + "".join("<h2>%s</h2>%s" % (escape(label(lang, k)), p) for k, p in plots if sensor_of[k] in kinds)
+    body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
+    return _page(request, "device", "%s %s" % (label(lang, "device"), device), body,
+                 refresh=not request.query.get("end"))
+
+
+# -- Sync --------------------------------------------------------------------------------------------------
+
+
+def sync_data(db: sqlite_utils.Database) -> dict:
+    state = store.sync_state(db, errors=10)
+    state["recent"] = [dict(zip(("at", "ok", "status", "count", "detail"), r)) for r in db.execute(
+        "select at, ok, status, count, detail from sync_log order by id desc limit 10").fetchall()]
+    state["retry_requested"] = store.get_meta(db, "sync_retry_requested")
+    state["held"] = []
+    if db["sync_held"].exists():
+        state["held"] = [dict(zip(("device", "seq", "sensor", "tries", "held_until", "status", "error"), r))
+                         for r in db.execute(
+            "select r.device, r.seq, r.sensor, h.tries, h.held_until, h.status, h.error from sync_held h"
+            " join readings r on r.id = h.reading where h.held_until > ? and r.synced_at is null"
+            " order by h.reading limit 20", [time.time()]).fetchall()]
+    return state
+
+
+def _worker_state(app: web.Application) -> Any:
+    try:
+        from .. import sync
+    except ImportError:
+        return None
+    key = getattr(sync, "SYNC_STATE", None)
+    return app[key] if key is not None and key in app else None
+
+
+async def sync_page(request: web.Request) -> web.Response:
+    lang = _lang(request)
+    now = time.time()
+    s = await request.app[READER_KEY].run(sync_data)
+    lag = now - s["oldest_pending_received"] if s["pending"] and s["oldest_pending_received"] else 0.0
+    cards = "".join('<div class="card" id="%s">%s<b>%s</b></div>' % (i, escape(label(lang, k)), escape(v))
+                    for i, k, v in (("pending", "pending", str(s["pending"])), ("synced", "synced", str(s["synced"])),
+                                    ("lag", "lag", _fmt_age(lag)),
+                                    ("last-ok", "last_sync_ok", _fmt_time(s["last_sync_ok"]))))
+    cards = '<div class="cards">%s</div>' % cards
+    heads = "".join("<th>%s</th>" % escape(label(lang, k)) for k in ("at", "status", "count", "detail"))
+
+    def log_rows(entries: list[dict], with_ok: bool) -> str:
+        return "".join('<tr class="%s"><td>%s</td><td>%s</td><td class="num">%s</td><td>%s</td></tr>'
+                       % ("ok" if e["ok"] else "err", _fmt_time(e["at"]),
+                          escape(str(e["status"]) if e["status"] is not None else "-"), e["count"] or 0,
+                          escape((e["detail"] or "")[:300])) for e in entries)
+    errors = ('<table id="sync-errors"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
+              % (heads, log_rows(s["last_errors"], False)) if s["last_errors"]
+              else '<p id="sync-errors">%s</p>' % escape(label(lang, "none")))
+    recent = ('<table id="sync-recent"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
+              % (heads, log_rows(s["recent"], True)))
+    notice = ""
+    if request.query.get("retry") == "ok":
+        notice = '<p class="ok" id="retry-ok">%s</p>' % escape(label(lang, "retry_requested"))
+    last_retry = float(s["retry_requested"]) if s["retry_requested"] else None
+    form = ('<form method="post" action="%s" id="retry-form">%s: <input type="password" name="token" id="token" '
+            'autocomplete="current-password"> <button type="submit" id="retry">%s</button></form>'
+            '<p class="note">%s: %s</p>'
+            % (escape(_url("/sync/retry", lang)), escape(label(lang, "operator_token")),
+               escape(label(lang, "retry_now")), escape(label(lang, "last_retry")), _fmt_time(last_retry)))
+    worker = _worker_state(request.app)
+    if worker is not None and getattr(worker, "enabled", False):
+        wtext = "%s %s &middot; %s: %s &middot; %s: %s" % (
+            escape(str(worker.kind)), escape(str(worker.url)), escape(label(lang, "failures")), worker.failures,
+            escape(label(lang, "next_attempt")), _fmt_time(worker.next_attempt_at))
+    else:
+        wtext = escape(label(lang, "disabled"))
+    cards += '<p id="worker">%s: %s</p>' % (escape(label(lang, "worker")), wtext)
+    if s["held"]:
+        cards += ('<h2>%s</h2><table id="sync-held"><tbody>%s</tbody></table>' % (
+            escape(label(lang, "held")), "".join(
+                "<tr><td>%s #%s (%s)</td><td>%s x</td><td>%s</td><td>%s</td></tr>"
+                % (escape(h["device"]), h["seq"], escape(h["sensor"]), h["tries"], h["status"] or "-",
+                   escape((h["error"] or "")[:200])) for h in s["held"])))
+    body = (cards + notice + "<h2>%s</h2>%s" % (escape(label(lang, "retry_now")), form)
+            + "<h2>%s</h2>%s" % (escape(label(lang, "last_errors")), errors)
+            + "<h2>%s</h2>%s" % (escape(label(lang, "sync_log")), recent))
+    return _page(request, "sync", label(lang, "sync"), body)
+
+
+def authorised(request: web.Request, form: Any) -> bool:
+    """True when the request carries the operator token (form field `token` or a Bearer header)."""
+    given = form.get("token", "") if form is not None else ""
+    header = request.headers.get("Authorization", "")
+    if not given and header.startswith("Bearer "):
+        given = header[7:].strip()
+    expected = request.app[TOKEN_KEY]
+    return bool(given) and hmac.compare_digest(str(given).encode(), expected.encode())
+
+
+def request_retry(app: web.Application) -> bool:
+    """Wake the sync worker ("retry now") when agent/sync.py is installed in this app; False otherwise."""
+    try:
+        from .. import sync
+    except ImportError:
+        return False
+    key = getattr(sync, "SYNC_NOW", None)
+    if key is None or key not in app:
+        return False
+    getattr(sync, "request_sync_now", lambda a: a[key].set())(app)
+    return True
+
+
+async def sync_retry(request: web.Request) -> web.Response:
+    form = await request.post()
+    if not authorised(request, form):
+        raise web.HTTPForbidden(text="operator token required")
+    # recorded in any case (an audit trail, and a sync worker started later reads it); set the event if any
+    store.set_meta(request.app[WRITE_DB_KEY], "sync_retry_requested", repr(time.time()))
+    request_retry(request.app)
+    raise web.HTTPSeeOther(_url("/sync", _lang(request), retry="ok"))
+
+
+# -- Carbon ------------------------------------------------------------------------------------------------
+
+
+def carbon_data(db: sqlite_utils.Database, since: float, until: float, table: dict) -> tuple:
+    return carbon.report(db, since, until, table)
+
+
+async def carbon_page(request: web.Request) -> web.Response:
+    lang = _lang(request)
+    try:
+        days = int(request.query.get("days", "31"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="days must be a whole number") from None
+    days = min(max(days, 1), 400)
+    now = time.time()
+    today = datetime.fromtimestamp(now, svg.THAILAND).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = today - timedelta(days=days - 1)
+    # read from one day earlier so the first day's first difference has a reading before it
+    table = request.app[FACTORS_KEY]
+    daily, monthly = await request.app[READER_KEY].run(carbon_data, start.timestamp() - 86400, now, table)
+    first = start.strftime("%Y-%m-%d")
+    daily = [r for r in daily if r.period >= first]
+    month_sum: dict[tuple[str, str], list[float]] = {}
+    for r in daily:
+        month_sum.setdefault((r.site, r.period[:7]), [0.0, 0.0])
+        month_sum[(r.site, r.period[:7])][0] += r.kwh
+        month_sum[(r.site, r.period[:7])][1] += r.kgco2e
+    heads = lambda first_col: "".join("<th>%s</th>" % escape(label(lang, k)) for k in (  # noqa: E731
+        "site", first_col, "kwh", "kgco2e", "factor", "factor_year"))
+    drows = "".join('<tr data-site="%s" data-day="%s"><td>%s</td><td>%s</td><td class="num" data-kwh="%.6f">%.3f</td>'
+                    '<td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
+                    % (escape(r.site), r.period, escape(r.site or "-"), r.period, r.kwh, r.kwh, r.kgco2e, r.kgco2e,
+                       r.factor, r.factor_year) for r in daily)
+    this_month = today.strftime("%Y-%m")
+    mrows = []
+    for (site, month), (kwh, kg) in sorted(month_sum.items()):
+        factor, year = carbon.factor_for(int(month[:4]), table)
+        partial = month == this_month or (month == first[:7] and not first.endswith("-01"))
+        mrows.append('<tr data-site="%s" data-month="%s"><td>%s</td><td>%s%s</td><td class="num" data-kwh="%.6f">'
+                     '%.3f</td><td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
+                     % (escape(site), month, escape(site or "-"), month,
+                        ' <span class="muted">(%s)</span>' % escape(label(lang, "partial")) if partial else "",
+                        kwh, kwh, kg, kg, factor, year))
+    factors = ", ".join("%d: %.4f" % (y, v) for y, v in sorted(table.items()))
+    day_list = [(start + timedelta(days=n, hours=2)).strftime("%Y-%m-%d") for n in range(days)]
+    plots = ""
+    for n, site in enumerate(sorted({r.site for r in daily})):
+        per = {r.period: r.kwh for r in daily if r.site == site}
+        plots += "<h2>%s: %s</h2>%s" % (escape(label(lang, "kwh_plot")), escape(site or "-"), svg.bar_plot(
+            [(d, per.get(d, 0.0)) for d in day_list], plot_id="plot-kwh-%d" % n, unit="kWh",
+            no_data=label(lang, "no_data")))
+    body = ('<p id="factor">%s: %s kgCO2e/kWh</p><p class="note">%s</p><p>%s</p>'
+            % (escape(label(lang, "factor_note")), escape(factors), escape(label(lang, "energy_note")),
+               " ".join('<a href="%s">%d %s</a>' % (escape(_url("/carbon", lang, days=n)), n,
+                                                     escape(label(lang, "days"))) for n in (7, 31, 92, 366)))
+            + "<h2>%s</h2>" % escape(label(lang, "month"))
+            + '<table id="carbon-months"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
+            % (heads("month"), "".join(mrows)) + plots
+            + "<h2>%s</h2>" % escape(label(lang, "day"))
+            + '<table id="carbon-days"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (heads("day"), drows))
+    return _page(request, "carbon", label(lang, "carbon"), body)
+
+
+# -- Air ---------------------------------------------------------------------------------------------------
+
+
+def air_data(db: sqlite_utils.Database, now: float) -> list[dict]:
+    out = []
+    for d in store.list_devices(db):
+        rows = [dict(zip(("t", "pm25", "pm10", "flags"), r)) for r in db.execute(
+            "select t, pm25, pm10, flags from readings where device = ? and sensor = 'pm' and t > ? and t <= ?",
+            [d["id"], now - 86400, now]).fetchall()]
+        pm25, h25 = aqi.daily_mean(rows, "pm25", now)
+        pm10, h10 = aqi.daily_mean(rows, "pm10", now)
+        best, subs = aqi.overall(pm25, pm10)
+        out.append({"device": d, "pm25": pm25, "pm10": pm10, "hours": max(h25, h10), "best": best, "subs": subs})
+    return out
+
+
+async def air_page(request: web.Request) -> web.Response:
+    lang = _lang(request)
+    now = time.time()
+    entries = await request.app[READER_KEY].run(air_data, now)
+    heads = "".join('<th class="sortable" data-key="%s">%s</th>' % (k, escape(label(lang, k))) for k in (
+        "device", "site", "aqi", "level", "dominant", "pm25_24h", "pm10_24h", "hours"))
+    rows = []
+    for e in entries:
+        d, best = e["device"], e["best"]
+        if best is None:
+            aqi_cell = '<td class="aqi" data-sort="-1" data-aqi="">-</td>'
+            level = _td(label(lang, "no_data"), "")
+        else:
+            name = aqi.LEVELS[best.level][4 if lang == "th" else 3]
+            text = "%d%s" % (best.aqi, "+" if best.above_scale else "")
+            aqi_cell = ('<td class="aqi" data-sort="%d" data-aqi="%d" data-level="%d" style="background:%s;color:%s">'
+                        '%s</td>' % (best.aqi, best.aqi, best.level, aqi.colour(best.level),
+                                     "#fff" if best.level in (1, 4) else "#000", text))
+            level = _td(name, best.level)
+        sub = lambda p: ("%s (AQI %d)" % (e[p] and "%.1f" % e[p], e["subs"][p].aqi)  # noqa: E731
+                         if p in e["subs"] else "-")
+        hours = "%d / 24%s" % (e["hours"], "" if e["hours"] >= 18 else " (%s)" % label(lang, "provisional"))
+        rows.append('<tr data-device="%s">' % escape(d["id"])
+                    + '<td data-sort="%s"><a href="%s">%s</a></td>' % (escape(d["id"]), escape(
+                        _url("/device/" + d["id"], lang)), escape(d["id"]))
+                    + _td(d["site"] or "") + aqi_cell + level
+                    + _td(best.pollutant.replace("pm25", "PM2.5").replace("pm10", "PM10") if best else "-")
+                    + _td(sub("pm25"), e["pm25"] if e["pm25"] is not None else -1, "num",
+                          ' data-mean="%s"' % ("" if e["pm25"] is None else "%.6f" % e["pm25"]))
+                    + _td(sub("pm10"), e["pm10"] if e["pm10"] is not None else -1, "num",
+                          ' data-mean="%s"' % ("" if e["pm10"] is None else "%.6f" % e["pm10"]))
+                    + _td(hours, e["hours"]) + "</tr>")
+    table = '<table id="air"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (heads, "".join(rows))
+    legend_rows = "".join(
+        '<tr><td style="background:%s;color:%s">%d - %s</td><td>%s</td><td>%s - %s</td><td>%s - %s</td></tr>'
+        % (aqi.colour(n), "#fff" if n in (1, 4) else "#000", lvl[0], lvl[1] if n < 4 else "500*",
+           escape(lvl[4] if lang == "th" else lvl[3]), aqi.BREAKPOINTS["pm25"][n][0], aqi.BREAKPOINTS["pm25"][n][1],
+           aqi.BREAKPOINTS["pm10"][n][0], aqi.BREAKPOINTS["pm10"][n][1])
+        for n, lvl in enumerate(aqi.LEVELS))
+    legend = ('<h2>%s</h2><table id="aqi-bands"><thead><tr><th>AQI</th><th>%s</th><th>PM2.5 (µg/m³)</th>'
+              '<th>PM10 (µg/m³)</th></tr></thead><tbody>%s</tbody></table>'
+              '<p class="note">PCD 2023. * %s</p>'
+              % (escape(label(lang, "legend")), escape(label(lang, "level")), legend_rows,
+                 "AQI > 200: PCD publishes no upper end; AirWatt maps 201-500 to PM2.5 75.1-500 and PM10 181-600 "
+                 "µg/m³ and caps at 500 (see agent/aqi.py)"))
+    return _page(request, "air", label(lang, "air"), table + legend)
+
+
+async def index(request: web.Request) -> web.Response:
+    raise web.HTTPFound(_url("/fleet", _lang(request)))
+
+
+def setup_pages(app: web.Application) -> None:
+    """Add the operators' pages to the agent's app (needs the app's data dir, config and database keys)."""
+    from ..app import CONFIG_KEY, DATA_DIR_KEY, DB_KEY
+
+    config = app[CONFIG_KEY]
+    data_dir = app[DATA_DIR_KEY]
+    app[TOKEN_KEY] = operator_token(data_dir, config.operator_token)
+    app[LANG_KEY] = lang_of(config.language, "th")
+    extra = {} if config.emission_factor is None else {config.emission_factor_year: config.emission_factor}
+    app[FACTORS_KEY] = carbon.factors_table(extra)
+    app[WRITE_DB_KEY] = app[DB_KEY]
+    reader = Reader(store.db_path(data_dir))
+    app[READER_KEY] = reader
+    app.router.add_get("/", index)
+    app.router.add_get("/fleet", fleet)
+    app.router.add_get("/device/{id}", device_page)
+    app.router.add_get("/sync", sync_page)
+    app.router.add_post("/sync/retry", sync_retry)
+    app.router.add_get("/carbon", carbon_page)
+    app.router.add_get("/air", air_page)
+    app.on_cleanup.append(reader.close)
