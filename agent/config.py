@@ -5,6 +5,9 @@ Example (every key optional; a missing file means all defaults):
     host = "0.0.0.0"          # listen address (default 127.0.0.1: boards need the LAN address or 0.0.0.0)
     port = 8080
     operator_token = "..."    # for the pages' actions; generated into the data dir when unset
+    language = "th"           # the pages' default language ("th" or "en"; ?lang= switches)
+    emission_factor = 0.4750  # grid kgCO2e/kWh for emission_factor_year (unset: agent/carbon.py's TGO table)
+    emission_factor_year = 2026
 
     [platform]
     url = "https://city.example/ngsi-ld/v1"
@@ -46,6 +49,9 @@ class Config(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     operator_token: str | None = Field(default=None, min_length=16)
+    language: Literal["th", "en"] = "th"
+    emission_factor: float | None = Field(default=None, ge=0, le=5)
+    emission_factor_year: int = Field(default=2026, ge=2000, le=2100)
     platform: PlatformConfig = PlatformConfig()
 
 
