@@ -46,21 +46,25 @@ MAX_QUEUED = 2000  # batches waiting for the writer; beyond this, 503 + Retry-Af
 MAX_GROUP = 1000  # batches in one transaction at most
 
 _COLUMNS = ("device", "seq", "boot", "sensor", "t", "t_source", "ticks", "received", "flags") + store.METRIC_COLUMNS
-_INSERT = "INSERT OR IGNORE INTO readings(%s) VALUES (%s)" % (
+# Idempotent by (device, seq): a reading stored before is skipped. ON CONFLICT names that one constraint, unlike
+# INSERT OR IGNORE, which would also silently skip a row breaking NOT NULL and so claim it stored.
+_ON_CONFLICT = " ON CONFLICT(device, seq) DO NOTHING"
+_INSERT = "INSERT INTO readings(%s) VALUES (%s)" % (
     ",".join('"%s"' % c for c in _COLUMNS),
     ",".join("?" * len(_COLUMNS)),
-)
+) + _ON_CONFLICT
 
 _ROW = "(%s)" % ",".join("?" * len(_COLUMNS))
 
 
 @functools.lru_cache(maxsize=fields.MAX_READINGS)
 def _insert_rows(n: int) -> str:
-    """INSERT OR IGNORE of n rows in one statement (n <= MAX_READINGS: 2,100 parameters, well under SQLite's
+    """An idempotent INSERT of n rows in one statement (n <= MAX_READINGS: 2,100 parameters, well under SQLite's
     32,766)."""
-    return "INSERT OR IGNORE INTO readings(%s) VALUES %s" % (
+    return "INSERT INTO readings(%s) VALUES %s%s" % (
         ",".join('"%s"' % c for c in _COLUMNS),
         ",".join([_ROW] * n),
+        _ON_CONFLICT,
     )
 
 

@@ -66,7 +66,7 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     db["readings"].create(
         columns, pk="id", not_null={"device", "seq", "boot", "sensor", "t_source", "ticks", "received", "flags"}
     )
-    # UNIQUE(device, seq) makes ingest idempotent: INSERT OR IGNORE of a replayed batch changes nothing.
+    # UNIQUE(device, seq) makes ingest idempotent: ON CONFLICT DO NOTHING skips a replayed reading.
     db["readings"].create_index(["device", "seq"], index_name="readings_device_seq", unique=True)
     db["readings"].create_index(["device", "t"], index_name="readings_device_t")
     # The sync worker's queue: only unsynced rows are in this index, so it stays small however old the file.

@@ -1,0 +1,350 @@
+"""POST /v1/batches, /healthz and /metrics of the agent's app over real HTTP on 127.0.0.1, with a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+
+import aiohttp
+
+from airwatt.agent import ingest, store
+from airwatt.agent.app import INGEST_KEY
+from airwatt.protocol import fields, wire
+from airwatt.protocol.models import Answer
+
+from conftest import BOOT, T0, VALUES, body, dump, headers, reading
+
+
+def rows(data_dir, sql="SELECT * FROM readings ORDER BY device, seq", params=()):
+    conn = sqlite3.connect(store.db_path(data_dir))
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+async def post(client, device, key, data, **kw):
+    return await client.post("/v1/batches", data=data, headers=headers(device, key, data), **kw)
+
+
+async def test_batch_is_stored_and_answered(client, devices, data_dir):
+    data = body("dev-1", range(1, 7))
+    before = time.time()
+    resp = await post(client, "dev-1", devices["dev-1"], data)
+    assert resp.status == 200
+    answer = Answer.model_validate(await resp.json())
+    assert answer.stored_seq == 6
+    assert before - 1 <= answer.server_time <= time.time() + 1
+    got = rows(data_dir)
+    assert [r["seq"] for r in got] == [1, 2, 3, 4, 5, 6]
+    first = got[0]  # seq 1: sensor pm (seq % 3 == 1)
+    assert (first["device"], first["boot"], first["sensor"], first["t"], first["t_source"]) == (
+        "dev-1", BOOT, "pm", T0 + 1, "board")
+    assert (first["pm1"], first["pm25"], first["pm10"], first["voltage"], first["co2"]) == (8, 27, 41, None, None)
+    energy = got[2]  # seq 3
+    assert energy["sensor"] == "energy"
+    assert [energy[k] for k in VALUES["energy"]] == list(VALUES["energy"].values())
+    assert all(r["synced_at"] is None and r["flags"] == "" and before - 1 <= r["received"] for r in got)
+
+
+async def test_replay_is_idempotent_and_overlap_adds_only_new(client, devices, data_dir):
+    key = devices["dev-1"]
+    first = body("dev-1", range(1, 6))
+    for _ in range(3):
+        resp = await post(client, "dev-1", key, first)
+        assert resp.status == 200
+        assert (await resp.json())["stored_seq"] == 5
+    overlap = body("dev-1", range(3, 9))
+    resp = await post(client, "dev-1", key, overlap)
+    assert (await resp.json())["stored_seq"] == 8
+    got = rows(data_dir)
+    assert [r["seq"] for r in got] == list(range(1, 9))
+    stats = client.server.app[INGEST_KEY].stats
+    assert (stats.batches_accepted, stats.readings_accepted, stats.readings_received) == (4, 8, 21)
+    # A replay of old seqs after newer ones answers with the device's highest seq, not the batch's.
+    resp = await post(client, "dev-1", key, first)
+    assert (await resp.json())["stored_seq"] == 8
+
+
+async def test_unknown_device_and_bad_signature_get_the_same_bare_401(client, devices, data_dir):
+    data = body("dev-1", [1])
+    before = dump(store.db_path(data_dir))
+    answers = []
+    for hdrs in (
+        headers("dev-9", devices["dev-1"], data),  # unknown device
+        headers("dev-1", devices["dev-2"], data),  # signed with another device's key
+        {"X-AirWatt-Device": "dev-1", "X-AirWatt-Signature": "zz"},  # not hex
+        {"X-AirWatt-Device": "dev-1", "X-AirWatt-Signature": "\u00e9" * 64},  # not ASCII
+        {"X-AirWatt-Device": "dev-1"},  # no signature
+        {},  # no headers
+    ):
+        resp = await client.post("/v1/batches", data=data, headers=hdrs)
+        answers.append((resp.status, await resp.text()))
+    assert set(answers) == {(401, '{"error": "unauthorized"}')}
+    assert dump(store.db_path(data_dir)) == before
+    rejected = client.server.app[INGEST_KEY].stats.rejected
+    assert (rejected["unknown_device"], rejected["bad_signature"]) == (2, 4)
+
+
+async def test_signature_is_case_insensitive_hex(client, devices):
+    data = body("dev-1", [1])
+    hdrs = headers("dev-1", devices["dev-1"], data)
+    hdrs["X-AirWatt-Signature"] = hdrs["X-AirWatt-Signature"].upper()
+    assert (await client.post("/v1/batches", data=data, headers=hdrs)).status == 200
+
+
+async def test_invalid_body_is_400_naming_reading_and_field(client, devices, data_dir):
+    key = devices["dev-1"]
+    before = dump(store.db_path(data_dir))
+    good = body("dev-1", [1, 2], sensor="pm")
+    cases = [
+        (good.replace(b'"pm25":27', b'"pm25":1001', 1), "readings[0].values.pm25"),
+        (good.replace(b'"seq":2', b'"seq":1', 1), "readings[1].seq"),
+        (good.replace(b'"pm10":41', b'"co2":41', 1), "readings[0].values.co2"),
+        (good.replace(b'"v":1', b'"v":2'), "v"),
+        (good[:-1], ""),  # not JSON
+        (b"\xff\xfe", ""),
+    ]
+    for data, path in cases:
+        resp = await post(client, "dev-1", key, data)
+        assert resp.status == 400, data
+        answer = await resp.json()
+        assert answer["path"] == path and answer["error"], answer
+    assert dump(store.db_path(data_dir)) == before
+
+
+async def test_header_device_differs_from_body_device_is_400(client, devices, data_dir):
+    data = body("dev-2", [1])
+    resp = await post(client, "dev-1", devices["dev-1"], data)  # dev-1's key: authentic, but names dev-2
+    assert resp.status == 400
+    assert (await resp.json())["path"] == "device"
+    assert rows(data_dir) == []
+
+
+async def test_oversize_is_413_by_length_and_by_streamed_size(client, devices, data_dir):
+    key = devices["dev-1"]
+    big = b" " * (fields.MAX_BODY_BYTES + 1)
+    resp = await post(client, "dev-1", key, big)
+    assert resp.status == 413
+
+    async def chunks():  # no Content-Length: chunked transfer encoding, caught while reading
+        for _ in range(fields.MAX_BODY_BYTES // 1000 + 2):
+            yield b" " * 1000
+
+    resp = await client.post("/v1/batches", data=chunks(), headers=headers("dev-1", key, b""))
+    assert resp.status == 413
+    # Exactly the limit is fine (a valid body padded with JSON whitespace).
+    data = body("dev-1", [1])
+    data = data + b" " * (fields.MAX_BODY_BYTES - len(data))
+    assert (await post(client, "dev-1", key, data)).status == 200
+    assert client.server.app[INGEST_KEY].stats.rejected["too_large"] == 2
+
+
+async def test_ticks_only_readings_get_time_from_the_batch_boot(client, devices, data_dir):
+    key = devices["dev-1"]
+    # Readings at ticks 10 s and 70 s, sent at ticks 100 s: they were taken 90 s and 30 s ago.
+    readings = [reading(1, t=None, ticks=10_000), reading(2, t=None, ticks=70_000)]
+    before = time.time()
+    resp = await post(client, "dev-1", key, body("dev-1", [1, 2], readings=readings, sent_ticks=100_000))
+    after = time.time()
+    assert resp.status == 200
+    got = rows(data_dir)
+    assert [r["t_source"] for r in got] == ["ticks", "ticks"]
+    assert before - 90 - 0.01 <= got[0]["t"] <= after - 90 + 0.01
+    assert abs((got[1]["t"] - got[0]["t"]) - 60) < 1e-6
+    (boot,) = rows(data_dir, "SELECT * FROM boots")
+    assert (boot["device"], boot["boot"]) == ("dev-1", BOOT)
+    assert abs(boot["offset"] - (got[0]["t"] - 10)) < 1e-6
+
+
+async def test_readings_of_an_unknown_boot_wait_for_it_and_a_known_boot_times_them(client, devices, data_dir):
+    key = devices["dev-1"]
+    old, new, older = "000000aa", "000000bb", "000000cc"
+    # After a reboot (boot `new`), the board sends readings from boot `old`, which the agent never heard from.
+    readings = [reading(1, t=None, ticks=5_000, boot=old), reading(2, t=None, ticks=1_000, boot=new)]
+    await post(client, "dev-1", key, body("dev-1", [1, 2], boot=new, readings=readings, sent_ticks=2_000))
+    got = rows(data_dir)
+    assert [(r["t"] is None, r["t_source"]) for r in got] == [(True, "unknown"), (False, "ticks")]
+    # A late retry of a batch from boot `old` teaches its clock: the earlier unknown reading is timed too.
+    before = time.time()
+    late = [reading(3, t=None, ticks=8_000, boot=old)]
+    await post(client, "dev-1", key, body("dev-1", [3], boot=old, readings=late, sent_ticks=9_000))
+    got = {r["seq"]: r for r in rows(data_dir)}
+    assert got[1]["t_source"] == got[3]["t_source"] == "ticks"
+    assert abs((got[3]["t"] - got[1]["t"]) - 3.0) < 1e-6
+    assert before - 9 - 0.01 <= got[3]["t"] - 8 <= time.time() - 9 + 0.01
+    # Readings of a boot the agent knows, sent in a later boot's batch, are timed from that boot's offset.
+    more = [reading(4, t=None, ticks=6_000, boot=new), reading(5, t=None, ticks=100, boot=older)]
+    await post(client, "dev-1", key, body("dev-1", [4, 5], boot=older, readings=more, sent_ticks=200))
+    got = {r["seq"]: r for r in rows(data_dir)}
+    assert got[4]["t_source"] == "ticks" and abs(got[4]["t"] - got[2]["t"] - 5.0) < 1e-6
+    assert got[5]["t_source"] == "ticks"
+
+
+async def test_later_estimate_does_not_move_a_learnt_offset_but_an_earlier_one_does(client, devices, data_dir):
+    key = devices["dev-1"]
+    await post(client, "dev-1", key, body("dev-1", [1], sent_ticks=10_000))
+    (first,) = rows(data_dir, "SELECT * FROM boots")
+    # A replay of an old body (same sent_ticks, later arrival) must not shift the boot's clock.
+    await asyncio.sleep(0.05)
+    await post(client, "dev-1", key, body("dev-1", [1], sent_ticks=10_000))
+    assert rows(data_dir, "SELECT * FROM boots")[0]["offset"] == first["offset"]
+    # A batch whose ticks say the board's clock started later than thought (less delay) refines it.
+    await post(client, "dev-1", key, body("dev-1", [2], sent_ticks=10_500))
+    assert rows(data_dir, "SELECT * FROM boots")[0]["offset"] < first["offset"]
+
+
+async def test_device_firmware_last_seen_and_status_are_recorded(client, devices, data_dir):
+    status = wire.encode_status(1234, 70000, -71, 9, 3, {"pm": 1, "co2": 4}, "agent")
+    before = time.time()
+    await post(client, "dev-2", devices["dev-2"], body("dev-2", [1], sensor="co2", status=status))
+    db = store.open_db(data_dir)
+    dev = store.get_device(db, "dev-2")
+    assert dev["firmware"] == "0.1.0"
+    assert before <= dev["first_seen"] == dev["last_seen"] <= time.time()
+    assert json.loads(dev["last_status"]) == json.loads(status)
+    # A batch without status keeps the last one; last_seen moves, first_seen does not.
+    readings = [reading(2, sensor="co2", t=T0)]
+    data = wire.batch_body("dev-2", "0.2.0", BOOT, 5000, readings)
+    await post(client, "dev-2", devices["dev-2"], data)
+    dev2 = store.get_device(db, "dev-2")
+    assert dev2["firmware"] == "0.2.0" and dev2["first_seen"] == dev["first_seen"]
+    assert dev2["last_seen"] >= dev["last_seen"] and dev2["last_status"] == dev["last_status"]
+    db.close()
+
+
+async def test_healthz(client):
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"ok": True, "db": "ok", "schema_version": len(store.MIGRATIONS), "protocol": 1}
+
+
+async def test_healthz_503_when_the_database_is_gone(client, data_dir):
+    store.db_path(data_dir).rename(data_dir / "moved.db")
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    assert (await resp.json())["ok"] is False
+
+
+_SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"\})? -?[0-9.e+]+$')
+
+
+async def test_metrics_text(client, devices, data_dir):
+    key = devices["dev-1"]
+    await post(client, "dev-1", key, body("dev-1", range(1, 11)))
+    await post(client, "dev-1", key, body("dev-1", range(1, 11)))  # replay: accepted, nothing new
+    await post(client, "dev-1", devices["dev-2"], body("dev-1", [11]))  # bad signature
+    db = store.open_db(data_dir)
+    oldest = db.execute("SELECT min(received) FROM readings").fetchone()[0]
+    store.mark_synced(db, [1, 2, 3], time.time())
+    store.log_sync(db, True, 201, 3)
+    db.close()
+    resp = await client.get("/metrics")
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    text = await resp.text()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            assert re.match(r"^# (HELP|TYPE) [a-z_]+ .+$", line), line
+            continue
+        assert _SAMPLE.match(line), line
+        name, value = line.rsplit(" ", 1)
+        samples[name] = float(value)
+    assert samples["airwatt_batches_accepted_total"] == 2
+    assert samples["airwatt_readings_accepted_total"] == 10
+    assert samples["airwatt_readings_received_total"] == 20
+    assert samples['airwatt_batches_rejected_total{reason="bad_signature"}'] == 1
+    assert samples['airwatt_batches_rejected_total{reason="invalid"}'] == 0
+    assert samples["airwatt_readings_pending_sync"] == 7
+    assert 0 <= samples["airwatt_sync_lag_seconds"] <= time.time() - oldest + 1
+    assert time.time() - 10 < samples["airwatt_last_sync_success_timestamp_seconds"] <= time.time()
+    assert time.time() - 10 < samples['airwatt_device_last_seen_timestamp_seconds{device="dev-1"}'] <= time.time()
+    assert 'device="dev-2"' not in text  # never heard from
+
+
+async def test_fifty_concurrent_uploaders_share_commits_and_store_everything_once(tmp_path):
+    data_dir = tmp_path / "data"
+    db = store.open_db(data_dir)
+    keys = {"up-%02d" % i: bytes.fromhex(store.add_device(db, "up-%02d" % i)) for i in range(50)}
+    db.close()
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from airwatt.agent.app import make_app
+
+    async with TestClient(TestServer(make_app(data_dir), host="127.0.0.1")) as client:
+        async def uploader(device):
+            answers = []
+            for b in range(4):
+                seqs = range(b * 50 + 1, b * 50 + 51)
+                # Every uploader also replays its previous batch once: idempotency under concurrency.
+                for s in ([seqs] if b == 0 else [range(seqs.start - 50, seqs.start), seqs]):
+                    resp = await post(client, device, keys[device], body(device, s))
+                    assert resp.status == 200
+                    answers.append((await resp.json())["stored_seq"])
+            return answers
+
+        results = await asyncio.gather(*(uploader(d) for d in keys))
+        stats = client.server.app[INGEST_KEY].stats
+    assert all(r == [50, 50, 100, 100, 150, 150, 200] for r in results)
+    got = rows(data_dir, "SELECT device, count(*) AS n, count(DISTINCT seq) AS d, min(seq) AS lo, max(seq) AS hi"
+                         " FROM readings GROUP BY device")
+    assert len(got) == 50 and all((r["n"], r["d"], r["lo"], r["hi"]) == (200, 200, 1, 200) for r in got)
+    assert stats.readings_accepted == 50 * 200 and stats.batches_accepted == 50 * 7
+    assert stats.commits < stats.batches_accepted  # concurrent uploads shared commits
+
+
+def _job(device, seqs, **kw):
+    from airwatt.protocol.models import parse_batch
+
+    return ingest.job_from_batch(parse_batch(body(device, seqs, **kw)), time.time())
+
+
+async def test_writer_commits_queued_batches_in_one_transaction(data_dir, devices):
+    stats = ingest.Stats()
+    writer = ingest.Writer(store.db_path(data_dir), stats)
+    pending = [asyncio.ensure_future(writer.submit(_job("dev-1", range(b * 10 + 1, b * 10 + 11)))) for b in range(20)]
+    await asyncio.sleep(0.05)  # all twenty queued before the writer starts: it must take them in one go
+    assert not any(p.done() for p in pending)
+    writer.start()
+    results = await asyncio.gather(*pending)
+    await writer.stop()
+    assert stats.commits == 1
+    assert [r[0] for r in results] == [10 * (b + 1) for b in range(20)]
+    assert [r[1] for r in results] == [10] * 20
+    assert len(rows(data_dir)) == 200
+
+
+async def test_one_failing_batch_does_not_sink_the_others_in_its_group(data_dir, devices):
+    stats = ingest.Stats()
+    writer = ingest.Writer(store.db_path(data_dir), stats)
+    bad = _job("dev-2", [1])
+    bad.rows[0] = bad.rows[0][:3] + (None,) + bad.rows[0][4:]  # sensor NULL: the store refuses the row
+    jobs = [_job("dev-1", [1, 2]), bad, _job("dev-1", [3])]
+    pending = [asyncio.ensure_future(writer.submit(j)) for j in jobs]
+    await asyncio.sleep(0.05)
+    writer.start()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    await writer.stop()
+    assert results[0] == (2, 2) and results[2] == (3, 1)
+    assert isinstance(results[1], ingest.WriteFailed)
+    assert [(r["device"], r["seq"]) for r in rows(data_dir)] == [("dev-1", 1), ("dev-1", 2), ("dev-1", 3)]
+    db = store.open_db(data_dir)
+    assert store.get_device(db, "dev-2")["last_seen"] is None  # the failed batch left no trace
+    assert db.execute("SELECT count(*) FROM boots WHERE device = 'dev-2'").fetchone()[0] == 0
+    db.close()
+
+
+async def test_client_hanging_up_does_not_lose_a_batch(client, devices, data_dir):
+    """A board that times out and retries: the first attempt's commit stands, the retry is a harmless replay."""
+    data = body("dev-1", range(1, 51))
+    try:
+        await post(client, "dev-1", devices["dev-1"], data, timeout=aiohttp.ClientTimeout(total=0.0001))
+    except asyncio.TimeoutError:
+        pass
+    resp = await post(client, "dev-1", devices["dev-1"], data)
+    assert (await resp.json())["stored_seq"] == 50
+    assert len(rows(data_dir)) == 50
