@@ -334,3 +334,34 @@ def _dicts(cur: sqlite3.Cursor) -> list[dict]:
 def data_dir_default() -> str:
     """--data-dir's default: $AIRWATT_DATA_DIR, else ./airwatt-data."""
     return os.environ.get("AIRWATT_DATA_DIR") or "airwatt-data"
+
+
+# -- sync rounds (added for agent/sync.py) ---------------------------------------------------------------
+
+
+def record_sync(
+    db: sqlite_utils.Database, ids: Iterable[int], at: float, attempts: Iterable[tuple[bool, int | None, int, str]]
+) -> int:
+    """mark_synced + log_sync of one sync round in ONE durable transaction (one fsync per round, not two per
+    request): marks `ids` synced at `at` and logs each (ok, status, count, detail) attempt; returns rows marked."""
+    ids = list(ids)
+    changed = 0
+    with _transaction(db):
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            cur = db.execute(
+                "UPDATE readings SET synced_at = ? WHERE synced_at IS NULL AND id IN (%s)"
+                % ",".join("?" * len(chunk)),
+                [at, *chunk],
+            )
+            changed += cur.rowcount
+        any_ok = False
+        for ok, status, count, detail in attempts:
+            any_ok = any_ok or ok
+            db.execute(
+                "INSERT INTO sync_log(at, ok, status, count, detail) VALUES (?, ?, ?, ?, ?)",
+                (at, int(bool(ok)), status, count, detail),
+            )
+        if any_ok:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", (repr(at),))
+    return changed
