@@ -348,3 +348,151 @@ async def test_client_hanging_up_does_not_lose_a_batch(client, devices, data_dir
     resp = await post(client, "dev-1", devices["dev-1"], data)
     assert (await resp.json())["stored_seq"] == 50
     assert len(rows(data_dir)) == 50
+
+
+# -- hypothesis battery: malformed uploads against a real `airwatt serve` process leave the database unchanged --
+
+import http.client  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from airwatt.agent import bench  # noqa: E402
+from airwatt.protocol.check import ProtocolError  # noqa: E402
+from airwatt.protocol.models import parse_batch  # noqa: E402
+
+BATTERY = settings(
+    max_examples=200, deadline=None, derandomize=True, database=None,
+    suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow],
+)
+BASES = [
+    body("dev-1", range(1, 4)),
+    body("dev-1", [7], sensor="energy", t0=None),
+    body("dev-1", range(10, 30), sensor="co2"),
+]
+JUNK = [None, True, False, 0, -1, 1.5, 2**63, 1e308, "", "x", "\u00e9", [], {}, [1], {"a": 1}, "0a1b2c3d"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("battery")
+    db = store.open_db(data_dir)
+    keys = {d: bytes.fromhex(store.add_device(db, d)) for d in ("dev-1", "dev-2")}
+    db.close()
+    proc, url = bench.start_agent(data_dir)
+    port = int(url.rsplit(":", 1)[1])
+    before = dump(store.db_path(data_dir))
+    yield {"port": port, "keys": keys, "db": store.db_path(data_dir), "before": before}
+    bench.stop_agent(proc)
+
+
+def send(served, data, hdrs):
+    conn = http.client.HTTPConnection("127.0.0.1", served["port"], timeout=10)
+    try:
+        conn.request("POST", "/v1/batches", body=data, headers=hdrs)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def expect_400(served, data, device="dev-1"):
+    """data must be refused by the protocol's reference parser (or name another device); then the agent must
+    answer 400 with the same path and the database must not change."""
+    try:
+        batch = parse_batch(data)
+    except ProtocolError as err:
+        path = err.path
+    else:
+        assume(batch.device != device)  # a mutation that is still a valid batch for this device proves nothing
+        path = "device"
+    status, answer = send(served, data, headers(device, served["keys"][device], data))
+    assert status == 400, (status, answer, data)
+    assert json.loads(answer)["path"] == path
+    assert dump(served["db"]) == served["before"]
+
+
+@BATTERY
+@given(base=st.sampled_from(BASES), data=st.data())
+def test_battery_byte_mutations_are_400(served, base, data):
+    pos = data.draw(st.integers(0, len(base) - 1))
+    kind = data.draw(st.sampled_from(["replace", "insert", "delete", "truncate"]))
+    byte = bytes([data.draw(st.integers(0, 255))])
+    mutated = {
+        "replace": base[:pos] + byte + base[pos + 1:],
+        "insert": base[:pos] + byte + base[pos:],
+        "delete": base[:pos] + base[pos + 1:],
+        "truncate": base[:pos],
+    }[kind]
+    expect_400(served, mutated)
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+@BATTERY
+@given(base=st.sampled_from(BASES), data=st.data())
+def test_battery_field_mutations_are_400(served, base, data):
+    doc = json.loads(base)
+    paths = [p for p in _paths(doc) if p]
+    path = data.draw(st.sampled_from(paths))
+    parent = doc
+    for part in path[:-1]:
+        parent = parent[part]
+    action = data.draw(st.sampled_from(["junk", "delete", "extra", "big", "negative"]))
+    leaf = path[-1]
+    if action == "junk":
+        parent[leaf] = data.draw(st.sampled_from(JUNK))
+    elif action == "delete":
+        del parent[leaf]
+    elif action == "extra":
+        target = parent if isinstance(parent, dict) else doc
+        target[data.draw(st.sampled_from(["extra", "sig", "pm2", "t0"]))] = 1
+    elif action == "big":
+        parent[leaf] = data.draw(st.sampled_from([10**6, 4294967296, 2**53, 9e15, 1e-9]))
+    else:
+        parent[leaf] = -data.draw(st.integers(1, 10**6))
+    expect_400(served, json.dumps(doc, separators=(",", ":")).encode())
+
+
+@BATTERY
+@given(base=st.sampled_from(BASES), data=st.data())
+def test_battery_auth_and_size_failures(served, base, data):
+    kind = data.draw(st.sampled_from(["flip", "short", "wrong_key", "unknown", "oversize"]))
+    hdrs = headers("dev-1", served["keys"]["dev-1"], base)
+    payload, want = base, 401
+    sig = hdrs["X-AirWatt-Signature"]
+    if kind == "flip":
+        i = data.draw(st.integers(0, len(sig) - 1))
+        hdrs["X-AirWatt-Signature"] = sig[:i] + ("0" if sig[i] != "0" else "1") + sig[i + 1:]
+    elif kind == "short":
+        hdrs["X-AirWatt-Signature"] = sig[: data.draw(st.integers(0, len(sig) - 1))]
+    elif kind == "wrong_key":
+        hdrs = headers("dev-1", served["keys"]["dev-2"], base)
+    elif kind == "unknown":
+        hdrs = headers(data.draw(st.sampled_from(["dev-3", "DEV-1", "", "x" * 40])), served["keys"]["dev-1"], base)
+    else:
+        pad = data.draw(st.integers(fields.MAX_BODY_BYTES - len(base) + 1, fields.MAX_BODY_BYTES * 2))
+        payload, want = base + b" " * pad, 413
+        hdrs = headers("dev-1", served["keys"]["dev-1"], payload)
+    status, answer = send(served, payload, hdrs)
+    assert status == want, (kind, status, answer)
+    if want == 401:
+        assert answer == b'{"error": "unauthorized"}'
+    assert dump(served["db"]) == served["before"]
+
+
+def test_battery_control_a_valid_upload_does_change_the_database(served):
+    """The battery's "unchanged" check can fail: a valid upload does change the dump (run last)."""
+    data = body("dev-2", [1], sensor="pm")
+    status, _ = send(served, data, headers("dev-2", served["keys"]["dev-2"], data))
+    assert status == 200
+    assert dump(served["db"]) != served["before"]
