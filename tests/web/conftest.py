@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from airwatt.agent import store, sync
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
-from pages_fixture import TOKEN, fill
+from pages_fixture import TOKEN, fill, serve
 
 
 @pytest.fixture
@@ -26,16 +25,9 @@ async def agent(tmp_path):
     app = make_app(data_dir, Config(operator_token=TOKEN))
     if sync.SYNC_NOW not in app:  # the sync worker's keys (no platform url: no worker task)
         sync.setup_sync(app)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
     facts["app"] = app
-    try:
-        yield "http://127.0.0.1:%d" % port, data_dir, facts
-    finally:
-        await runner.cleanup()
+    async with serve(app) as base:
+        yield base, data_dir, facts
 
 
 @pytest.fixture

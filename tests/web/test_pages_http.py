@@ -1,0 +1,107 @@
+"""The pages over real HTTP on 127.0.0.1 (no browser): errors, token, config, and the SVG module's pieces."""
+
+from __future__ import annotations
+
+import re
+import stat
+import time
+from datetime import datetime
+
+import aiohttp
+import pytest
+
+from airwatt.agent import carbon, store
+from airwatt.agent.app import make_app
+from airwatt.agent.config import Config
+from airwatt.agent.web import pages, svg
+from pages_fixture import fill, serve
+
+
+async def test_bad_requests_are_clear_errors(agent):
+    base, _, _ = agent
+    async with aiohttp.ClientSession() as http:
+        for path, status, text in [("/device/nope?lang=en", 404, "unknown device"),
+                                   ("/device/hall-01?range=1y", 400, "range must be one of"),
+                                   ("/device/hall-01?end=yesterday", 400, "end must be"),
+                                   ("/carbon?days=many", 400, "days must be")]:
+            async with http.get(base + path) as r:
+                assert r.status == status and text in await r.text(), path
+        async with http.get(base + "/?lang=en", allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"] == "/fleet?lang=en"
+        # reading needs no token; the pages are HTML in UTF-8
+        async with http.get(base + "/sync") as r:
+            assert r.status == 200 and r.content_type == "text/html" and r.charset == "utf-8"
+
+
+async def test_token_generated_into_data_dir_once_and_required(tmp_path):
+    data_dir = tmp_path / "d"
+    app = make_app(data_dir, Config())
+    path = data_dir / pages.TOKEN_FILE
+    token = path.read_text().strip()
+    assert len(token) >= 16 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    async with serve(app) as base, aiohttp.ClientSession() as http:
+        async with http.post(base + "/sync/retry", data={"token": token[:-1]}, allow_redirects=False) as r:
+            assert r.status == 403
+        async with http.post(base + "/sync/retry", data={"token": token}, allow_redirects=False) as r:
+            assert r.status == 303
+    # a restart keeps the same token; a configured token wins over the file
+    assert make_app(data_dir, Config())[pages.TOKEN_KEY] == token
+    assert make_app(data_dir, Config(operator_token="x" * 20))[pages.TOKEN_KEY] == "x" * 20
+
+
+async def test_configured_factor_language_and_carbon_rows(tmp_path):
+    data_dir = tmp_path / "d"
+    db = store.open_db(data_dir)
+    now = float(int(time.time()))
+    fill(db, now)
+    energy = [r for r in store.readings(db, "hall-01") if r["sensor"] == "energy"]
+    db.close()
+    app = make_app(data_dir, Config(language="en", emission_factor=0.5, emission_factor_year=2026))
+    async with serve(app) as base, aiohttp.ClientSession() as http:
+        async with http.get(base + "/carbon?days=3") as r:
+            html = await r.text()
+    assert '<html lang="en">' in html and "2026: 0.5000 kgCO2e/kWh" in html
+    rows = re.findall(r'data-day="([\d-]+)">.*?data-kwh="([\d.]+)".*?data-kgco2e="([\d.]+)"', html)
+    expected = carbon.daily_wh(energy)
+    assert {d: float(k) for d, k, _ in rows} == pytest.approx({d: wh / 1000 for d, wh in expected.items()}, abs=1e-6)
+    for _, kwh, kg in rows:
+        assert float(kg) == pytest.approx(float(kwh) * 0.5, abs=1e-6)
+
+
+def test_device_state_thresholds():
+    now = 10_000.0
+    assert pages.device_state(None, 60, now) == "never"
+    assert pages.device_state(now - 180, 60, now) == "online"  # 3 intervals
+    assert pages.device_state(now - 181, 60, now) == "late"
+    assert pages.device_state(now - 600, 60, now) == "late"  # 10 intervals
+    assert pages.device_state(now - 601, 60, now) == "offline"
+    assert pages.device_state(now - 601, None, now) == "offline"  # unknown interval: 60 s
+
+
+def test_nice_ticks():
+    assert svg.nice_ticks(0, 94) == [0, 20, 40, 60, 80, 100]
+    assert svg.nice_ticks(420, 2019) == [0, 500, 1000, 1500, 2000, 2500]  # raw step 319.8 -> 500
+    ticks = svg.nice_ticks(22.9, 29.1)
+    assert ticks[0] <= 22.9 and ticks[-1] >= 29.1 and len(ticks) <= 8
+    assert svg.nice_ticks(5, 5)[-1] > 5  # a flat series still gets a range
+
+
+def test_downsample_keeps_flagged_and_means_buckets():
+    pts = [(float(t), float(t % 10), t % 97 == 0) for t in range(0, 1000)]
+    out = svg.downsample(pts, 0, 1000, 100)
+    flagged = [m for m in out if m["flagged"]]
+    assert [(m["t"], m["v"]) for m in flagged] == [(t, v) for t, v, f in pts if f]
+    buckets = [m for m in out if not m["flagged"]]
+    assert len(buckets) == 100 and sum(m["n"] for m in buckets) == sum(1 for p in pts if not p[2])
+    first = [v for t, v, f in pts if t < 10 and not f]  # bucket 0 holds t 0..9 minus the flagged t=0
+    assert buckets[0]["v"] == pytest.approx(sum(first) / len(first)) and buckets[0]["n"] == 9
+    few = svg.downsample(pts[:50], 0, 1000, 100)
+    assert all("b0" not in m for m in few) and len(few) == 50
+
+
+def test_time_axis_is_thai_local_time():
+    t0 = datetime(2026, 3, 10, 0, 0, tzinfo=svg.THAILAND).timestamp()
+    plot = svg.time_plot([svg.Series("pm25", "PM2.5", "#000", [(t0 + 3600, 10.0, False)])], t0, t0 + 86400,
+                         plot_id="p", unit="x")
+    labels = re.findall(r'class="tick">([\d:/]+)</text>', plot)
+    assert "03:00" in labels and "21:00" in labels and "11/03" in labels  # midnight shows the date
