@@ -74,7 +74,8 @@ class SyncResult:
     status: int | None = None
     error: str = ""
     retry_after: float | None = None
-    bisect: bool = False  # the whole batch was refused or too large: try halves
+    bisect: bool = False  # a whole batch was refused or too large: try halves
+    bisect_size: int = 0  # the size of that batch
     elapsed: float = 0.0
 
     @property
@@ -161,32 +162,40 @@ def _strike(db: sqlite_utils.Database, refusals: dict[int, tuple[int | None, str
     return held
 
 
-def _record(
-    db: sqlite_utils.Database,
-    result: SyncResult,
-    confirmed: list[int],
-    refusals: dict[int, tuple[int | None, str]],
-    unencodable: dict[int, str],
-    had_strikes: bool,
-) -> None:
-    """The round's database writes: mark confirmed, count refusals, log the attempt."""
+@dataclass
+class _Attempt:
+    """One request of a round and what it settled."""
+
+    result: SyncResult
+    confirmed: list[int] = field(default_factory=list)
+    refusals: dict[int, tuple[int | None, str]] = field(default_factory=dict)
+    unencodable: dict[int, str] = field(default_factory=dict)
+
+
+def _record(db: sqlite_utils.Database, attempts: list[_Attempt], had_strikes: bool) -> int:
+    """A round's database writes: mark every confirmed reading and log every request in one transaction,
+    then count refusals (rare: their own transaction). Returns how many readings are newly held back."""
     now = time.time()
-    if confirmed:
-        store.mark_synced(db, confirmed, now)
-        if had_strikes:
-            with store.transaction(db):
-                db.execute(
-                    "DELETE FROM sync_held WHERE reading IN (%s)" % ",".join("?" * len(confirmed)), confirmed
-                )
+    confirmed = [rid for a in attempts for rid in a.confirmed]
+    entries = [(a.result.ok, a.result.status, a.result.sent, a.result.error) for a in attempts]
+    store.record_sync(db, confirmed, now, entries)
+    held = 0
+    if confirmed and had_strikes:
+        with store.transaction(db):
+            for start in range(0, len(confirmed), 500):
+                chunk = confirmed[start : start + 500]
+                db.execute("DELETE FROM sync_held WHERE reading IN (%s)" % ",".join("?" * len(chunk)), chunk)
+    refusals = {rid: f for a in attempts for rid, f in a.refusals.items()}
     if refusals:
-        result.held += _strike(db, refusals, now, hold_at_once=False)
+        held += _strike(db, refusals, now, hold_at_once=False)
+    unencodable = {rid: (None, why) for a in attempts for rid, why in a.unencodable.items()}
     if unencodable:
-        result.held += _strike(db, {rid: (None, why) for rid, why in unencodable.items()}, now, hold_at_once=True)
-    store.log_sync(db, result.ok, result.status, result.sent, result.error)
+        held += _strike(db, unencodable, now, hold_at_once=True)
     last = db.execute("SELECT max(id) FROM sync_log").fetchone()[0] or 0
-    if last % 1000 == 0 and last > LOG_KEEP:
+    if last > LOG_KEEP and last % 1000 < len(entries):
         with store.transaction(db):
             db.execute("DELETE FROM sync_log WHERE id <= ?", (last - LOG_KEEP,))
+    return held
 
 
 # -- one round --------------------------------------------------------------------------------------------
@@ -222,68 +231,91 @@ def _short(body: bytes, limit: int = 300) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+async def _attempt(adapter: Adapter, session: aiohttp.ClientSession, rows: list[dict], timeout_s: float) -> _Attempt:
+    """Send one batch and read the platform's answer (no database work)."""
+    prepared = adapter.prepare(rows)
+    result = SyncResult(sent=len(prepared.row_ids), skipped=len(prepared.unencodable))
+    attempt = _Attempt(result, unencodable=prepared.unencodable)
+    if prepared.unencodable:
+        result.error = "cannot express %d reading(s): %s" % (
+            len(prepared.unencodable), next(iter(prepared.unencodable.values())))
+    if not prepared.row_ids:
+        return attempt
+    try:
+        async with session.request(
+            prepared.method, prepared.url, data=prepared.body, headers=prepared.headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
+            result.status = resp.status
+            body = await resp.read()
+            retry_after = resp.headers.get("Retry-After")
+    except asyncio.TimeoutError:
+        result.error = "timeout: no answer within %g s" % timeout_s
+    except aiohttp.ClientError as err:
+        result.error = "connection: %s" % (str(err) or type(err).__name__)
+    else:
+        status = result.status
+        if 200 <= status < 300:
+            try:
+                outcome = adapter.interpret(prepared, status, body)
+            except Exception as err:  # a broken answer confirms nothing
+                result.error = "HTTP %d with an unreadable answer: %s" % (status, err)
+            else:
+                attempt.confirmed = outcome.confirmed
+                attempt.refusals = {rid: f for rid, f in outcome.failed.items() if _refusal(f[0])}
+                if outcome.failed:
+                    keys = dict(zip(prepared.row_ids, prepared.keys))
+                    sample = "; ".join(
+                        "%s: %s%s" % (keys[rid], "%s " % st if st else "", why)
+                        for rid, (st, why) in list(outcome.failed.items())[:3]
+                    )
+                    result.error = "HTTP %d: %d of %d failed: %s" % (status, len(outcome.failed), result.sent, sample)
+        else:
+            result.retry_after = parse_retry_after(retry_after)
+            result.error = "HTTP %d: %s" % (status, _short(body))
+            if status == 413 or (_refusal(status) and result.sent > 1):
+                result.bisect = True
+            elif _refusal(status):
+                attempt.refusals = {prepared.row_ids[0]: (status, _short(body))}
+    result.synced = len(attempt.confirmed)
+    result.failed = result.sent - result.synced
+    result.refused = len(attempt.refusals)
+    return attempt
+
+
 async def sync_once(
     db: sqlite_utils.Database,
     adapter: Adapter,
     session: aiohttp.ClientSession,
     limit: int,
     timeout_s: float = 10.0,
+    parallel: int = 1,
 ) -> SyncResult:
-    """Send the oldest `limit` pending readings in one request and record the outcome in the store."""
+    """Send the oldest pending readings, `limit` per request and up to `parallel` requests at once (so the
+    platform works on one batch while the next is built), then record the outcome in one transaction."""
     started = time.monotonic()
-    rows, had_strikes = await _db_call(_take, db, limit, time.time())
-    result = SyncResult()
+    rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time())
     if not rows:
-        return result
-    prepared = adapter.prepare(rows)
-    outcome = Outcome()
-    refusals: dict[int, tuple[int | None, str]] = {}
-    result.sent = len(prepared.row_ids)
-    result.skipped = len(prepared.unencodable)
-    if prepared.unencodable:
-        result.error = "cannot express %d reading(s): %s" % (
-            len(prepared.unencodable), next(iter(prepared.unencodable.values())))
-    if prepared.row_ids:
-        try:
-            async with session.request(
-                prepared.method, prepared.url, data=prepared.body, headers=prepared.headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as resp:
-                result.status = resp.status
-                body = await resp.read()
-                retry_after = resp.headers.get("Retry-After")
-        except asyncio.TimeoutError:
-            result.error = "timeout: no answer within %g s" % timeout_s
-        except aiohttp.ClientError as err:
-            result.error = "connection: %s" % (str(err) or type(err).__name__)
-        else:
-            status = result.status
-            if 200 <= status < 300:
-                try:
-                    outcome = adapter.interpret(prepared, status, body)
-                except Exception as err:  # a broken answer confirms nothing
-                    result.error = "HTTP %d with an unreadable answer: %s" % (status, err)
-                else:
-                    result.failed = len(outcome.failed)
-                    refusals = {rid: f for rid, f in outcome.failed.items() if _refusal(f[0])}
-                    if outcome.failed:
-                        keys = {rid: key for rid, key in zip(prepared.row_ids, prepared.keys)}
-                        sample = "; ".join(
-                            "%s: %s%s" % (keys[rid], "%s " % st if st else "", why)
-                            for rid, (st, why) in list(outcome.failed.items())[:3]
-                        )
-                        result.error = "HTTP %d: %d of %d failed: %s" % (status, len(outcome.failed), result.sent, sample)
-            else:
-                result.retry_after = parse_retry_after(retry_after)
-                result.error = "HTTP %d: %s" % (status, _short(body))
-                if status == 413 or (_refusal(status) and result.sent > 1):
-                    result.bisect = True
-                elif _refusal(status):
-                    refusals = {prepared.row_ids[0]: (status, _short(body))}
-    result.synced = len(outcome.confirmed)
-    result.failed = result.sent - result.synced
-    result.refused = len(refusals)
-    await _db_call(_record, db, result, outcome.confirmed, refusals, prepared.unencodable, had_strikes)
+        return SyncResult()
+    chunks = [rows[i : i + limit] for i in range(0, len(rows), limit)]
+    attempts = list(await asyncio.gather(*(_attempt(adapter, session, c, timeout_s) for c in chunks)))
+    held = await _db_call(_record, db, attempts, had_strikes)
+    result = SyncResult(held=held)
+    for a in attempts:
+        r = a.result
+        result.sent += r.sent
+        result.synced += r.synced
+        result.failed += r.failed
+        result.refused += r.refused
+        result.skipped += r.skipped
+        if r.error and not result.error:
+            result.error, result.status = r.error, r.status
+        if r.retry_after is not None:
+            result.retry_after = max(result.retry_after or 0.0, r.retry_after)
+        if r.bisect and not result.bisect:
+            result.bisect, result.bisect_size = True, r.sent
+    if not result.error:
+        result.status = attempts[-1].result.status
     result.elapsed = time.monotonic() - started
     if result.error:
         log.warning("sync: %d sent, %d synced: %s", result.sent, result.synced, result.error)
@@ -323,9 +355,11 @@ async def run_worker(
     backoff_max_s: float = 300.0,
     wake: asyncio.Event | None = None,
     state: SyncState | None = None,
+    parallel: int = 4,
     stop_when_drained: bool = False,
 ) -> None:
-    """Sync until cancelled (or, with stop_when_drained, until nothing is pending)."""
+    """Sync until cancelled (or, with stop_when_drained, until nothing is pending). While all goes well,
+    `parallel` requests of `batch_size` go out at once; after any trouble, one at a time until it clears."""
     wake = wake or asyncio.Event()
     state = state or SyncState()
     state.enabled, state.kind, state.url = True, adapter.kind, adapter.url
@@ -342,7 +376,8 @@ async def run_worker(
         state.failures, state.batch_limit, state.next_attempt_at = failures, limit, None
         state.last_attempt_at = time.time()
         try:
-            result = await sync_once(db, adapter, session, limit, timeout_s)
+            healthy = failures == 0 and suspect == 0 and limit == batch_size
+            result = await sync_once(db, adapter, session, limit, timeout_s, parallel if healthy else 1)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # e.g. the database is busy for longer than its timeout: try again later
@@ -360,8 +395,8 @@ async def run_worker(
             delay = poll_s
         elif result.bisect:
             # Binary search: send the first half; the batch size grows back only past the suspect readings.
-            suspect = result.sent
-            limit = max(1, result.sent // 2)
+            suspect = result.bisect_size
+            limit = max(1, result.bisect_size // 2)
             delay = 0.0
         elif result.synced and not result.failed:
             failures = 0
