@@ -7,7 +7,8 @@
 # is replaced atomically (write state.tmp, rename). Drops are implicit: at most `capacity` readings after the
 # floor are pending, the older ones count as dropped, so full-buffer appends cost no state write:
 #   cursor = max(floor, last - capacity), dropped = state dropped + (cursor - floor).
-# Segments wholly <= cursor are deleted; ack writes `state` before deleting anything.
+# Segments wholly <= cursor are deleted; ack writes `state` before deleting anything. If the flash fills up
+# before `capacity` does, append drops the oldest segment the same way (state first) and counts it as dropped.
 import os
 import struct
 from binascii import crc32
@@ -20,6 +21,7 @@ except ImportError:  # CPython
 
 _HDR = const(10)
 _SEG_RECORDS = const(64)
+_ENOSPC = const(28)
 
 
 class Store:
@@ -94,8 +96,12 @@ class Store:
                 k += 1
                 end += _HDR + n
         if k and os.stat(path)[6] != end:
+            buf = bytearray(128)
             with open(path, "rb") as f, open(self._tmp, "wb") as g:
-                g.write(f.read(end))
+                while end > 0:
+                    n = min(f.readinto(buf), end)
+                    g.write(memoryview(buf)[:n])
+                    end -= n
             os.rename(self._tmp, path)
         return k
 
@@ -133,9 +139,19 @@ class Store:
         hdr = self._hdr
         struct.pack_into("<HI", hdr, 0, n, seq)
         struct.pack_into("<I", hdr, 6, crc32(payload, crc32(self._hmv)) & 0xFFFFFFFF)
-        with open(self._cur, "ab") as f:  # close = LittleFS sync: the record is committed when this returns
-            f.write(hdr)
-            f.write(payload)
+        while True:
+            try:
+                with open(self._cur, "ab") as f:  # close = LittleFS sync: the record is committed on return
+                    f.write(hdr)
+                    f.write(payload)
+                break
+            except OSError as e:
+                if e.args[0] != _ENOSPC or len(segs) < 2:
+                    raise
+                # The flash filled up before `capacity` did: drop the oldest segment (state first, as in ack).
+                end = segs[1] - 1
+                self._write_state(end, self.dropped + end - self.cursor)
+                self._trim()
         if new:
             segs.append(seq)
         self.next_seq = seq + 1

@@ -311,6 +311,69 @@ def case_mutant():
     raise AssertionError("mutant %s survived %d cuts" % (name, tried))
 
 
+def case_flash_full():
+    """The flash fills up before `capacity` does: the oldest segments are dropped and counted, nothing else."""
+    bd = fresh(512, 24)  # 12 KB of flash, capacity 1000 readings of up to 1.4 KB: full after a few segments
+    s = Store(MNT, capacity=1000, seg_records=4)
+    for seq in range(1, 61):
+        s.append(seq, payload(seq))
+    check(s.dropped > 0 and s.dropped % 4 == 0, "whole segments dropped: %d" % s.dropped)
+    m = Model(1000)
+    m.last, m.cursor, m.dropped = 60, s.dropped, s.dropped  # nothing acked: everything gone was dropped
+    verify(s, m, "flash full")
+    mount(bd)
+    s = Store(MNT, capacity=1000, seg_records=4)
+    verify(s, m, "flash full, reboot")
+    s.ack(m.cursor + 3)
+    m.apply("ack", m.cursor + 3)
+    for seq in range(61, 81):
+        s.append(seq, payload(seq))
+    check(s.dropped >= m.dropped, "dropped never shrinks")
+    m.apply("append", 0)
+    m.last, m.cursor, m.dropped = 80, s.cursor, s.dropped
+    verify(s, m, "flash full after an ack")
+    print("flash full checked: %d of 80 dropped" % s.dropped)
+
+
+def case_flash_full_cuts():
+    """Power cut at every flash write while the flash is full and segments are dropped for room: after
+    reboot, every returned append is there or was counted as dropped (oldest first), never both, never lost."""
+    keep = int(sys.argv[2])
+    image = bytes(fresh(512, 24).data)
+    tried, n = 0, 1
+    while True:
+        bd = BlockDev(None, block_size=512, block_count=24, data=bytearray(image))
+        mount(bd)
+        bd.cut_after_writes, bd.cut_keep = n, keep
+        returned, cursor0, dropped0, s = 0, 0, 0, None
+        try:
+            s = Store(MNT, capacity=1000, seg_records=4)
+            for seq in range(1, 41):
+                cursor0, dropped0 = s.cursor, s.dropped
+                s.append(seq, payload(seq))
+                returned = seq
+        except PowerCut:
+            pass
+        else:
+            check(s.dropped > 0, "the flash never filled up")
+            break
+        tried += 1
+        bd = bd.power_on()
+        mount(bd)
+        s = Store(MNT, capacity=1000, seg_records=4)
+        last, what = s.next_seq - 1, "cut %d after %d appends" % (n, returned)
+        check(last in (returned, returned + 1), "%s: last %d" % (what, last))
+        check(s.cursor == s.dropped and s.cursor >= cursor0 and s.dropped >= dropped0, "%s: cursor %d dropped %d" % (
+            what, s.cursor, s.dropped))
+        m = Model(1000)
+        m.last, m.cursor, m.dropped = last, s.cursor, s.dropped
+        verify(s, m, what)
+        s.append(s.next_seq, payload(s.next_seq))
+        n += 1
+    check(tried > 100, "only %d cuts" % tried)
+    print("FULLCUTS %d keep=%d" % (tried, keep))
+
+
 def _step(s, opa, m, seg_records):
     op, arg = opa
     if op == "open":

@@ -49,6 +49,17 @@ def test_power_cut_at_every_flash_write(keep):
         assert kind in m[4], "no cut hit %s: %s" % (kind, m[4])
 
 
+def test_full_flash_drops_oldest_segments_and_counts_them():
+    assert "flash full checked" in vm("store_cases.py", "flash_full")
+
+
+def test_power_cut_at_every_flash_write_while_the_flash_is_full():
+    out = vm("store_cases.py", "flash_full_cuts", 33)
+    print(out)
+    m = re.search(r"FULLCUTS (\d+) keep=33", out)
+    assert m and int(m[1]) >= 500, out
+
+
 @pytest.mark.parametrize("mutant", ["append_unsynced", "scan_loses_last", "trim_before_state"])
 def test_power_cut_battery_catches_a_broken_store(mutant):
     # The battery's checks can fail: each deliberately broken store is caught.
