@@ -49,7 +49,8 @@ class Reader:
 
     def _db(self) -> sqlite_utils.Database:
         if self.db is None:
-            conn = sqlite3.connect("file:%s?mode=ro" % self.db_file, uri=True, check_same_thread=False, timeout=10)
+            uri = Path(self.db_file).resolve().as_uri() + "?mode=ro"  # as_uri escapes '?', '#', spaces
+            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
             self.db = sqlite_utils.Database(conn)
         return self.db
 
@@ -106,7 +107,7 @@ vertical-align:middle;margin-right:4px} .aqi{font-weight:bold;text-align:center;
 .plot .tick{font-size:11px;fill:#444} .plot .unit{font-size:11px;fill:#444} .plot .legend{font-size:11px;fill:#222}
 .plot .nodata{font-size:14px;fill:#888} .plot .guide-label{font-size:11px}
 .note{color:#555;font-size:12px} .muted{color:#777} form.inline{display:inline}
-.ok{color:#0a8f3c} .err{color:#c00000} .bands span{margin-right:12px;font-size:12px}
+main a.here{font-weight:bold;text-decoration:none} .ok{color:#0a8f3c} .err{color:#c00000} .bands span{margin-right:12px;font-size:12px}
 .cards{display:flex;gap:12px;flex-wrap:wrap} .card{background:#fff;border:1px solid #d5d8dc;padding:8px 14px}
 .card b{display:block;font-size:22px}
 """

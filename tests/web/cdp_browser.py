@@ -66,6 +66,11 @@ class Browser:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        try:  # a clean close lets chromium end its helper processes itself (no answer is awaited)
+            await self.ws.send_json({"id": next(self.ids), "method": "Browser.close", "params": {}})
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
         self.reader.cancel()
         await self.ws.close()
         await self.http.close()

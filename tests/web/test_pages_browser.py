@@ -248,3 +248,21 @@ async def test_carbon_page_matches_counters(agent, shots):
     assert sum(d["kwh"] for d in days) == pytest.approx(facts["steps"] * WH_PER_STEP / 1000)
     assert sum(months) == pytest.approx(facts["steps"] * WH_PER_STEP / 1000)
     assert "0.4750" in factor and "2026" in factor
+
+
+async def test_device_range_links(agent, shots):
+    base, data_dir, facts = agent
+    async with Browser() as b:
+        await b.goto(base + "/device/hall-01?lang=th")
+        await b.click_and_wait("a[href*='range=6h']")
+        await b.screenshot(shots / "device-hall-01-6h-th.png")
+        span = await b.js("(s => [parseFloat(s.dataset.t0), parseFloat(s.dataset.t1)])(document.getElementById('plot-co2'))")
+        ts = await b.js("Array.from(document.querySelectorAll('#plot-co2 circle.pt')).map(c => parseFloat(c.dataset.t))")
+        title = await b.js("document.querySelector('h2').textContent")
+    t0, t1 = span
+    assert t1 - t0 == 6 * 3600 and abs(t1 - facts["now"]) < 120
+    db = _db(data_dir)
+    want = [r["t"] for r in store.readings(db, "hall-01", t0, t1 + 1e-6) if r["co2"] is not None]
+    db.close()
+    assert sorted(ts) == want and len(want) == 6 * 3600 // HALL_STEP
+    assert title == "ฝุ่น PM2.5 (µg/m³) บนแถบสีดัชนีคุณภาพอากาศ"
