@@ -1,0 +1,196 @@
+"""The agent's SQLite store: schema, migrations, durability settings, device and reading queries."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from airwatt.agent import ingest, store
+from airwatt.protocol import fields
+from airwatt.protocol.models import parse_batch
+
+from conftest import body
+
+
+def _ingest(db, device, seqs, received=None, **kw):
+    """Store a batch through the ingest writer's own code path (one transaction)."""
+    job = ingest.job_from_batch(parse_batch(body(device, seqs, **kw)), received or time.time())
+    with store.transaction(db):
+        return ingest.write_job(db.conn, job, ingest.Known())
+
+
+def test_schema_has_the_contract_tables_and_plain_columns(data_dir):
+    db = store.open_db(data_dir)
+    assert set(db.table_names()) >= {"devices", "readings", "boots", "sync_log", "meta"}
+    cols = {c.name: c.type for c in db["readings"].columns}
+    for name in ("id", "device", "seq", "boot", "sensor", "t", "t_source", "ticks", "received", "flags", "synced_at"):
+        assert name in cols
+    # One column per metric of the protocol's field table, typed from it.
+    for _, name, _, _, kind, *_ in fields.METRICS:
+        assert cols[name] == ("INTEGER" if kind == "int" else "REAL")
+    indexes = {i.name: (i.columns, i.unique) for i in db["readings"].indexes}
+    assert indexes["readings_device_seq"] == (["device", "seq"], 1)
+    assert indexes["readings_device_t"] == (["device", "t"], 0)
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'readings_unsynced'").fetchone()[0]
+    assert "WHERE synced_at IS NULL" in sql
+    assert db["boots"].pks == ["device", "boot"]
+    assert {c.name for c in db["devices"].columns} == {
+        "id", "key", "name", "site", "lat", "lon", "sensors", "interval_s", "firmware", "first_seen", "last_seen",
+        "last_status", "created",
+    }
+
+
+def test_wal_and_full_sync(data_dir):
+    db = store.open_db(data_dir)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    # WAL is a property of the file: a plain sqlite3 connection sees it too.
+    plain = sqlite3.connect(store.db_path(data_dir))
+    assert plain.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    plain.close()
+
+
+def test_migrations_run_once_in_order_and_record_the_version(data_dir, monkeypatch):
+    db = store.open_db(data_dir)
+    assert store.schema_version(db) == len(store.MIGRATIONS) == 1
+    store.add_device(db, "keep-me")
+    db.close()
+    ran = []
+
+    def m2(db):
+        ran.append(2)
+        db["readings"].add_column("note", str)
+
+    def m3(db):
+        ran.append(3)
+        db.execute("CREATE INDEX readings_note ON readings(note)")
+
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [m2, m3])
+    db = store.open_db(data_dir)
+    assert ran == [2, 3] and store.schema_version(db) == 3
+    assert "note" in {c.name for c in db["readings"].columns}
+    assert store.get_device(db, "keep-me") is not None  # data survives
+    db.close()
+    db = store.open_db(data_dir)  # reopening applies nothing again
+    assert ran == [2, 3]
+    db.close()
+
+
+def test_a_failing_migration_leaves_the_file_as_it_was(data_dir, monkeypatch):
+    store.open_db(data_dir).close()
+
+    def broken(db):
+        db["readings"].add_column("half", str)
+        raise RuntimeError("migration bug")
+
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [broken])
+    with pytest.raises(RuntimeError):
+        store.open_db(data_dir)
+    monkeypatch.undo()
+    db = store.open_db(data_dir)
+    assert store.schema_version(db) == 1
+    assert "half" not in {c.name for c in db["readings"].columns}
+
+
+def test_add_device_makes_a_32_byte_key_and_refuses_bad_input(data_dir):
+    db = store.open_db(data_dir)
+    key = store.add_device(db, "hall-01", name="Hall", site="City Hall", lat=16.4, lon=102.8, sensors=["pm"],
+                           interval_s=30)
+    assert len(bytes.fromhex(key)) == 32
+    assert store.add_device(db, "hall-02") != key
+    dev = store.get_device(db, "hall-01")
+    assert (dev["key"], dev["name"], dev["site"], dev["lat"], dev["lon"], dev["interval_s"]) == (
+        key, "Hall", "City Hall", 16.4, 102.8, 30)
+    assert json.loads(dev["sensors"]) == ["pm"]
+    assert store.device_key(db, "hall-01") == bytes.fromhex(key)
+    assert store.device_key(db, "nope") is None and store.get_device(db, "nope") is None
+    for bad in (
+        dict(id="hall-01"),  # exists
+        dict(id="Hall"),  # not in the protocol's device alphabet
+        dict(id="x" * 33),
+        dict(id=""),
+        dict(id="ok", sensors=["pm", "radon"]),
+        dict(id="ok", sensors=[]),
+        dict(id="ok", lat=91),
+        dict(id="ok", lon=-181),
+        dict(id="ok", interval_s=0),
+    ):
+        with pytest.raises(ValueError):
+            store.add_device(db, **bad)
+    assert [d["id"] for d in store.list_devices(db)] == ["hall-01", "hall-02"]
+
+
+def test_list_devices_never_shows_keys_and_counts_readings(data_dir):
+    db = store.open_db(data_dir)
+    store.add_device(db, "a")
+    store.add_device(db, "b")
+    _ingest(db, "a", [1, 2, 3])
+    listed = store.list_devices(db)
+    assert all("key" not in d for d in listed)
+    assert [(d["id"], d["readings"]) for d in listed] == [("a", 3), ("b", 0)]
+
+
+def test_readings_filter_by_time_and_order_by_seq(data_dir):
+    db = store.open_db(data_dir)
+    store.add_device(db, "a")
+    store.add_device(db, "b")
+    _ingest(db, "a", range(1, 11), t0=1_790_000_000)  # t = t0 + seq
+    _ingest(db, "b", [1], t0=1_790_000_000)
+    got = store.readings(db, "a")
+    assert [r["seq"] for r in got] == list(range(1, 11))
+    assert [r["seq"] for r in store.readings(db, "a", since=1_790_000_003, until=1_790_000_006)] == [3, 4, 5]
+    assert [r["seq"] for r in store.readings(db, "a", since=1_790_000_009)] == [9, 10]
+    assert store.readings(db, "nope") == []
+
+
+def test_pending_mark_synced_and_sync_state(data_dir):
+    db = store.open_db(data_dir)
+    store.add_device(db, "a", site="City Hall", lat=16.4, lon=102.8)
+    store.add_device(db, "b")
+    _ingest(db, "b", [1, 2], received=1000.0)
+    _ingest(db, "a", [1, 2, 3], received=2000.0)
+    todo = store.pending(db, 10)
+    assert [(r["device"], r["seq"]) for r in todo] == [("b", 1), ("b", 2), ("a", 1), ("a", 2), ("a", 3)]
+    assert (todo[2]["site"], todo[2]["lat"], todo[2]["lon"]) == ("City Hall", 16.4, 102.8)
+    assert [r["seq"] for r in store.pending(db, 2)] == [1, 2]
+    assert store.mark_synced(db, [todo[0]["id"], todo[1]["id"]], 3000.0) == 2
+    assert store.mark_synced(db, [todo[0]["id"]], 3001.0) == 0  # already synced: the first time stands
+    assert [r["device"] for r in store.pending(db, 10)] == ["a", "a", "a"]
+    state = store.sync_state(db)
+    assert (state["pending"], state["synced"], state["oldest_pending_received"], state["last_sync_ok"]) == (
+        3, 2, 2000.0, None)
+    store.log_sync(db, False, 503, 3, "platform busy")
+    store.log_sync(db, True, 201, 3)
+    store.log_sync(db, False, None, 3, "timeout")
+    state = store.sync_state(db)
+    assert state["last_sync_ok"] is not None and time.time() - 5 < state["last_sync_ok"] <= time.time()
+    assert [(e["status"], e["detail"]) for e in state["last_errors"]] == [(None, "timeout"), (503, "platform busy")]
+    assert float(store.get_meta(db, "last_sync_ok")) == state["last_sync_ok"]
+
+
+def test_mark_synced_handles_more_ids_than_sqlite_parameters(data_dir):
+    db = store.open_db(data_dir)
+    store.add_device(db, "a")
+    for b in range(30):
+        _ingest(db, "a", range(b * 100 + 1, b * 100 + 101))
+    ids = [r["id"] for r in store.pending(db, 5000)]
+    assert len(ids) == 3000
+    assert store.mark_synced(db, ids, 1.0) == 3000
+    assert store.pending(db, 10) == []
+
+
+def test_file_reads_well_in_plain_sqlite3(data_dir):
+    db = store.open_db(data_dir)
+    store.add_device(db, "a", site="City Hall")
+    _ingest(db, "a", [1, 2, 3], t0=1_790_000_000)
+    db.close()
+    plain = sqlite3.connect(store.db_path(data_dir))
+    row = plain.execute(
+        "SELECT d.site, r.seq, datetime(r.t, 'unixepoch'), r.sensor, r.pm25, r.voltage FROM readings r"
+        " JOIN devices d ON d.id = r.device WHERE r.sensor = 'pm'"
+    ).fetchone()
+    assert row == ("City Hall", 1, "2026-09-21 14:13:21", "pm", 27, None)
+    plain.close()
