@@ -1,0 +1,240 @@
+"""Technicians' commands: `airwatt flash` provisions a board, `airwatt console` opens its REPL.
+
+Flashing compiles the firmware with mpy-cross, copies only the files whose SHA-256 differs from the board's
+(through mpremote's serial transport, as `mpremote fs cp` does), writes config.json with the device key
+(registering the device in the agent's store when it is new), soft-resets the board and prints the self-test
+verdict it prints at boot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import airwatt.firmware
+import airwatt.protocol
+from airwatt.agent import store
+
+FIRMWARE_DIR = Path(airwatt.firmware.__file__).parent
+PROTOCOL_DIR = Path(airwatt.protocol.__file__).parent
+BOARD_PROTOCOL = ("fields.py", "wire.py", "check.py")
+AS_SOURCE = ("boot.py", "main.py")  # the board runs these two by name, so they stay .py at the root
+DEFAULT_WIRING = {s["kind"]: s for s in json.loads((FIRMWARE_DIR / "config.example.json").read_text())["sensors"]}
+
+
+class FlashError(Exception):
+    """A problem the technician can fix; the message says how."""
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        raise FlashError("%s is not installed: pip install %s" % (name, name))
+    return found
+
+
+def build_image(out: Path) -> dict[str, Path]:
+    """Compile the board's files into `out`; returns board path -> local file."""
+    mpy_cross = _tool("mpy-cross")
+    image: dict[str, Path] = {}
+    sources = [(p, "/lib/" + p.stem + ".mpy") for p in sorted(FIRMWARE_DIR.glob("*.py"))
+               if p.name not in AS_SOURCE and p.name != "__init__.py"]
+    sources += [(PROTOCOL_DIR / name, "/lib/protocol/" + name[:-3] + ".mpy") for name in BOARD_PROTOCOL]
+    for src, dest in sources:
+        target = out / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([mpy_cross, "-o", str(target), str(src)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise FlashError("mpy-cross failed on %s:\n%s" % (src.name, result.stderr))
+        image[dest] = target
+    image["/lib/protocol/__init__.py"] = PROTOCOL_DIR / "__init__.py"
+    for name in AS_SOURCE:
+        image["/" + name] = FIRMWARE_DIR / name
+    return image
+
+
+def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list[str]) -> dict:
+    """The board's config.json (format: firmware/config.example.json)."""
+    if ":" not in wifi:
+        raise FlashError("--wifi must be SSID:PASSWORD")
+    ssid, password = wifi.split(":", 1)
+    url = urlparse(agent_url)
+    if url.scheme != "http" or not url.hostname:
+        raise FlashError("--agent must be an http:// URL of the site agent, e.g. http://192.168.1.10:8400")
+    unknown = [s for s in sensors if s not in DEFAULT_WIRING]
+    if unknown:
+        raise FlashError("unknown sensor %s: choose from %s" % (",".join(unknown), ",".join(DEFAULT_WIRING)))
+    example = json.loads((FIRMWARE_DIR / "config.example.json").read_text())
+    return {**example, "device": device, "key": key, "wifi": {"ssid": ssid, "password": password},
+            "agent_url": agent_url.rstrip("/"), "sensors": [DEFAULT_WIRING[s] for s in sensors]}
+
+
+def device_key(data_dir: str, device: str, sensors: list[str], name: str | None, site: str | None) -> tuple[str, bool]:
+    """The device's key from the agent's store, registering the device when new; (key, created)."""
+    db = store.open_db(data_dir)
+    try:
+        row = store.get_device(db, device)
+        if row is not None:
+            return row["key"], False
+        try:
+            return store.add_device(db, device, name=name, site=site, sensors=sensors), True
+        except ValueError as err:
+            raise FlashError(str(err)) from None
+    finally:
+        db.close()
+
+
+_HASHES = """
+import hashlib, binascii, os
+def _h(p):
+    try:
+        h = hashlib.sha256()
+        with open(p, 'rb') as f:
+            while True:
+                b = f.read(512)
+                if not b: break
+                h.update(b)
+        return binascii.hexlify(h.digest()).decode()
+    except OSError:
+        return None
+print(repr([_h(p) for p in %r]))
+"""
+
+
+def _connect(port: str):
+    from mpremote.transport_serial import SerialTransport
+
+    try:
+        return SerialTransport(port, baudrate=115200)
+    except Exception as err:  # mpremote raises TransportError or serial exceptions
+        raise FlashError("cannot open %s (%s): is another program (a console?) using it?" % (port, err)) from None
+
+
+def sync_files(transport, files: dict[str, bytes], say) -> list[str]:
+    """Copy the files whose hash differs from the board's; returns the board paths written."""
+    from mpremote.transport import TransportError
+
+    paths = sorted(files)
+    remote = eval(transport.exec(_HASHES % (paths,)).decode())  # a list literal the board printed
+    changed = [p for p, h in zip(paths, remote) if h != hashlib.sha256(files[p]).hexdigest()]
+    for folder in ("/lib", "/lib/protocol"):
+        if not transport.fs_exists(folder):
+            transport.fs_mkdir(folder)
+    for i, path in enumerate(changed, 1):
+        say("  [%d/%d] %s (%d bytes)" % (i, len(changed), path, len(files[path])))
+        try:
+            transport.fs_writefile(path, files[path], chunk_size=1024)
+        except TransportError as err:
+            if "ENOSPC" in str(err) or "28" in str(err):
+                raise FlashError("the board's flash is full writing %s: remove old files (mpremote fs rm) "
+                                 "or erase the flash and flash MicroPython again" % path) from None
+            raise
+        stale = path[:-4] + ".py" if path.endswith(".mpy") else None
+        if stale and transport.fs_exists(stale):
+            transport.fs_rmfile(stale)  # a .py beside the .mpy would be imported instead
+    return changed
+
+
+def wait_for_selftest(transport, timeout_s: float, say) -> dict[str, str]:
+    """Soft-reset the board and collect its SELFTEST lines; returns kind -> line, with 'verdict' last."""
+    transport.exit_raw_repl()
+    transport.serial.write(b"\x04")  # Ctrl-D at the friendly REPL: soft reboot, then boot.py and main.py
+    results: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        chunk = transport.serial.read(transport.serial.in_waiting or 1)
+        if not chunk:
+            continue
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            text = line.decode(errors="replace").strip()
+            if "CONFIG ERROR" in text:
+                raise FlashError("the board refused its config: " + text)
+            if "SELFTEST " not in text:
+                continue
+            words = text[text.index("SELFTEST "):].split()
+            if len(words) == 2:
+                results["verdict"] = words[1]
+                return results
+            results[words[1]] = " ".join(words[2:])
+            say("  %-7s %s" % (words[1], " ".join(words[2:])))
+    raise FlashError("no self-test verdict within %d s: open `airwatt console --port ...` to see what the "
+                     "board prints" % timeout_s)
+
+
+def flash(args: argparse.Namespace, say=print) -> int:
+    sensors = [s for s in args.sensors.split(",") if s]
+    config = board_config(args.device, "", args.wifi, args.agent, sensors)  # refuse bad arguments first
+    if not os.path.exists(args.port):
+        raise FlashError("no board at %s: check the USB cable, or list ports with `mpremote connect list`" % args.port)
+    say("[1/5] registering %s in the agent's store (%s)" % (args.device, args.data_dir))
+    config["key"], created = device_key(args.data_dir, args.device, sensors, args.name, args.site)
+    say("      %s" % ("new device, key created" if created else "known device, key kept"))
+    with tempfile.TemporaryDirectory() as tmp:
+        say("[2/5] compiling firmware with mpy-cross")
+        image = build_image(Path(tmp))
+        files = {path: local.read_bytes() for path, local in image.items()}
+    files["/config.json"] = json.dumps(config, indent=1).encode()
+    say("[3/5] connecting to %s" % args.port)
+    transport = _connect(args.port)
+    try:
+        transport.enter_raw_repl(soft_reset=False)
+        say("[4/5] copying changed files")
+        changed = sync_files(transport, files, say)
+        say("      %d of %d files changed" % (len(changed), len(files)))
+        if args.no_wait:
+            transport.exit_raw_repl()
+            return 0
+        say("[5/5] resetting the board and waiting for its self-test (up to %d s)" % args.timeout)
+        results = wait_for_selftest(transport, args.timeout, say)
+    finally:
+        transport.close()
+    ok = results.get("verdict") == "PASS"
+    say("SELF-TEST %s: %s" % ("PASSED" if ok else "FAILED",
+                             ", ".join("%s %s" % (k, v.split()[0]) for k, v in results.items() if k != "verdict")))
+    return 0 if ok else 1
+
+
+def _flash_cmd(args: argparse.Namespace) -> int:
+    try:
+        return flash(args)
+    except FlashError as err:
+        print("airwatt flash: " + str(err), file=sys.stderr)
+        return 2
+
+
+def _console_cmd(args: argparse.Namespace) -> int:
+    if not os.path.exists(args.port):
+        print("airwatt console: no board at %s" % args.port, file=sys.stderr)
+        return 2
+    return subprocess.call([_tool("mpremote"), "connect", args.port, "repl"])
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    flash_p = commands.add_parser("flash", help="provision a board: firmware, config.json, self-test")
+    flash_p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
+    flash_p.add_argument("--device", required=True, help="device id, e.g. kk-city-hall-01")
+    flash_p.add_argument("--wifi", required=True, help="SSID:PASSWORD of the building's Wi-Fi")
+    flash_p.add_argument("--agent", required=True, help="the site agent's URL, e.g. http://192.168.1.10:8400")
+    flash_p.add_argument("--sensors", default="energy,pm,co2", help="sensor kinds fitted (default: all three)")
+    flash_p.add_argument("--name", help="device name (when new)")
+    flash_p.add_argument("--site", help="site (when new)")
+    flash_p.add_argument("--data-dir", default=store.data_dir_default(), help="the agent's data dir")
+    flash_p.add_argument("--timeout", type=float, default=90, help="seconds to wait for the self-test")
+    flash_p.add_argument("--no-wait", action="store_true", help="copy files only; no reset, no self-test")
+    flash_p.set_defaults(func=_flash_cmd)
+    console = commands.add_parser("console", help="open a board's REPL (mpremote)")
+    console.add_argument("--port", required=True)
+    console.set_defaults(func=_console_cmd)
