@@ -1,0 +1,110 @@
+"""`airwatt emulate`: one emulated ESP32 board on a pty, for mpremote, `airwatt flash` and the HIL tests."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from airwatt.emulator.esp32 import EmulatedBoard
+
+
+def parse_fault(text: str) -> tuple[str, Any]:
+    """`wifi_down`, `hang`, `clock_unset`, `power_cut_at_write=N`, `pms.unplugged`, `pzem.corrupt=3`,
+    `scd4x.stuck` -> (name, value) as EmulatedBoard.set_fault takes them."""
+    name, eq, raw = text.partition("=")
+    value: Any = True
+    if eq:
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+    sensor, dot, fault = name.partition(".")
+    if dot:
+        if sensor not in ("pzem", "pms", "scd4x"):
+            raise ValueError("unknown sensor %r in fault %r (pzem, pms, scd4x)" % (sensor, text))
+        if fault not in ("unplugged", "stuck", "corrupt", "mains_off"):
+            raise ValueError("unknown sensor fault %r (unplugged, stuck, corrupt, mains_off)" % fault)
+        return sensor, {fault: value}
+    if name not in ("wifi_down", "hang", "clock_unset", "power_cut_at_write"):
+        raise ValueError("unknown fault %r (wifi_down, hang, clock_unset, power_cut_at_write=N, "
+                         "<sensor>.<fault>)" % text)
+    return name, value
+
+
+def faults_from_args(items: list[str]) -> dict[str, Any]:
+    faults: dict[str, Any] = {}
+    for item in items:
+        name, value = parse_fault(item)
+        if isinstance(value, dict):
+            faults.setdefault(name, {}).update(value)
+        else:
+            faults[name] = value
+    return faults
+
+
+def _load_json(text: str | None) -> dict:
+    if not text:
+        return {}
+    path = Path(text)
+    return json.loads(path.read_text() if path.exists() else text)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        faults = faults_from_args(args.fault or [])
+        config = _load_json(args.wiring)
+    except ValueError as e:
+        print("airwatt emulate: %s" % e, file=sys.stderr)
+        return 2
+    flash = args.flash or "airwatt-board-flash.bin"
+    board = EmulatedBoard(flash, faults=faults, config=config, log_path=args.log, echo=args.echo)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    board.start()
+    print("emulated ESP32 on %s (flash %s)" % (board.port, os.path.abspath(flash)), flush=True)
+    print("try: mpremote connect %s fs ls" % board.port, flush=True)
+    if args.port_file:
+        Path(args.port_file).write_text(board.port + "\n")
+    fault_mtime = None
+    try:
+        while not stop:
+            time.sleep(0.2)
+            if args.fault_file and os.path.exists(args.fault_file):
+                mtime = os.stat(args.fault_file).st_mtime_ns
+                if mtime != fault_mtime:
+                    fault_mtime = mtime
+                    try:
+                        board.set_faults(json.loads(Path(args.fault_file).read_text() or "{}"))
+                    except ValueError as e:
+                        print("airwatt emulate: ignoring %s: %s" % (args.fault_file, e), file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        board.stop()
+        if args.port_file:
+            Path(args.port_file).unlink(missing_ok=True)
+    print("emulated board stopped (boots %d, resets %s)" % (board.boots, board.resets), flush=True)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("emulate", help="run an emulated ESP32 board on a pty (use its port with mpremote)")
+    p.add_argument("--port-file", help="write the board's serial port path to this file")
+    p.add_argument("--flash", help="the board's flash image (LittleFS, created on first use; "
+                                   "default ./airwatt-board-flash.bin)")
+    p.add_argument("--fault", action="append", metavar="FAULT",
+                   help="start with a fault: wifi_down, hang, clock_unset, power_cut_at_write=N, "
+                        "pms.unplugged, pzem.corrupt=3, scd4x.stuck, pzem.mains_off (repeatable)")
+    p.add_argument("--fault-file", help="JSON file of faults, re-read whenever it changes "
+                                        "(e.g. {\"wifi_down\": true, \"pms\": {\"unplugged\": true}})")
+    p.add_argument("--wiring", help="board config as JSON or a JSON file: uart/i2c wiring, wifi {ssid,key}, "
+                                    "clock unset|host, unique_id, day_scale (see emulator/board/boardstate.py)")
+    p.add_argument("--log", help="append everything the board prints to this file")
+    p.add_argument("--echo", action="store_true", help="also print what the board prints")
+    p.set_defaults(func=run)

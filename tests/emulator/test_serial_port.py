@@ -1,0 +1,218 @@
+"""The emulated board behind its pty, driven by UNMODIFIED mpremote subprocesses as a technician would, plus the
+resets a board goes through: soft reset, machine.reset, watchdog, power cut, deep sleep, and Ctrl-C."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airwatt.emulator.esp32 import EmulatedBoard
+
+MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
+
+
+def mp(board: EmulatedBoard, *args: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([MPREMOTE, "connect", board.port, *args], capture_output=True, text=True,
+                            timeout=timeout)
+    if check:
+        assert result.returncode == 0, "mpremote %s failed:\n%s%s\nboard printed:\n%s" % (
+            " ".join(args), result.stdout, result.stderr, board.output()[-2000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    flash = tmp_path_factory.mktemp("flash") / "flash.bin"
+    with EmulatedBoard(flash) as b:
+        b.wait_for(">>> ", timeout=20)
+        yield b
+
+
+def test_fresh_board_has_the_stock_boot_py_and_fs_commands_work(board, tmp_path):
+    assert "boot.py" in mp(board, "fs", "ls").stdout
+    local = tmp_path / "data.bin"
+    payload = bytes(range(256)) * 9 + b"tail\n"
+    local.write_bytes(payload)
+    mp(board, "fs", "mkdir", "lib")
+    mp(board, "fs", "cp", str(local), ":lib/data.bin")
+    listing = mp(board, "fs", "ls", "lib").stdout
+    assert "%d data.bin" % len(payload) in listing, listing
+    out = mp(board, "fs", "sha256sum", "lib/data.bin").stdout
+    assert hashlib.sha256(payload).hexdigest() in out
+    back = tmp_path / "back.bin"
+    mp(board, "fs", "cp", ":lib/data.bin", str(back))
+    assert back.read_bytes() == payload
+    text = tmp_path / "note.txt"
+    text.write_text("line one\nline two\n")
+    mp(board, "fs", "cp", str(text), ":note.txt")
+    assert mp(board, "fs", "cat", "note.txt").stdout.replace("\r\n", "\n").endswith("line one\nline two\n")
+    assert mp(board, "fs", "rmdir", "lib", check=False).returncode != 0  # not empty
+    mp(board, "fs", "rm", "lib/data.bin")
+    mp(board, "fs", "rmdir", "lib")
+    mp(board, "fs", "rm", "note.txt")
+    listing = mp(board, "fs", "ls").stdout
+    assert "lib" not in listing and "note.txt" not in listing
+
+
+def test_exec_eval_run_and_errors(board, tmp_path):
+    assert mp(board, "exec", "print(6 * 7)").stdout.strip() == "42"
+    assert mp(board, "eval", "sum(range(10))").stdout.strip() == "45"
+    assert mp(board, "exec", "import sys; print(sys.path)").stdout.strip() == "['', '.frozen', '/lib']"
+    script = tmp_path / "script.py"
+    script.write_text("import os\nfor i in range(3):\n    print('row', i)\nprint(os.getcwd())\n" + "# pad\n" * 80)
+    assert mp(board, "run", str(script)).stdout.replace("\r\n", "\n") == "row 0\nrow 1\nrow 2\n/\n"
+    err = mp(board, "exec", "1/0", check=False)
+    assert err.returncode != 0 and "ZeroDivisionError" in err.stdout + err.stderr
+    assert "boardenv" not in err.stdout + err.stderr  # tracebacks show no emulator frames
+
+
+def test_soft_reset_reboots_and_reruns_boot_py_and_resume_does_not(board, tmp_path):
+    boot = tmp_path / "boot.py"
+    boot.write_text("print('BOOT RAN')\nbooted = 1\n")
+    mp(board, "fs", "cp", str(boot), ":boot.py")
+    pid = board.vm_pid
+    start = board.log_offset()
+    mp(board, "soft-reset")
+    out = board.output(start)
+    assert "MPY: soft reboot" in out and "BOOT RAN" in out
+    assert board.vm_pid != pid  # a fresh VM: the heap and modules are new
+    # `resume` skips the soft reset: state set by one mpremote call is still there for the next
+    mp(board, "exec", "marker = 12345")
+    assert mp(board, "resume", "exec", "print(marker)").stdout.strip() == "12345"
+    # the default (soft reset on connect) clears it
+    cleared = mp(board, "exec", "print(marker)", check=False)
+    assert "NameError" in cleared.stdout + cleared.stderr
+    # Ctrl-D in the friendly REPL also soft-reboots and prints the banner after boot.py
+    start = board.log_offset()
+    fd = os.open(board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.write(fd, b"\r\x04")  # mpremote left the board in the friendly REPL
+        out = board.wait_for("MPY: soft reboot", timeout=10, since=start)
+        board.wait_for("Type \"help()\" for more information.", timeout=10, since=start + out.index("MPY"))
+    finally:
+        os.close(fd)
+    out = board.output(start)
+    assert out.index("MPY: soft reboot") < out.index("BOOT RAN") < out.index("MicroPython v1.29.0")
+    mp(board, "fs", "rm", "boot.py")
+
+
+def test_reset_runs_main_py_and_ctrl_c_interrupts_it(board, tmp_path):
+    main = tmp_path / "main.py"
+    main.write_text("import time, machine\nprint('MAIN cause', machine.reset_cause())\n"
+                    "while True:\n    time.sleep_ms(50)\n")
+    mp(board, "fs", "cp", str(main), ":main.py")
+    start = board.log_offset()
+    hard = board.resets["hard"]
+    mp(board, "reset")
+    board.wait_for("MAIN cause 2", timeout=10, since=start)  # HARD_RESET
+    assert board.resets["hard"] == hard + 1
+    assert "rst:0xc (SW_CPU_RESET)" in board.output(start)
+    # main.py loops forever; mpremote's Ctrl-C (SIGINT to the VM) stops it and the command runs
+    assert mp(board, "exec", "print('got in')").stdout.strip() == "got in"
+    assert "KeyboardInterrupt" in board.output(start)
+    mp(board, "fs", "rm", "main.py")
+
+
+def test_ctrl_c_interrupts_a_running_exec(board):
+    proc = subprocess.Popen([MPREMOTE, "connect", board.port, "exec", "n = 0\nwhile True:\n    n += 1\n"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    start = board.log_offset()
+    time.sleep(1.5)
+    assert proc.poll() is None  # still looping
+    proc.kill()
+    proc.wait()
+    fd = os.open(board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.write(fd, b"\x03")
+        board.wait_for("KeyboardInterrupt", timeout=10, since=start)
+    finally:
+        os.close(fd)
+    # the loop really ran on the board and the board is usable again
+    assert mp(board, "exec", "print('alive')").stdout.strip() == "alive"
+
+
+def test_flash_survives_stop_and_a_new_board_on_the_same_image(tmp_path):
+    flash = tmp_path / "flash.bin"
+    data = tmp_path / "keep.txt"
+    data.write_text("kept across power-off\n")
+    with EmulatedBoard(flash) as b:
+        b.wait_for(">>> ", timeout=20)
+        mp(b, "fs", "cp", str(data), ":keep.txt")
+    assert flash.stat().st_size == 2 * 1024 * 1024
+    with EmulatedBoard(flash) as b:
+        b.wait_for(">>> ", timeout=20)
+        assert "kept across power-off" in mp(b, "fs", "cat", "keep.txt").stdout
+
+
+def test_watchdog_resets_a_hung_board(tmp_path):
+    with EmulatedBoard(tmp_path / "flash.bin") as b:
+        b.wait_for(">>> ", timeout=20)
+        main = tmp_path / "main.py"
+        main.write_text(
+            "import machine, time\nprint('MAIN cause', machine.reset_cause())\n"
+            "if machine.reset_cause() != machine.WDT_RESET:\n"
+            "    wdt = machine.WDT(timeout=500)\n"
+            "    u = machine.UART(2, baudrate=9600, tx=17, rx=16, timeout=100)\n"
+            "    for i in range(10):\n"
+            "        u.write(b'\\xf8\\x04\\x00\\x00\\x00\\x0a\\x64\\x64'); u.read(25); wdt.feed(); time.sleep_ms(100)\n"
+            "    print('FED 10 TIMES')\n"
+            "    while True:\n"
+            "        u.any()\n"  # the 'hang' fault makes this hardware access never return
+            "        wdt.feed()\n"
+            "        time.sleep_ms(50)\n")
+        mp(b, "fs", "cp", str(main), ":main.py")
+        start = b.log_offset()
+        mp(b, "reset")
+        b.wait_for("FED 10 TIMES", timeout=10, since=start)
+        assert b.resets["wdt"] == 0  # fed in time: no reset
+        b.set_fault("hang", True)
+        b.wait_for("MAIN cause 3", timeout=10, since=start)  # WDT_RESET
+        out = b.output(start)
+        assert "task_wdt: Task watchdog got triggered" in out and "Rebooting..." in out
+        assert b.resets["wdt"] == 1 and "hang" not in b.faults  # the hang was one-shot
+
+
+def test_power_cut_at_a_flash_write_restarts_the_board_and_keeps_the_filesystem(tmp_path):
+    with EmulatedBoard(tmp_path / "flash.bin") as b:
+        b.wait_for(">>> ", timeout=20)
+        older = tmp_path / "older.txt"
+        older.write_text("written before the cut\n")
+        mp(b, "fs", "cp", str(older), ":older.txt")
+        mp(b, "exec", "import machine; machine.RTC().datetime((2026, 11, 22, 6, 8, 0, 0, 0))")
+        b.set_fault("power_cut_at_write", 3)
+        start = b.log_offset()
+        # mpremote waits for an answer that never comes, as with a real board losing power under it
+        proc = subprocess.Popen([MPREMOTE, "connect", b.port, "exec",
+                                 "f = open('new.txt', 'w')\nfor i in range(200):\n    f.write('x' * 100)\nf.close()"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            b.wait_for("rst:0x1 (POWERON_RESET)", timeout=20, since=start)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert b.resets["powercut"] == 1 and "power_cut_at_write" not in b.faults
+        b.wait_for(">>> ", timeout=10, since=start)
+        assert "written before the cut" in mp(b, "fs", "cat", "older.txt").stdout
+        assert mp(b, "eval", "__import__('machine').reset_cause()").stdout.strip() == "1"
+        # the RTC was lost with the power
+        assert mp(b, "eval", "__import__('time').gmtime()[0]").stdout.strip() == "2000"
+
+
+def test_rtc_survives_machine_reset_and_deepsleep_wakes_with_its_cause(tmp_path):
+    with EmulatedBoard(tmp_path / "flash.bin") as b:
+        b.wait_for(">>> ", timeout=20)
+        mp(b, "exec", "import machine; machine.RTC().datetime((2026, 11, 22, 6, 8, 0, 0, 0))")
+        mp(b, "reset")
+        assert mp(b, "eval", "__import__('time').gmtime()[:3]").stdout.strip() == "(2026, 11, 22)"
+        start = b.log_offset()
+        mp(b, "exec", "--no-follow", "import machine; machine.deepsleep(300)")
+        b.wait_for("rst:0x5 (DEEPSLEEP_RESET)", timeout=10, since=start)
+        b.wait_for(">>> ", timeout=10, since=start)
+        assert mp(b, "eval", "__import__('machine').reset_cause()").stdout.strip() == "4"
+        assert b.resets["deepsleep"] == 1
