@@ -201,3 +201,52 @@ def test_wlan_wrong_password_and_unknown_ssid(tmp_path):
         assert w.isconnected() and w.config("ssid") == "cityhall-iot"
         print("DONE")
     """)
+
+
+def test_asyncio_streams_are_gated_by_the_emulated_wifi(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    port = server.getsockname()[1]
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        run_board_script(tmp_path, """
+            import asyncio, network, boardstate
+            async def fetch():
+                r, w = await asyncio.open_connection("127.0.0.1", %d)
+                line = await r.readline()
+                w.close()
+                await w.wait_closed()
+                return line
+            async def main():
+                w = network.WLAN(network.STA_IF)
+                w.active(True)
+                w.connect("lab", "key")
+                while not w.isconnected():
+                    await asyncio.sleep_ms(20)
+                assert (await fetch()).startswith(b"HTTP/1.1 200")
+                boardstate.set_faults({"wifi_down": True})
+                try:
+                    await fetch()
+                    raise AssertionError("asyncio connected with Wi-Fi down")
+                except OSError:
+                    pass
+            asyncio.run(main())
+            print("DONE")
+        """ % port)
+    finally:
+        server.close()
+        for c in conns:
+            c.close()
+    assert len(conns) == 1
