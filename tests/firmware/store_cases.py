@@ -192,10 +192,16 @@ def case_reboot():
     s = Store(MNT, capacity=100, seg_records=8)
     verify(s, m, "after a torn tail")
     check(os.stat(name)[6] == sum(10 + len(payload(q)) for q in range(17, 21)), "torn tail cut off")
-    s.append(21, payload(21))
-    m.apply("append", 0)
+    for seq in range(21, 25):  # segment 17 is full
+        s.append(seq, payload(seq))
+        m.apply("append", 0)
     mount(bd)
     verify(Store(MNT, capacity=100, seg_records=8), m, "append after the torn tail")
+    with open(MNT + "/seg-00000025.log", "wb") as f:  # the next segment, holding only a torn record
+        f.write(b"\x40\x00\x19\x00\x00\x00")
+    mount(bd)
+    verify(Store(MNT, capacity=100, seg_records=8), m, "after a segment with only a torn record")
+    check("seg-00000025.log" not in os.listdir(MNT), "the empty segment was removed")
     print("reboot checked")
 
 
@@ -383,9 +389,48 @@ def _step(s, opa, m, seg_records):
     elif op == "ack":
         s.ack(arg)
     elif op == "pending":
-        s.pending(arg, 4096)
+        got = [r[0] for r in s.pending(arg, 4096)]
+        check(got == expected_pending(m, arg, 4096), "pending(%d) gave %r" % (arg, got))
     m.apply(op, arg)
     return s
+
+
+def expected_pending(m, max_count, max_bytes):
+    out, total = [], 0
+    for seq in range(m.cursor + 1, m.last + 1):
+        n = len(payload(seq))
+        if len(out) == max_count or (out and total + n > max_bytes):
+            break
+        out.append(seq)
+        total += n
+    return out
+
+
+def case_random():
+    """A long pseudo-random run of appends, pending reads (checked), acks and reboots against the model."""
+    bd = fresh()
+    x, cap, segn = 12345, 30, 5
+    s, m = Store(MNT, capacity=cap, seg_records=segn), Model(cap)
+    counts = {}
+    for step in range(3000):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        r = (x >> 8) % 100
+        if r < 50:
+            op = ("append", 0)
+        elif r < 80:
+            op = ("pending", 1 + (x >> 16) % 12)
+        elif r < 97:
+            op = ("ack", m.cursor + (x >> 16) % 9 - 2)
+        else:
+            op = ("open", cap)
+            mount(bd)
+        counts[op[0]] = counts.get(op[0], 0) + 1
+        s = _step(s, op, m, segn)
+        if step % 100 == 0:
+            verify(s, m, "step %d" % step)
+    verify(s, m, "end")
+    check(m.dropped > 0 and m.cursor > m.dropped, "both acks and drops happened")
+    print("random checked: %r, last %d, dropped %d" % (sorted(counts.items()), m.last, m.dropped))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,12 @@ def test_capacity_drops_oldest_and_persists_the_dropped_count():
     assert "capacity checked" in vm("store_cases.py", "capacity")
 
 
+def test_long_random_run_with_reboots_matches_the_model():
+    out = vm("store_cases.py", "random")
+    print(out)
+    assert "random checked" in out
+
+
 def test_reboot_from_flash_file_recovers_and_cuts_only_a_torn_tail(tmp_path):
     flash = tmp_path / "flash.bin"
     assert "reboot checked" in vm("store_cases.py", "reboot", flash)
