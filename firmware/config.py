@@ -170,7 +170,7 @@ def validate(raw):
     if ntp is not False and not isinstance(ntp, str):
         _fail("ntp", "an NTP host name, or \"\" / false for none", ntp)
     cfg["ntp"] = ntp or ""
-    cfg["data_dir"] = _str(raw, "data_dir", "", 2, 64, None, "/data")
+    cfg["data_dir"] = _str(raw, "data_dir", "", 2, 200, None, "/data")
     if cfg["data_dir"][0] != "/":
         _fail("data_dir", "an absolute path like /data", cfg["data_dir"])
     cfg["wdt_s"] = _int(raw, "wdt_s", "", 0, 600, 60)
