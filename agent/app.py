@@ -19,6 +19,7 @@ from airwatt.protocol import fields
 from . import metrics, store
 from .config import Config
 from .ingest import Ingest, make_handler
+from .sync import setup_sync
 from .web import setup_pages
 
 DB_KEY = web.AppKey("airwatt_db", sqlite_utils.Database)
@@ -78,6 +79,7 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
     # Their cleanups run before _stop below, so the database is still open for them.
     #   setup_sync(app)   - agent/sync.py: the sync worker to the city platform
     #   setup_pages(app)  - agent/web/: the operators' pages
+    setup_sync(app)
     setup_pages(app)
 
     app.on_cleanup.append(_stop)

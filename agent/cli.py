@@ -40,12 +40,12 @@ _REGISTRARS.append(_agent_commands.register)
 from airwatt.agent import bench_sync as _bench_sync  # noqa: E402  bench sync, platform
 
 _REGISTRARS.append(_bench_sync.register)
-from airwatt.agent import emulate_cmd as _emulate_cmd  # noqa: E402  emulate
-
-_REGISTRARS.append(_emulate_cmd.register)
 from airwatt.agent import flash_cmd as _flash_cmd  # noqa: E402  flash, console
 
 _REGISTRARS.append(_flash_cmd.register)
+from airwatt.agent import demo as _demo  # noqa: E402  demo
+
+_REGISTRARS.append(_demo.register)
 
 from airwatt.agent import emulate_cmd as _emulate_cmd  # noqa: E402  emulate
 
