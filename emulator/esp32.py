@@ -1,8 +1,7 @@
 """An emulated ESP32 board: the MicroPython VM running boardenv.py behind a pty that speaks like the board's USB
 serial port, so unmodified `mpremote connect <port> ...` works on it as on hardware.
 
-The bridge pipes bytes between the pty and the VM's stdin/stdout (turning lone LF into CRLF, as the board's UART
-output does), delivers Ctrl-C as SIGINT while the VM runs code, keeps the watchdog's time, and boots the VM again
+The bridge pipes bytes between the pty and the VM's stdin/stdout, delivers Ctrl-C as SIGINT while the VM runs code, keeps the watchdog's time, and boots the VM again
 after a soft reset, machine.reset(), deep sleep, a watchdog reset, a power cut or a crash, printing what an ESP32
 prints then. The flash is a LittleFS image in a file, so it survives all of these.
 
@@ -93,7 +92,6 @@ class EmulatedBoard:
         self._last_sigint = 0.0
         self._to_vm = bytearray()
         self._to_host = bytearray()
-        self._last_out = 0
         self._death: tuple[int, str] | None = None
         self._ctl_buf = b""
         self._restart_at: float | None = None
@@ -255,7 +253,6 @@ class EmulatedBoard:
         self._sel.register(self._stdout, selectors.EVENT_READ, "out")
         self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
         self._vm_state = "boot"
-        self._wdt_ms = None
         self._death = None
         self._ctl_buf = b""
         with self._lock:
@@ -330,16 +327,8 @@ class EmulatedBoard:
             pass
 
     def _emit(self, data: bytes) -> None:
-        """Output of the board towards the host: LF becomes CRLF as the ESP32's UART console does."""
-        out = bytearray()
-        last = self._last_out
-        for b in data:
-            if b == 10 and last != 13:
-                out.append(13)
-            out.append(b)
-            last = b
-        self._last_out = last
-        out = bytes(out)
+        """Output of the board towards the host (the VM already writes CRLF where the ESP32's console does)."""
+        out = bytes(data)
         with self._lock:
             self._log += out
             if len(self._log) > LOG_MAX:
@@ -471,7 +460,10 @@ class EmulatedBoard:
                 if clears == kind:
                     self.faults.pop(name, None)
             self._lock.notify_all()
-        self._wdt_ms = None
+        if kind == "soft" and self._wdt_ms and self.config.get("wdt_survives_soft_reset"):
+            self._wdt_deadline = time.monotonic() + self._wdt_ms / 1000  # the task WDT keeps running
+        else:
+            self._wdt_ms = None
         if delay is None:
             self._restart_at = None  # deep sleep without a timer: only the reset button wakes it
             self._sleep_until = float("inf")

@@ -9,6 +9,7 @@
 import sys
 import os
 import gc
+import builtins
 
 import boardstate as bs
 
@@ -38,6 +39,23 @@ FLASH_BLOCKS = 512  # 2 MiB "vfs" partition of a 4 MiB ESP32 module, 4 KiB secto
 
 _write = sys.stdout.buffer.write
 _stdin = sys.stdin.buffer
+
+
+def _cooked_print(*args, sep=" ", end="\n", file=None):
+    # The ESP32's console turns every LF that print() sends into CRLF (mp_hal_stdout_tx_strn_cooked), while
+    # sys.stdout.buffer stays raw (mpremote's mount protocol relies on it). Files get exactly what was printed.
+    if file is not None and file is not sys.stdout and file is not sys.stderr:
+        return _raw_print(*args, sep=sep, end=end, file=file)
+    if sep is None:
+        sep = " "
+    if end is None:
+        end = "\n"
+    text = sep.join([a if isinstance(a, str) else str(a) for a in args]) + end
+    _write(text.replace("\n", "\r\n").encode())
+
+
+_raw_print = builtins.print
+builtins.print = _cooked_print
 _G = {"__name__": "__main__"}
 _state = [None]
 
@@ -91,6 +109,16 @@ def execute(src, filename, mode):
         _say("B")
         if not isinstance(src, str):
             src = bytes(src).decode()
+        if mode == "single":
+            try:
+                code = compile(src, filename, "eval")
+            except SyntaxError:
+                code = None
+            if code is not None:  # an expression: the REPL shows its value (cooked, like print)
+                value = eval(code, _G)
+                if value is not None:
+                    _cooked_print(repr(value))
+                return None
         exec(compile(src, filename, mode), _G)
         return None
     except BaseException as e:  # noqa: B036 - KeyboardInterrupt and SystemExit are reported like on a board

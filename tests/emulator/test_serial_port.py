@@ -216,3 +216,21 @@ def test_rtc_survives_machine_reset_and_deepsleep_wakes_with_its_cause(tmp_path)
         b.wait_for(">>> ", timeout=10, since=start)
         assert mp(b, "eval", "__import__('machine').reset_cause()").stdout.strip() == "4"
         assert b.resets["deepsleep"] == 1
+
+
+def test_power_cycle_and_reset_button_from_the_api(tmp_path):
+    with EmulatedBoard(tmp_path / "flash.bin", config={"clock": "host"}) as b:
+        b.wait_for(">>> ", timeout=20)
+        # clock "host": the board starts with wall time (2000-epoch seconds of now)
+        now = int(mp(b, "eval", "__import__('time').time()").stdout.strip()) + 946684800
+        assert abs(now - time.time()) < 5
+        start, boots = b.log_offset(), b.boots
+        b.power_cycle()
+        b.wait_for("rst:0x1 (POWERON_RESET)", timeout=10, since=start)
+        b.wait_for(">>> ", timeout=10, since=start)
+        assert b.resets["powercut"] == 1 and b.boots == boots + 1
+        start = b.log_offset()
+        b.press_reset()
+        b.wait_for(">>> ", timeout=10, since=start)
+        assert b.boots == boots + 2 and b.last_reset == "hard"
+        assert mp(b, "eval", "__import__('machine').reset_cause()").stdout.strip() == "1"
