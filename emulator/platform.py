@@ -121,24 +121,34 @@ class Platform:
     def store(self, api: str, items: list[tuple[str, str | None, dict]], merge: bool = False) -> list[bool]:
         """Write (id, type, body) items in one transaction; returns per item whether it was new."""
         now = time.time()
-        created = []
         cur = self.conn.cursor()
         cur.execute("BEGIN")
         try:
+            old: dict[str, str] = {}
+            keys = [item[0] for item in items]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                cur.execute(
+                    "SELECT id, body FROM records WHERE api = ? AND id IN (%s)" % ",".join("?" * len(chunk)),
+                    [api, *chunk],
+                )
+                old.update(cur.fetchall())
+            created, rows = [], []
             for key, kind, body in items:
-                old = cur.execute("SELECT body FROM records WHERE api = ? AND id = ?", (api, key)).fetchone()
-                if old is not None and merge:
-                    merged = json.loads(old[0])
+                if key in old and merge:
+                    merged = json.loads(old[key])
                     merged.update(body)
                     body = merged
-                text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-                cur.execute(
-                    "INSERT INTO records(api, id, type, body, writes, first_at, last_at) VALUES (?,?,?,?,1,?,?)"
-                    " ON CONFLICT(api, id) DO UPDATE SET body = excluded.body, type = excluded.type,"
-                    " writes = writes + 1, last_at = excluded.last_at",
-                    (api, key, kind, text, now, now),
-                )
-                created.append(old is None)
+                created.append(key not in old)
+                text = json.dumps(body, separators=(",", ":"))
+                old[key] = text  # the same id twice in one batch: the second updates the first
+                rows.append((api, key, kind, text, now, now))
+            cur.executemany(
+                "INSERT INTO records(api, id, type, body, writes, first_at, last_at) VALUES (?,?,?,?,1,?,?)"
+                " ON CONFLICT(api, id) DO UPDATE SET body = excluded.body, type = excluded.type,"
+                " writes = writes + 1, last_at = excluded.last_at",
+                rows,
+            )
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -9,6 +9,7 @@ does the HTTP, the timing and the database writes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -78,12 +79,10 @@ def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | No
 
 def iso_time(t: float) -> str:
     """Unix seconds -> ISO 8601 UTC ('2026-11-22T01:56:29Z', milliseconds only when t has a fraction)."""
-    import datetime
-
-    stamp = datetime.datetime.fromtimestamp(round(t, 3), datetime.timezone.utc)
-    if stamp.microsecond:
-        return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (stamp.microsecond // 1000)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ms = round(t * 1000)
+    secs, frac = divmod(ms, 1000)
+    stamp = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(secs)[:6]
+    return stamp + (".%03dZ" % frac if frac else "Z")
 
 
 def flag_list(row: dict) -> list[str]:
