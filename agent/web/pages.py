@@ -32,7 +32,7 @@ log = logging.getLogger("airwatt.pages")
 
 TOKEN_FILE = "operator_token"
 REFRESH_S = 60
-RANGES = {"6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 # online while the last upload is at most ONLINE_INTERVALS reading intervals old, late up to LATE_INTERVALS,
 # offline beyond: boards upload a batch every few readings, so one missed interval is not yet "late".
 ONLINE_INTERVALS, LATE_INTERVALS = 3, 10
@@ -99,7 +99,7 @@ header .lang{margin-left:auto;border:1px solid #fff}
 main{padding:12px 16px} h1{font-size:20px;margin:6px 0 12px} h2{font-size:16px;margin:18px 0 6px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;white-space:nowrap}
-th{background:#e8ebef} th.sortable{cursor:pointer} th.sorted-asc:after{content:" \\25B2"}
+th{background:#e8ebef;white-space:normal;vertical-align:bottom} th.sortable{cursor:pointer} th.sorted-asc:after{content:" \\25B2"}
 th.sorted-desc:after{content:" \\25BC"} td.num{text-align:right}
 .state{font-weight:bold} .chip{display:inline-block;width:12px;height:12px;border-radius:2px;
 vertical-align:middle;margin-right:4px} .aqi{font-weight:bold;text-align:center;min-width:48px}
@@ -242,7 +242,7 @@ async def fleet(request: web.Request) -> web.Response:
     for d in rows:
         st = d["status"]
         errors = st.get("errors") or {}
-        err_text = ", ".join("%s %s" % (k, v) for k, v in sorted(errors.items())) or "0"
+        err_text = ", ".join("%s %s" % (k, v) for k, v in sorted(errors.items()) if v) or "0"
         age = None if d["last_seen"] is None else now - d["last_seen"]
 
         def num(key: str) -> str:
