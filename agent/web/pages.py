@@ -99,15 +99,16 @@ header .lang{margin-left:auto;border:1px solid #fff}
 main{padding:12px 16px} h1{font-size:20px;margin:6px 0 12px} h2{font-size:16px;margin:18px 0 6px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;white-space:nowrap}
-th{background:#e8ebef;white-space:normal;vertical-align:bottom} th.sortable{cursor:pointer} th.sorted-asc:after{content:" \\25B2"}
-th.sorted-desc:after{content:" \\25BC"} td.num{text-align:right}
+th{background:#e8ebef;white-space:normal;vertical-align:bottom} th.sortable{cursor:pointer}
+th.sorted-asc:after{content:" \\25B2"} th.sorted-desc:after{content:" \\25BC"} td.num{text-align:right}
 .state{font-weight:bold} .chip{display:inline-block;width:12px;height:12px;border-radius:2px;
 vertical-align:middle;margin-right:4px} .aqi{font-weight:bold;text-align:center;min-width:48px}
 .plot{display:block;background:#fff;margin:4px 0 8px;width:100%;max-width:1200px;height:auto}
 .plot .tick{font-size:11px;fill:#444} .plot .unit{font-size:11px;fill:#444} .plot .legend{font-size:11px;fill:#222}
 .plot .nodata{font-size:14px;fill:#888} .plot .guide-label{font-size:11px}
 .note{color:#555;font-size:12px} .muted{color:#777} form.inline{display:inline}
-main a.here{font-weight:bold;text-decoration:none} .ok{color:#0a8f3c} .err{color:#c00000} .bands span{margin-right:12px;font-size:12px}
+main a.here{font-weight:bold;text-decoration:none} .ok{color:#0a8f3c} .err{color:#c00000}
+.bands span{margin-right:12px;font-size:12px}
 .cards{display:flex;gap:12px;flex-wrap:wrap} .card{background:#fff;border:1px solid #d5d8dc;padding:8px 14px}
 .card b{display:block;font-size:22px}
 """
@@ -293,7 +294,8 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
 
 
 def _points(rows: list[dict], metric: str) -> list[tuple[float, float, bool]]:
-    return [(r["t"], float(r[metric]), bool(r["flags"])) for r in rows if r.get(metric) is not None and r["t"] is not None]
+    return [(r["t"], float(r[metric]), bool(r["flags"])) for r in rows
+            if r.get(metric) is not None and r["t"] is not None]
 
 
 async def device_page(request: web.Request) -> web.Response:
@@ -352,7 +354,8 @@ async def device_page(request: web.Request) -> web.Response:
     bars = [(k, days.get(k, 0.0) / 1000.0) for k in day_keys]
     plots.append(("kwh_plot", svg.bar_plot(bars, plot_id="plot-kwh", unit="kWh", no_data=nodata)))
     dev = data["device"]
-    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
+    end_param = request.query.get("end")
+    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=end_param)),
                                                   ' class="here"' if r == rng else "", r) for r in RANGES)
     end_value = datetime.fromtimestamp(until, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
     form = ('<form method="get" class="inline"><input type="hidden" name="lang" value="%s">'

@@ -34,7 +34,8 @@ def fill(db, now: float) -> dict:
         "hall-01": ("0.1.0", now - 30, {"uptime_s": 93600, "free_heap": 81234, "rssi": -61, "buffer_depth": 3,
                                         "dropped": 0, "errors": {"pm": 2}, "time_sync": "agent"}),
         "hall-02": ("0.1.0", now - 5 * 60, {"uptime_s": 4000, "free_heap": 60500, "rssi": -79, "buffer_depth": 40,
-                                            "dropped": 7, "errors": {"pm": 1, "co2": 4, "energy": 0}, "time_sync": "ntp"}),
+                                            "dropped": 7, "errors": {"pm": 1, "co2": 4, "energy": 0},
+                                            "time_sync": "ntp"}),
         "school-01": ("0.0.9", now - 7200, {"uptime_s": 120, "free_heap": 95000, "rssi": None, "buffer_depth": 0,
                                             "dropped": 0, "errors": {}, "time_sync": "none"}),
     }

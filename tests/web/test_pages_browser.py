@@ -14,6 +14,8 @@ from airwatt.agent import aqi, carbon, store, sync
 from cdp_browser import Browser
 from pages_fixture import HALL_STEP, TOKEN, WH_PER_STEP
 
+ROW_IDS = "Array.from(document.querySelectorAll('#fleet tbody tr')).map(tr => tr.dataset.device)"
+
 
 def _db(data_dir):
     return store.open_db(data_dir)
@@ -34,7 +36,8 @@ async def test_device_plots_match_database(agent, shots):
             v: parseFloat(c.dataset.value), flagged: c.classList.contains('flagged'), n: c.dataset.n || null}))""")
         bars = await b.js("""Array.from(document.querySelectorAll('#plot-kwh rect.bar')).map(r => ({
             day: r.dataset.day, v: parseFloat(r.dataset.value)}))""")
-        bands = await b.js("Array.from(document.querySelectorAll('#plot-pm25 rect.band')).map(r => r.getAttribute('fill'))")
+        bands = await b.js("Array.from(document.querySelectorAll('#plot-pm25 rect.band'))"
+                           ".map(r => r.getAttribute('fill'))")
         guides = await b.js("Array.from(document.querySelectorAll('#plot-co2 line.guide')).map(l => l.dataset.value)")
         legend = await b.js("document.querySelector('#plot-pm25').textContent")
     db = _db(data_dir)
@@ -96,16 +99,16 @@ async def test_fleet_table_states_sorting_and_site_filter(agent, shots):
         heads = await b.js("Array.from(document.querySelectorAll('#fleet th')).map(th => th.textContent)")
         # click the RSSI header twice: ascending then descending, in the browser's own script
         await b.js("document.querySelector('th[data-key=rssi]').click()")
-        asc = await b.js("Array.from(document.querySelectorAll('#fleet tbody tr')).map(tr => tr.dataset.device)")
+        asc = await b.js(ROW_IDS)
         await b.js("document.querySelector('th[data-key=rssi]').click()")
-        desc = await b.js("Array.from(document.querySelectorAll('#fleet tbody tr')).map(tr => tr.dataset.device)")
+        desc = await b.js(ROW_IDS)
         hash_ = await b.js("location.hash")
         # the sort survives the page's self-refresh (it reloads with the #sort=... hash)
         await b.js_and_wait("location.reload()")
-        after_reload = await b.js("Array.from(document.querySelectorAll('#fleet tbody tr')).map(tr => tr.dataset.device)")
+        after_reload = await b.js(ROW_IDS)
         # filter by site with the select box
         await b.goto(base + "/fleet?lang=en&site=school")
-        school = await b.js("Array.from(document.querySelectorAll('#fleet tbody tr')).map(tr => tr.dataset.device)")
+        school = await b.js(ROW_IDS)
     col = {h: n for n, h in enumerate(heads)}
     by_id = {r[0]: r for r in table}
     assert sorted(by_id) == ["hall-01", "hall-02", "new-01", "school-01"]
@@ -256,8 +259,10 @@ async def test_device_range_links(agent, shots):
         await b.goto(base + "/device/hall-01?lang=th")
         await b.click_and_wait("a[href*='range=6h']")
         await b.screenshot(shots / "device-hall-01-6h-th.png")
-        span = await b.js("(s => [parseFloat(s.dataset.t0), parseFloat(s.dataset.t1)])(document.getElementById('plot-co2'))")
-        ts = await b.js("Array.from(document.querySelectorAll('#plot-co2 circle.pt')).map(c => parseFloat(c.dataset.t))")
+        span = await b.js("(s => [parseFloat(s.dataset.t0), parseFloat(s.dataset.t1)])"
+                          "(document.getElementById('plot-co2'))")
+        ts = await b.js("Array.from(document.querySelectorAll('#plot-co2 circle.pt'))"
+                        ".map(c => parseFloat(c.dataset.t))")
         title = await b.js("document.querySelector('h2').textContent")
     t0, t1 = span
     assert t1 - t0 == 6 * 3600 and abs(t1 - facts["now"]) < 120
