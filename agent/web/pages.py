@@ -289,7 +289,8 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
     if row is None:
         return None
     rows = store.readings(db, device, since, until + 1e-6)
-    energy = [r for r in store.readings(db, device, kwh_since, until + 1e-6) if r["sensor"] == "energy"]
+    # from a day earlier, so the first day's first difference has the reading before it
+    energy = [r for r in store.readings(db, device, kwh_since - 86400, until + 1e-6) if r["sensor"] == "energy"]
     return {"device": row, "rows": rows, "energy": energy}
 
 

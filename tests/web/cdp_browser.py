@@ -46,14 +46,14 @@ class Browser:
             "--remote-debugging-address=127.0.0.1", "--window-size=%d,%d" % (self.width, self.height),
             "about:blank", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         port_file = Path(self.profile) / "DevToolsActivePort"
-        for _ in range(300):
+        for _ in range(600):  # up to 30 s on a loaded machine
             if port_file.exists() and len(port_file.read_text().splitlines()) >= 2:
                 break
             if self.proc.returncode is not None:
                 pytest.fail("chromium exited with %s before it listened" % self.proc.returncode)
             await asyncio.sleep(0.05)
         else:
-            pytest.fail("chromium did not open its DevTools port within 15 s")
+            pytest.fail("chromium did not open its DevTools port within 30 s")
         port = int(port_file.read_text().splitlines()[0])
         self.http = aiohttp.ClientSession()
         async with self.http.get("http://127.0.0.1:%d/json/list" % port) as r:
