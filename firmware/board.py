@@ -22,6 +22,64 @@ def log(msg):
     print(msg)
 
 
+# -- time ------------------------------------------------------------------------------------------------
+
+def _days_from_civil(y, m, d):
+    # Howard Hinnant's algorithm: days since 1970-01-01, no dependency on the port's time epoch.
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def unix_from_datetime(dt):
+    """machine.RTC().datetime() tuple (y, m, d, wd, h, mi, s, sub) -> Unix seconds."""
+    return _days_from_civil(dt[0], dt[1], dt[2]) * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6]
+
+
+def datetime_from_unix(t):
+    """Unix seconds -> the tuple machine.RTC().datetime() takes (weekday 0 = Monday)."""
+    days, s = divmod(int(t), 86400)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    return (y, m, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0)
+
+
+def set_rtc(unix_s):
+    """Set the board's RTC (machine.RTC) so the time survives a soft or watchdog reset."""
+    try:
+        import machine
+        machine.RTC().datetime(datetime_from_unix(unix_s))
+    except Exception:  # no RTC on this port: the Clock still has the time
+        pass
+
+
+def ntp_sync(clock, host):
+    """Set the clock from NTP (blocking, ~1 s timeout); guarded: False when there is no ntptime or no answer."""
+    try:
+        import ntptime
+        import time
+        ntptime.host = host
+        t = ntptime.time()
+        if time.gmtime(0)[0] == 2000:  # a port whose epoch is 2000: NTP time comes back in that epoch
+            t += 946684800
+    except Exception:
+        return False
+    if clock.set_wall(t, "ntp"):
+        set_rtc(t)
+        return True
+    return False
+
+
 # -- sensors -----------------------------------------------------------------------------------------------
 
 def _driver(s):
@@ -208,9 +266,8 @@ class Wifi:
                     log("WIFI up rssi %s" % (self.rssi(),))
                 if ntp and clock is not None and clock.sync != "ntp" and (
                         ntp_at is None or clock.ms() - ntp_at > _NTP_EVERY_MS):
-                    import uplink
                     ntp_at = clock.ms()
-                    if uplink.ntp_sync(clock, ntp):
+                    if ntp_sync(clock, ntp):
                         log("CLOCK set from NTP %s" % ntp)
                 await asyncio.sleep_ms(1000)
                 continue
@@ -269,7 +326,7 @@ def rtc_time(clock):
     """Use the RTC's time if it kept a valid one across a soft or watchdog reset (ESP32: lost on power cut)."""
     try:
         import machine
-        t = sampler.unix_from_datetime(machine.RTC().datetime())
+        t = unix_from_datetime(machine.RTC().datetime())
     except Exception:
         return False
     return clock.set_wall(t, "none")
@@ -287,7 +344,7 @@ class Board:
         self.wdt = wdt
         self.uplink = uplink.Uplink(cfg, store, self.clock, self.boot, status=self.status,
                                     online=wifi.isconnected if wifi is not None else None, sampler_=self.sampler,
-                                    log=log)
+                                    log=log, on_clock=set_rtc)
 
     def status(self):
         """The protocol's device status, encoded: sent with each upload."""
@@ -313,11 +370,12 @@ def start(cfg):
     """Build the real board from a validated config: store on flash, sensors on their buses, Wi-Fi, WDT."""
     import machine
     import store as store_mod
+    import uplink
     clock = sampler.Clock()
     boot = sampler.boot_id()
     kept = rtc_time(clock)
     log("AIRWATT firmware %s device %s boot %s reset %s clock %s" % (
-        config.FIRMWARE, cfg["device"], boot, _reset_cause(), "rtc" if kept else "unset"))
+        uplink.FIRMWARE, cfg["device"], boot, _reset_cause(), "rtc" if kept else "unset"))
     st = store_mod.Store(root=cfg["data_dir"], capacity=cfg["capacity"])
     log("STORE %s next seq %d pending %d dropped %d" % (cfg["data_dir"], st.next_seq, st.depth, st.dropped))
     sensors = build_sensors(cfg)
@@ -327,7 +385,8 @@ def start(cfg):
 
 
 def main(path=config.PATH):
-    log("AIRWATT firmware %s starting" % config.FIRMWARE)
+    import uplink
+    log("AIRWATT firmware %s starting" % uplink.FIRMWARE)
     try:
         cfg = config.load(path)
     except config.ConfigError as e:

@@ -3,7 +3,6 @@
 # and config.example.json.
 import json
 
-FIRMWARE = "0.1.0"
 PATH = "/config.json"
 
 _DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"

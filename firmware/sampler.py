@@ -19,36 +19,6 @@ def boot_id():
     return hexlify(os.urandom(4)).decode()
 
 
-def _days_from_civil(y, m, d):
-    # Howard Hinnant's algorithm: days since 1970-01-01, no dependency on the port's time epoch.
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def unix_from_datetime(dt):
-    """machine.RTC().datetime() tuple (y, m, d, wd, h, mi, s, sub) -> Unix seconds."""
-    return _days_from_civil(dt[0], dt[1], dt[2]) * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6]
-
-
-def datetime_from_unix(t):
-    """Unix seconds -> the tuple machine.RTC().datetime() takes (weekday 0 = Monday)."""
-    days, s = divmod(int(t), 86400)
-    z = days + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    y = yoe + era * 400 + (m <= 2)
-    return (y, m, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0)
-
-
 class Clock:
     """Uptime in ms since boot (extended across the ticks_ms wrap) and wall time once it is known valid."""
 
@@ -94,7 +64,7 @@ class Sensor:
         self.slot = 0  # uptime ms of the scheduled reading the next attempt belongs to
         self.started = False
         self.waiting = None  # uptime ms when the driver first said "no value yet" for this slot
-        self.last = None  # values of the previous reading
+        self.last = None  # fingerprint of the previous reading's values
         self.same = 0  # how many readings in a row had exactly these values
         self.readings = 0
         self.failures = 0
@@ -133,10 +103,14 @@ class Sampler:
     def _record(self, s, values, flags):
         # Only the protocol's metrics of this kind go into the reading; the rest (e.g. particle counts) only
         # help to see whether the sensor is stuck.
-        if values == s.last:
+        # A fingerprint, not a copy: no long-lived allocation per reading (it would fragment a small heap).
+        fp = 0
+        for k in values:
+            fp += (hash(k) ^ (hash(values[k]) * 3)) & 0xFFFFFF
+        if fp == s.last:
             s.same += 1
         else:
-            s.last = values
+            s.last = fp
             s.same = 1
         if s.same >= s.stuck_n and "stuck" not in flags:
             flags.append("stuck")

@@ -3,14 +3,13 @@
 # 200 whose answer passes the protocol check. Failures back off exponentially with jitter; 429/503 Retry-After
 # is honoured; a 400 keeps the readings (nothing is ever dropped here).
 import asyncio
+import gc
 import json
 import random
 from binascii import unhexlify
 
 from protocol import check, fields, wire
-import sampler
-from config import FIRMWARE
-
+FIRMWARE = "0.1.0"  # the firmware's version: in every batch (fw) and the boot message
 MAX_BODY = 8192  # bytes: the ESP32's heap also holds the body's copies while it is signed and sent
 _MAX_ANSWER = 4096  # an answer larger than this is not ours
 _MAX_HEADERS = 32
@@ -32,7 +31,7 @@ def _jitter(ms):
 
 
 class Uplink:
-    def __init__(self, cfg, store, clock, boot, status=None, online=None, sampler_=None, log=print):
+    def __init__(self, cfg, store, clock, boot, status=None, online=None, sampler_=None, log=print, on_clock=None):
         self.host = cfg["host"]
         self.port = cfg["port"]
         self.path = cfg["prefix"] + "/v1/batches"
@@ -48,6 +47,7 @@ class Uplink:
         self.online = online  # () -> bool: Wi-Fi is up
         self.sampler = sampler_  # takes the agent's settings.intervals
         self.log = log
+        self.on_clock = on_clock  # (unix seconds) -> None: also set the RTC once the agent gave the time
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.uploads = 0
@@ -59,6 +59,7 @@ class Uplink:
 
     def _batch(self):
         """(body, first seq, last seq) of the next batch, or None when nothing is pending."""
+        gc.collect()  # the body needs contiguous RAM: collect first rather than fail in a fragmented heap
         status = self.status() if self.status else None
         room = MAX_BODY - 96 - len(self.device) - len(FIRMWARE) - (len(status) if status else 0)
         n = self.batch_max
@@ -154,7 +155,8 @@ class Uplink:
             raise ValueError("stored_seq %d is below this batch's first seq %d" % (a["stored_seq"], first))
         self.store.ack(stored)
         if self.clock.wall() is None and self.clock.set_wall(a["server_time"], "agent"):
-            set_rtc(a["server_time"])
+            if self.on_clock is not None:
+                self.on_clock(a["server_time"])
             self.log("CLOCK set from the agent: %d" % a["server_time"])
         settings = a.get("settings")
         if settings:
@@ -245,29 +247,3 @@ class Uplink:
                 continue
             outcome, wait = await self.upload_once()
             regular = outcome == "empty" or outcome.startswith("ok")
-
-
-def set_rtc(unix_s):
-    """Set the board's RTC (machine.RTC) so the time survives a soft or watchdog reset."""
-    try:
-        import machine
-        machine.RTC().datetime(sampler.datetime_from_unix(unix_s))
-    except Exception:  # no RTC on this port: the Clock still has the time
-        pass
-
-
-def ntp_sync(clock, host):
-    """Set the clock from NTP (blocking, ~1 s timeout); guarded: False when there is no ntptime or no answer."""
-    try:
-        import ntptime
-        import time
-        ntptime.host = host
-        t = ntptime.time()
-        if time.gmtime(0)[0] == 2000:  # a port whose epoch is 2000: NTP time comes back in that epoch
-            t += 946684800
-    except Exception:
-        return False
-    if clock.set_wall(t, "ntp"):
-        set_rtc(t)
-        return True
-    return False

@@ -21,6 +21,8 @@ def boot(path, ms):
     cfg = config.load(path)
     b = board.start(cfg)
     asyncio.run(_for(b.run(), ms))
+    import machine
+    print("RTC year %d" % machine.RTC().datetime()[0])
     print("END uplink %s sent %d depth %d sync %s errors %s" % (b.uplink.last, b.uplink.sent, b.store.depth,
                                                                b.clock.sync, b.sampler.errors))
 

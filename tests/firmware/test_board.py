@@ -101,6 +101,7 @@ def test_board_boots_samples_and_uploads_signed_batches_with_status(tmp_path, mo
     assert any(x["t"] is not None and x["t"] >= 1790000123 for x in readings), "wall time once the clock is set"
     assert -127 <= last["status"]["rssi"] <= 0 and last["status"]["free_heap"] > 0
     assert last["status"]["errors"] == {"energy": 0, "pm": 0, "co2": 0}
+    assert "RTC year 2026" in r.stdout, "the RTC was set from the agent's server_time (2026-09-21)"
     end = re.search(r"^END uplink (.*) sent (\d+) depth (\d+) sync agent", r.stdout, re.M)
     assert end and int(end.group(2)) == len(readings), out
 
