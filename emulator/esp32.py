@@ -359,8 +359,8 @@ class EmulatedBoard:
             del self._to_host[:n]
 
     def _flush_vm(self) -> None:
-        if self._proc is None or self._vm_state == "boot" and not self._to_vm:
-            return
+        if self._proc is None or self._vm_state == "boot":
+            return  # held until the VM says whether it runs code or reads the REPL (see _ctl "S")
         while self._to_vm and self._proc is not None:
             try:
                 n = os.write(self._stdin, self._to_vm)
