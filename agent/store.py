@@ -365,3 +365,15 @@ def record_sync(
         if any_ok:
             db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", (repr(at),))
     return changed
+
+
+def pending_after(db: sqlite_utils.Database, after: int, limit: int) -> list[dict]:
+    """pending() from id `after` on (exclusive): the sync worker's next batch while the previous one is
+    still being marked."""
+    cur = db.execute(
+        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
+        " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
+        " WHERE r.synced_at IS NULL AND r.id > ? ORDER BY r.id LIMIT ?",
+        (after, limit),
+    )
+    return _dicts(cur)

@@ -108,20 +108,24 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
     db.execute(_HELD_TABLE)
 
 
-def pending_unheld(db: sqlite_utils.Database, limit: int, now: float) -> list[dict]:
-    """store.pending() minus the readings currently held back (oldest first)."""
+def pending_unheld(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None) -> list[dict]:
+    """store.pending() (from id `after` on, if given) minus the readings currently held back, oldest first."""
     held = {r[0] for r in db.execute("SELECT reading FROM sync_held WHERE held_until > ?", (now,))}
+
+    def fetch(n: int) -> list[dict]:
+        return store.pending(db, n) if after is None else store.pending_after(db, after, n)
+
     if not held:
-        return store.pending(db, limit)
+        return fetch(limit)
     # At most len(held) of the first limit + len(held) pending rows are held, so `limit` others remain.
-    return [r for r in store.pending(db, limit + len(held)) if r["id"] not in held][:limit]
+    return [r for r in fetch(limit + len(held)) if r["id"] not in held][:limit]
 
 
-def _take(db: sqlite_utils.Database, limit: int, now: float) -> tuple[list[dict], bool]:
+def _take(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None) -> tuple[list[dict], bool]:
     """The next batch, and whether any reading has strikes (then confirmed ones must clear theirs)."""
     ensure_tables(db)
     had_strikes = db.execute("SELECT 1 FROM sync_held LIMIT 1").fetchone() is not None
-    return pending_unheld(db, limit, now), had_strikes
+    return pending_unheld(db, limit, now, after), had_strikes
 
 
 def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[dict]:
@@ -283,6 +287,43 @@ async def _attempt(adapter: Adapter, session: aiohttp.ClientSession, rows: list[
     return attempt
 
 
+async def _send_round(
+    adapter: Adapter, session: aiohttp.ClientSession, rows: list[dict], limit: int, timeout_s: float
+) -> list[_Attempt]:
+    """Send rows in requests of `limit`, all at once (the platform works on one while the next is built)."""
+    chunks = [rows[i : i + limit] for i in range(0, len(rows), limit)]
+    return list(await asyncio.gather(*(_attempt(adapter, session, c, timeout_s) for c in chunks)))
+
+
+def _summary(attempts: list[_Attempt], into: SyncResult | None = None) -> SyncResult:
+    result = into or SyncResult()
+    last_status = None
+    for a in attempts:
+        r = a.result
+        result.sent += r.sent
+        result.synced += r.synced
+        result.failed += r.failed
+        result.refused += r.refused
+        result.skipped += r.skipped
+        last_status = r.status
+        if r.error and not result.error:
+            result.error, result.status = r.error, r.status
+        if r.retry_after is not None:
+            result.retry_after = max(result.retry_after or 0.0, r.retry_after)
+        if r.bisect and not result.bisect:
+            result.bisect, result.bisect_size = True, r.sent
+    if not result.error:
+        result.status = last_status
+    return result
+
+
+def _finish(result: SyncResult, started: float) -> SyncResult:
+    result.elapsed = time.monotonic() - started
+    if result.error:
+        log.warning("sync: %d sent, %d synced: %s", result.sent, result.synced, result.error)
+    return result
+
+
 async def sync_once(
     db: sqlite_utils.Database,
     adapter: Adapter,
@@ -291,35 +332,55 @@ async def sync_once(
     timeout_s: float = 10.0,
     parallel: int = 1,
 ) -> SyncResult:
-    """Send the oldest pending readings, `limit` per request and up to `parallel` requests at once (so the
-    platform works on one batch while the next is built), then record the outcome in one transaction."""
+    """One round: send the oldest pending readings, `limit` per request and up to `parallel` requests at
+    once, then record the outcome (marks + sync_log) in one transaction."""
     started = time.monotonic()
     rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time())
     if not rows:
         return SyncResult()
-    chunks = [rows[i : i + limit] for i in range(0, len(rows), limit)]
-    attempts = list(await asyncio.gather(*(_attempt(adapter, session, c, timeout_s) for c in chunks)))
+    attempts = await _send_round(adapter, session, rows, limit, timeout_s)
     held = await _db_call(_record, db, attempts, had_strikes)
-    result = SyncResult(held=held)
-    for a in attempts:
-        r = a.result
-        result.sent += r.sent
-        result.synced += r.synced
-        result.failed += r.failed
-        result.refused += r.refused
-        result.skipped += r.skipped
-        if r.error and not result.error:
-            result.error, result.status = r.error, r.status
-        if r.retry_after is not None:
-            result.retry_after = max(result.retry_after or 0.0, r.retry_after)
-        if r.bisect and not result.bisect:
-            result.bisect, result.bisect_size = True, r.sent
-    if not result.error:
-        result.status = attempts[-1].result.status
-    result.elapsed = time.monotonic() - started
-    if result.error:
-        log.warning("sync: %d sent, %d synced: %s", result.sent, result.synced, result.error)
-    return result
+    return _finish(_summary(attempts, SyncResult(held=held)), started)
+
+
+async def sync_pipelined(
+    db: sqlite_utils.Database,
+    adapter: Adapter,
+    session: aiohttp.ClientSession,
+    limit: int,
+    timeout_s: float = 10.0,
+    parallel: int = 4,
+) -> SyncResult:
+    """Rounds back to back while every request succeeds, each round's marks committed while the next round
+    is on the wire (its rows are the pending ones after the last id sent). Stops after the first round with
+    any failure (recorded like sync_once's) or when nothing is left; returns the totals."""
+    started = time.monotonic()
+    total = SyncResult()
+    rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time())
+    if not rows:
+        return total
+    sending = asyncio.ensure_future(_send_round(adapter, session, rows, limit, timeout_s))
+    try:
+        while True:
+            attempts = await sending
+            round_ = _summary(attempts)
+            if round_.error or round_.failed or not round_.synced:
+                total.held += await _db_call(_record, db, attempts, had_strikes)
+                return _finish(_summary(attempts, total), started)
+            # The DB thread takes the next rows first, then commits this round's marks while they travel.
+            taking = asyncio.ensure_future(_db_call(_take, db, limit * parallel, time.time(), rows[-1]["id"]))
+            recording = asyncio.ensure_future(_db_call(_record, db, attempts, had_strikes))
+            next_rows, next_strikes = await taking
+            if next_rows:
+                sending = asyncio.ensure_future(_send_round(adapter, session, next_rows, limit, timeout_s))
+            total.held += await recording
+            _summary(attempts, total)
+            if not next_rows:
+                return _finish(total, started)
+            rows, had_strikes = next_rows, next_strikes
+    finally:
+        if not sending.done():
+            sending.cancel()  # cancelled while a round is out: nothing of it is marked, a resend is harmless
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
@@ -376,8 +437,10 @@ async def run_worker(
         state.failures, state.batch_limit, state.next_attempt_at = failures, limit, None
         state.last_attempt_at = time.time()
         try:
-            healthy = failures == 0 and suspect == 0 and limit == batch_size
-            result = await sync_once(db, adapter, session, limit, timeout_s, parallel if healthy else 1)
+            if failures == 0 and suspect == 0 and limit == batch_size:
+                result = await sync_pipelined(db, adapter, session, limit, timeout_s, parallel)
+            else:
+                result = await sync_once(db, adapter, session, limit, timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # e.g. the database is busy for longer than its timeout: try again later

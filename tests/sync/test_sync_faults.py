@@ -88,7 +88,7 @@ async def test_retry_after_is_honoured(fault, as_date, db, platform, session):
 async def test_timeout_after_the_write_resends_harmlessly(kind, db, platform, session, tmp_path):
     url, plat = platform
     ids = add_readings(db, "kk-hall-01", 30)
-    plat.set_faults({"timeout": 1, "timeout_s": 3})
+    plat.set_faults({"timeout": 1, "timeout_s": 1.2})
     result = await sync.sync_once(db, make_adapter(kind, url), session, 100, timeout_s=0.3)
     assert result.error.startswith("timeout") and result.synced == 0
     assert len(unsynced(db)) == 30  # written upstream, but not confirmed: not marked
