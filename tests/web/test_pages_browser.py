@@ -198,9 +198,15 @@ async def test_language_switch(agent, shots):
         nav = await b.js("Array.from(document.querySelectorAll('header a')).map(a => a.textContent)")
         await b.click_and_wait("#lang-switch")
         back = await b.js("document.querySelector('h1').textContent")
+        titles = {}
+        for page in ("fleet", "carbon", "sync"):  # Thai is the default language
+            await b.goto(base + "/" + page)
+            await b.screenshot(shots / ("%s-th.png" % page))
+            titles[page] = await b.js("document.querySelector('h1').textContent")
     assert (th_lang, th_title, en_title, back) == ("th", "คุณภาพอากาศ", "Air", "คุณภาพอากาศ")
     assert "lang=en" in en_url
     assert nav == ["Fleet", "Air", "Carbon", "Sync", "ภาษาไทย"]
+    assert titles == {"fleet": "อุปกรณ์", "carbon": "คาร์บอนฟุตพริ้นท์", "sync": "การซิงค์ข้อมูล"}
 
 
 async def test_air_page_aqi_from_database(agent, shots):
