@@ -222,7 +222,8 @@ class EmulatedBoard:
         env["MICROPYPATH"] = "%s:.frozen" % BOARD_DIR
         env["AIRWATT_BOARD_FLASH"] = str(self.flash_path)
         env["AIRWATT_BOARD_CONFIG"] = json.dumps(self.config)
-        env["AIRWATT_BOARD_FAULTS"] = json.dumps(self.faults)
+        with self._lock:
+            env["AIRWATT_BOARD_FAULTS"] = json.dumps(self.faults)
         env["AIRWATT_BOARD_CAUSE"] = str(self._cause)
         env["AIRWATT_BOARD_MODE"] = self._mode
         if self._rtc is not None:
@@ -313,8 +314,10 @@ class EmulatedBoard:
     def _send_faults(self) -> None:
         if self._proc is None:
             return
+        with self._lock:
+            line = b"F " + json.dumps(self.faults).encode() + b"\n"
         try:
-            os.write(self._in_w, b"F " + json.dumps(self.faults).encode() + b"\n")
+            os.write(self._in_w, line)
         except OSError:
             pass
 

@@ -234,3 +234,21 @@ def test_power_cycle_and_reset_button_from_the_api(tmp_path):
         b.wait_for(">>> ", timeout=10, since=start)
         assert b.boots == boots + 2 and b.last_reset == "hard"
         assert mp(b, "eval", "__import__('machine').reset_cause()").stdout.strip() == "1"
+
+
+def test_the_energy_meter_keeps_its_counter_across_board_resets(tmp_path):
+    from airwatt.emulator.board.sensors import modbus_crc
+
+    reset_energy = bytes([0xF8, 0x42])
+    reset_energy += modbus_crc(reset_energy).to_bytes(2, "little")
+    read = "import machine\nu = machine.UART(2, 9600, tx=17, rx=16, timeout=300)\n" \
+           "u.write(b'\\xf8\\x04\\x00\\x00\\x00\\x0a\\x64\\x64')\nr = u.read(25)\n" \
+           "print(r[13] << 24 | r[14] << 16 | r[11] << 8 | r[12])"  # energy Wh: low word first
+    with EmulatedBoard(tmp_path / "flash.bin", config={"sensors": {"pzem": {"energy_wh": 50000}}}) as b:
+        b.wait_for(">>> ", timeout=20)
+        assert int(mp(b, "exec", read).stdout.strip()) >= 50000
+        mp(b, "exec", "import machine\nu = machine.UART(2, 9600, tx=17, rx=16, timeout=300)\n"
+                      "u.write(%r)\nprint(u.read(4))" % reset_energy)
+        mp(b, "reset")
+        # the meter (powered from the mains) kept its reset counter: it does not read 50000 again
+        assert int(mp(b, "exec", read).stdout.strip()) < 100
