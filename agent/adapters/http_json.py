@@ -26,14 +26,17 @@ def item_id(row: Mapping) -> str:
     return "%s:%d" % (row["device"], row["seq"])
 
 
+_METRICS = {sensor: tuple(m[1] for m in fields.metrics(sensor)) for sensor in fields.SENSORS}
+
+
 def item(row: Mapping) -> dict:
     """One reading as the generic API carries it; `values` holds the field table's metrics of its sensor,
     in the table's units, and leaves out the ones the store has none for."""
     values = {}
-    for metric in fields.metrics(row["sensor"]):
-        value = row.get(metric[1])
+    for name in _METRICS.get(row["sensor"], ()):
+        value = row.get(name)
         if value is not None:
-            values[metric[1]] = value
+            values[name] = value
     t = row.get("t")
     return {
         "id": item_id(row),
