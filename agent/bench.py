@@ -22,7 +22,7 @@ from pathlib import Path
 
 from airwatt.protocol import wire
 
-from . import ingest, store
+from . import ingest, store, writer
 
 BOOT = "0b0e0c0d"
 
@@ -132,12 +132,12 @@ def raw_inserts(data_dir: Path, batches: list[list[tuple]], one_transaction: boo
     began = time.perf_counter()
     if one_transaction:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(ingest._INSERT, [row for batch in batches for row in batch])
+        conn.executemany(writer.INSERT, [row for batch in batches for row in batch])
         conn.execute("COMMIT")
     else:
         for batch in batches:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(ingest._INSERT, batch)
+            conn.executemany(writer.INSERT, batch)
             conn.execute("COMMIT")
     elapsed = time.perf_counter() - began
     conn.close()

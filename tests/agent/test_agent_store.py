@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from airwatt.agent import ingest, store
+from airwatt.agent import ingest, store, writer
 from airwatt.protocol import fields
 from airwatt.protocol.models import parse_batch
 
@@ -19,7 +19,7 @@ def _ingest(db, device, seqs, received=None, **kw):
     """Store a batch through the ingest writer's own code path (one transaction)."""
     job = ingest.job_from_batch(parse_batch(body(device, seqs, **kw)), received or time.time())
     with store.transaction(db):
-        return ingest.write_job(db.conn, job, ingest.Known())
+        return writer.write_job(db.conn, job, writer.Known())
 
 
 def test_schema_has_the_contract_tables_and_plain_columns(data_dir):

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from airwatt.agent import bench, ingest, store
+from airwatt.agent import bench, ingest, store, writer
 from airwatt.agent.cli import main
 from airwatt.agent.config import Config, ConfigError, load_config
 from airwatt.agent.commands import EXPORT_COLUMNS, parse_time
@@ -36,7 +36,7 @@ def _seed(data_dir):
     for device, seqs, t0 in (("dev-1", range(1, 7), T0), ("dev-2", [1], None)):
         job = ingest.job_from_batch(parse_batch(body(device, seqs, t0=t0, boot="000000ee")), 1_790_000_100.0)
         with store.transaction(db):
-            ingest.write_job(db.conn, job, ingest.Known())
+            writer.write_job(db.conn, job, writer.Known())
     # dev-2's board had no clock and the agent no offset for its boot: time unknown.
     db.execute("UPDATE readings SET t = NULL, t_source = 'unknown' WHERE device = 'dev-2'")
     store.mark_synced(db, [1], 1_790_000_200.0)

@@ -53,6 +53,12 @@ async def _round(url: str, boards: list[Board], kill_after: float | None, proc) 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         tasks = [asyncio.ensure_future(b.run(session, url, None if kill_after else 3)) for b in boards]
         if kill_after is not None:
+            # Kill at a random moment after uploads are flowing (the agent has answered at least one).
+            acked = sum(len(b.acked) for b in boards)
+            for _ in range(2000):
+                if sum(len(b.acked) for b in boards) > acked:
+                    break
+                await asyncio.sleep(0.01)
             await asyncio.sleep(kill_after)
             proc.kill()  # SIGKILL: no cleanup, no flush, whatever the writer was doing
             proc.wait()
@@ -87,7 +93,7 @@ def test_kill_9_during_concurrent_ingest_loses_and_duplicates_nothing(tmp_path):
     acked_before_kill, interrupted, stored_unacked = [], 0, 0
     for _ in range(ROUNDS):
         proc, url = bench.start_agent(data_dir)
-        asyncio.run(_round(url, boards, rng.uniform(0.15, 0.8), proc))
+        asyncio.run(_round(url, boards, rng.uniform(0.0, 0.6), proc))
         acked_before_kill.append(sum(len(b.acked) for b in boards))
         _check(store.db_path(data_dir), boards)
         conn = sqlite3.connect(store.db_path(data_dir))

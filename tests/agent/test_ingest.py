@@ -11,6 +11,7 @@ import time
 import aiohttp
 
 from airwatt.agent import ingest, store
+from airwatt.agent import writer as writer_mod
 from airwatt.agent.app import INGEST_KEY
 from airwatt.protocol import fields, wire
 from airwatt.protocol.models import Answer
@@ -194,7 +195,7 @@ async def test_later_estimate_does_not_move_a_learnt_offset_but_an_earlier_one_d
     await post(client, "dev-1", key, body("dev-1", [1], sent_ticks=10_000))
     assert rows(data_dir, "SELECT * FROM boots")[0]["offset"] == first["offset"]
     # A batch whose ticks say the board's clock started later than thought (less delay) refines it.
-    await post(client, "dev-1", key, body("dev-1", [2], sent_ticks=10_500))
+    await post(client, "dev-1", key, body("dev-1", [2], sent_ticks=40_000))
     assert rows(data_dir, "SELECT * FROM boots")[0]["offset"] < first["offset"]
 
 
@@ -305,7 +306,7 @@ def _job(device, seqs, **kw):
 
 async def test_writer_commits_queued_batches_in_one_transaction(data_dir, devices):
     stats = ingest.Stats()
-    writer = ingest.Writer(store.db_path(data_dir), stats)
+    writer = writer_mod.Writer(store.db_path(data_dir), stats)
     pending = [asyncio.ensure_future(writer.submit(_job("dev-1", range(b * 10 + 1, b * 10 + 11)))) for b in range(20)]
     await asyncio.sleep(0.05)  # all twenty queued before the writer starts: it must take them in one go
     assert not any(p.done() for p in pending)
@@ -320,7 +321,7 @@ async def test_writer_commits_queued_batches_in_one_transaction(data_dir, device
 
 async def test_one_failing_batch_does_not_sink_the_others_in_its_group(data_dir, devices):
     stats = ingest.Stats()
-    writer = ingest.Writer(store.db_path(data_dir), stats)
+    writer = writer_mod.Writer(store.db_path(data_dir), stats)
     bad = _job("dev-2", [1])
     bad.rows[0] = bad.rows[0][:3] + (None,) + bad.rows[0][4:]  # sensor NULL: the store refuses the row
     jobs = [_job("dev-1", [1, 2]), bad, _job("dev-1", [3])]
@@ -330,7 +331,7 @@ async def test_one_failing_batch_does_not_sink_the_others_in_its_group(data_dir,
     results = await asyncio.gather(*pending, return_exceptions=True)
     await writer.stop()
     assert results[0] == (2, 2) and results[2] == (3, 1)
-    assert isinstance(results[1], ingest.WriteFailed)
+    assert isinstance(results[1], writer_mod.WriteFailed)
     assert [(r["device"], r["seq"]) for r in rows(data_dir)] == [("dev-1", 1), ("dev-1", 2), ("dev-1", 3)]
     db = store.open_db(data_dir)
     assert store.get_device(db, "dev-2")["last_seen"] is None  # the failed batch left no trace
