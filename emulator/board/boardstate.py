@@ -105,7 +105,16 @@ def ctl(line):
     """Tell the bridge about an event: S B|I (busy/idle), W ms (WDT armed), F (fed), T ms (RTC offset),
     E device json (sensor state to keep across resets), X code reason (the VM is about to die)."""
     if _ctl is not None:
-        _ctl.write(line + "\n")
+        try:
+            _ctl.write(line + "\n")
+        except OSError:  # the bridge is gone (killed): a board without power
+            _orphaned()
+
+
+def _orphaned():
+    os.system("kill -9 $PPID")
+    while True:
+        _btime.sleep_ms(10)
 
 
 def on_faults(fn):
@@ -133,8 +142,8 @@ def poll(force=False):
     new = None
     while _poller.poll(0):
         line = _in.readline()
-        if not line:
-            break
+        if not line:  # the bridge closed its end: it is gone, and so is the board's power
+            _orphaned()
         if line.startswith(b"F "):
             new = json.loads(line[2:])
     if new is not None:
