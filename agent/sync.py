@@ -150,6 +150,16 @@ def release_held(db: sqlite_utils.Database) -> int:
     return n
 
 
+def _retry_requested(db: sqlite_utils.Database) -> bool:
+    """True once per "retry now" recorded in meta by the pages (when the worker runs in another process, or
+    started after the button was pressed); marks it handled."""
+    requested = store.get_meta(db, "sync_retry_requested")
+    if requested is None or requested == store.get_meta(db, "sync_retry_handled"):
+        return False
+    store.set_meta(db, "sync_retry_handled", requested)
+    return True
+
+
 def _strike(db: sqlite_utils.Database, refusals: dict[int, tuple[int | None, str]], now: float, hold_at_once: bool) -> int:
     """Count one refusal per reading; returns how many are now held back."""
     held = 0
@@ -393,15 +403,18 @@ def backoff_delay(failures: int, base_s: float, max_s: float, rand: Callable[[],
     return step / 2 + rand() * step / 2
 
 
-async def _wait(wake: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True if woken ("retry now")."""
-    if seconds <= 0:
-        return wake.is_set()
-    try:
-        await asyncio.wait_for(wake.wait(), seconds)
-        return True
-    except asyncio.TimeoutError:
-        return False
+async def _wait(wake: asyncio.Event, seconds: float, db: sqlite_utils.Database, slice_s: float) -> None:
+    """Sleep up to `seconds`, cut short by the wake event or (checked every slice_s) a "retry now" in meta."""
+    deadline = time.monotonic() + seconds
+    while not wake.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            await asyncio.wait_for(wake.wait(), min(left, slice_s))
+        except asyncio.TimeoutError:
+            if await _db_call(_retry_requested, db):
+                wake.set()
 
 
 async def run_worker(
@@ -429,7 +442,7 @@ async def run_worker(
     limit = batch_size
     suspect = 0  # readings left in the last batch refused whole: one of them is to blame
     while True:
-        if wake.is_set():
+        if wake.is_set() or await _db_call(_retry_requested, db):
             wake.clear()
             released = await _db_call(release_held, db)
             failures, limit, suspect = 0, batch_size, 0
@@ -478,7 +491,7 @@ async def run_worker(
                 delay = result.retry_after + random.random() * min(1.0, result.retry_after * 0.1)
         if delay > 0:
             state.next_attempt_at = time.time() + delay
-            await _wait(wake, delay)
+            await _wait(wake, delay, db, max(poll_s, 1.0))
 
 
 # -- aiohttp integration ----------------------------------------------------------------------------------
