@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from airwatt.agent.config import ConfigError, load_config
 from airwatt.emulator.esp32 import EmulatedBoard
 from airwatt.emulator.platform import start_platform
 
+DEMO_INTERVALS = {"energy": 10, "pm": 30, "co2": 15}
 SITES = (("Khon Kaen City Hall", 16.4419, 102.8360), ("Khon Kaen Municipal School 5", 16.4322, 102.8236))
 # (fault, value, seconds it lasts; 0: one-shot, cleared by the reset it causes)
 FAULTS = (
@@ -51,21 +52,12 @@ def _devices(db, count: int) -> list[str]:
 def _provision(board: EmulatedBoard, device: str, data_dir: str, agent_url: str, image: dict[str, bytes],
                say) -> None:
     """What `airwatt flash` does, without waiting for the self-test (the dashboard shows it)."""
-    config = flash_cmd.board_config(device, "", "airwatt-demo:demo-pass", agent_url, ["energy", "pm", "co2"])
-    config["key"], _ = flash_cmd.device_key(data_dir, device, ["energy", "pm", "co2"], None, None)
-    for sensor in config["sensors"]:
-        sensor["interval_s"] = {"energy": 10, "pm": 30, "co2": 15}[sensor["kind"]]
-    config["upload_s"] = 10
+    config = flash_cmd.board_config(device, "", "airwatt-demo:demo-pass", agent_url, list(DEMO_INTERVALS),
+                                    DEMO_INTERVALS, upload_s=10)
+    config["key"], _ = flash_cmd.device_key(data_dir, device, list(DEMO_INTERVALS), None, None)
     files = dict(image)
-    files["/config.json"] = flash_cmd.json.dumps(config, indent=1).encode()
-    transport = flash_cmd._connect(board.port)
-    try:
-        transport.enter_raw_repl(soft_reset=False)
-        changed = flash_cmd.sync_files(transport, files, lambda line: None)
-        transport.exit_raw_repl()
-        transport.serial.write(b"\x04")  # soft reset: boot.py, main.py
-    finally:
-        transport.close()
+    files["/config.json"] = json.dumps(config, indent=1).encode()
+    changed, _ = flash_cmd.provision(board.port, files, lambda line: None, None)
     say("board %s on %s: %d files flashed, booting" % (device, board.port, len(changed)))
 
 
@@ -107,8 +99,7 @@ async def run_demo(args: argparse.Namespace, say=print) -> None:
     boards: dict[str, EmulatedBoard] = {}
     tasks: list[asyncio.Task] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            image = {path: local.read_bytes() for path, local in flash_cmd.build_image(Path(tmp)).items()}
+        image = flash_cmd.firmware_image()
         (data_dir / "boards").mkdir(exist_ok=True)
         for i, device in enumerate(devices):
             board = EmulatedBoard(data_dir / "boards" / (device + ".flash"),

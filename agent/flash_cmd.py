@@ -43,8 +43,13 @@ def _tool(name: str) -> str:
     return found
 
 
-def build_image(out: Path) -> dict[str, Path]:
-    """Compile the board's files into `out`; returns board path -> local file."""
+def firmware_image() -> dict[str, bytes]:
+    """The board's files, compiled with mpy-cross where the board allows: board path -> content."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return {path: local.read_bytes() for path, local in _compile(Path(tmp)).items()}
+
+
+def _compile(out: Path) -> dict[str, Path]:
     mpy_cross = _tool("mpy-cross")
     image: dict[str, Path] = {}
     sources = [(p, "/lib/" + p.stem + ".mpy") for p in sorted(FIRMWARE_DIR.glob("*.py"))
@@ -63,7 +68,20 @@ def build_image(out: Path) -> dict[str, Path]:
     return image
 
 
-def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list[str]) -> dict:
+def parse_intervals(text: str | None) -> dict[str, int]:
+    """"energy=10,pm=60" -> {"energy": 10, "pm": 60}."""
+    intervals = {}
+    for item in filter(None, (text or "").split(",")):
+        kind, eq, seconds = item.partition("=")
+        if not eq or not seconds.isdigit() or kind not in DEFAULT_WIRING:
+            raise FlashError("--intervals takes KIND=SECONDS[,...] with KIND one of %s, not %r"
+                             % (",".join(DEFAULT_WIRING), item))
+        intervals[kind] = int(seconds)
+    return intervals
+
+
+def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list[str],
+                 intervals: dict[str, int] | None = None, upload_s: int | None = None) -> dict:
     """The board's config.json (format: firmware/config.example.json)."""
     if ":" not in wifi:
         raise FlashError("--wifi must be SSID:PASSWORD")
@@ -75,8 +93,13 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
     if unknown:
         raise FlashError("unknown sensor %s: choose from %s" % (",".join(unknown), ",".join(DEFAULT_WIRING)))
     example = json.loads((FIRMWARE_DIR / "config.example.json").read_text())
-    return {**example, "device": device, "key": key, "wifi": {"ssid": ssid, "password": password},
-            "agent_url": agent_url.rstrip("/"), "sensors": [DEFAULT_WIRING[s] for s in sensors]}
+    wiring = [dict(DEFAULT_WIRING[s], **({"interval_s": intervals[s]} if s in (intervals or {}) else {}))
+              for s in sensors]
+    config = {**example, "device": device, "key": key, "wifi": {"ssid": ssid, "password": password},
+              "agent_url": agent_url.rstrip("/"), "sensors": wiring}
+    if upload_s:
+        config["upload_s"] = upload_s
+    return config
 
 
 def device_key(data_dir: str, device: str, sensors: list[str], name: str | None, site: str | None) -> tuple[str, bool]:
@@ -145,10 +168,14 @@ def sync_files(transport, files: dict[str, bytes], say) -> list[str]:
     return changed
 
 
-def wait_for_selftest(transport, timeout_s: float, say) -> dict[str, str]:
-    """Soft-reset the board and collect its SELFTEST lines; returns kind -> line, with 'verdict' last."""
+def soft_reset(transport) -> None:
+    """Leave the raw REPL and soft-reboot the board, which then runs boot.py and main.py."""
     transport.exit_raw_repl()
-    transport.serial.write(b"\x04")  # Ctrl-D at the friendly REPL: soft reboot, then boot.py and main.py
+    transport.serial.write(b"\x04")  # Ctrl-D at the friendly REPL
+
+
+def wait_for_selftest(transport, timeout_s: float, say) -> dict[str, str]:
+    """Collect the SELFTEST lines the board prints after a reset; returns kind -> line, with 'verdict' last."""
     results: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
     buf = b""
@@ -174,33 +201,42 @@ def wait_for_selftest(transport, timeout_s: float, say) -> dict[str, str]:
                      "board prints" % timeout_s)
 
 
+def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float | None
+              ) -> tuple[list[str], dict[str, str] | None]:
+    """Copy the changed files to the board on `port` and soft-reset it; with a timeout, also wait for and
+    return its self-test lines. Returns (board paths written, self-test results or None)."""
+    transport = _connect(port)
+    try:
+        transport.enter_raw_repl(soft_reset=False)  # interrupts main.py with Ctrl-C, as mpremote does
+        say("[4/5] copying changed files")
+        changed = sync_files(transport, files, say)
+        say("      %d of %d files changed" % (len(changed), len(files)))
+        soft_reset(transport)
+        if selftest_timeout_s is None:
+            say("[5/5] board reset; not waiting for its self-test")
+            return changed, None
+        say("[5/5] board reset; waiting for its self-test (up to %d s)" % selftest_timeout_s)
+        return changed, wait_for_selftest(transport, selftest_timeout_s, say)
+    finally:
+        transport.close()
+
+
 def flash(args: argparse.Namespace, say=print) -> int:
     sensors = [s for s in args.sensors.split(",") if s]
-    config = board_config(args.device, "", args.wifi, args.agent, sensors)  # refuse bad arguments first
+    config = board_config(args.device, "", args.wifi, args.agent, sensors, parse_intervals(args.intervals),
+                          args.upload_s)  # refuse bad arguments before touching the store or the board
     if not os.path.exists(args.port):
         raise FlashError("no board at %s: check the USB cable, or list ports with `mpremote connect list`" % args.port)
     say("[1/5] registering %s in the agent's store (%s)" % (args.device, args.data_dir))
     config["key"], created = device_key(args.data_dir, args.device, sensors, args.name, args.site)
     say("      %s" % ("new device, key created" if created else "known device, key kept"))
-    with tempfile.TemporaryDirectory() as tmp:
-        say("[2/5] compiling firmware with mpy-cross")
-        image = build_image(Path(tmp))
-        files = {path: local.read_bytes() for path, local in image.items()}
+    say("[2/5] compiling firmware with mpy-cross")
+    files = firmware_image()
     files["/config.json"] = json.dumps(config, indent=1).encode()
     say("[3/5] connecting to %s" % args.port)
-    transport = _connect(args.port)
-    try:
-        transport.enter_raw_repl(soft_reset=False)
-        say("[4/5] copying changed files")
-        changed = sync_files(transport, files, say)
-        say("      %d of %d files changed" % (len(changed), len(files)))
-        if args.no_wait:
-            transport.exit_raw_repl()
-            return 0
-        say("[5/5] resetting the board and waiting for its self-test (up to %d s)" % args.timeout)
-        results = wait_for_selftest(transport, args.timeout, say)
-    finally:
-        transport.close()
+    changed, results = provision(args.port, files, say, None if args.no_wait else args.timeout)
+    if results is None:
+        return 0
     ok = results.get("verdict") == "PASS"
     say("SELF-TEST %s: %s" % ("PASSED" if ok else "FAILED",
                              ", ".join("%s %s" % (k, v.split()[0]) for k, v in results.items() if k != "verdict")))
@@ -229,11 +265,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     flash_p.add_argument("--wifi", required=True, help="SSID:PASSWORD of the building's Wi-Fi")
     flash_p.add_argument("--agent", required=True, help="the site agent's URL, e.g. http://192.168.1.10:8400")
     flash_p.add_argument("--sensors", default="energy,pm,co2", help="sensor kinds fitted (default: all three)")
+    flash_p.add_argument("--intervals", help="seconds between readings per sensor, e.g. energy=10,pm=60,co2=30")
+    flash_p.add_argument("--upload-s", type=int, help="seconds between uploads (default from the firmware)")
     flash_p.add_argument("--name", help="device name (when new)")
     flash_p.add_argument("--site", help="site (when new)")
     flash_p.add_argument("--data-dir", default=store.data_dir_default(), help="the agent's data dir")
     flash_p.add_argument("--timeout", type=float, default=90, help="seconds to wait for the self-test")
-    flash_p.add_argument("--no-wait", action="store_true", help="copy files only; no reset, no self-test")
+    flash_p.add_argument("--no-wait", action="store_true", help="reset the board but do not wait for its self-test")
     flash_p.set_defaults(func=_flash_cmd)
     console = commands.add_parser("console", help="open a board's REPL (mpremote)")
     console.add_argument("--port", required=True)
