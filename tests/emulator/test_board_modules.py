@@ -250,3 +250,20 @@ def test_asyncio_streams_are_gated_by_the_emulated_wifi(tmp_path):
         for c in conns:
             c.close()
     assert len(conns) == 1
+
+
+def test_watchdog_without_a_bridge_resets_on_a_late_feed(tmp_path):
+    script = tmp_path / "wdt.py"
+    script.write_text(textwrap.dedent("""
+        import machine, time
+        wdt = machine.WDT(timeout=100)
+        time.sleep_ms(20)
+        wdt.feed()
+        print("FED IN TIME")
+        time.sleep_ms(250)
+        wdt.feed()
+        print("STILL RUNNING")
+    """))
+    result = run_micropython([str(script)], extra_paths=(BOARD_DIR,), timeout=30)
+    assert "FED IN TIME" in result.stdout and "STILL RUNNING" not in result.stdout
+    assert result.returncode == -9  # the board stopped on the spot

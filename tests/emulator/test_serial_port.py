@@ -252,3 +252,26 @@ def test_the_energy_meter_keeps_its_counter_across_board_resets(tmp_path):
         mp(b, "reset")
         # the meter (powered from the mains) kept its reset counter: it does not read 50000 again
         assert int(mp(b, "exec", read).stdout.strip()) < 100
+
+
+def test_friendly_repl_echo_continuation_paste_mode_and_ctrl_c(board):
+    fd = os.open(board.port, os.O_RDWR | os.O_NOCTTY)
+    try:
+        def session(keys: bytes, until: str) -> str:
+            start = board.log_offset()
+            os.write(fd, keys)
+            return board.wait_for(until, timeout=10, since=start)
+
+        session(b"\r", ">>> ")
+        assert "6 * 7\r\n42\r\n>>> " in session(b"6 * 7\r", "42\r\n>>> ")
+        out = session(b"for i in range(2):\r    print('row', i)\r\r", "row 1\r\n>>> ")
+        assert "... " in out and "row 0\r\nrow 1\r\n" in out
+        out = session(b"undefined_name\r", "NameError")
+        assert "Traceback (most recent call last):" in out
+        assert "abc" in session(b"abc\x7f\x7f\x03", ">>> ")  # typing, backspace, then Ctrl-C drops the line
+        out = session(b"\x05", "=== ")
+        assert "paste mode; Ctrl-C to cancel, Ctrl-D to finish" in out
+        out = session(b"a = 20\rb = 22\rprint('sum', a + b)\x04", "sum 42\r\n>>> ")
+        assert "=== b = 22" in out
+    finally:
+        os.close(fd)
