@@ -251,6 +251,7 @@ class EmulatedBoard:
         self._stdin = self._proc.stdin.fileno()
         self._stdout = self._proc.stdout.fileno()
         os.set_blocking(self._stdin, False)
+        os.set_blocking(self._stdout, False)
         self._sel.register(self._stdout, selectors.EVENT_READ, "out")
         self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
         self._vm_state = "boot"
@@ -374,6 +375,8 @@ class EmulatedBoard:
             del self._to_vm[:n]
 
     def _from_host(self, data: bytes) -> None:
+        if self._proc is None:
+            return  # the chip is in reset or asleep: what the host sends now is lost, as on a UART
         for b in data:
             if b == 3 and self._vm_state != "I":
                 if self._vm_state == "B":

@@ -83,6 +83,7 @@ def mount_flash():
     except OSError:
         fresh = True
     if fresh:
+        _write(b"Performing initial setup\r\n")  # what the ESP32 port's inisetup prints
         os.VfsLfs2.mkfs(dev)
         vfs = os.VfsLfs2(dev)
     os.umount("/")
