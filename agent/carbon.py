@@ -35,6 +35,7 @@ from airwatt.protocol import fields
 WRAP = fields.metric("energy", "energy_wh")[6] + 1  # 2**32: the counter field's range is 0..4294967295
 MAX_POWER_W = fields.metric("energy", "power")[6]  # 30000 W: the most the meter can measure
 THAILAND = timezone(timedelta(hours=7), "ICT")
+EPOCH_DAY = datetime(1970, 1, 1)
 
 # Grid emission factors (kgCO2e/kWh) by the year they apply to.
 FACTORS: dict[int, float] = {
@@ -51,35 +52,36 @@ class Delta:
     kind: str  # normal | wrap | reset | jump
 
 
-def _flags(row: dict) -> set[str]:
-    return set(filter(None, (row.get("flags") or "").split(",")))
+def _skip(flags: str) -> bool:
+    return any(f in SKIP_FLAGS for f in flags.split(","))
 
 
-def usable(rows: list[dict]) -> list[dict]:
+def _tuples(rows: list[dict]) -> list[tuple]:
+    """Readings as (seq or None, t, energy_wh, flags) tuples, the form the counting works on."""
+    return [(r.get("seq"), r.get("t"), r.get("energy_wh"), r.get("flags") or "") for r in rows]
+
+
+def _usable(readings: list[tuple]) -> list[tuple]:
     """Counter readings that can be used, one per seq, in sampling order."""
-    seen = set()
+    good = [r for r in readings if r[1] is not None and r[2] is not None and not (r[3] and _skip(r[3]))]
+    # sampling order is seq (stable: of a duplicated seq the first given is kept); no seq (hand-made data): time
+    good.sort(key=lambda r: (r[0], 0.0) if r[0] is not None else (-1, r[1]))
     out = []
-    for r in rows:
-        if r.get("energy_wh") is None or r.get("t") is None or _flags(r) & SKIP_FLAGS:
+    last = None
+    for r in good:
+        if r[0] is not None and r[0] == last:
             continue
-        key = r.get("seq")
-        if key is not None:
-            if key in seen:
-                continue
-            seen.add(key)
+        last = r[0]
         out.append(r)
-    # sampling order is seq; rows without seq (hand-made data) fall back to time
-    out.sort(key=lambda r: (r.get("seq") if r.get("seq") is not None else -1, r["t"]))
     return out
 
 
-def deltas(rows: list[dict]) -> list[Delta]:
-    """The classified counter differences between consecutive usable readings of ONE device."""
-    good = usable(rows)
-    out = []
+def _steps(readings: list[tuple]):
+    """(t0, t1, wh, kind) for each pair of consecutive usable readings (see the module docstring)."""
+    good = _usable(readings)
     for a, b in zip(good, good[1:]):
-        c0, c1 = int(a["energy_wh"]), int(b["energy_wh"])
-        dt = b["t"] - a["t"]
+        c0, c1 = int(a[2]), int(b[2])
+        dt = b[1] - a[1]
         limit = MAX_POWER_W * max(dt, 0.0) / 3600.0 + 1.0
         if c1 >= c0:
             rise = c1 - c0
@@ -90,39 +92,65 @@ def deltas(rows: list[dict]) -> list[Delta]:
             kind, wh = "reset", c1
         else:
             kind, wh = "jump", 0
-        out.append(Delta(a["t"], b["t"], float(wh), kind))
-    return out
+        yield a[1], b[1], float(wh), kind
+
+
+def deltas(rows: list[dict]) -> list[Delta]:
+    """The classified counter differences between consecutive usable readings of ONE device."""
+    return [Delta(*step) for step in _steps(_tuples(rows))]
+
+
+def _offset(tz: timezone) -> float:
+    # Thailand has one fixed offset (no daylight saving), which lets days be counted with plain arithmetic
+    offset = tz.utcoffset(None)
+    if offset is None:
+        raise ValueError("a fixed-offset timezone is needed, not %r" % tz)
+    return offset.total_seconds()
+
+
+def _day_name(day: int) -> str:
+    return (EPOCH_DAY + timedelta(days=day)).strftime("%Y-%m-%d")
+
+
+def _split(t0: float, t1: float, wh: float, off: float, out: dict[int, float]) -> None:
+    """Add `wh` used between t0 and t1 to `out` (local day number -> Wh) in proportion to time."""
+    if t1 <= t0:
+        day = math.floor((t1 + off) / 86400)
+        out[day] = out.get(day, 0.0) + wh
+        return
+    start = t0
+    while start < t1:
+        day = math.floor((start + off) / 86400)
+        end = min((day + 1) * 86400 - off, t1)
+        out[day] = out.get(day, 0.0) + wh * (end - start) / (t1 - t0)
+        start = end
 
 
 def local_day(t: float, tz: timezone = THAILAND) -> str:
-    return datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d")
+    return _day_name(math.floor((t + _offset(tz)) / 86400))
 
 
 def apportion(t0: float, t1: float, wh: float, tz: timezone = THAILAND) -> dict[str, float]:
     """Split `wh` used between t0 and t1 over the local days the interval covers, in proportion to time."""
-    if wh == 0:
-        return {}
-    if t1 <= t0:
-        return {local_day(t1, tz): wh}
-    out: dict[str, float] = {}
-    start = t0
-    while start < t1:
-        d = datetime.fromtimestamp(start, tz)
-        midnight = (d.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).timestamp()
-        end = min(midnight, t1)
-        key = d.strftime("%Y-%m-%d")
-        out[key] = out.get(key, 0.0) + wh * (end - start) / (t1 - t0)
-        start = end
-    return out
+    out: dict[int, float] = {}
+    if wh:
+        _split(t0, t1, wh, _offset(tz), out)
+    return {_day_name(day): v for day, v in out.items()}
 
 
 def daily_wh(rows: list[dict], tz: timezone = THAILAND) -> dict[str, float]:
-    """Wh per local day ('YYYY-MM-DD') of ONE device from its counter readings."""
-    out: dict[str, float] = {}
-    for d in deltas(rows):
-        for day, wh in apportion(d.t0, d.t1, d.wh, tz).items():
-            out[day] = out.get(day, 0.0) + wh
-    return out
+    """Wh per local day ('YYYY-MM-DD') of ONE device from its counter readings (dicts with seq, t,
+    energy_wh, flags)."""
+    return _daily(_tuples(rows), tz)
+
+
+def _daily(readings: list[tuple], tz: timezone) -> dict[str, float]:
+    off = _offset(tz)
+    out: dict[int, float] = {}
+    for t0, t1, wh, _kind in _steps(readings):
+        if wh:
+            _split(t0, t1, wh, off, out)
+    return {_day_name(day): v for day, v in sorted(out.items())}
 
 
 def monthly(daily: dict[str, float]) -> dict[str, float]:
@@ -178,13 +206,14 @@ def site_rows(per_device: dict[str, dict[str, float]], site_of: dict[str, str],
     return rows
 
 
-def energy_rows(db, since: float, until: float) -> dict[str, list[dict]]:
-    """Counter readings per device with t in [since, until], read straight from the readings table."""
-    out: dict[str, list[dict]] = {}
-    sql = ("select device, seq, t, energy_wh, flags from readings where sensor = 'energy' "
+def energy_rows(db, since: float, until: float) -> dict[str, list[tuple]]:
+    """Counter readings per device with t in [since, until], read straight from the readings table, as
+    (seq, t, energy_wh, flags) tuples in seq order."""
+    out: dict[str, list[tuple]] = {}
+    sql = ("select device, seq, t, energy_wh, coalesce(flags, '') from readings where sensor = 'energy' "
            "and energy_wh is not null and t >= ? and t <= ? order by device, seq")
     for device, seq, t, e, flags in db.execute(sql, [since, until]).fetchall():
-        out.setdefault(device, []).append({"seq": seq, "t": t, "energy_wh": e, "flags": flags})
+        out.setdefault(device, []).append((seq, t, e, flags))
     return out
 
 
@@ -192,6 +221,6 @@ def report(db, since: float, until: float, table: dict[int, float],
            tz: timezone = THAILAND) -> tuple[list[Row], list[Row]]:
     """(daily rows, monthly rows) per site for readings in [since, until]."""
     site_of = {d: s for d, s in db.execute("select id, site from devices").fetchall()}
-    per_day = {device: daily_wh(rows, tz) for device, rows in energy_rows(db, since, until).items()}
+    per_day = {device: _daily(rows, tz) for device, rows in energy_rows(db, since, until).items()}
     per_month = {device: monthly(days) for device, days in per_day.items()}
     return site_rows(per_day, site_of, table), site_rows(per_month, site_of, table)

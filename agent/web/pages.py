@@ -546,7 +546,8 @@ async def carbon_page(request: web.Request) -> web.Response:
             % (heads("month"), "".join(mrows)) + plots
             + "<h2>%s</h2>" % escape(label(lang, "day"))
             + '<table id="carbon-days"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (heads("day"), drows))
-    return _page(request, "carbon", label(lang, "carbon"), body)
+    # a long report costs seconds of reading: it is not redone every minute by itself
+    return _page(request, "carbon", label(lang, "carbon"), body, refresh=days <= 31)
 
 
 # -- Air ---------------------------------------------------------------------------------------------------
