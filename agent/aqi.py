@@ -53,8 +53,8 @@ class SubIndex:
 
 def truncate(pollutant: str, value: float) -> Decimal:
     """The mean truncated to the PCD table's precision (0.1 for PM2.5, 1 for PM10)."""
-    if value < 0:
-        raise ValueError("%s mean must not be negative: %r" % (pollutant, value))
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("%s mean must be a finite number, not negative: %r" % (pollutant, value))
     # round(.., 6) first so that a mean like 37.599999999999994 (float noise for 37.6) is not cut to 37.5
     return Decimal(repr(round(float(value), 6))).quantize(PRECISION[pollutant], rounding=ROUND_FLOOR)
 

@@ -94,6 +94,8 @@ def test_overall_is_highest_sub_index():
 def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match="negative"):
         aqi.sub_index("pm25", -1)
+    with pytest.raises(ValueError, match="finite"):
+        aqi.sub_index("pm10", float("nan"))
     with pytest.raises(ValueError, match="unknown pollutant"):
         aqi.sub_index("o3", 10)
 
