@@ -20,6 +20,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "late": ("ล่าช้า", "late"),
     "offline": ("ออฟไลน์", "offline"),
     "never": ("ยังไม่เคยส่งข้อมูล", "never seen"),
+    "state_note": ("ออนไลน์: ไม่เกิน %d รอบการอ่าน, ล่าช้า: ไม่เกิน %d รอบ, ออฟไลน์: นานกว่านั้น",
+                   "online: within %d reading intervals, late: within %d, offline: longer"),
     "last_seen": ("ส่งข้อมูลล่าสุด", "Last seen"),
     "firmware": ("เฟิร์มแวร์", "Firmware"),
     "rssi": ("สัญญาณ Wi-Fi (dBm)", "RSSI (dBm)"),

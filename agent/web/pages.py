@@ -263,8 +263,7 @@ async def fleet(request: web.Request) -> web.Response:
             + _td(err_text, sum(v for v in errors.values() if isinstance(v, int)), "num")
             + _td(st.get("time_sync", "-")) + _td(d["readings"], d["readings"], "num") + "</tr>")
     table = '<table id="fleet"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (head, "".join(body))
-    note = ('<p class="note">online: &le; %d x interval, late: &le; %d x interval, offline: older</p>'
-            % (ONLINE_INTERVALS, LATE_INTERVALS))
+    note = '<p class="note">%s</p>' % escape(label(lang, "state_note") % (ONLINE_INTERVALS, LATE_INTERVALS))
     return _page(request, "fleet", label(lang, "fleet"), form + table + note)
 
 
