@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 if mtime != fault_mtime:
                     fault_mtime = mtime
                     try:
-                        board.set_faults(json.loads(Path(args.fault_file).read_text() or "{}"))
+                        # the file's faults on top of the --fault ones (which stay unless the file names them)
+                        board.set_faults({**faults, **json.loads(Path(args.fault_file).read_text() or "{}")})
                     except ValueError as e:
                         print("airwatt emulate: ignoring %s: %s" % (args.fault_file, e), file=sys.stderr)
     except KeyboardInterrupt:
@@ -101,8 +102,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--fault", action="append", metavar="FAULT",
                    help="start with a fault: wifi_down, hang, clock_unset, power_cut_at_write=N, "
                         "pms.unplugged, pzem.corrupt=3, scd4x.stuck, pzem.mains_off (repeatable)")
-    p.add_argument("--fault-file", help="JSON file of faults, re-read whenever it changes "
-                                        "(e.g. {\"wifi_down\": true, \"pms\": {\"unplugged\": true}})")
+    p.add_argument("--fault-file", help="JSON file of faults, re-read whenever it changes, on top of the --fault "
+                                        "ones (e.g. {\"wifi_down\": true, \"pms\": {\"unplugged\": true}})")
     p.add_argument("--wiring", help="board config as JSON or a JSON file: uart/i2c wiring, wifi {ssid,key}, "
                                     "clock unset|host, unique_id, day_scale (see emulator/board/boardstate.py)")
     p.add_argument("--log", help="append everything the board prints to this file")

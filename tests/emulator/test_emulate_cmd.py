@@ -28,8 +28,11 @@ def test_fault_flags_parse_to_board_faults():
 def test_emulate_serves_mpremote_and_stops_on_ctrl_c(tmp_path):
     port_file = tmp_path / "port"
     flash = tmp_path / "flash.bin"
+    fault_file = tmp_path / "faults.json"
+    fault_file.write_text('{"wifi_down": true}')
     proc = subprocess.Popen([str(BIN / "airwatt"), "emulate", "--port-file", str(port_file), "--flash", str(flash),
-                             "--fault", "pms.unplugged"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--fault", "pms.unplugged", "--fault-file", str(fault_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -45,6 +48,16 @@ def test_emulate_serves_mpremote_and_stops_on_ctrl_c(tmp_path):
         ls = subprocess.run([str(BIN / "mpremote"), "connect", port, "fs", "ls"], capture_output=True, text=True,
                             timeout=30)
         assert "boot.py" in ls.stdout
+        wifi = ("import network, time\nw = network.WLAN(network.STA_IF)\nw.active(True)\nw.connect('lab', 'k')\n"
+                "time.sleep_ms(600)\nprint('WIFI', w.status())")
+        out = subprocess.run([str(BIN / "mpremote"), "connect", port, "exec", wifi], capture_output=True, text=True,
+                             timeout=30)
+        assert out.stdout.strip() == "WIFI 201", out  # STAT_NO_AP_FOUND: the fault file's wifi_down
+        fault_file.write_text("{}")
+        time.sleep(0.5)  # the command re-reads the file when it changes
+        out = subprocess.run([str(BIN / "mpremote"), "connect", port, "exec", wifi], capture_output=True, text=True,
+                             timeout=30)
+        assert out.stdout.strip() == "WIFI 1010", out  # STAT_GOT_IP
     finally:
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=20)
