@@ -29,7 +29,7 @@ INGEST_KEY = web.AppKey("airwatt_ingest", Ingest)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 {"ok": true} when the database answers a query; 503 otherwise."""
+    """200 {"ok": true} when the database answers a query and the ingest writer runs; 503 otherwise."""
     db_file = store.db_path(request.app[DATA_DIR_KEY])
 
     def probe() -> int:
@@ -43,6 +43,8 @@ async def healthz(request: web.Request) -> web.Response:
         version = await asyncio.get_running_loop().run_in_executor(None, probe)
     except (sqlite3.Error, TypeError) as err:
         return web.json_response({"ok": False, "db": "unreachable: %s" % err}, status=503)
+    if not request.app[INGEST_KEY].writer.alive():
+        return web.json_response({"ok": False, "db": "ok", "writer": "down"}, status=503)
     return web.json_response({"ok": True, "db": "ok", "schema_version": version, "protocol": fields.VERSION})
 
 
@@ -52,7 +54,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 async def _start_writer(app: web.Application) -> None:
-    app[INGEST_KEY].writer.start()
+    await app[INGEST_KEY].writer.start()
 
 
 async def _stop(app: web.Application) -> None:

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from airwatt.protocol import wire
 
@@ -80,7 +81,7 @@ def stop_agent(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-async def _upload(url: str, keys: dict[str, bytes], bodies: dict[str, list[bytes]], start: int) -> float:
+async def _upload(url: str, keys: dict[str, bytes], bodies: dict[str, list[bytes]], start: int) -> tuple[float, int]:
     import aiohttp
 
     async def one(session: aiohttp.ClientSession, device: str) -> None:
@@ -100,9 +101,18 @@ async def _upload(url: str, keys: dict[str, bytes], bodies: dict[str, list[bytes
     async with aiohttp.ClientSession(connector=connector) as session:
         # Warm-up: each uploader's first batch opens its connection and fills the agent's key cache.
         await asyncio.gather(*(one_first(session, url, d, keys[d], bodies[d][0]) for d in bodies))
+        commits = await _commits(session, url)
         began = time.perf_counter()
         await asyncio.gather(*(one(session, d) for d in bodies))
-        return time.perf_counter() - began
+        elapsed = time.perf_counter() - began
+        return elapsed, await _commits(session, url) - commits
+
+
+async def _commits(session: Any, url: str) -> int:
+    async with session.get(url + "/metrics") as resp:
+        text = await resp.text()
+    match = re.search(r"^airwatt_ingest_commits_total (\d+)", text, re.M)
+    return int(match.group(1)) if match else 0
 
 
 async def one_first(session: object, url: str, device: str, key: bytes, body: bytes) -> None:
@@ -159,8 +169,7 @@ def run_ingest(uploaders: int = 50, batch: int = 50, batches: int = 40, data_dir
         bodies = build_batches(devices, batches + 1, batch, int(time.time()) - 86400)
         proc, url = start_agent(agent_dir)
         try:
-            elapsed = asyncio.run(_upload(url, keys, bodies, 1))
-            commits = _commits(url)
+            elapsed, commits = asyncio.run(_upload(url, keys, bodies, 1))
         finally:
             stop_agent(proc)
         readings = uploaders * batches * batch
@@ -185,14 +194,6 @@ def run_ingest(uploaders: int = 50, batch: int = 50, batches: int = 40, data_dir
         "ratio": http_rate / raw_rate,
         "batches_per_commit": (uploaders * batches) / commits if commits else None,
     }
-
-
-def _commits(url: str) -> int:
-    import urllib.request
-
-    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
-    match = re.search(r"^airwatt_ingest_commits_total (\d+)", text, re.M)
-    return int(match.group(1)) if match else 0
 
 
 def format_ingest(r: dict) -> str:

@@ -7,8 +7,8 @@ requests waiting on those batches answer 200 after their rows are on disk. Concu
 It is a separate process, not a thread, so SQLite's work runs on its own core instead of taking turns with the
 event loop for the GIL (the loop parses and checks uploads). Data flow, all in order:
 
-    event loop --submit--> queue --sender thread--> pipe --> writer process: BEGIN; write_job...; COMMIT
-    event loop <--futures resolved-- reader thread <-- pipe <-- [(id, result) ...] after COMMIT
+    event loop --[(id, job) ...]--> pipe --> writer process: BEGIN; write_job...; COMMIT
+    event loop <--[(id, result) ...]-- pipe <-- writer process, after COMMIT
 
 If the agent is killed, the writer sees its pipe close and exits; whatever it committed is stored, and the
 boards resend whatever was not acknowledged (idempotent by device + seq). If the writer dies, the batches in
@@ -22,9 +22,10 @@ import functools
 import itertools
 import logging
 import multiprocessing
-import queue
+import os
+import pickle
 import sqlite3
-import threading
+import struct
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -212,9 +213,12 @@ def writer_main(db_file: str, jobs_in: Any, results_out: Any) -> None:
         stop = False
         while not stop:
             try:
-                group = list(jobs_in.recv())
+                first = jobs_in.recv()
             except EOFError:  # the agent is gone
                 break
+            if first is None:
+                break
+            group = list(first)
             # Take whatever else arrived meanwhile: that is the group commit.
             while len(group) < MAX_GROUP and jobs_in.poll(0):
                 try:
@@ -240,135 +244,142 @@ def writer_main(db_file: str, jobs_in: Any, results_out: Any) -> None:
         conn.close()
 
 
+class _Results(asyncio.Protocol):
+    """Reads the writer's framed answers (multiprocessing's framing: 4-byte big-endian length, then a pickle)."""
+
+    def __init__(self, writer: "Writer") -> None:
+        self.writer = writer
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 4:
+            (size,) = struct.unpack("!i", self.buf[:4])
+            if len(self.buf) < 4 + size:
+                break
+            frame = bytes(self.buf[4 : 4 + size])
+            del self.buf[: 4 + size]
+            self.writer._answered(pickle.loads(frame))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writer._ended()
+
+
 class Writer:
-    """The agent's side of the writer process: submit(job) resolves after the job's transaction committed."""
+    """The agent's side of the writer process: submit(job) resolves after the job's transaction committed.
+
+    Everything here runs on the event loop's thread: jobs submitted in one loop iteration go to the writer as one
+    pickled frame through a non-blocking pipe transport, answers come back through another; no threads, so no
+    contention for the GIL on this side."""
 
     def __init__(self, db_file: str | Path, stats: Any) -> None:
         self.db_file = str(db_file)
         self.stats = stats  # .commits is counted here
-        self.queued = 0  # batches submitted and not answered; touched only on the event loop's thread
+        self.queued = 0  # batches submitted and not answered
         self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.Future, asyncio.AbstractEventLoop]] = {}
-        self._lock = threading.Lock()
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._outbox: list[tuple[int, Job]] = []
+        self._flush_scheduled = False
         self._proc: Any = None
-        self._threads: list[threading.Thread] = []
+        self._jobs: Any = None  # write transport to the writer
+        self._results: Any = None  # read transport from the writer
+        self._ended_evt: asyncio.Event | None = None
         self._stopping = False
+        self._restart: asyncio.Task | None = None
 
-    def start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads and an event loop
-        jobs_out_r, jobs_out_w = ctx.Pipe(duplex=False)
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs an event loop
+        jobs_r, jobs_w = ctx.Pipe(duplex=False)
         results_r, results_w = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
-            target=writer_main, args=(self.db_file, jobs_out_r, results_w), name="airwatt-writer", daemon=True
-        )
+        self._proc = ctx.Process(target=writer_main, args=(self.db_file, jobs_r, results_w), name="airwatt-writer",
+                                 daemon=True)
         self._proc.start()
-        jobs_out_r.close()
+        jobs_r.close()
         results_w.close()
-        proc = self._proc
-        self._threads = [
-            threading.Thread(target=self._send, args=(jobs_out_w,), name="airwatt-writer-send", daemon=True),
-            threading.Thread(target=self._receive, args=(results_r, proc), name="airwatt-writer-recv", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
+        self._ended_evt = asyncio.Event()
+        jobs_fd, results_fd = os.dup(jobs_w.fileno()), os.dup(results_r.fileno())
+        jobs_w.close()
+        results_r.close()
+        self._jobs, _ = await loop.connect_write_pipe(asyncio.BaseProtocol, os.fdopen(jobs_fd, "wb", 0))
+        self._results, _ = await loop.connect_read_pipe(lambda: _Results(self), os.fdopen(results_fd, "rb", 0))
+        self._schedule_flush()  # jobs submitted before the start go now, as one group
 
     async def stop(self) -> None:
         """Finish every submitted job, then end the writer process."""
         if self._proc is None:
             return
         self._stopping = True
-        self._outbox.put(None)
-        loop = asyncio.get_running_loop()
-        for t in self._threads:
-            await loop.run_in_executor(None, t.join)
-        await loop.run_in_executor(None, self._proc.join, 10)
+        self._flush()
+        self._send(None)
+        if self._ended_evt is not None:
+            await self._ended_evt.wait()
+        await asyncio.get_running_loop().run_in_executor(None, self._proc.join, 10)
         self._proc = None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
 
     async def submit(self, job: Job) -> tuple[int, int]:
         """Queue a job; returns (stored_seq, newly inserted) once its transaction is committed."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         ident = next(self._ids)
-        with self._lock:
-            self._waiting[ident] = (fut, loop)
+        self._waiting[ident] = fut
+        self._outbox.append((ident, job))
+        self._schedule_flush()
         self.queued += 1
         try:
-            self._outbox.put((ident, job))
             return await asyncio.shield(fut)  # a client hanging up does not undo its commit
         finally:
             self.queued -= 1
 
-    def _send(self, pipe: Any) -> None:
-        """Sender thread: ship everything queued as one message (pickling and pipe writes off the loop)."""
-        stop = False
-        while not stop:
-            items = [self._outbox.get()]
-            while True:
-                try:
-                    items.append(self._outbox.get_nowait())
-                except queue.Empty:
-                    break
-            if None in items:
-                stop = True
-                items = [i for i in items if i is not None]
-            try:
-                if items:
-                    pipe.send(items)
-                if stop:
-                    pipe.send(None)
-            except (BrokenPipeError, OSError):
-                # The writer died: these batches fail (503, the boards retry); the reader thread starts a new
-                # writer with a new sender.
-                self._fail([ident for ident, _job in items], "writer process is gone")
-                break
-        pipe.close()
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._jobs is not None:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    def _receive(self, pipe: Any, proc: Any) -> None:
-        """Reader thread: resolve the futures of committed batches; if the writer dies, fail what is in flight."""
-        while True:
-            try:
-                answers = pipe.recv()
-            except (EOFError, OSError):
-                break
-            self.stats.commits += 1
-            by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-            with self._lock:
-                for ident, result in answers:
-                    fut, loop = self._waiting.pop(ident)
-                    by_loop.setdefault(loop, []).append((fut, result))
-            for loop, done in by_loop.items():
-                loop.call_soon_threadsafe(_resolve_all, done)
-        pipe.close()
-        if not self._stopping:
-            log.error("ingest writer process ended unexpectedly (exit code %s); starting a new one", proc.exitcode)
-            with self._lock:
-                lost = list(self._waiting)
-            self._fail(lost, "writer process died")
-            self._restart()
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._outbox and self._jobs is not None:
+            items, self._outbox = self._outbox, []
+            self._send(items)
 
-    def _restart(self) -> None:
+    def _send(self, obj: Any) -> None:
+        if self._jobs is None or self._jobs.is_closing():
+            if obj:
+                self._fail([ident for ident, _job in obj], "writer process is gone")
+            return
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self._jobs.write(struct.pack("!i", len(data)) + data)  # buffered by the transport: never blocks
+
+    def _answered(self, answers: list) -> None:
+        self.stats.commits += 1
+        for ident, result in answers:
+            fut = self._waiting.pop(ident, None)
+            if fut is None or fut.done():
+                continue
+            if isinstance(result, str):
+                fut.set_exception(WriteFailed(result))
+            else:
+                fut.set_result(tuple(result))
+
+    def _ended(self) -> None:
+        if self._jobs is not None:
+            self._jobs.close()
+            self._jobs = None
+        if self._ended_evt is not None:
+            self._ended_evt.set()
+        if self._stopping:
+            return
         proc = self._proc
-        if proc is not None:
-            proc.join(5)
-        self.start()
+        log.error("ingest writer process ended unexpectedly (exit code %s); starting a new one",
+                  proc.exitcode if proc is not None else None)
+        self._outbox.clear()
+        self._fail(list(self._waiting), "writer process died")
+        self._restart = asyncio.get_running_loop().create_task(self.start())  # keep a reference: not GC'd
 
     def _fail(self, idents: list[int], why: str) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        with self._lock:
-            for ident in idents:
-                if ident in self._waiting:
-                    fut, loop = self._waiting.pop(ident)
-                    by_loop.setdefault(loop, []).append((fut, why))
-        for loop, done in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, done)
-
-
-def _resolve_all(done: list) -> None:
-    for fut, result in done:
-        if fut.done():
-            continue
-        if isinstance(result, str):
-            fut.set_exception(WriteFailed(result))
-        else:
-            fut.set_result(tuple(result))
+        for ident in idents:
+            fut = self._waiting.pop(ident, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(WriteFailed(why))

@@ -310,7 +310,7 @@ async def test_writer_commits_queued_batches_in_one_transaction(data_dir, device
     pending = [asyncio.ensure_future(writer.submit(_job("dev-1", range(b * 10 + 1, b * 10 + 11)))) for b in range(20)]
     await asyncio.sleep(0.05)  # all twenty queued before the writer starts: it must take them in one go
     assert not any(p.done() for p in pending)
-    writer.start()
+    await writer.start()
     results = await asyncio.gather(*pending)
     await writer.stop()
     assert stats.commits == 1
@@ -327,7 +327,7 @@ async def test_one_failing_batch_does_not_sink_the_others_in_its_group(data_dir,
     jobs = [_job("dev-1", [1, 2]), bad, _job("dev-1", [3])]
     pending = [asyncio.ensure_future(writer.submit(j)) for j in jobs]
     await asyncio.sleep(0.05)
-    writer.start()
+    await writer.start()
     results = await asyncio.gather(*pending, return_exceptions=True)
     await writer.stop()
     assert results[0] == (2, 2) and results[2] == (3, 1)
