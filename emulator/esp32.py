@@ -95,7 +95,6 @@ class EmulatedBoard:
         self._death: tuple[int, str] | None = None
         self._ctl_buf = b""
         self._restart_at: float | None = None
-        self._sleep_until: float | None = None
         self._actions: list[tuple] = []
 
     # ---- public API ----------------------------------------------------------------------------------------
@@ -472,14 +471,12 @@ class EmulatedBoard:
             self._wdt_ms = None
         if delay is None:
             self._restart_at = None  # deep sleep without a timer: only the reset button wakes it
-            self._sleep_until = float("inf")
             return
         self._restart_at = time.monotonic() + delay
 
     def _boot(self) -> None:
         self._restart_at = None
-        self._sleep_until = None
-        if self._cause != SOFT_RESET and self.last_reset != "soft":
+        if self.last_reset != "soft":
             self._emit(ROM_BANNER.format(rst=RST.get(self._cause, RST[HARD_RESET])).encode())
         self._spawn()
 
@@ -495,57 +492,57 @@ class EmulatedBoard:
         self._kill()
 
     def _step(self) -> None:
-        if True:
-            timeout = 0.05
-            for key, _ in self._sel.select(timeout):
-                tag = key.data
-                if tag == "pty":
-                    try:
-                        data = os.read(self._master, 4096)
-                    except (BlockingIOError, OSError):
-                        data = b""
-                    if data:
-                        self._from_host(data)
-                elif tag == "out":
-                    try:
-                        data = os.read(self._stdout, 65536)
-                    except BlockingIOError:
-                        continue
-                    if data:
-                        self._emit(data)
-                    else:
-                        self._sel.unregister(self._stdout)
-                elif tag == "ctl":
-                    try:
-                        data = os.read(self._ctl_r, 65536)
-                    except BlockingIOError:
-                        continue
-                    if data:
-                        self._ctl(data)
-                    else:
-                        self._sel.unregister(self._ctl_r)
-                elif tag == "wake":
-                    try:
-                        os.read(self._wake_r, 4096)
-                    except BlockingIOError:
-                        pass
-            self._flush_host()
-            self._flush_vm()
-            with self._lock:
-                actions, self._actions = self._actions, []
-            for action in actions:
-                if action[0] == "faults":
-                    self._send_faults()
-                elif action[0] in ("reset", "powercut"):
-                    self._kill()
-                    self._after_death(None, forced=action[0])
-            p = self._proc
-            if p is not None:
-                if self._wdt_ms and time.monotonic() > self._wdt_deadline:
-                    self._kill()
-                    self._after_death(None, wdt=True)
-                elif p.poll() is not None:
-                    self._reap()
-                    self._after_death(p.returncode)
-            elif self._restart_at is not None and time.monotonic() >= self._restart_at:
-                self._boot()
+        """One turn of the bridge: move bytes, apply API actions, watch the watchdog and the VM's life."""
+        timeout = 0.05
+        for key, _ in self._sel.select(timeout):
+            tag = key.data
+            if tag == "pty":
+                try:
+                    data = os.read(self._master, 4096)
+                except (BlockingIOError, OSError):
+                    data = b""
+                if data:
+                    self._from_host(data)
+            elif tag == "out":
+                try:
+                    data = os.read(self._stdout, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    self._emit(data)
+                else:
+                    self._sel.unregister(self._stdout)
+            elif tag == "ctl":
+                try:
+                    data = os.read(self._ctl_r, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    self._ctl(data)
+                else:
+                    self._sel.unregister(self._ctl_r)
+            elif tag == "wake":
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+        self._flush_host()
+        self._flush_vm()
+        with self._lock:
+            actions, self._actions = self._actions, []
+        for action in actions:
+            if action[0] == "faults":
+                self._send_faults()
+            elif action[0] in ("reset", "powercut"):
+                self._kill()
+                self._after_death(None, forced=action[0])
+        p = self._proc
+        if p is not None:
+            if self._wdt_ms and time.monotonic() > self._wdt_deadline:
+                self._kill()
+                self._after_death(None, wdt=True)
+            elif p.poll() is not None:
+                self._reap()
+                self._after_death(p.returncode)
+        elif self._restart_at is not None and time.monotonic() >= self._restart_at:
+            self._boot()
