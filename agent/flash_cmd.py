@@ -81,7 +81,8 @@ def parse_intervals(text: str | None) -> dict[str, int]:
 
 
 def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list[str],
-                 intervals: dict[str, int] | None = None, upload_s: int | None = None) -> dict:
+                 intervals: dict[str, int] | None = None, upload_s: int | None = None,
+                 wdt_s: int | None = None) -> dict:
     """The board's config.json (format: firmware/config.example.json)."""
     if ":" not in wifi:
         raise FlashError("--wifi must be SSID:PASSWORD")
@@ -99,6 +100,8 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
               "agent_url": agent_url.rstrip("/"), "sensors": wiring}
     if upload_s:
         config["upload_s"] = upload_s
+    if wdt_s is not None:
+        config["wdt_s"] = wdt_s
     return config
 
 
@@ -224,7 +227,7 @@ def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float
 def flash(args: argparse.Namespace, say=print) -> int:
     sensors = [s for s in args.sensors.split(",") if s]
     config = board_config(args.device, "", args.wifi, args.agent, sensors, parse_intervals(args.intervals),
-                          args.upload_s)  # refuse bad arguments before touching the store or the board
+                          args.upload_s, args.wdt_s)  # refuse bad arguments before touching the store or the board
     if not os.path.exists(args.port):
         raise FlashError("no board at %s: check the USB cable, or list ports with `mpremote connect list`" % args.port)
     say("[1/5] registering %s in the agent's store (%s)" % (args.device, args.data_dir))
@@ -267,6 +270,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     flash_p.add_argument("--sensors", default="energy,pm,co2", help="sensor kinds fitted (default: all three)")
     flash_p.add_argument("--intervals", help="seconds between readings per sensor, e.g. energy=10,pm=60,co2=30")
     flash_p.add_argument("--upload-s", type=int, help="seconds between uploads (default from the firmware)")
+    flash_p.add_argument("--wdt-s", type=int, help="watchdog timeout in seconds (0: off; default from the firmware)")
     flash_p.add_argument("--name", help="device name (when new)")
     flash_p.add_argument("--site", help="site (when new)")
     flash_p.add_argument("--data-dir", default=store.data_dir_default(), help="the agent's data dir")
