@@ -172,7 +172,7 @@ def _device_list(args: argparse.Namespace) -> int:
                 "id": r["id"],
                 "name": r["name"] or "",
                 "site": r["site"] or "",
-                "lat,lon": "" if r["lat"] is None else "%.5f,%.5f" % (r["lat"], r["lon"] if r["lon"] is not None else 0),
+                "lat,lon": ",".join("" if x is None else "%.5f" % x for x in (r["lat"], r["lon"])).strip(","),
                 "sensors": ",".join(r["sensors"]),
                 "firmware": r["firmware"] or "",
                 "last seen": iso(r["last_seen"]) or "never",

@@ -497,3 +497,23 @@ def test_battery_control_a_valid_upload_does_change_the_database(served):
     status, _ = send(served, data, headers("dev-2", served["keys"]["dev-2"], data))
     assert status == 200
     assert dump(served["db"]) != served["before"]
+
+
+async def test_a_dead_writer_process_is_replaced_and_ingest_goes_on(client, devices, data_dir):
+    import os
+    import signal
+
+    writer = client.server.app[INGEST_KEY].writer
+    key = devices["dev-1"]
+    assert (await post(client, "dev-1", key, body("dev-1", range(1, 6)))).status == 200
+    old = writer._proc.pid
+    os.kill(old, signal.SIGKILL)
+    for _ in range(400):  # the agent notices the closed pipe, answers 503 meanwhile, and starts a new writer
+        resp = await client.get("/healthz")
+        if resp.status == 200 and writer._proc is not None and writer._proc.pid != old:
+            break
+        await asyncio.sleep(0.05)
+    assert writer._proc.pid != old and resp.status == 200
+    resp = await post(client, "dev-1", key, body("dev-1", range(6, 11)))
+    assert resp.status == 200 and (await resp.json())["stored_seq"] == 10
+    assert [r["seq"] for r in rows(data_dir)] == list(range(1, 11))
