@@ -170,6 +170,8 @@ def die(code, reason):
     """The board stops now (reset, deep sleep, power cut): tell the bridge, then kill this process so that no
     handler in the firmware can run another line, as on hardware."""
     ctl("X %d %s" % (code, reason))  # unbuffered: it is in the pipe now
+    if _ctl is None:  # no bridge to restart the board: say why this process ends (killed, exit status -9)
+        sys.stderr.write("[emulated board stops: %s]\n" % reason)
     os.system("kill -9 $PPID")
     while True:  # the signal is on its way
         _btime.sleep_ms(10)

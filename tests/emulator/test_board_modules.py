@@ -267,3 +267,4 @@ def test_watchdog_without_a_bridge_resets_on_a_late_feed(tmp_path):
     result = run_micropython([str(script)], extra_paths=(BOARD_DIR,), timeout=30)
     assert "FED IN TIME" in result.stdout and "STILL RUNNING" not in result.stdout
     assert result.returncode == -9  # the board stopped on the spot
+    assert "[emulated board stops: wdt]" in result.stderr
