@@ -517,3 +517,12 @@ async def test_a_dead_writer_process_is_replaced_and_ingest_goes_on(client, devi
     resp = await post(client, "dev-1", key, body("dev-1", range(6, 11)))
     assert resp.status == 200 and (await resp.json())["stored_seq"] == 10
     assert [r["seq"] for r in rows(data_dir)] == list(range(1, 11))
+
+
+async def test_busy_agent_answers_503_with_retry_after_and_stores_nothing(client, devices, data_dir, monkeypatch):
+    monkeypatch.setattr(ingest, "MAX_QUEUED", 0)  # as if 2,000 batches were already waiting for the writer
+    before = dump(store.db_path(data_dir))
+    resp = await post(client, "dev-1", devices["dev-1"], body("dev-1", [1]))
+    assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert dump(store.db_path(data_dir)) == before
+    assert client.server.app[INGEST_KEY].stats.rejected["busy"] == 1
