@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     board = EmulatedBoard(flash, faults=faults, config=config, log_path=args.log, echo=args.echo)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    board.start()
+    try:
+        board.start()
+    except ValueError as e:
+        print("airwatt emulate: %s" % e, file=sys.stderr)
+        return 2
     print("emulated ESP32 on %s (flash %s)" % (board.port, os.path.abspath(flash)), flush=True)
     print("try: mpremote connect %s fs ls" % board.port, flush=True)
     if args.port_file:

@@ -40,6 +40,7 @@ RST = {PWRON_RESET: "0x1 (POWERON_RESET)", HARD_RESET: "0xc (SW_CPU_RESET)", WDT
        DEEPSLEEP_RESET: "0x5 (DEEPSLEEP_RESET)"}
 ONE_SHOT_FAULTS = {"power_cut_at_write": "powercut", "hang": "wdt"}  # cleared by the reset they cause
 LOG_MAX = 4 << 20
+FLASH_BYTES = 512 * 4096  # boardenv.FLASH_BLOCKS sectors of 4 KiB: the 2 MiB vfs partition of a 4 MiB module
 
 
 def find_micropython() -> str:
@@ -100,6 +101,9 @@ class EmulatedBoard:
     # ---- public API ----------------------------------------------------------------------------------------
 
     def start(self) -> "EmulatedBoard":
+        if self.flash_path.exists() and self.flash_path.stat().st_size != FLASH_BYTES:
+            raise ValueError("%s is not an emulated board's flash image (%d bytes, expected %d)"
+                             % (self.flash_path, self.flash_path.stat().st_size, FLASH_BYTES))
         master, slave = os.openpty()
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)

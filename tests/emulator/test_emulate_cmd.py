@@ -65,3 +65,12 @@ def test_emulate_serves_mpremote_and_stops_on_ctrl_c(tmp_path):
     assert ("emulated ESP32 on " + port) in stdout and "emulated board stopped" in stdout
     assert not port_file.exists()
     assert flash.stat().st_size == 2 * 1024 * 1024
+
+
+def test_emulate_refuses_a_file_that_is_not_a_flash_image(tmp_path):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a flash image")
+    out = subprocess.run([str(BIN / "airwatt"), "emulate", "--flash", str(bogus)], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 2 and "is not an emulated board's flash image" in out.stderr
+    assert bogus.read_text() == "not a flash image"  # left alone
