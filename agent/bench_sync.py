@@ -19,10 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
-from airwatt.agent import store, sync
-from airwatt.agent.adapters import make_adapter
+from airwatt.agent import store
 
 DEVICES = 20
 
@@ -92,6 +89,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
+    import aiohttp
+
+    from airwatt.agent import sync
+    from airwatt.agent.adapters import make_adapter
+
     db = store.open_db(data_dir)
     try:
         async with aiohttp.ClientSession() as session:
@@ -153,14 +155,30 @@ def _bench_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """`airwatt bench sync` (in the agent's bench group) and `airwatt platform` (the emulated platform)."""
-    from airwatt.agent.commands import verbs_of
+def _platform(args: argparse.Namespace) -> int:
     from airwatt.emulator import platform
+
+    return platform.cli(args)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """`airwatt bench sync` (in the agent's bench group) and `airwatt platform` (the emulated platform).
+    Heavy imports wait until a verb runs: every `airwatt` command parses this."""
+    from airwatt.agent.commands import verbs_of
 
     bs = verbs_of(commands, "bench").add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
     bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both"), default="both")
     bs.add_argument("--batch", type=int, default=100, help="readings per request (default 100)")
     bs.set_defaults(func=_bench_sync)
-    platform.register(commands)
+    cmd = commands.add_parser("platform", help="run the emulated city platform (NGSI-LD + HTTP JSON, faults)")
+    add_platform_arguments(cmd)
+    cmd.set_defaults(func=_platform)
+
+
+def add_platform_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=1026, help="port (default 1026, Orion's; 0 = any free)")
+    cmd.add_argument("--data-dir", default="airwatt-platform", help="folder for platform.db")
+    cmd.add_argument("--faults", help='fault schedule at start, JSON, e.g. \'{"5xx": 2, "429": 1}\'')
+    cmd.add_argument("--port-file", help="write the platform's URL to this file once it listens")

@@ -32,6 +32,7 @@ import collections
 import hashlib
 import json
 import sqlite3
+import sys
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -107,6 +108,15 @@ class Platform:
                     self.schedule.clear()
             else:
                 raise ValueError("unknown fault key %r" % key)
+
+    @staticmethod
+    def check_faults(spec: dict | None) -> None:
+        """Raise ValueError if `spec` would be refused by set_faults (checked on a throwaway schedule)."""
+        if spec is None:
+            return
+        probe = Platform.__new__(Platform)
+        probe.schedule = collections.deque()
+        probe.set_faults(spec)
 
     def next_fault(self) -> str:
         return self.schedule.popleft() if self.schedule else "ok"
@@ -257,6 +267,14 @@ async def _after_write(platform: Platform, fault: str, request: web.Request) -> 
     return False
 
 
+async def _body(request: web.Request) -> bytes:
+    """The request body; a client that went away mid-body (killed, timed out) ends the request quietly."""
+    try:
+        return await request.read()
+    except (ConnectionResetError, asyncio.IncompleteReadError) as err:
+        raise web.HTTPBadRequest(text="request body cut off") from err
+
+
 async def upsert(request: web.Request) -> web.StreamResponse:
     platform = request.app[PLATFORM]
     fault = platform.next_fault()
@@ -268,7 +286,7 @@ async def upsert(request: web.Request) -> web.StreamResponse:
         platform.log_request("ngsi-ld", 415, fault, [])
         return web.json_response(_problem("InvalidRequest", "Unsupported Media Type", ctype, 415), status=415)
     try:
-        entities = json.loads(await request.read())
+        entities = json.loads(await _body(request))
     except ValueError as err:
         platform.log_request("ngsi-ld", 400, fault, [])
         return web.json_response(_problem("InvalidRequest", "Invalid JSON", str(err), 400), status=400)
@@ -334,7 +352,7 @@ async def readings(request: web.Request) -> web.StreamResponse:
     early = await _before_write(platform, fault, "http-json")
     if early is not None:
         return early
-    raw = await request.read()
+    raw = await _body(request)
     key = request.headers.get("Idempotency-Key")
     body_hash = hashlib.sha256(raw).hexdigest()
     if key:
@@ -484,27 +502,23 @@ def run_platform(
         pass
 
 
-def _cli(args: argparse.Namespace) -> int:
+def cli(args: argparse.Namespace) -> int:
+    """`airwatt platform --port P --data-dir D [--faults JSON] [--port-file F]`."""
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    faults = json.loads(args.faults) if args.faults else None
+    try:
+        faults = json.loads(args.faults) if args.faults else None
+        Platform.check_faults(faults)
+    except ValueError as err:
+        print("airwatt platform: bad --faults: %s" % err, file=sys.stderr)
+        return 2
     run_platform(args.host, args.port, data_dir / "platform.db", faults, args.port_file)
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """`airwatt platform`: run the emulated city platform."""
-    cmd = commands.add_parser("platform", help="run the emulated city platform (NGSI-LD + HTTP JSON, faults)")
-    cmd.add_argument("--host", default="127.0.0.1")
-    cmd.add_argument("--port", type=int, default=1026, help="port (default 1026, Orion's; 0 = any free)")
-    cmd.add_argument("--data-dir", default="airwatt-platform", help="folder for platform.db")
-    cmd.add_argument("--faults", help='fault schedule at start, JSON, e.g. \'{"5xx": 2, "429": 1}\'')
-    cmd.add_argument("--port-file", help="write the platform's URL to this file once it listens")
-    cmd.set_defaults(func=_cli)
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m airwatt.emulator.platform")
-    register(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["platform", *__import__("sys").argv[1:]])
-    raise SystemExit(ns.func(ns))
+    from airwatt.agent.bench_sync import add_platform_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m airwatt.emulator.platform", description=__doc__.split("\n")[0])
+    add_platform_arguments(parser)
+    raise SystemExit(cli(parser.parse_args()))

@@ -38,12 +38,20 @@ def start_platform(tmp: Path, faults: dict) -> tuple[subprocess.Popen, str]:
     return proc, port_file.read_text()
 
 
-def start_sync(data_dir: Path, url: str, kind: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "airwatt.agent.sync", "--data-dir", str(data_dir), "--platform-url", url,
-         "--platform-kind", kind, "--batch-size", "25", "--backoff-base", "0.05", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def start_sync(data_dir: Path, url: str, kind: str, *extra: str, runner: str = "worker") -> subprocess.Popen:
+    """The sync worker alone (python -m airwatt.agent.sync) or inside the whole agent (airwatt serve)."""
+    if runner == "serve":
+        cmd = [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host",
+               "127.0.0.1", "--port", "0", "--platform-url", url, "--platform-kind", kind]
+    else:
+        cmd = [sys.executable, "-m", "airwatt.agent.sync", "--data-dir", str(data_dir), "--platform-url", url,
+               "--platform-kind", kind, "--backoff-base", "0.05", *extra]
+    log = open(data_dir.parent / ("%s-%d.log" % (runner, time.monotonic_ns())), "wb")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def output_of(data_dir: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(data_dir.parent.glob("*.log")))
 
 
 def synced_count(data_dir: Path) -> int:
@@ -60,7 +68,7 @@ def stats(url: str) -> dict:
 
 def make_store(data_dir: Path, n: int) -> list[dict]:
     db = store.open_db(data_dir)
-    (data_dir / "airwatt.toml").write_text("[platform]\ntimeout_s = 1.0\npoll_s = 0.1\n")
+    (data_dir / "airwatt.toml").write_text("[platform]\ntimeout_s = 1.0\npoll_s = 0.1\nbatch_size = 25\n")
     for device, (lat, lon, site) in SITE.items():
         store.add_device(db, device, site=site, lat=lat, lon=lon)
     add_readings(db, "kk-hall-01", n // 2)
@@ -71,10 +79,21 @@ def make_store(data_dir: Path, n: int) -> list[dict]:
     return rows
 
 
-def finish_and_check(data_dir: Path, tmp: Path, url: str, kind: str, rows: list[dict]) -> dict[str, int]:
+def finish_and_check(
+    data_dir: Path, tmp: Path, url: str, kind: str, rows: list[dict], runner: str = "worker"
+) -> dict[str, int]:
     """Let a last sync process drain everything; check exactly-once content; returns id -> writes."""
-    last = start_sync(data_dir, url, kind, "--exit-when-drained")
-    assert last.wait(60) == 0
+    if runner == "serve":
+        last = start_sync(data_dir, url, kind, runner="serve")
+        deadline = time.monotonic() + 60
+        while synced_count(data_dir) < len(rows):
+            assert time.monotonic() < deadline and last.poll() is None, "the agent did not finish syncing"
+            time.sleep(0.05)
+        last.terminate()
+        assert last.wait(20) == 0
+    else:
+        last = start_sync(data_dir, url, kind, "--exit-when-drained")
+        assert last.wait(60) == 0
     conn = sqlite3.connect(tmp / "platform" / "platform.db")
     records = {r[0]: (json.loads(r[1]), r[2]) for r in conn.execute(
         "SELECT id, body, writes FROM records WHERE api = ?", (kind,))}
@@ -90,28 +109,33 @@ def finish_and_check(data_dir: Path, tmp: Path, url: str, kind: str, rows: list[
     return {k: w for k, (_, w) in records.items()}
 
 
-def test_kill_9_at_random_points_loses_and_doubles_nothing(tmp_path: Path):
+@pytest.mark.parametrize("runner", ["worker", "serve"])
+def test_kill_9_at_random_points_loses_and_doubles_nothing(runner: str, tmp_path: Path):
     rng = random.Random(20261122)
     data_dir = tmp_path / "agent"
-    rows = make_store(data_dir, 1200)
-    # Every request takes 20 ms at the platform, and faults keep coming: partial failures, drops, 5xx.
-    faults = {"latency_s": 0.02, "timeout_s": 3,
-              "schedule": ["ok"] * 3 + ["partial", "ok", "drop", "ok", "5xx", "partial", "ok", "drop"] * 4}
+    rows = make_store(data_dir, 2400)
+    # `airwatt serve` backs off from 0.5 s (its config), the worker alone from 0.05 s: fewer faults for serve.
+    rounds = 1 if runner == "serve" else 4
+    # Every request takes 40 ms at the platform, and faults keep coming: partial failures, drops, 5xx.
+    faults = {"latency_s": 0.04, "timeout_s": 3,
+              "schedule": ["ok"] * 3 + ["partial", "ok", "drop", "ok", "5xx", "partial", "ok", "drop"] * rounds}
     platform, url = start_platform(tmp_path, faults)
     kills = []
     try:
         for _ in range(6):
             before = synced_count(data_dir)
-            proc = start_sync(data_dir, url, "ngsi-ld")
+            proc = start_sync(data_dir, url, "ngsi-ld", runner=runner)
             deadline = time.monotonic() + 20
-            while synced_count(data_dir) == before and time.monotonic() < deadline:
-                time.sleep(0.005)  # wait until this process makes progress, then kill it at a random instant
-            time.sleep(rng.uniform(0.0, 0.25))
+            while synced_count(data_dir) == before:
+                # wait until this process makes progress, then kill it at a random instant
+                assert proc.poll() is None and time.monotonic() < deadline, output_of(data_dir)
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.1))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills.append(synced_count(data_dir))
         assert kills[-1] < len(rows), "the kills came too late to interrupt anything"
-        writes = finish_and_check(data_dir, tmp_path, url, "ngsi-ld", rows)
+        writes = finish_and_check(data_dir, tmp_path, url, "ngsi-ld", rows, runner)
     finally:
         platform.kill()
         platform.wait(10)
