@@ -157,7 +157,7 @@ def test_watchdog_resets_a_hung_board(tmp_path):
         main.write_text(
             "import machine, time\nprint('MAIN cause', machine.reset_cause())\n"
             "if machine.reset_cause() != machine.WDT_RESET:\n"
-            "    wdt = machine.WDT(timeout=500)\n"
+            "    wdt = machine.WDT(timeout=1000)\n"
             "    u = machine.UART(2, baudrate=9600, tx=17, rx=16, timeout=100)\n"
             "    for i in range(10):\n"
             "        u.write(b'\\xf8\\x04\\x00\\x00\\x00\\x0a\\x64\\x64'); u.read(25); wdt.feed(); time.sleep_ms(100)\n"
