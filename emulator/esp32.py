@@ -1,13 +1,20 @@
 """An emulated ESP32 board: the MicroPython VM running boardenv.py behind a pty that speaks like the board's USB
 serial port, so unmodified `mpremote connect <port> ...` works on it as on hardware.
 
-The bridge pipes bytes between the pty and the VM's stdin/stdout, delivers Ctrl-C as SIGINT while the VM runs code, keeps the watchdog's time, and boots the VM again
-after a soft reset, machine.reset(), deep sleep, a watchdog reset, a power cut or a crash, printing what an ESP32
-prints then. The flash is a LittleFS image in a file, so it survives all of these.
+The bridge pipes bytes between the pty and the VM's stdin/stdout, delivers Ctrl-C as SIGINT while the VM runs
+code, keeps the watchdog's time, and boots the VM again after a soft reset, machine.reset(), deep sleep, a watchdog
+reset, a power cut or a crash, printing what an ESP32 prints then. The flash is a LittleFS image in a file, so it
+survives all of these. (Not emulator/board.py: emulator/board/ is the package of the board-side modules.)
 
-    board = EmulatedBoard("flash.bin", faults={"pms": {"unplugged": True}})
+    board = EmulatedBoard("flash.bin", faults={"pms": {"unplugged": True}}, config={"clock": "unset"})
     board.start(); print(board.port)   # mpremote connect <port> fs ls
-    board.set_fault("wifi_down", True); board.wait_for("...", timeout=10); board.stop()
+    board.set_fault("wifi_down", True); board.wait_for("...", timeout=10); board.resets["wdt"]; board.stop()
+
+Faults (set_fault/set_faults, or at start): "wifi_down", "hang" (the next hardware access never returns: the
+watchdog must reset the board; cleared by that reset), "clock_unset" (RTC writes ignored), "power_cut_at_write": N
+(the Nth flash write/erase from now is cut half-way and the board powers on again; cleared by the cut), and per
+sensor "pzem"/"pms"/"scd4x": {"unplugged"|"stuck"|"mains_off": bool, "corrupt": n frames or a probability < 1}.
+Board config (wiring, Wi-Fi access point, clock, unique_id, day profile speed): emulator/board/boardstate.py.
 """
 
 from __future__ import annotations
