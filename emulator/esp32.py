@@ -47,7 +47,24 @@ RST = {PWRON_RESET: "0x1 (POWERON_RESET)", HARD_RESET: "0xc (SW_CPU_RESET)", WDT
        DEEPSLEEP_RESET: "0x5 (DEEPSLEEP_RESET)"}
 ONE_SHOT_FAULTS = {"power_cut_at_write": "powercut", "hang": "wdt"}  # cleared by the reset they cause
 LOG_MAX = 4 << 20
+BOARD_FAULTS = ("wifi_down", "hang", "clock_unset", "power_cut_at_write")
+SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off")
+SENSORS = ("pzem", "pms", "scd4x")
 FLASH_BYTES = 512 * 4096  # boardenv.FLASH_BLOCKS sectors of 4 KiB: the 2 MiB vfs partition of a 4 MiB module
+
+
+def check_faults(faults: dict) -> None:
+    """Raise ValueError naming the first fault the emulated board does not know (a typo would do nothing)."""
+    for name, value in faults.items():
+        if name in SENSORS:
+            if not isinstance(value, dict):
+                raise ValueError("fault %r: expected a dict of sensor faults %s" % (name, SENSOR_FAULTS))
+            for k in value:
+                if k not in SENSOR_FAULTS:
+                    raise ValueError("unknown %s fault %r (known: %s)" % (name, k, ", ".join(SENSOR_FAULTS)))
+        elif name not in BOARD_FAULTS:
+            raise ValueError("unknown fault %r (known: %s, or a sensor %s)"
+                             % (name, ", ".join(BOARD_FAULTS), "/".join(SENSORS)))
 
 
 def find_micropython() -> str:
@@ -74,6 +91,7 @@ class EmulatedBoard:
             flash_path = Path(self._tmp.name) / "flash.bin"
         self.flash_path = Path(flash_path)
         self.faults: dict[str, Any] = dict(faults or {})
+        check_faults(self.faults)
         self.config: dict[str, Any] = dict(config or {})
         self.config.setdefault("t0", time.time())
         self.heap = heap
@@ -159,6 +177,7 @@ class EmulatedBoard:
         """Set (or with value None/False clear) one fault: "wifi_down", "hang", "clock_unset",
         "power_cut_at_write": N, or a sensor's {"unplugged"|"stuck"|"corrupt"|"mains_off": ...} under "pzem",
         "pms", "scd4x" (a sensor's dict is merged)."""
+        check_faults({name: value if isinstance(value, dict) or name not in SENSORS else {}})
         with self._lock:
             if isinstance(value, dict) and isinstance(self.faults.get(name), dict):
                 merged = dict(self.faults[name])
@@ -172,6 +191,7 @@ class EmulatedBoard:
         self._nudge()
 
     def set_faults(self, faults: dict) -> None:
+        check_faults(faults)
         with self._lock:
             self.faults = dict(faults)
             self._actions.append(("faults",))

@@ -275,3 +275,16 @@ def test_friendly_repl_echo_continuation_paste_mode_and_ctrl_c(board):
         assert "=== b = 22" in out
     finally:
         os.close(fd)
+
+
+def test_unknown_faults_are_refused():
+    from airwatt.emulator.esp32 import check_faults
+
+    check_faults({"wifi_down": True, "pms": {"corrupt": 0.2}, "power_cut_at_write": 4})
+    with pytest.raises(ValueError, match="unknown fault 'wifi_off'"):
+        EmulatedBoard(faults={"wifi_off": True})
+    board = EmulatedBoard()
+    with pytest.raises(ValueError, match="unknown pms fault 'unpluged'"):
+        board.set_fault("pms", {"unpluged": True})
+    with pytest.raises(ValueError, match="unknown fault"):
+        board.set_faults({"hangs": True})
