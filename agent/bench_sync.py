@@ -62,12 +62,14 @@ def insert_rows(db_dir: Path, rows: list[dict]) -> float:
     return elapsed
 
 
-def start_platform_process(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_platform_process(data_dir: Path, faults: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`python -m airwatt.emulator.platform` on 127.0.0.1, any free port; returns the process and its URL."""
+    import json
+
     port_file = data_dir / "url"
     proc = subprocess.Popen(
         [sys.executable, "-m", "airwatt.emulator.platform", "--port", "0", "--data-dir", str(data_dir),
-         "--port-file", str(port_file)],
+         "--port-file", str(port_file), *(["--faults", json.dumps(faults)] if faults else [])],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
@@ -105,14 +107,16 @@ async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
         db.conn.close()
 
 
-def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 100) -> dict:
-    """Fill a store with n readings, drain it to the emulated platform, check, and time both ways."""
+def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 100, sink: bool = False) -> dict:
+    """Fill a store with n readings, drain it to the emulated platform, check, and time both ways. With sink,
+    the platform confirms without parsing or storing: the agent's side alone."""
     rows = bench_rows(n, time.time() - n * 60)
     with tempfile.TemporaryDirectory(prefix="airwatt-bench-sync-") as tmp:
         tmp_path = Path(tmp)
-        raw_s = insert_rows(tmp_path / "raw", rows)
+        # The ceiling: best of three fresh raw inserts (the machine may be busy with other work meanwhile).
+        raw_s = min(insert_rows(tmp_path / ("raw%d" % i), rows) for i in range(3))
         insert_rows(tmp_path / "agent", rows)
-        proc, url = start_platform_process(tmp_path / "platform")
+        proc, url = start_platform_process(tmp_path / "platform", {"sink": True} if sink else None)
         try:
             cpu0, platform_cpu0 = time.process_time(), _cpu_seconds(proc.pid)
             drain_s = asyncio.run(_drain(tmp_path / "agent", kind, url, batch))
@@ -127,9 +131,9 @@ def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 100) -> dict:
         conn = sqlite3.connect(store.db_path(tmp_path / "agent"))
         left = conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NULL").fetchone()[0]
         conn.close()
-        if stored != n or left:
+        if (stored != n and not sink) or left:
             raise RuntimeError("platform holds %d of %d readings, %d left unsynced" % (stored, n, left))
-    return {"kind": kind, "readings": n, "batch": batch, "drain_seconds": drain_s, "drain_per_s": n / drain_s,
+    return {"kind": kind, "sink": sink, "readings": n, "batch": batch, "drain_seconds": drain_s, "drain_per_s": n / drain_s,
             "raw_one_tx_per_s": n / raw_s, "ratio": raw_s / drain_s, "platform_writes": writes,
             "agent_cpu_us": agent_cpu / n * 1e6, "platform_cpu_us": platform_cpu / n * 1e6,
             "load": os.getloadavg()[0]}
@@ -137,11 +141,12 @@ def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 100) -> dict:
 
 def format_sync(r: dict) -> str:
     return "\n".join([
-        "sync bench (%s): %d readings in batches of %d to the emulated platform over loopback (cpu count %s)"
-        % (r["kind"], r["readings"], r["batch"], os.cpu_count()),
+        "sync bench (%s%s): %d readings in batches of %d to the emulated platform over loopback (cpu count %s)"
+        % (r["kind"], ", platform confirms without parsing: the agent alone" if r["sink"] else "", r["readings"],
+           r["batch"], os.cpu_count()),
         "  sync drain (confirmed + marked synced):   %10.0f readings/s  (%.2f s, %d platform writes)"
         % (r["drain_per_s"], r["drain_seconds"], r["platform_writes"]),
-        "  raw executemany, ONE transaction:         %10.0f readings/s" % r["raw_one_tx_per_s"],
+        "  raw executemany, ONE transaction (best of 3): %7.0f readings/s" % r["raw_one_tx_per_s"],
         "  ratio drain / raw one transaction:        %10.2f  (target >= 0.2; target >= 50,000 readings/s)" % r["ratio"],
         "  CPU per reading: agent %.1f us (all threads), emulated platform %.1f us; load average %.1f"
         % (r["agent_cpu_us"], r["platform_cpu_us"], r["load"]),
@@ -152,6 +157,8 @@ def _bench_sync(args: argparse.Namespace) -> int:
     kinds = ["ngsi-ld", "http-json"] if args.kind == "both" else [args.kind]
     for kind in kinds:
         print(format_sync(run_sync(args.readings, kind, args.batch)), flush=True)
+        if args.agent_alone:
+            print(format_sync(run_sync(args.readings, kind, args.batch, sink=True)), flush=True)
     return 0
 
 
@@ -170,6 +177,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
     bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both"), default="both")
     bs.add_argument("--batch", type=int, default=100, help="readings per request (default 100)")
+    bs.add_argument("--agent-alone", action="store_true",
+                    help="also drain to a platform that confirms without parsing (the agent's own ceiling)")
     bs.set_defaults(func=_bench_sync)
     cmd = commands.add_parser("platform", help="run the emulated city platform (NGSI-LD + HTTP JSON, faults)")
     add_platform_arguments(cmd)

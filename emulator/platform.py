@@ -9,7 +9,8 @@ times that id was written), so tests can check the EFFECT of a sync: every readi
     POST /_faults   {"5xx": 2, "429": 1, ...} or {"schedule": ["ok", "drop", ...]}, plus settings
                     "retry_after" (s), "retry_after_date" (bool), "timeout_s", "partial_fail" (how many of a
                     batch fail in a "partial" answer), "latency_s" (added to every answer), "reject": [ids],
-                    "reject_whole" (a refused entity fails the whole request with 400 instead of a 207)
+                    "reject_whole" (a refused entity fails the whole request with 400 instead of a 207),
+                    "sink" (confirm everything without parsing or storing: to bench the agent alone)
     GET  /_faults   what is still scheduled;  GET /_stats   counters;  POST /_reset  forget faults and data
 
 Fault kinds, each consumed by one data request, in order:
@@ -74,6 +75,7 @@ class Platform:
         self.latency_s = 0.0
         self.reject: set[str] = set()
         self.reject_whole = False  # True: a refused entity fails the whole request with 400 (no 207)
+        self.sink = False  # True: confirm every request without parsing or storing (benches the agent alone)
         self.stats: collections.Counter[str] = collections.Counter()
         self.stalled = 0
         if faults:
@@ -99,7 +101,7 @@ class Platform:
                 setattr(self, key, float(value))
             elif key == "partial_fail":
                 self.partial_fail = int(value)
-            elif key in ("retry_after_date", "reject_whole"):
+            elif key in ("retry_after_date", "reject_whole", "sink"):
                 setattr(self, key, bool(value))
             elif key == "reject":
                 self.reject = set(value)
@@ -281,6 +283,10 @@ async def upsert(request: web.Request) -> web.StreamResponse:
     early = await _before_write(platform, fault, "ngsi-ld")
     if early is not None:
         return early
+    if platform.sink:
+        await _body(request)
+        platform.stats["sunk"] += 1
+        return web.Response(status=204)
     ctype = request.content_type
     if ctype not in ("application/ld+json", "application/json"):
         platform.log_request("ngsi-ld", 415, fault, [])
@@ -352,6 +358,10 @@ async def readings(request: web.Request) -> web.StreamResponse:
     early = await _before_write(platform, fault, "http-json")
     if early is not None:
         return early
+    if platform.sink:
+        await _body(request)
+        platform.stats["sunk"] += 1
+        return web.Response(status=200)
     raw = await _body(request)
     key = request.headers.get("Idempotency-Key")
     body_hash = hashlib.sha256(raw).hexdigest()

@@ -104,6 +104,13 @@ def _decimals(sensor: str, metric: str, scale: float) -> int:
     return fields.metric(sensor, metric)[7] + extra
 
 
+# The same tables with each scaled value's decimals worked out once: (column, attribute, scale, unit, decimals).
+_AIR = {
+    sensor: tuple((c, n, k, u, _decimals(sensor, c, k)) for c, n, k, u in rows) for sensor, rows in AIR_ATTRIBUTES.items()
+}
+_TOTALS = tuple((c, n, k, u, _decimals("energy", c, k)) for c, n, k, u in ENERGY_TOTALS)
+
+
 def unencodable(row: Mapping) -> str | None:
     """Why this reading cannot become a valid Smart Data Model entity, or None."""
     if row.get("lat") is None or row.get("lon") is None:
@@ -125,20 +132,20 @@ def entity(row: Mapping) -> dict:
         ent["areaServed"] = {"type": "Property", "value": row["site"]}
     if sensor == "energy":
         ent["phaseType"] = {"type": "Property", "value": "singlePhase"}
-        for column, name, scale, unit in ENERGY_TOTALS:
+        for column, name, scale, unit, decimals in _TOTALS:
             value = row.get(column)
             if value is not None:
-                value = _scaled(value, scale, _decimals("energy", column, scale))
+                value = _scaled(value, scale, decimals)
                 ent[name] = {"type": "Property", "value": value, "unitCode": unit, "observedAt": when}
         for column, name, unit in ENERGY_PHASE:
             value = row.get(column)
             if value is not None:
                 ent[name] = {"type": "Property", "value": {"L1": value}, "unitCode": unit, "observedAt": when}
     else:
-        for column, name, scale, unit in AIR_ATTRIBUTES[sensor]:
+        for column, name, scale, unit, decimals in _AIR[sensor]:
             value = row.get(column)
             if value is not None:
-                value = _scaled(value, scale, _decimals(sensor, column, scale))
+                value = _scaled(value, scale, decimals)
                 ent[name] = {"type": "Property", "value": value, "unitCode": unit, "observedAt": when}
     flags = flag_list(row)
     if flags:
