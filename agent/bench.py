@@ -154,44 +154,52 @@ def raw_inserts(data_dir: Path, batches: list[list[tuple]], one_transaction: boo
     return elapsed
 
 
-def run_ingest(uploaders: int = 50, batch: int = 50, batches: int = 40, data_dir: str | None = None) -> dict:
-    """Run the ingest bench; returns the figures (readings/s over HTTP, raw, ratio, batches per commit)."""
+def run_ingest(uploaders: int = 50, batch: int = 50, batches: int = 40, data_dir: str | None = None,
+               rounds: int = 1) -> dict:
+    """Run the ingest bench `rounds` times (fresh databases each) and report the round with the best HTTP figure,
+    with that round's own raw figures: the round least disturbed by whatever else the machine runs. Returns
+    readings/s over HTTP, raw, ratio, batches per commit."""
+    best: dict = {}
     with tempfile.TemporaryDirectory(prefix="airwatt-bench-") as tmp:
         base = Path(data_dir) if data_dir else Path(tmp)
-        agent_dir, raw1_dir, rawn_dir = base / "agent", base / "raw-one", base / "raw-each"
-        for d in (agent_dir, raw1_dir, rawn_dir):
-            if store.db_path(d).exists():
-                raise SystemExit("bench: %s already holds a database; give an empty --data-dir" % d)
-        db = store.open_db(agent_dir)
-        devices = ["bench-%03d" % i for i in range(uploaders)]
-        keys = {d: bytes.fromhex(store.add_device(db, d)) for d in devices}
-        db.close()
-        bodies = build_batches(devices, batches + 1, batch, int(time.time()) - 86400)
-        proc, url = start_agent(agent_dir)
-        try:
-            elapsed, commits = asyncio.run(_upload(url, keys, bodies, 1))
-        finally:
-            stop_agent(proc)
-        readings = uploaders * batches * batch
-        conn = sqlite3.connect(store.db_path(agent_dir))
-        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-        conn.close()
-        if stored != readings + uploaders * batch:
-            raise RuntimeError("agent stored %d readings, expected %d" % (stored, readings + uploaders * batch))
-        rows = _rows(bodies, 1)
-        raw_one = raw_inserts(raw1_dir, rows, True)
-        raw_each = raw_inserts(rawn_dir, rows, False)
-    http_rate = readings / elapsed
-    raw_rate = readings / raw_one
+        for n in range(rounds):
+            r = _ingest_round(base / ("round-%d" % n), uploaders, batch, batches)
+            if not best or r["http_per_s"] > best["http_per_s"]:
+                best = r
+    best.update({"uploaders": uploaders, "batch": batch, "readings": uploaders * batches * batch, "rounds": rounds})
+    best["ratio"] = best["http_per_s"] / best["raw_one_tx_per_s"]
+    return best
+
+
+def _ingest_round(base: Path, uploaders: int, batch: int, batches: int) -> dict:
+    agent_dir, raw1_dir, rawn_dir = base / "agent", base / "raw-one", base / "raw-each"
+    for d in (agent_dir, raw1_dir, rawn_dir):
+        if store.db_path(d).exists():
+            raise SystemExit("bench: %s already holds a database; give an empty --data-dir" % d)
+    db = store.open_db(agent_dir)
+    devices = ["bench-%03d" % i for i in range(uploaders)]
+    keys = {d: bytes.fromhex(store.add_device(db, d)) for d in devices}
+    db.close()
+    bodies = build_batches(devices, batches + 1, batch, int(time.time()) - 86400)
+    proc, url = start_agent(agent_dir)
+    try:
+        elapsed, commits = asyncio.run(_upload(url, keys, bodies, 1))
+    finally:
+        stop_agent(proc)
+    readings = uploaders * batches * batch
+    conn = sqlite3.connect(store.db_path(agent_dir))
+    stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    conn.close()
+    if stored != readings + uploaders * batch:  # every 200 must mean stored: check before quoting a speed
+        raise RuntimeError("agent stored %d readings, expected %d" % (stored, readings + uploaders * batch))
+    rows = _rows(bodies, 1)
+    raw_one = raw_inserts(raw1_dir, rows, True)
+    raw_each = raw_inserts(rawn_dir, rows, False)
     return {
-        "uploaders": uploaders,
-        "batch": batch,
-        "readings": readings,
         "http_seconds": elapsed,
-        "http_per_s": http_rate,
-        "raw_one_tx_per_s": raw_rate,
+        "http_per_s": readings / elapsed,
+        "raw_one_tx_per_s": readings / raw_one,
         "raw_commit_each_per_s": readings / raw_each,
-        "ratio": http_rate / raw_rate,
         "batches_per_commit": (uploaders * batches) / commits if commits else None,
     }
 
@@ -200,8 +208,8 @@ def format_ingest(r: dict) -> str:
     per_commit = "%.1f" % r["batches_per_commit"] if r["batches_per_commit"] else "?"
     return "\n".join(
         [
-            "ingest bench: %d uploaders x batches of %d, %d readings (cpu count %s)"
-            % (r["uploaders"], r["batch"], r["readings"], os.cpu_count()),
+            "ingest bench: %d uploaders x batches of %d, %d readings, best of %d round(s) (cpu count %s)"
+            % (r["uploaders"], r["batch"], r["readings"], r["rounds"], os.cpu_count()),
             "  durable ingest over HTTP (200 = committed): %10.0f readings/s  (%.2f s, %s batches per commit)"
             % (r["http_per_s"], r["http_seconds"], per_commit),
             "  raw executemany, ONE transaction:           %10.0f readings/s" % r["raw_one_tx_per_s"],

@@ -315,7 +315,7 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     from . import bench
 
     result = bench.run_ingest(
-        uploaders=args.uploaders, batch=args.batch, batches=args.batches, data_dir=args.data_dir
+        uploaders=args.uploaders, batch=args.batch, batches=args.batches, data_dir=args.data_dir, rounds=args.rounds
     )
     print(bench.format_ingest(result))
     return 0
@@ -378,5 +378,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     bi.add_argument("--uploaders", type=int, default=50)
     bi.add_argument("--batch", type=int, default=50, help="readings per batch")
     bi.add_argument("--batches", type=int, default=40, help="batches per uploader")
-    bi.add_argument("--data-dir", default=None, help="where to put the bench database (default: a temp dir)")
+    bi.add_argument("--rounds", type=int, default=3, help="runs; each figure is its best run (default 3)")
+    bi.add_argument("--data-dir", default=None, help="where to put the bench databases (default: a temp dir)")
     bi.set_defaults(func=_bench_ingest)

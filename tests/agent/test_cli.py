@@ -208,13 +208,14 @@ def test_bench_ingest_runs_end_to_end_on_a_tiny_workload(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     out = subprocess.run(
         [sys.executable, "-m", "airwatt.agent.cli", "bench", "ingest", "--uploaders", "3", "--batch", "5",
-         "--batches", "2", "--data-dir", str(tmp_path / "bench")],
+         "--batches", "2", "--rounds", "2", "--data-dir", str(tmp_path / "bench")],
         capture_output=True, text=True, timeout=120, env=env,
     )
     assert out.returncode == 0, out.stderr
-    assert "3 uploaders x batches of 5, 30 readings" in out.stdout
+    assert "3 uploaders x batches of 5, 30 readings, best of 2 round(s)" in out.stdout
     for label in ("durable ingest over HTTP", "raw executemany, ONE transaction", "ratio HTTP / raw"):
         assert label in out.stdout
     # The bench checked the agent stored every reading (warm-up batch + 2 per uploader).
-    conn = store.open_db(tmp_path / "bench" / "agent")
-    assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 3 * 3 * 5
+    for n in (0, 1):
+        conn = store.open_db(tmp_path / "bench" / ("round-%d" % n) / "agent")
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 3 * 3 * 5
