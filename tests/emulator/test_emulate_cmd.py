@@ -54,9 +54,12 @@ def test_emulate_serves_mpremote_and_stops_on_ctrl_c(tmp_path):
                              timeout=30)
         assert out.stdout.strip() == "WIFI 201", out  # STAT_NO_AP_FOUND: the fault file's wifi_down
         fault_file.write_text("{}")
-        time.sleep(0.5)  # the command re-reads the file when it changes
-        out = subprocess.run([str(BIN / "mpremote"), "connect", port, "exec", wifi], capture_output=True, text=True,
-                             timeout=30)
+        for _ in range(20):  # the command re-reads the file when it changes (it looks 5 times a second)
+            time.sleep(0.3)
+            out = subprocess.run([str(BIN / "mpremote"), "connect", port, "exec", wifi], capture_output=True,
+                                 text=True, timeout=30)
+            if out.stdout.strip() != "WIFI 201":
+                break
         assert out.stdout.strip() == "WIFI 1010", out  # STAT_GOT_IP
     finally:
         proc.send_signal(signal.SIGINT)

@@ -120,10 +120,11 @@ def test_reset_runs_main_py_and_ctrl_c_interrupts_it(board, tmp_path):
 
 
 def test_ctrl_c_interrupts_a_running_exec(board):
-    proc = subprocess.Popen([MPREMOTE, "connect", board.port, "exec", "n = 0\nwhile True:\n    n += 1\n"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     start = board.log_offset()
-    time.sleep(1.5)
+    proc = subprocess.Popen([MPREMOTE, "connect", board.port, "exec", "print('LOOPING')\nn = 0\nwhile True:\n    n += 1\n"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    board.wait_for("LOOPING", timeout=20, since=start)
+    time.sleep(0.3)
     assert proc.poll() is None  # still looping
     proc.kill()
     proc.wait()
