@@ -5,16 +5,20 @@ every upstream write is idempotent (deterministic ids + upsert for NGSI-LD, an I
 the batch for the generic API). A kill -9 between the platform's write and our mark resends the same ids,
 which rewrites the same entities: nothing lost, nothing doubled.
 
-One round (`sync_once`): take the oldest pending readings, send one batch, then in the store mark the
-confirmed ones, count refusals, and log the attempt in `sync_log` (the operators' "last errors").
-The loop (`run_worker`) drains while rounds succeed, and otherwise waits: Retry-After when the platform gave
-one (429/503, seconds or an HTTP date), else exponential backoff with jitter; "retry now" cuts any wait short.
+One round (`sync_once`): take the oldest pending readings, send them in batches (up to `parallel` requests
+at once), then in ONE store transaction mark the confirmed ones and log every request in `sync_log` (the
+operators' "last errors"); count refusals. While all goes well the loop (`run_worker`) pipelines rounds
+(`sync_pipelined`: the next round travels while the last one's marks commit); after any failure it sends one
+batch at a time and waits: Retry-After when the platform gave one (429/503, seconds or an HTTP date), else
+exponential backoff with jitter. "Retry now" (the SYNC_NOW event, or meta `sync_retry_requested` written by
+the pages from any process) cuts any wait short and releases held readings.
 
 A reading the platform keeps refusing must not block the others. Policy:
 - a 400/422 for a whole batch of several readings halves the batch (bisection: the good part syncs, the
   refused reading ends up alone);
 - a refusal naming the reading (4xx in a 207 answer, or 400 for a batch of one) counts one strike in table
-  `sync_held`; after HOLD_AFTER strikes the reading is held back for HOLD_S seconds, then tried again.
+  `sync_held`; after HOLD_AFTER strikes the reading is held back for HOLD_S seconds, then tried once more
+  per HOLD_S (a success clears its strikes).
   Held readings stay in the store, unsynced and visible (`held_readings`); "retry now" releases them.
 - a reading the adapter cannot express (NGSI-LD needs the device's lat/lon) is held at once, with the reason.
 """
@@ -29,8 +33,8 @@ import logging
 import random
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,7 +43,7 @@ import sqlite_utils
 from aiohttp import web
 
 from airwatt.agent import store
-from airwatt.agent.adapters import Adapter, Outcome, make_adapter
+from airwatt.agent.adapters import Adapter, make_adapter
 
 log = logging.getLogger("airwatt.sync")
 
@@ -171,7 +175,7 @@ def _strike(db: sqlite_utils.Database, refusals: dict[int, tuple[int | None, str
             held += until is not None
             db.execute(
                 "INSERT OR REPLACE INTO sync_held(reading, tries, held_until, status, error, at) VALUES (?,?,?,?,?,?)",
-                (rid, 0 if until else tries, until, status, error[:500], now),
+                (rid, tries, until, status, error[:500], now),
             )
     return held
 
