@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,19 +57,26 @@ def build_batches(devices: list[str], batches: int, size: int, t0: int) -> dict[
 
 
 def start_agent(data_dir: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
-    """Run `airwatt serve` on 127.0.0.1, port 0; returns the process and its base URL once it listens."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--port", "0", *(extra or [])],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """Run `airwatt serve` on 127.0.0.1, port 0; returns the process and its base URL once it listens.
+    Its log goes to serve.log in the data dir (a pipe nobody reads could fill up and stall the agent)."""
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    log_path = Path(data_dir) / "serve.log"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+             "--port", "0", *(extra or [])],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
     line = proc.stdout.readline() if proc.stdout else ""
     match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
     if not match:
         proc.kill()
-        raise RuntimeError("agent did not start: %r %s" % (line, proc.stderr.read() if proc.stderr else ""))
+        proc.wait()
+        raise RuntimeError("agent did not start: %r\n%s" % (line, log_path.read_text(errors="replace")[-4000:]))
+    # Keep draining stdout so that nothing the agent prints later can fill the pipe and stall it.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
     return proc, "http://127.0.0.1:%s" % match.group(1)
 
 

@@ -90,7 +90,11 @@ def _open_existing(data_dir: str) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import logging
+
     from .config import ConfigError, load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     try:
         config = load_config(
