@@ -263,6 +263,7 @@ async def _attempt(adapter: Adapter, session: aiohttp.ClientSession, rows: list[
         async with session.request(
             prepared.method, prepared.url, data=prepared.body, headers=prepared.headers,
             timeout=aiohttp.ClientTimeout(total=timeout_s),
+            allow_redirects=False,  # a redirect (to a login page, say) must never read as a confirmation
         ) as resp:
             result.status = resp.status
             body = await resp.read()

@@ -71,16 +71,20 @@ def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None
 
 def interpret(prepared: Prepared, status: int, body: bytes) -> Outcome:
     """Outcome of a 2xx answer: with a `results` list, exactly the items marked ok are confirmed (and any
-    item the list leaves out fails); a 200/201/204 without one confirms the whole batch."""
+    item the list leaves out fails); a 200/201/204 with an empty body or a JSON object without `results`
+    confirms the whole batch. Raises ValueError for any other body (nothing is confirmed then)."""
     if not 200 <= status < 300:
         raise ValueError("interpret() takes a 2xx answer, not %d" % status)
     results = None
     if body.strip():
         try:
             answer = json.loads(body)
-            results = answer.get("results") if isinstance(answer, dict) else None
         except ValueError:
-            results = None
+            answer = None
+        if not isinstance(answer, dict):
+            # Not this API's answer (an HTML page from a proxy, say): confirm nothing.
+            raise ValueError("HTTP %d with a body that is not a JSON object" % status)
+        results = answer.get("results")
     if not isinstance(results, list):
         if status == 207:
             return Outcome(failed={rid: (None, "207 without a readable results list") for rid in prepared.row_ids})

@@ -173,9 +173,19 @@ def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None
 
 
 def interpret(prepared: Prepared, status: int, body: bytes) -> Outcome:
-    """Outcome of a 2xx answer. 201 (created ids listed) and 204 (all updated) confirm the whole batch; 207
-    confirms exactly the ids in `success` and fails the ones in `errors` (and any id in neither)."""
-    if status in (200, 201, 204):
+    """Outcome of a 2xx answer. 201 (created ids listed; updated ones are not) and 204 (all updated) confirm
+    the whole batch; 207 confirms exactly the ids in `success` and fails the ones in `errors` (and any id in
+    neither). Raises ValueError for an answer that is not an upsert's (nothing is confirmed then)."""
+    if status == 204:
+        return Outcome(confirmed=list(prepared.row_ids))
+    if status in (200, 201):
+        # The answer lists the created ids; anything else (an HTML page from a proxy, say) confirms nothing.
+        try:
+            listed = json.loads(body) if body.strip() else []
+        except ValueError:
+            listed = None
+        if not isinstance(listed, list):
+            raise ValueError("HTTP %d without the JSON array of created ids an upsert answers" % status)
         return Outcome(confirmed=list(prepared.row_ids))
     if status != 207:
         raise ValueError("interpret() takes a 2xx answer, not %d" % status)

@@ -166,3 +166,16 @@ def test_readme_documents_every_metric_with_its_unit():
     for sensor, metric, unit, *_ in fields.METRICS:
         assert re.search(r"\|\s*`?%s`?\s*\|\s*%s\s*\|\s*`?%s`?\s*\|" % (sensor, re.escape(metric), re.escape(unit)), text), metric
     assert "Idempotency-Key" in text and "207" in text
+
+
+def test_answers_that_are_not_the_apis_confirm_nothing():
+    ng = ngsi_ld.prepare("http://x/u", [row("pm")])
+    with pytest.raises(ValueError):
+        ngsi_ld.interpret(ng, 200, b"<html>login</html>")
+    with pytest.raises(ValueError):
+        ngsi_ld.interpret(ng, 201, b'{"ok": true}')
+    assert ngsi_ld.interpret(ng, 201, b"").confirmed == [7]
+    hj = http_json.prepare("http://x/readings", [row("pm")])
+    with pytest.raises(ValueError):
+        http_json.interpret(hj, 200, b"<html>login</html>")
+    assert http_json.interpret(hj, 200, b'{"stored": 1}').confirmed == [7]

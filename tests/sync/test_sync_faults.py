@@ -222,3 +222,32 @@ def test_backoff_doubles_with_jitter_up_to_the_cap():
     highs = [sync.backoff_delay(n, 1.0, 60.0, rand=lambda: 1.0) for n in range(1, 9)]
     assert lows == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert highs == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+async def test_a_redirect_or_a_foreign_200_never_marks_anything(db, session):
+    from aiohttp import web
+
+    async def redirect(request):
+        raise web.HTTPFound("/login")
+
+    async def login(request):
+        return web.Response(text="<html>please log in</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_post("/readings", redirect)
+    app.router.add_route("*", "/login", login)
+    app.router.add_post("/html/readings", login)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
+    try:
+        add_readings(db, "kk-hall-01", 3)
+        result = await sync.sync_once(db, make_adapter("http-json", base), session, 100)
+        assert result.status == 302 and result.synced == 0
+        result = await sync.sync_once(db, make_adapter("http-json", base + "/html"), session, 100)
+        assert result.status == 200 and result.synced == 0 and "unreadable" in result.error
+        assert len(unsynced(db)) == 3
+    finally:
+        await runner.cleanup()
