@@ -50,7 +50,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     text = await metrics.metrics_text(request.app[INGEST_KEY].stats, store.db_path(request.app[DATA_DIR_KEY]))
-    return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Prometheus": "0.0.4"})
+    return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def _start_writer(app: web.Application) -> None:

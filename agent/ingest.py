@@ -19,6 +19,7 @@ import operator
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def _metric_getters() -> dict[str, object]:
     for sensor in fields.SENSORS:
         names = [row[1] for row in fields.metrics(sensor)]
         start = store.METRIC_COLUMNS.index(names[0])
-        assert store.METRIC_COLUMNS[start : start + len(names)] == tuple(names)
+        if store.METRIC_COLUMNS[start : start + len(names)] != tuple(names):
+            raise RuntimeError("metrics of sensor %s are not contiguous in the field table" % sensor)
         before, after = (None,) * start, (None,) * (len(store.METRIC_COLUMNS) - start - len(names))
         get = operator.itemgetter(*names)
         single = len(names) == 1
@@ -74,7 +76,7 @@ _EXTRACT = _metric_getters()
 
 
 def job_from_batch(batch: Batch, received: float) -> Job:
-    """The rows to insert, built on the event loop's thread so the writer thread does little Python."""
+    """The batch as full `readings` rows for the writer process (built here, where the batch is already parsed)."""
     device = batch.device
     rows = []
     for r in batch.readings:
@@ -136,7 +138,9 @@ async def _read_body(request: web.Request) -> bytes | None:
             return None
 
 
-def make_handler(ingest_key: web.AppKey) -> object:
+def make_handler(ingest_key: web.AppKey) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The POST /v1/batches handler, reading its Ingest from the app under ingest_key."""
+
     async def post_batch(request: web.Request) -> web.Response:
         ingest: Ingest = request.app[ingest_key]
         if request.content_length is not None and request.content_length > fields.MAX_BODY_BYTES:
