@@ -114,6 +114,7 @@ class EmulatedBoard:
         self._wdt_ms: int | None = None
         self._wdt_deadline = 0.0
         self._vm_state = "boot"  # boot | B (busy: Ctrl-C is SIGINT) | I (idle: Ctrl-C is a byte)
+        self._kbd_intr = True
         self._pending_ctrl_c = False
         self._last_sigint = 0.0
         self._to_vm = bytearray()
@@ -285,6 +286,7 @@ class EmulatedBoard:
         self._sel.register(self._stdout, selectors.EVENT_READ, "out")
         self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
         self._vm_state = "boot"
+        self._kbd_intr = True  # 0x03 from the host is Ctrl-C, unless micropython.kbd_intr(-1)
         self._death = None
         self._ctl_buf = b""
         with self._lock:
@@ -408,7 +410,7 @@ class EmulatedBoard:
         if self._proc is None:
             return  # the chip is in reset or asleep: what the host sends now is lost, as on a UART
         for b in data:
-            if b == 3 and self._vm_state != "I":
+            if b == 3 and self._vm_state != "I" and self._kbd_intr:
                 if self._vm_state == "B":
                     self._sigint()
                 else:
@@ -442,6 +444,8 @@ class EmulatedBoard:
                     else:
                         self._to_vm.insert(0, 3)
                         self._flush_vm()
+            elif kind == "K":
+                self._kbd_intr = int(rest) == 3
             elif kind == "W":
                 self._wdt_ms = int(rest)
                 self._wdt_deadline = time.monotonic() + self._wdt_ms / 1000

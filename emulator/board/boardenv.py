@@ -56,6 +56,31 @@ def _cooked_print(*args, sep=" ", end="\n", file=None):
 
 _raw_print = builtins.print
 builtins.print = _cooked_print
+
+import micropython as _mp  # noqa: E402
+
+
+class _Micropython:
+    """The `micropython` module as user code sees it: kbd_intr() also tells the bridge whether 0x03 from the host
+    is Ctrl-C (SIGINT) or data (mpremote mount turns it off while it moves file bytes over the serial line)."""
+
+
+_kbd = [3]
+
+
+def kbd_intr(c):
+    _mp.kbd_intr(c)
+    if _kbd[0] != c:
+        _kbd[0] = c
+        bs.ctl("K %d" % c)
+
+
+_upy = _Micropython()
+for _name in dir(_mp):
+    if not _name.startswith("__"):
+        setattr(_upy, _name, getattr(_mp, _name))
+_upy.kbd_intr = kbd_intr
+sys.modules["micropython"] = _upy
 _G = {"__name__": "__main__"}
 _state = [None]
 
@@ -107,6 +132,7 @@ def _print_exc(e):
 def execute(src, filename, mode):
     """Run code as the board's REPL does; returns the exception it ended with, or None."""
     try:
+        kbd_intr(3)  # pyexec enables Ctrl-C for every execution
         _say("B")
         if not isinstance(src, str):
             src = bytes(src).decode()

@@ -289,3 +289,14 @@ def test_unknown_faults_are_refused():
         board.set_fault("pms", {"unpluged": True})
     with pytest.raises(ValueError, match="unknown fault"):
         board.set_faults({"hangs": True})
+
+
+def test_mpremote_mount_moves_binary_bytes_with_ctrl_c_in_them(board, tmp_path):
+    payload = bytes(range(256)) * 8  # 0x03 (Ctrl-C) and 0x04 among the bytes: kbd_intr(-1) makes them data
+    (tmp_path / "blob.bin").write_bytes(payload)
+    (tmp_path / "helper.py").write_text("def answer():\n    return 42\n")
+    code = ("import hashlib, binascii, helper\nd = open('/remote/blob.bin', 'rb').read()\n"
+            "print(len(d), binascii.hexlify(hashlib.sha256(d).digest()).decode(), helper.answer())")
+    out = mp(board, "mount", str(tmp_path), "exec", code).stdout
+    assert "%d %s 42" % (len(payload), hashlib.sha256(payload).hexdigest()) in out
+    assert board.resets["crash"] == 0
