@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -68,7 +69,7 @@ async def test_5xx_is_logged_then_retried_with_growing_backoff(db, platform, ses
     assert [r["status"] for r in reqs] == [500, 500, 500, 201]
     gaps = [b["at"] - a["at"] for a, b in zip(reqs[1:], reqs[2:])]
     # failure 1 waits 0.05..0.1 s, failure 2 waits 0.1..0.2 s (equal jitter on a doubling step)
-    assert 0.05 <= gaps[0] < 0.5 and 0.1 <= gaps[1] < 0.6
+    assert 0.05 <= gaps[0] < 1.5 and 0.1 <= gaps[1] < 1.5  # (upper bounds leave room for a busy machine)
 
 
 @pytest.mark.parametrize("fault,as_date", [("429", False), ("503", True)])
@@ -174,16 +175,14 @@ async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, sessio
         db, make_adapter("http-json", url), session, batch_size=100, timeout_s=2, poll_s=60, backoff_base_s=0.01,
         wake=wake, state=state))
     try:
-        for _ in range(300):
-            if sync.held_readings(db):
-                break
+        deadline = time.monotonic() + 15
+        while not sync.held_readings(db) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert unsynced(db) == [ids[0]] and state.enabled and state.kind == "http-json"
         plat.set_faults({"reject": []})
         wake.set()  # what the pages' "retry now" does (sync.request_sync_now)
-        for _ in range(300):
-            if not unsynced(db):
-                break
+        deadline = time.monotonic() + 15
+        while unsynced(db) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert unsynced(db) == []
     finally:
