@@ -60,6 +60,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "detail": ("รายละเอียด", "Detail"),
     "retry_now": ("ลองส่งใหม่ทันที", "Retry now"),
     "operator_token": ("รหัสผู้ดูแล", "Operator token"),
+    "token_where": ("รหัสผู้ดูแลอยู่ใน operator_token ของ airwatt.toml หรือในไฟล์ %s",
+                    "The operator token is operator_token in airwatt.toml, or the file %s"),
     "retry_requested": ("ส่งคำขอซิงค์ใหม่แล้ว", "Retry requested"),
     "last_retry": ("คำขอซิงค์ใหม่ล่าสุด", "Last retry request"),
     "none": ("ไม่มี", "none"),

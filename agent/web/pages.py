@@ -70,6 +70,7 @@ TOKEN_KEY = web.AppKey("airwatt_operator_token", str)
 LANG_KEY = web.AppKey("airwatt_pages_lang", str)
 FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
+TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
 
 
 def operator_token(data_dir: Path, configured: str | None) -> str:
@@ -429,9 +430,10 @@ async def sync_page(request: web.Request) -> web.Response:
     last_retry = float(s["retry_requested"]) if s["retry_requested"] else None
     form = ('<form method="post" action="%s" id="retry-form">%s: <input type="password" name="token" id="token" '
             'autocomplete="current-password"> <button type="submit" id="retry">%s</button></form>'
-            '<p class="note">%s: %s</p>'
+            '<p class="note">%s: %s<br>%s</p>'
             % (escape(_url("/sync/retry", lang)), escape(label(lang, "operator_token")),
-               escape(label(lang, "retry_now")), escape(label(lang, "last_retry")), _fmt_time(last_retry)))
+               escape(label(lang, "retry_now")), escape(label(lang, "last_retry")), _fmt_time(last_retry),
+               escape(label(lang, "token_where") % (request.app[TOKEN_PATH_KEY],))))
     worker = _worker_state(request.app)
     if worker is not None and getattr(worker, "enabled", False):
         wtext = "%s %s &middot; %s: %s &middot; %s: %s" % (
@@ -624,6 +626,7 @@ def setup_pages(app: web.Application) -> None:
     config = app[CONFIG_KEY]
     data_dir = app[DATA_DIR_KEY]
     app[TOKEN_KEY] = operator_token(data_dir, config.operator_token)
+    app[TOKEN_PATH_KEY] = str(Path(data_dir) / TOKEN_FILE)
     app[LANG_KEY] = lang_of(config.language, "th")
     extra = {} if config.emission_factor is None else {config.emission_factor_year: config.emission_factor}
     app[FACTORS_KEY] = carbon.factors_table(extra)
