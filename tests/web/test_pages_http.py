@@ -105,3 +105,15 @@ def test_time_axis_is_thai_local_time():
                          plot_id="p", unit="x")
     labels = re.findall(r'class="tick">([\d:/]+)</text>', plot)
     assert "03:00" in labels and "21:00" in labels and "11/03" in labels  # midnight shows the date
+
+
+async def test_pages_refresh_themselves_except_a_fixed_past_range(agent):
+    base, _, facts = agent
+    async with aiohttp.ClientSession() as http:
+        for path in ("/fleet", "/air", "/carbon", "/sync", "/device/hall-01"):
+            async with http.get(base + path) as r:
+                html = await r.text()
+            assert "setTimeout(function(){location.reload();},60000)" in html, path
+            assert '<meta http-equiv="refresh" content="60">' in html, path  # without JS
+        async with http.get(base + "/device/hall-01?end=%d" % facts["now"]) as r:
+            assert "location.reload" not in await r.text()  # a chosen past range stays put
