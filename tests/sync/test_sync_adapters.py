@@ -179,3 +179,46 @@ def test_answers_that_are_not_the_apis_confirm_nothing():
     with pytest.raises(ValueError):
         http_json.interpret(hj, 200, b"<html>login</html>")
     assert http_json.interpret(hj, 200, b'{"stored": 1}').confirmed == [7]
+
+
+def _metric_strategy(sensor: str):
+    from hypothesis import strategies as st
+
+    parts = {}
+    for _, name, _, _, kind, lo, hi, decimals in fields.metrics(sensor):
+        if kind == "int":
+            value = st.integers(lo, hi)
+        else:
+            value = st.integers(round(lo * 10**decimals), round(hi * 10**decimals)).map(
+                lambda q, d=decimals: round(q / 10**d, d))
+        parts[name] = st.none() | value
+    return st.fixed_dictionaries(parts)
+
+
+def test_any_valid_reading_becomes_a_model_valid_entity_and_item():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    readings = st.sampled_from(fields.SENSORS).flatmap(lambda s: st.tuples(st.just(s), _metric_strategy(s)))
+
+    @settings(max_examples=300, deadline=None)
+    @given(readings, st.integers(1, fields.MAX_SEQ), st.none() | st.integers(fields.MIN_WALL_TIME, fields.MAX_WALL_TIME - 1),
+           st.floats(-90, 90), st.floats(-180, 180), st.lists(st.sampled_from(fields.FLAGS), unique=True))
+    def check(reading, seq, t, lat, lon, flags):
+        sensor, values = reading
+        r = row(sensor, seq=seq, t=t, lat=lat, lon=lon, flags=",".join(flags), **values)
+        ent = ngsi_ld.entity(r)
+        assert check_entity(ent, ld=True) is None
+        assert ent["id"].endswith(":kk-hall-01:%d" % seq)
+        assert ent["location"]["value"]["coordinates"] == [lon, lat]
+        if values.get("humidity") is not None:
+            assert 0 <= ent["relativeHumidity"]["value"] <= 1
+            assert abs(ent["relativeHumidity"]["value"] * 100 - values["humidity"]) < 1e-9
+        if values.get("energy_wh") is not None:
+            assert abs(ent["totalActiveEnergyImport"]["value"] * 1000 - values["energy_wh"]) < 1e-6
+        assert (ent.get("airwattFlags", {}).get("value") or []) == flags + (["time_unknown"] if t is None else [])
+        it = http_json.item(r)
+        assert it["values"] == {k: v for k, v in values.items() if v is not None}
+        assert json.loads(json.dumps(it)) == it
+
+    check()
