@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import sqlite3
 import struct
 from dataclasses import dataclass
@@ -206,7 +207,11 @@ def write_group(conn: sqlite3.Connection, known: Known, jobs: list[Job]) -> list
 
 def writer_main(db_file: str, jobs_in: Any, results_out: Any) -> None:
     """The writer process: receive lists of (id, job), write everything received so far as one group, commit,
-    send back [(id, result)] and the number of commits. Ends when the pipe closes or None arrives."""
+    send back [(id, result)]. Ends when the pipe closes (the agent is gone) or None arrives (orderly stop)."""
+    # Ctrl-C or a SIGTERM to the whole process group must not cut a group short: the agent stops its writer
+    # itself, after the last batch, and if the agent dies the pipe closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = store.connect(db_file)
     known = Known()
     try:
@@ -230,11 +235,6 @@ def writer_main(db_file: str, jobs_in: Any, results_out: Any) -> None:
                     stop = True
                     break
                 group.extend(more)
-            if group and group[-1] is None:
-                group.pop()
-                stop = True
-            if not group:
-                continue
             results = write_group(conn, known, [job for _id, job in group])
             try:
                 results_out.send([(ident, result) for (ident, _job), result in zip(group, results)])

@@ -246,6 +246,7 @@ async def test_metrics_text(client, devices, data_dir):
     db.close()
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.content_type == "text/plain"
+    assert "version=0.0.4" in resp.headers["Content-Type"]
     text = await resp.text()
     samples = {}
     for line in text.splitlines():
