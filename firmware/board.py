@@ -22,6 +22,13 @@ def log(msg):
     print(msg)
 
 
+def boot_id():
+    """8 hex chars, random per boot: tells this boot's ticks from another boot's."""
+    import os
+    from binascii import hexlify
+    return hexlify(os.urandom(4)).decode()
+
+
 # -- time ------------------------------------------------------------------------------------------------
 
 def _days_from_civil(y, m, d):
@@ -162,7 +169,7 @@ class _NoStore:
 async def _selftest(cfg, make):
     clock = sampler.Clock()
     sensors = build_sensors(cfg, make)
-    smp = sampler.Sampler(sensors, _NoStore(), clock, sampler.boot_id(), log)
+    smp = sampler.Sampler(sensors, _NoStore(), clock, boot_id(), log)
     for s in sensors:
         s.interval_ms = 86400000  # one reading each; "no value yet" is asked again every second
     within = cfg["selftest_s"] * 1000 + max([s.warmup_ms for s in sensors])
@@ -337,7 +344,7 @@ class Board:
         import uplink
         self.cfg = cfg
         self.clock = clock or sampler.Clock()
-        self.boot = boot or sampler.boot_id()
+        self.boot = boot or boot_id()
         self.store = store
         self.sampler = sampler.Sampler(sensors, store, self.clock, self.boot, log)
         self.wifi = wifi
@@ -372,7 +379,7 @@ def start(cfg):
     import store as store_mod
     import uplink
     clock = sampler.Clock()
-    boot = sampler.boot_id()
+    boot = boot_id()
     kept = rtc_time(clock)
     log("AIRWATT firmware %s device %s boot %s reset %s clock %s" % (
         uplink.FIRMWARE, cfg["device"], boot, _reset_cause(), "rtc" if kept else "unset"))

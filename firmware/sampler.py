@@ -1,22 +1,17 @@
 # Sampler: reads each configured sensor on its own schedule and appends every good reading to the flash store.
 # A sensor that is missing or fails only raises its own error counter; the others keep going. A bad frame is
 # counted, never stored. Also the board's clock: uptime that survives ticks_ms wrap, and wall time once known.
+# Small in RAM: the board's heap also holds the code (const() names cost nothing at run time).
 import asyncio
 import time
-from binascii import hexlify
-import os
+from micropython import const
 
 from protocol import fields, wire
 
-_POLL_MS = 1000  # retry delay after a read that has no value yet (PMS warm-up, SCD4x data not ready)
+_POLL_MS = const(1000)  # retry delay after a read that has no value yet (PMS warm-up, SCD4x data not ready)
 _READ_TIMEOUT_MS = 10000  # drivers time out on their own; this catches one that never returns
-_MAX_NAP_MS = 1000
-_NO_DATA_MS = 30000  # "no value yet" for longer than warm-up plus this counts as a failure and restarts it  # the loop wakes at least this often, so the watchdog sees it alive
-
-
-def boot_id():
-    """8 hex chars, random per boot: tells this boot's ticks from another boot's."""
-    return hexlify(os.urandom(4)).decode()
+_MAX_NAP_MS = const(1000)  # the loop wakes at least this often, so the watchdog sees it alive
+_NO_DATA_MS = const(30000)  # "no value yet" for longer than warm-up plus this is a failure and restarts it
 
 
 class Clock:
@@ -42,12 +37,13 @@ class Clock:
             return None
         return (self._wall_ms + self.ms()) // 1000
 
-    def set_wall(self, unix_s, source):
-        """Take wall time from NTP or the agent (source: 'ntp' | 'agent'), or from an RTC that kept it ('none')."""
-        if not fields.MIN_WALL_TIME <= unix_s <= fields.MAX_WALL_TIME:
+    def set_wall(self, t, sync):
+        """Take wall time t (Unix s) from NTP or the agent (sync: 'ntp' | 'agent'), or from an RTC that kept it
+        ('none'); False when t cannot be right."""
+        if not fields.MIN_WALL_TIME <= t <= fields.MAX_WALL_TIME:
             return False
-        self._wall_ms = unix_s * 1000 - self.ms()
-        self.sync = source
+        self._wall_ms = t * 1000 - self.ms()
+        self.sync = sync
         return True
 
 
@@ -66,8 +62,6 @@ class Sensor:
         self.waiting = None  # uptime ms when the driver first said "no value yet" for this slot
         self.last = None  # fingerprint of the previous reading's values
         self.same = 0  # how many readings in a row had exactly these values
-        self.readings = 0
-        self.failures = 0
         self.last_error = None
         self.outcome = None  # first outcome this boot, for the self-test line: (True, values) | (False, why)
 
@@ -95,15 +89,14 @@ class Sampler:
     def _fail(self, s, why):
         s.waiting = None
         self.errors[s.kind] += 1
-        s.failures += 1
         s.last_error = why
         if s.outcome is None:
             s.outcome = (False, why)
 
     def _record(self, s, values, flags):
-        # Only the protocol's metrics of this kind go into the reading; the rest (e.g. particle counts) only
-        # help to see whether the sensor is stuck.
-        # A fingerprint, not a copy: no long-lived allocation per reading (it would fragment a small heap).
+        # Stuck: compare a fingerprint of all the driver's values, not a copy (no long-lived allocation per
+        # reading to fragment a small heap). Only the protocol's metrics of this kind go into the reading; the
+        # rest (e.g. particle counts) only help to see whether the sensor is stuck.
         fp = 0
         for k in values:
             fp += (hash(k) ^ (hash(values[k]) * 3)) & 0xFFFFFF
@@ -126,7 +119,6 @@ class Sampler:
             self.store_errors += 1
             self.log("STORE append failed: %r" % (e,))
             return
-        s.readings += 1
         if s.outcome is None:
             s.outcome = (True, kept)
 
@@ -146,11 +138,11 @@ class Sampler:
             s.started = False
             return False
         except OSError as e:
-            self._fail(s, "OSError %s" % (e.args[0] if e.args else ""))
+            self._fail(s, "%s %s" % ("OSError", e.args[0] if e.args else ""))
             s.started = False  # re-initialise after no answer: the sensor may have lost power
             return False
         except ValueError as e:
-            self._fail(s, "ValueError %s" % (e.args[0] if e.args else ""))
+            self._fail(s, "%s %s" % ("ValueError", e.args[0] if e.args else ""))
             return False
         except Exception as e:  # a driver bug must not stop the other sensors
             self._fail(s, "%s %s" % (type(e).__name__, e))
@@ -170,35 +162,34 @@ class Sampler:
         try:
             self._record(s, values, list(flags))
         except ValueError as e:  # the driver gave a metric the protocol does not know: a bug, counted
-            self._fail(s, "ValueError %s" % (e.args[0] if e.args else ""))
+            self._fail(s, "%s %s" % ("ValueError", e.args[0] if e.args else ""))
             return False
         if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS and hasattr(d, "sleep"):
             try:
                 await asyncio.wait_for_ms(d.sleep(), _READ_TIMEOUT_MS)
             except Exception as e:
-                self._fail(s, "sleep %s" % (type(e).__name__,))
+                self._fail(s, "%s %s" % ("sleep", type(e).__name__))
         return False
-
-    def _next(self, s, now, again):
-        if again:
-            s.due = now + _POLL_MS
-            return
-        slot = s.slot + s.interval_ms
-        if slot <= now:  # fell behind (long outage of a slow sensor): no burst of catch-up reads
-            slot = now + s.interval_ms
-        s.slot = slot
-        # A sensor that sleeps between reads is woken its warm-up time early, so the reading lands on its slot.
-        early = s.warmup_ms + _POLL_MS if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS else 0
-        s.due = slot - early if slot - early > now else now
 
     async def step(self):
         """Read every sensor that is due; returns ms until the next one is due (at most _MAX_NAP_MS)."""
         now = self.clock.ms()
         for s in self.sensors:
-            if s.due <= now:
-                again = await self._attempt(s)
+            if s.due > now:
+                continue
+            if await self._attempt(s):
                 now = self.clock.ms()
-                self._next(s, now, again)
+                s.due = now + _POLL_MS
+                continue
+            now = self.clock.ms()
+            slot = s.slot + s.interval_ms
+            if slot <= now:  # fell behind (long outage of a slow sensor): no burst of catch-up reads
+                slot = now + s.interval_ms
+            s.slot = slot
+            # A sensor that sleeps between reads is woken its warm-up time early: the reading lands on its slot.
+            if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS:
+                slot -= s.warmup_ms + _POLL_MS
+            s.due = slot if slot > now else now
         self.progress = now
         nap = _MAX_NAP_MS
         for s in self.sensors:

@@ -1,33 +1,23 @@
 # Uplink: uploads the store's pending readings, oldest first, to the site agent (POST /v1/batches) with a small
 # HTTP/1.1 client over asyncio streams (no aiohttp on MicroPython). The acknowledged cursor moves only after a
 # 200 whose answer passes the protocol check. Failures back off exponentially with jitter; 429/503 Retry-After
-# is honoured; a 400 keeps the readings (nothing is ever dropped here).
+# is honoured; a 400 keeps the readings (nothing is ever dropped here). Kept small: it lives in the heap.
 import asyncio
 import gc
 import json
 import random
 from binascii import unhexlify
+from micropython import const
 
-from protocol import check, fields, wire
+from protocol import check, wire
+
 FIRMWARE = "0.1.0"  # the firmware's version: in every batch (fw) and the boot message
 MAX_BODY = 8192  # bytes: the ESP32's heap also holds the body's copies while it is signed and sent
-_MAX_ANSWER = 4096  # an answer larger than this is not ours
-_MAX_HEADERS = 32
-_BASE_MS = 2000
-_CAP_MS = 300000
-_AUTH_MS = 600000  # 401: nothing will change until someone fixes the key; retry rarely, say it loudly
-_REJECT_BASE_MS = 30000  # 400: keep the readings, retry slowly (an agent upgrade may accept them)
-_RETRY_AFTER_CAP_S = 3600
-
-
-class HTTPError(Exception):
-    pass
-
-
-def _jitter(ms):
-    # "Equal jitter": half fixed, half random, so a fleet that failed together does not retry together.
-    half = ms // 2
-    return half + random.getrandbits(24) % (half + 1)
+_MAX_ANSWER = const(4096)  # an answer larger than this is not ours
+_BASE_MS = const(2000)
+_CAP_MS = const(300000)
+_AUTH_MS = const(600000)  # 401: nothing changes until someone fixes the key: retry rarely, say it loudly
+_REJECT_MS = const(30000)  # 400: keep the readings, retry slowly (an agent upgrade may accept them)
 
 
 class Uplink:
@@ -47,15 +37,12 @@ class Uplink:
         self.online = online  # () -> bool: Wi-Fi is up
         self.sampler = sampler_  # takes the agent's settings.intervals
         self.log = log
-        self.on_clock = on_clock  # (unix seconds) -> None: also set the RTC once the agent gave the time
+        self.on_clock = on_clock  # (unix seconds): also set the RTC once the agent gave the time
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
-        self.uploads = 0
         self.sent = 0  # readings acknowledged by the agent since boot
         self.progress = clock.ms()
-        self._deadline = 0
-
-    # -- one upload --------------------------------------------------------------------------------------------
+        self._end = 0
 
     def _batch(self):
         """(body, first seq, last seq) of the next batch, or None when nothing is pending."""
@@ -76,62 +63,54 @@ class Uplink:
                     raise
                 n = len(recs) // 2
 
-    def _left(self):
-        left = self._deadline - self.clock.ms()
+    async def _io(self, aw):
+        # Every step has its own timeout, and all of them together at most three times that.
+        left = self._end - self.clock.ms()
         if left <= 0:
             raise asyncio.TimeoutError()
-        return left if left < self.timeout_ms else self.timeout_ms
-
-    async def _step(self, aw):
-        return await asyncio.wait_for_ms(aw, self._left())
+        return await asyncio.wait_for_ms(aw, left if left < self.timeout_ms else self.timeout_ms)
 
     async def _post(self, body, signature):
-        """POST the body; returns (status code, retry-after seconds or None, answer body bytes)."""
-        # Every step has its own timeout, and all of them together at most three times that.
-        self._deadline = self.clock.ms() + 3 * self.timeout_ms
-        reader, writer = await self._step(asyncio.open_connection(self.host, self.port))
+        """POST the body; returns (status code, Retry-After seconds or None, answer bytes)."""
+        self._end = self.clock.ms() + 3 * self.timeout_ms
+        reader, writer = await self._io(asyncio.open_connection(self.host, self.port))
         try:
-            head = ("POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                    "X-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\nConnection: close\r\n\r\n"
-                    % (self.path, self.host, self.port, len(body), self.device, signature))
-            writer.write(head.encode())
+            writer.write((
+                "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                "X-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\nConnection: close\r\n\r\n"
+                % (self.path, self.host, self.port, len(body), self.device, signature)).encode())
             writer.write(body)
-            await self._step(writer.drain())
-            line = await self._step(reader.readline())
-            parts = line.split(None, 2)
-            if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-                raise HTTPError("bad status line %r" % line[:40] if line else "connection closed without an answer")
-            code = int(parts[1])
+            await self._io(writer.drain())
+            line = await self._io(reader.readline())
+            if not line.startswith(b"HTTP/1.") or len(line) < 12:
+                raise ValueError("no HTTP answer: %r" % line[:40])
+            code = int(line[9:12])
             length = None
-            retry_after = None
-            for _ in range(_MAX_HEADERS):
-                line = await self._step(reader.readline())
-                if line in (b"\r\n", b"\n"):
-                    break
+            retry = None
+            for _ in range(32):
+                line = await self._io(reader.readline())
                 if not line:
-                    raise HTTPError("connection closed in the headers")
-                colon = line.find(b":")
-                if colon <= 0:
-                    continue
-                name = line[:colon].strip().lower()
+                    raise ValueError("closed in the headers")
+                if line == b"\r\n" or line == b"\n":
+                    break
+                i = line.find(b":")
+                name = line[:i].lower()
                 if name == b"content-length":
-                    length = int(line[colon + 1:].strip())
+                    length = int(line[i + 1:])
                 elif name == b"retry-after":
                     try:
-                        retry_after = int(line[colon + 1:].strip())
+                        retry = int(line[i + 1:])
                     except ValueError:
-                        retry_after = None  # an HTTP-date: fall back to our own backoff
+                        pass  # an HTTP-date: our own backoff instead
             else:
-                raise HTTPError("too many headers")
+                raise ValueError("too many headers")
             if length is None:
-                data = await self._step(reader.read(_MAX_ANSWER))
+                data = await self._io(reader.read(_MAX_ANSWER))
             elif length > _MAX_ANSWER:
-                raise HTTPError("answer of %d bytes is too long" % length)
-            elif length:
-                data = await self._step(reader.readexactly(length))
+                raise ValueError("answer of %d bytes" % length)
             else:
-                data = b""
-            return code, retry_after, data
+                data = await self._io(reader.readexactly(length)) if length else b""
+            return code, retry, data
         finally:
             try:
                 writer.close()
@@ -139,34 +118,29 @@ class Uplink:
             except Exception:
                 pass
 
-    def _backoff(self, base=_BASE_MS):
+    def _backoff(self, ms=_BASE_MS, cap=_CAP_MS):
+        # Exponential, with "equal jitter" (half fixed, half random) so a fleet that failed together does not
+        # retry together.
         self.failures += 1
-        ms = base << (self.failures - 1 if self.failures < 16 else 15)
-        return _jitter(ms if ms < _CAP_MS else _CAP_MS)
+        ms <<= self.failures - 1 if self.failures < 16 else 15
+        if ms > cap:
+            ms = cap
+        return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
 
-    def _answer(self, data, first, last):
-        """Apply a 200's answer; returns the number of readings acknowledged, or raises ValueError."""
-        a = json.loads(data)
-        check.check_answer(a)
-        stored = a["stored_seq"]
-        if stored > last:
-            stored = last  # never acknowledge what this batch did not carry
-        if stored < first:
-            raise ValueError("stored_seq %d is below this batch's first seq %d" % (a["stored_seq"], first))
-        self.store.ack(stored)
-        if self.clock.wall() is None and self.clock.set_wall(a["server_time"], "agent"):
+    def _settings(self, a):
+        """What a checked 200 answer brings besides the ack: the time, and the agent's settings."""
+        t = a["server_time"]
+        if self.clock.wall() is None and self.clock.set_wall(t, "agent"):
             if self.on_clock is not None:
-                self.on_clock(a["server_time"])
-            self.log("CLOCK set from the agent: %d" % a["server_time"])
-        settings = a.get("settings")
-        if settings:
-            if "batch_max" in settings:
-                self.batch_max = settings["batch_max"]
-            if "intervals" in settings and self.sampler is not None:
-                iv = settings["intervals"]
+                self.on_clock(t)
+            self.log("CLOCK set from the agent: %d" % t)
+        s = a.get("settings")
+        if s:
+            self.batch_max = s.get("batch_max", self.batch_max)
+            iv = s.get("intervals")
+            if iv and self.sampler is not None:
                 for kind in iv:
                     self.sampler.set_interval(kind, iv[kind])
-        return stored - first + 1
 
     async def upload_once(self):
         """Try one batch. Returns (outcome, ms to wait before the next attempt); never raises for I/O trouble."""
@@ -176,56 +150,57 @@ class Uplink:
             self.last = "empty"
             return self.last, self.upload_ms
         body, first, last = got
-        signature = wire.sign(self.key, body)
         got = None
-        self.uploads += 1
         try:
-            code, retry_after, data = await self._post(body, signature)
+            code, retry, data = await self._post(body, wire.sign(self.key, body))
         except asyncio.TimeoutError:
-            self.last = "timeout"
-            return self.last, self._backoff()
-        except (OSError, HTTPError, ValueError) as e:  # refused, reset, closed early, garbage
-            self.last = "error %s" % (e,)
-            return self.last, self._backoff()
-        finally:
-            body = None
-            self.progress = self.clock.ms()
+            code = "timeout"
+        except (OSError, ValueError) as e:  # refused, reset, closed early, garbage
+            code = "error %s" % (e,)
+        body = None
+        self.progress = self.clock.ms()
         if code == 200:
             try:
-                n = self._answer(data, first, last)
+                a = json.loads(data)
+                check.check_answer(a)
+                stored = a["stored_seq"]
+                if stored > last:
+                    stored = last  # never acknowledge what this batch did not carry
+                if stored < first:
+                    raise ValueError("stored_seq %d is below this batch's first seq %d" % (stored, first))
             except ValueError as e:  # bad JSON or an answer that fails the protocol check: nothing is acked
-                self.last = "bad answer %s" % (e,)
-                self.log("UPLINK bad answer to seq %d..%d: %s" % (first, last, e))
-                return self.last, self._backoff()
-            self.failures = 0
-            self.sent += n
-            self.last = "ok %d" % n
-            return self.last, 0 if self.store.depth else self.upload_ms
-        if code in (429, 503):
-            self.last = "busy %d" % code
-            if retry_after is not None and retry_after >= 0:
+                code = "bad answer %s" % (e,)
+                self.log("UPLINK %s (seq %d..%d)" % (code, first, last))
+            else:
+                self.store.ack(stored)
+                self._settings(a)
+                self.failures = 0
+                self.sent += stored - first + 1
+                self.last = "ok %d" % (stored - first + 1)
+                return self.last, 0 if self.store.depth else self.upload_ms
+        elif code == 429 or code == 503:
+            code = "busy %d" % code
+            if retry is not None and retry >= 0:
                 self.failures += 1
-                s = retry_after if retry_after < _RETRY_AFTER_CAP_S else _RETRY_AFTER_CAP_S
-                return self.last, (s or 1) * 1000
-            return self.last, self._backoff()
-        if code == 400:
+                self.last = code
+                return code, (retry if retry < 3600 else 3600) * 1000 or 1000
+        elif code == 400:
             self.last = "rejected 400"
             self.log("UPLINK 400: the agent refused seq %d..%d, kept for later: %s" % (first, last, data[:200]))
-            return self.last, self._backoff(_REJECT_BASE_MS)
-        if code == 401:
+            return self.last, self._backoff(_REJECT_MS)
+        elif code == 401:
             self.last = "unauthorized 401"
-            self.log("UPLINK 401: the agent does not accept device %s with this key: check `key` in config.json "
-                     "against `airwatt device list`" % self.device)
-            self.failures += 1
-            return self.last, _jitter(_AUTH_MS)
-        if code == 413:
+            self.log("UPLINK 401: the agent does not accept device %s with this key: check key in config.json"
+                     % self.device)
+            return self.last, self._backoff(_AUTH_MS, _AUTH_MS)
+        elif code == 413:
             self.last = "too large 413"
             self.batch_max = self.batch_max // 2 or 1
             return self.last, 1000
-        self.last = "http %d" % code
-        return self.last, self._backoff()
-
-    # -- the loop ----------------------------------------------------------------------------------------------
+        elif isinstance(code, int):
+            code = "http %d" % code
+        self.last = code
+        return code, self._backoff()
 
     async def run(self):
         wait = 0
@@ -237,13 +212,11 @@ class Uplink:
                 self.progress = now
                 if now >= until or (regular and self.store.depth >= self.batch_max):
                     break
-                nap = until - now
-                await asyncio.sleep_ms(nap if nap < 1000 else 1000)
+                await asyncio.sleep_ms(until - now if until - now < 1000 else 1000)
             if self.online is not None and not self.online():
                 wait, regular = 1000, False
-                continue
-            if not self.store.depth:
+            elif not self.store.depth:
                 wait, regular = self.upload_ms, True  # a full batch ends this wait early
-                continue
-            outcome, wait = await self.upload_once()
-            regular = outcome == "empty" or outcome.startswith("ok")
+            else:
+                wait = (await self.upload_once())[1]
+                regular = not self.failures
