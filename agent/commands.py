@@ -99,7 +99,12 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(
             args.data_dir,
-            {"host": args.host, "port": args.port, "platform.url": args.platform_url, "platform.kind": args.platform_kind},
+            {
+                "host": args.host,
+                "port": args.port,
+                "platform.url": args.platform_url,
+                "platform.kind": args.platform_kind,
+            },
         )
     except ConfigError as err:
         print("airwatt: %s" % err, file=sys.stderr)
@@ -303,7 +308,8 @@ def _sync_status(args: argparse.Namespace) -> int:
     oldest = state["oldest_pending_received"]
     print("pending:    %d" % state["pending"])
     print("synced:     %d" % state["synced"])
-    print("lag:        %s" % ("none" if oldest is None else "%.0f s (oldest pending received %s)" % (time.time() - oldest, iso(oldest))))
+    lag = "none" if oldest is None else "%.0f s (oldest pending received %s)" % (time.time() - oldest, iso(oldest))
+    print("lag:        %s" % lag)
     print("last sync:  %s" % (iso(state["last_sync_ok"]) or "never"))
     if state["last_errors"]:
         print("last errors:")
@@ -361,7 +367,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     ex = commands.add_parser(
         "export",
         help="open-data export of every reading (no keys)",
-        description="Columns: " + "; ".join("%s%s: %s" % (n, " [%s]" % u if u else "", d) for n, u, d in EXPORT_COLUMNS),
+        description="Columns: "
+        + "; ".join("%s%s: %s" % (n, " [%s]" % u if u else "", d) for n, u, d in EXPORT_COLUMNS),
     )
     _data_dir(ex)
     ex.add_argument("--format", choices=("csv", "json"), required=True)

@@ -68,7 +68,10 @@ def render(stats: Stats, gauges: dict, now: float) -> str:
     metric("airwatt_ingest_commits_total", "counter", "Group commits of the ingest writer.", [("", stats.commits)])
     metric("airwatt_readings_stored", "gauge", "Highest reading row id in the store.", [("", gauges["stored"])])
     metric(
-        "airwatt_readings_pending_sync", "gauge", "Readings not yet confirmed by the platform.", [("", gauges["pending"])]
+        "airwatt_readings_pending_sync",
+        "gauge",
+        "Readings not yet confirmed by the platform.",
+        [("", gauges["pending"])],
     )
     lag = 0.0 if gauges["oldest_pending"] is None else max(0.0, now - gauges["oldest_pending"])
     metric(

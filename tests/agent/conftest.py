@@ -25,7 +25,13 @@ VALUES = {
 def reading(seq: int, sensor: str = "pm", t: int | None = None, ticks: int | None = None, boot: str = BOOT,
             values: dict | None = None, flags: tuple = ()) -> bytes:
     return wire.encode_reading(
-        seq, t, seq * 1000 if ticks is None else ticks, boot, sensor, VALUES[sensor] if values is None else values, flags
+        seq,
+        t,
+        seq * 1000 if ticks is None else ticks,
+        boot,
+        sensor,
+        VALUES[sensor] if values is None else values,
+        flags,
     )
 
 
@@ -71,7 +77,9 @@ def devices(data_dir: Path) -> dict[str, bytes]:
     """Two registered devices and their keys."""
     db = store.open_db(data_dir)
     keys = {
-        "dev-1": bytes.fromhex(store.add_device(db, "dev-1", name="Hall meter", site="City Hall", lat=16.43, lon=102.83)),
+        "dev-1": bytes.fromhex(
+            store.add_device(db, "dev-1", name="Hall meter", site="City Hall", lat=16.43, lon=102.83)
+        ),
         "dev-2": bytes.fromhex(store.add_device(db, "dev-2", site="Library", sensors=["pm", "co2"])),
     }
     db.close()

@@ -37,7 +37,8 @@ class Board:
             data = body(self.device, seqs)
             self.tried.add((seqs.start, seqs.stop))
             try:
-                async with session.post(url + "/v1/batches", data=data, headers=headers(self.device, self.key, data)) as r:
+                hdrs = headers(self.device, self.key, data)
+                async with session.post(url + "/v1/batches", data=data, headers=hdrs) as r:
                     status = r.status
                     answer = await r.json() if status == 200 else None
             except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
