@@ -144,6 +144,8 @@ def test_http_json_item_and_deterministic_idempotency_key():
     assert a.headers["Idempotency-Key"] == b.headers["Idempotency-Key"] != c.headers["Idempotency-Key"]
     assert re.fullmatch(r"airwatt-v1-[0-9a-f]{48}", a.headers["Idempotency-Key"])
     assert make_adapter("http-json", "http://h/api/").prepare([row("pm")]).url == "http://h/api/readings"
+    authed = make_adapter("http-json", "http://h/api", token="s3cret").prepare([row("pm")])
+    assert authed.headers["Authorization"] == "Bearer s3cret" and "NGSILD-Tenant" not in authed.headers
 
 
 def test_http_json_answers_map_to_readings():
