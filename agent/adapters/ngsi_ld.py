@@ -154,19 +154,67 @@ def entity(row: Mapping) -> dict:
     return ent
 
 
+# -- the same entity as JSON text, built directly (the hot path: a dict, then json.dumps, costs 3-4 times more).
+# test_sync_adapters checks json.loads(entity_json(row)) == entity(row) over generated readings.
+
+_CONTEXT_JSON = json.dumps(CONTEXT, separators=(",", ":"))
+_SAFE_DEVICE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_PROP = '"%s":{"type":"Property","value":%r,"unitCode":"%s","observedAt":"%s"}'
+_PHASE = '"%s":{"type":"Property","value":{"L1":%r},"unitCode":"%s","observedAt":"%s"}'
+
+
+def entity_json(row: Mapping) -> str:
+    """json.dumps(entity(row)) with compact separators, built as text (%r renders int and float as JSON does)."""
+    device = row["device"]
+    if not _SAFE_DEVICE.issuperset(device):  # the protocol's alphabet; anything else takes the slow, safe path
+        return json.dumps(entity(row), separators=(",", ":"), ensure_ascii=False)
+    sensor = row["sensor"]
+    etype = ENERGY_TYPE if sensor == "energy" else AIR_TYPE
+    t = row.get("t")
+    when = iso_time(t if t is not None else row["received"])
+    parts = [
+        '{"id":"urn:ngsi-ld:%s:%s:%d","type":"%s"' % (etype, device, row["seq"], etype),
+        '"dateObserved":{"type":"Property","value":{"@type":"DateTime","@value":"%s"}}' % when,
+        '"location":{"type":"GeoProperty","value":{"type":"Point","coordinates":[%r,%r]}}' % (row["lon"], row["lat"]),
+        '"refDevice":{"type":"Relationship","object":"urn:ngsi-ld:Device:%s"}' % device,
+    ]
+    site = row.get("site")
+    if site:
+        parts.append('"areaServed":{"type":"Property","value":%s}' % json.dumps(site, ensure_ascii=False))
+    if sensor == "energy":
+        parts.append('"phaseType":{"type":"Property","value":"singlePhase"}')
+        for column, name, scale, unit, decimals in _TOTALS:
+            value = row.get(column)
+            if value is not None:
+                parts.append(_PROP % (name, _scaled(value, scale, decimals), unit, when))
+        for column, name, unit in ENERGY_PHASE:
+            value = row.get(column)
+            if value is not None:
+                parts.append(_PHASE % (name, value, unit, when))
+    else:
+        for column, name, scale, unit, decimals in _AIR[sensor]:
+            value = row.get(column)
+            if value is not None:
+                parts.append(_PROP % (name, _scaled(value, scale, decimals), unit, when))
+    flags = flag_list(row)
+    if flags:
+        parts.append('"airwattFlags":{"type":"Property","value":%s,"observedAt":"%s"}' % (json.dumps(flags, separators=(",", ":")), when))
+    parts.append('"@context":%s}' % _CONTEXT_JSON)
+    return ",".join(parts)
+
+
 def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None = None) -> Prepared:
     """One upsert request for the readings that can be expressed; the others are returned as unencodable."""
-    entities, row_ids, keys, bad = [], [], [], {}
+    texts, row_ids, keys, bad = [], [], [], {}
     for row in rows:
         why = unencodable(row)
         if why:
             bad[row["id"]] = why
             continue
-        ent = entity(row)
-        entities.append(ent)
+        texts.append(entity_json(row))
         row_ids.append(row["id"])
-        keys.append(ent["id"])
-    body = json.dumps(entities, separators=(",", ":"), ensure_ascii=False).encode()
+        keys.append(entity_id(row))
+    body = ("[" + ",".join(texts) + "]").encode()
     all_headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
     all_headers.update(headers or {})
     return Prepared("POST", url, all_headers, body, row_ids, keys, bad)

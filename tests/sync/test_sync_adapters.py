@@ -224,3 +224,25 @@ def test_any_valid_reading_becomes_a_model_valid_entity_and_item():
         assert json.loads(json.dumps(it)) == it
 
     check()
+
+
+def test_entity_text_is_exactly_the_entity():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    readings = st.sampled_from(fields.SENSORS).flatmap(lambda s: st.tuples(st.just(s), _metric_strategy(s)))
+    sites = st.none() | st.text(max_size=20)
+
+    @settings(max_examples=300, deadline=None)
+    @given(readings, st.integers(1, fields.MAX_SEQ), st.none() | st.floats(fields.MIN_WALL_TIME, fields.MAX_WALL_TIME),
+           st.floats(-90, 90), st.floats(-180, 180), sites, st.lists(st.sampled_from(fields.FLAGS), unique=True))
+    def check(reading, seq, t, lat, lon, site, flags):
+        sensor, values = reading
+        r = row(sensor, seq=seq, t=t, lat=lat, lon=lon, site=site, flags=",".join(flags), **values)
+        text = ngsi_ld.entity_json(r)
+        assert json.loads(text) == ngsi_ld.entity(r)
+        assert text == json.dumps(ngsi_ld.entity(r), separators=(",", ":"), ensure_ascii=False)
+
+    check()
+    odd = row("pm", device='we"ird')  # outside the protocol's alphabet: the safe path, still exact
+    assert json.loads(ngsi_ld.entity_json(odd))["id"] == 'urn:ngsi-ld:AirQualityObserved:we"ird:42'
