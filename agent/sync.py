@@ -8,7 +8,8 @@ which rewrites the same entities: nothing lost, nothing doubled.
 One round (`sync_once`): take the oldest pending readings, send them in batches (up to `parallel` requests
 at once), then in ONE store transaction mark the confirmed ones and log every request in `sync_log` (the
 operators' "last errors"); count refusals. While all goes well the loop (`run_worker`) pipelines rounds
-(`sync_pipelined`: the next round travels while the last one's marks commit); after any failure it sends one
+(`sync_pipelined`: a sliding window of requests in flight, marks in group commits while others travel);
+after any failure it sends one
 batch at a time and waits: Retry-After when the platform gave one (429/503, seconds or an HTTP date), else
 exponential backoff with jitter. "Retry now" (the SYNC_NOW event, or meta `sync_retry_requested` written by
 the pages from any process) cuts any wait short and releases held readings.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import email.utils
 import logging
@@ -366,36 +368,49 @@ async def sync_pipelined(
     timeout_s: float = 10.0,
     parallel: int = 4,
 ) -> SyncResult:
-    """Rounds back to back while every request succeeds, each round's marks committed while the next round
-    is on the wire (its rows are the pending ones after the last id sent). Stops after the first round with
-    any failure (recorded like sync_once's) or when nothing is left; returns the totals."""
+    """Drain while every request succeeds, with up to `parallel` requests in flight (a sliding window over
+    consecutive batches: the next batch goes out as soon as one is answered, so the platform always has
+    work). Answered batches are marked in group commits on the DB thread while others travel. At the first
+    failure no new batch goes out; the ones in flight are awaited and everything is recorded. Returns the
+    totals (like sync_once's result)."""
     started = time.monotonic()
-    total = SyncResult()
-    rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time())
-    if not rows:
-        return total
-    sending = asyncio.ensure_future(_send_round(adapter, session, rows, limit, timeout_s))
+    inflight: collections.deque[asyncio.Future] = collections.deque()
+    answered: list[_Attempt] = []  # not yet recorded
+    every: list[_Attempt] = []
+    recording: asyncio.Future | None = None
+    strikes = exhausted = stop = False
+    last_id: int | None = None
+    held = 0
     try:
         while True:
-            attempts = await sending
-            round_ = _summary(attempts)
-            if round_.error or round_.failed or not round_.synced:
-                total.held += await _db_call(_record, db, attempts, had_strikes)
-                return _finish(_summary(attempts, total), started)
-            # The DB thread takes the next rows first, then commits this round's marks while they travel.
-            taking = asyncio.ensure_future(_db_call(_take, db, limit * parallel, time.time(), rows[-1]["id"]))
-            recording = asyncio.ensure_future(_db_call(_record, db, attempts, had_strikes))
-            next_rows, next_strikes = await taking
-            if next_rows:
-                sending = asyncio.ensure_future(_send_round(adapter, session, next_rows, limit, timeout_s))
-            total.held += await recording
-            _summary(attempts, total)
-            if not next_rows:
-                return _finish(total, started)
-            rows, had_strikes = next_rows, next_strikes
+            while not (exhausted or stop) and len(inflight) < parallel:
+                rows, had = await _db_call(_take, db, limit, time.time(), last_id)
+                strikes = strikes or had
+                if not rows:
+                    exhausted = True
+                    break
+                last_id = rows[-1]["id"]  # the next batch starts after it: these are in flight or confirmed
+                inflight.append(asyncio.ensure_future(_attempt(adapter, session, rows, timeout_s)))
+            if not inflight:
+                break
+            attempt = await inflight.popleft()
+            every.append(attempt)
+            answered.append(attempt)
+            r = attempt.result
+            stop = stop or bool(r.error or r.failed or not r.synced)
+            if recording is None or recording.done():  # group commit: all answered since the last one
+                if recording is not None:
+                    held += recording.result()
+                recording = asyncio.ensure_future(_db_call(_record, db, answered, strikes))
+                answered = []
+        if recording is not None:
+            held += await recording
+        if answered:
+            held += await _db_call(_record, db, answered, strikes)
     finally:
-        if not sending.done():
-            sending.cancel()  # cancelled while a round is out: nothing of it is marked, a resend is harmless
+        for future in inflight:
+            future.cancel()  # cancelled mid-drain: what was not confirmed is not marked; a resend is harmless
+    return _finish(_summary(every, SyncResult(held=held)), started)
 
 
 # -- the loop ---------------------------------------------------------------------------------------------

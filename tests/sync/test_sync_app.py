@@ -43,6 +43,7 @@ async def test_uploads_reach_the_platform_through_the_agent_app(data_dir, db, pl
         ent = records["urn:ngsi-ld:AirQualityObserved:kk-lab-04:7"][0]
         assert ent["pm25"]["value"] == 27 and ent["location"]["value"]["coordinates"] == [102.82, 16.47]
         state = server.app[sync.SYNC_STATE]
+        await wait_for(lambda: state.last_result)  # set once the round is over (its commit may be seen first)
         assert state.enabled and state.kind == "ngsi-ld" and state.last_result["synced"] == 30
         # "Retry now" from the pages releases a held reading at once.
         plat.set_faults({"reject": ["urn:ngsi-ld:ACMeasurement:kk-hall-01:3"]})
