@@ -148,3 +148,51 @@ def test_watchdog_is_fed_only_while_both_loops_progress(monkeypatch):
     r = vm([str(HERE / "board_life.py"), "watchdog"], monkeypatch)
     assert r.returncode == 0 and "WATCHDOG-OK" in r.stdout, r.stdout + r.stderr
     assert "WDT sampler loop made no progress for 200 ms: not feeding the watchdog" in r.stdout
+
+
+def test_board_uploads_to_the_real_agent(tmp_path, monkeypatch):
+    """The firmware against the real site agent (`airwatt serve`, SQLite): every reading lands once, with time."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from airwatt.agent import store
+
+    airwatt = str(Path(sys.executable).with_name("airwatt"))
+    agent_dir = tmp_path / "agent"
+    db = store.open_db(str(agent_dir))
+    key = store.add_device(db, "kk-test-01", sensors=["energy", "pm", "co2"])
+    db.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "agent.log"
+    with open(log, "w") as f:  # a file, not a pipe: the agent's log can never fill a buffer and block it
+        agent = subprocess.Popen([airwatt, "serve", "--data-dir", str(agent_dir), "--port", str(port)],
+                                 stdout=f, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(300):
+            if "listening on" in log.read_text() or agent.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert "listening on" in log.read_text(), "the agent did not start:\n" + log.read_text()
+        path = write_config(tmp_path, port=port)
+        cfg = json.loads(path.read_text())
+        cfg["key"] = key
+        path.write_text(json.dumps(cfg))
+        r = vm([str(HERE / "board_life.py"), "boot", str(path), "8000"], monkeypatch)
+        assert r.returncode == 0, r.stdout + r.stderr
+        end = re.search(r"^END uplink ok \d+ sent (\d+) depth 0 sync agent", r.stdout, re.M)
+        assert end, r.stdout
+        out = subprocess.run([airwatt, "readings", "--device", "kk-test-01", "--data-dir", str(agent_dir),
+                              "--format", "json"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    rows = json.loads(out.stdout)
+    assert [row["seq"] for row in rows] == list(range(1, int(end.group(1)) + 1)), rows
+    assert {row["sensor"] for row in rows} == {"energy", "pm", "co2"}
+    assert all(row["t"] for row in rows), "every reading has a time: the board's, or the agent's from ticks"
+    assert {row["t_source"] for row in rows} >= {"board"}
