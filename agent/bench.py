@@ -194,6 +194,7 @@ def _ingest_round(base: Path, uploaders: int, batch: int, batches: int) -> dict:
     db.close()
     bodies = build_batches(devices, batches + 1, batch, int(time.time()) - 86400)
     proc, url = start_agent(agent_dir)
+    store.tune_gc()  # the uploaders too: this process holds every body, which the collector would keep rescanning
     try:
         elapsed, commits = asyncio.run(_upload(url, keys, bodies, 1))
     finally:

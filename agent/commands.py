@@ -125,6 +125,7 @@ async def serve(data_dir: str | Path, config: Any) -> None:
     site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
     host, port = runner.addresses[0][:2]
+    store.tune_gc()
     print("airwatt: listening on http://%s:%d (data dir %s)" % (host, port, data_dir), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -214,6 +214,7 @@ def writer_main(db_file: str, jobs_in: Any, results_out: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = store.connect(db_file)
     known = Known()
+    store.tune_gc()
     try:
         stop = False
         while not stop:
