@@ -283,6 +283,7 @@ class EmulatedBoard:
         self._stdout = self._proc.stdout.fileno()
         os.set_blocking(self._stdin, False)
         os.set_blocking(self._stdout, False)
+        os.set_blocking(ctl_r, False)
         self._sel.register(self._stdout, selectors.EVENT_READ, "out")
         self._sel.register(ctl_r, selectors.EVENT_READ, "ctl")
         self._vm_state = "boot"
@@ -342,7 +343,6 @@ class EmulatedBoard:
             except OSError:
                 pass
         self._proc = None
-        self._to_vm.clear()  # what was in the dead chip's UART FIFO is gone
 
     def _send_faults(self) -> None:
         if self._proc is None:
@@ -395,7 +395,7 @@ class EmulatedBoard:
             del self._to_host[:n]
 
     def _flush_vm(self) -> None:
-        if self._proc is None or self._vm_state == "boot":
+        if self._proc is None or self._vm_state == "boot" or self._proc.poll() is not None:
             return  # held until the VM says whether it runs code or reads the REPL (see _ctl "S")
         while self._to_vm and self._proc is not None:
             try:
@@ -407,17 +407,28 @@ class EmulatedBoard:
             del self._to_vm[:n]
 
     def _from_host(self, data: bytes) -> None:
-        if self._proc is None:
-            return  # the chip is in reset or asleep: what the host sends now is lost, as on a UART
+        # While the VM boots (or is dead and about to be booted again) input waits for it, Ctrl-C included: a
+        # host that connects during a reset (mpremote right after `mpremote reset`) must not lose its Ctrl-C.
+        alive = self._proc is not None and self._proc.poll() is None
+        if alive:
+            self._drain_ctl()  # the VM's state messages precede its output, which the host's keys answer
         for b in data:
-            if b == 3 and self._vm_state != "I" and self._kbd_intr:
-                if self._vm_state == "B":
+            if b == 3 and self._kbd_intr and not (alive and self._vm_state == "I"):
+                if alive and self._vm_state == "B":
                     self._sigint()
                 else:
-                    self._pending_ctrl_c = True  # booting: delivered once the VM says what it is doing
+                    self._pending_ctrl_c = True  # delivered once the next VM says what it is doing
                 continue
             self._to_vm.append(b)
         self._flush_vm()
+
+    def _drain_ctl(self) -> None:
+        try:
+            data = os.read(self._ctl_r, 65536)
+        except (BlockingIOError, OSError):
+            return
+        if data:
+            self._ctl(data)
 
     def _sigint(self) -> None:
         now = time.monotonic()

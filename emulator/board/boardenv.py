@@ -143,12 +143,17 @@ def execute(src, filename, mode):
                 code = None
             if code is not None:  # an expression: the REPL shows its value (cooked, like print)
                 value = eval(code, _G)
+                _say("I")
                 if value is not None:
                     _cooked_print(repr(value))
                 return None
         exec(compile(src, filename, mode), _G)
+        _say("I")
         return None
     except BaseException as e:  # noqa: B036 - KeyboardInterrupt and SystemExit are reported like on a board
+        # The code is over: from now on a Ctrl-C from the host is a byte for the REPL, not a SIGINT. Said before
+        # any output the host could react to, so the bridge knows it before it sees the host's next keys.
+        _say("I")
         return e
 
 
@@ -247,7 +252,7 @@ def readline(prompt):
         last = c
         if c in (8, 127):
             if line:
-                line.pop()
+                line = line[:-1]  # MicroPython's bytearray has no pop()
                 _write(b"\x08 \x08")
         elif c == 27:  # escape sequence (arrow keys): consume and ignore
             c = rx()

@@ -267,13 +267,17 @@ def test_friendly_repl_echo_continuation_paste_mode_and_ctrl_c(board):
         assert "6 * 7\r\n42\r\n>>> " in session(b"6 * 7\r", "42\r\n>>> ")
         out = session(b"for i in range(2):\r    print('row', i)\r\r", "row 1\r\n>>> ")
         assert "... " in out and "row 0\r\nrow 1\r\n" in out
-        out = session(b"undefined_name\r", "NameError")
+        out = session(b"undefined_name\r", "isn't defined\r\n>>> ")
         assert "Traceback (most recent call last):" in out
-        assert "abc" in session(b"abc\x7f\x7f\x03", ">>> ")  # typing, backspace, then Ctrl-C drops the line
+        out = session(b"abc\x7f\x7f\x03", "\x08 \x08\r\n>>> ")  # typing, backspace, then Ctrl-C drops the line
+        assert out == "abc\x08 \x08\x08 \x08\r\n>>> ", repr(out)
+        session(b"x = 2\x7f1\r", "x = 2\x08 \x081\r\n>>> ")
+        assert session(b"x\r", "\r\n>>> ") == "x\r\n1\r\n>>> "
         out = session(b"\x05", "=== ")
         assert "paste mode; Ctrl-C to cancel, Ctrl-D to finish" in out
         out = session(b"a = 20\rb = 22\rprint('sum', a + b)\x04", "sum 42\r\n>>> ")
         assert "=== b = 22" in out
+        assert board.resets["crash"] == 0
     finally:
         os.close(fd)
 
