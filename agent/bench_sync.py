@@ -168,10 +168,32 @@ def _platform(args: argparse.Namespace) -> int:
     return platform.cli(args)
 
 
+def _sync_run(args: argparse.Namespace) -> int:
+    from airwatt.agent import sync
+
+    return sync.run_cli(args)
+
+
+def _sync_retry(args: argparse.Namespace) -> int:
+    from airwatt.agent import sync
+
+    return sync.retry_cli(args)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """`airwatt bench sync` (in the agent's bench group) and `airwatt platform` (the emulated platform).
-    Heavy imports wait until a verb runs: every `airwatt` command parses this."""
+    """The sync part's verbs: `airwatt bench sync`, `airwatt sync run`, `airwatt sync retry` (in the agent's
+    bench and sync groups) and `airwatt platform` (the emulated platform). Heavy imports wait until a verb
+    runs: every `airwatt` command parses this."""
     from airwatt.agent.commands import verbs_of
+
+    run = verbs_of(commands, "sync").add_parser("run", help="run the sync worker alone (without serve)")
+    add_run_arguments(run)
+    run.set_defaults(func=_sync_run)
+    retry = verbs_of(commands, "sync").add_parser(
+        "retry", help="retry now: wake the sync worker and release held readings")
+    retry.add_argument("--data-dir", default=store.data_dir_default(),
+                       help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)")
+    retry.set_defaults(func=_sync_retry)
 
     bs = verbs_of(commands, "bench").add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
@@ -183,6 +205,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     cmd = commands.add_parser("platform", help="run the emulated city platform (NGSI-LD + HTTP JSON, faults)")
     add_platform_arguments(cmd)
     cmd.set_defaults(func=_platform)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the worker alone (`airwatt sync run`, `python -m airwatt.agent.sync`)."""
+    parser.add_argument("--data-dir", default=store.data_dir_default(),
+                        help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)")
+    parser.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
+    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"), help="city platform API")
+    parser.add_argument("--batch-size", type=int, help="readings per request (overrides airwatt.toml)")
+    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds (default 1)")
+    parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")
 
 
 def add_platform_arguments(cmd: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ import email.utils
 import logging
 import random
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -564,18 +565,22 @@ def request_sync_now(app: web.Application) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from airwatt.agent.config import load_config
+    from airwatt.agent.config import ConfigError, load_config
 
-    cfg = load_config(
-        args.data_dir,
-        {"platform.url": args.platform_url, "platform.kind": args.platform_kind, "platform.batch_size": args.batch_size},
-    ).platform
+    try:
+        cfg = load_config(
+            args.data_dir,
+            {"platform.url": args.platform_url, "platform.kind": args.platform_kind,
+             "platform.batch_size": args.batch_size},
+        ).platform
+    except ConfigError as err:
+        print("airwatt sync: %s" % err, file=sys.stderr)
+        return 2
     if not cfg.url:
-        print("no platform URL: give --platform-url or [platform] url in airwatt.toml")
+        print("airwatt sync: no platform URL: give --platform-url or [platform] url in airwatt.toml", file=sys.stderr)
         return 2
     db = store.open_db(args.data_dir)
     adapter = make_adapter(cfg.kind, cfg.url, cfg.token, cfg.tenant)
-    task = None
     async with aiohttp.ClientSession() as session:
         task = asyncio.create_task(
             run_worker(
@@ -586,24 +591,39 @@ async def _main(args: argparse.Namespace) -> int:
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread (embedded): no handlers
+                loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    db.conn.close()
+    await _db_call(db.conn.close)
+    return 0
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """The worker alone (`airwatt sync run`, `python -m airwatt.agent.sync`), until SIGTERM/SIGINT or drained."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(_main(args))
+
+
+def retry_cli(args: argparse.Namespace) -> int:
+    """`airwatt sync retry`: ask the running worker (in any process) to retry now and release held readings."""
+    db = store.open_db(args.data_dir)
+    try:
+        store.set_meta(db, "sync_retry_requested", repr(time.time()))
+        held = len(held_readings(db))
+    finally:
+        db.conn.close()
+    print("retry requested: the sync worker retries at its next check (within a few seconds); %d held reading(s)"
+          " will be released" % held)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from airwatt.agent.bench_sync import add_run_arguments  # shared with `airwatt sync run`
+
     parser = argparse.ArgumentParser(prog="python -m airwatt.agent.sync", description="run the sync worker alone")
-    parser.add_argument("--data-dir", default=store.data_dir_default())
-    parser.add_argument("--platform-url")
-    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"))
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds")
-    parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return asyncio.run(_main(args))
+    add_run_arguments(parser)
+    return run_cli(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import time
 from aiohttp.test_utils import TestServer
 
 from airwatt.agent import app as agent_app
+from airwatt.agent.cli import main as cli_main
 from airwatt.agent import ingest, store, sync
 from airwatt.agent.adapters import make_adapter
 from airwatt.agent.config import Config, PlatformConfig
@@ -79,3 +80,18 @@ async def test_retry_now_recorded_by_another_process_is_honoured(db, platform, s
     await sync.run_worker(db, adapter, session, poll_s=0.05, backoff_base_s=0.01, stop_when_drained=True)
     assert unsynced(db) == [] and sync.held_readings(db) == []
     assert store.get_meta(db, "sync_retry_handled") == store.get_meta(db, "sync_retry_requested")
+
+
+async def test_cli_retry_and_run_drain_a_store(data_dir, db, platform):
+    url, plat = platform
+    ids = add_readings(db, "kk-hall-01", 6)
+    plat.set_faults({"reject": ["kk-hall-01:3"]})
+    args = ["sync", "run", "--data-dir", str(data_dir), "--platform-url", url, "--platform-kind", "http-json",
+            "--backoff-base", "0.01", "--exit-when-drained"]
+    # The CLI runs its own event loop: give it a thread, while this loop serves the platform.
+    assert await asyncio.to_thread(cli_main, args) == 0
+    assert unsynced(db) == [ids[2]]
+    plat.set_faults({"reject": []})
+    assert await asyncio.to_thread(cli_main, ["sync", "retry", "--data-dir", str(data_dir)]) == 0
+    assert await asyncio.to_thread(cli_main, args) == 0
+    assert unsynced(db) == []
