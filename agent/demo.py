@@ -17,13 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from airwatt.agent import flash_cmd, store
-from airwatt.agent.app import make_app
 from airwatt.agent.config import ConfigError, load_config
-from airwatt.emulator.esp32 import EmulatedBoard
-from airwatt.emulator.platform import start_platform
 
 DEMO_INTERVALS = {"energy": 10, "pm": 30, "co2": 15}
 SITES = (("Khon Kaen City Hall", 16.4419, 102.8360), ("Khon Kaen Municipal School 5", 16.4322, 102.8236))
@@ -49,7 +44,7 @@ def _devices(db, count: int) -> list[str]:
     return ids
 
 
-def _provision(board: EmulatedBoard, device: str, data_dir: str, agent_url: str, image: dict[str, bytes],
+def _provision(board, device: str, data_dir: str, agent_url: str, image: dict[str, bytes],
                say) -> None:
     """What `airwatt flash` does, without waiting for the self-test (the dashboard shows it)."""
     config = flash_cmd.board_config(device, "", "airwatt-demo:demo-pass", agent_url, list(DEMO_INTERVALS),
@@ -61,7 +56,7 @@ def _provision(board: EmulatedBoard, device: str, data_dir: str, agent_url: str,
     say("board %s on %s: %d files flashed, booting" % (device, board.port, len(changed)))
 
 
-async def _faults(boards: dict[str, EmulatedBoard], rng: random.Random, every_s: float, say) -> None:
+async def _faults(boards: dict, rng: random.Random, every_s: float, say) -> None:
     while True:
         await asyncio.sleep(every_s * (0.5 + rng.random()))
         device = rng.choice(sorted(boards))
@@ -76,6 +71,12 @@ async def _faults(boards: dict[str, EmulatedBoard], rng: random.Random, every_s:
 
 
 async def run_demo(args: argparse.Namespace, say=print) -> None:
+    from aiohttp import web
+
+    from airwatt.agent.app import make_app
+    from airwatt.emulator.esp32 import EmulatedBoard
+    from airwatt.emulator.platform import start_platform
+
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     overrides = {"host": "127.0.0.1", "port": args.port, "platform.url": args.platform_url,
@@ -96,7 +97,7 @@ async def run_demo(args: argparse.Namespace, say=print) -> None:
     await web.TCPSite(runner, "127.0.0.1", args.port).start()
     agent_url = "http://127.0.0.1:%d" % runner.addresses[0][1]
 
-    boards: dict[str, EmulatedBoard] = {}
+    boards: dict[str, EmulatedBoard] = {}  # noqa: F821 (imported above, at run time)
     tasks: list[asyncio.Task] = []
     try:
         image = flash_cmd.firmware_image()
