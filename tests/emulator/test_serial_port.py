@@ -3,6 +3,7 @@ resets a board goes through: soft reset, machine.reset, watchdog, power cut, dee
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -26,11 +27,18 @@ def mp(board: EmulatedBoard, *args: str, timeout: float = 30, check: bool = True
     return result
 
 
+@contextlib.contextmanager
+def running(*args, **kwargs):
+    """A started board at its first prompt; at the end, the VM must never have crashed (a bug in the emulator)."""
+    with EmulatedBoard(*args, **kwargs) as b:
+        b.wait_for(">>> ", timeout=20)
+        yield b
+        assert b.resets["crash"] == 0, "the emulated board's VM crashed:\n" + b.output()[-3000:]
+
+
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
-    flash = tmp_path_factory.mktemp("flash") / "flash.bin"
-    with EmulatedBoard(flash) as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(tmp_path_factory.mktemp("flash") / "flash.bin") as b:
         yield b
 
 
@@ -142,18 +150,15 @@ def test_flash_survives_stop_and_a_new_board_on_the_same_image(tmp_path):
     flash = tmp_path / "flash.bin"
     data = tmp_path / "keep.txt"
     data.write_text("kept across power-off\n")
-    with EmulatedBoard(flash) as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(flash) as b:
         mp(b, "fs", "cp", str(data), ":keep.txt")
     assert flash.stat().st_size == 2 * 1024 * 1024
-    with EmulatedBoard(flash) as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(flash) as b:
         assert "kept across power-off" in mp(b, "fs", "cat", "keep.txt").stdout
 
 
 def test_watchdog_resets_a_hung_board(tmp_path):
-    with EmulatedBoard(tmp_path / "flash.bin") as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(tmp_path / "flash.bin") as b:
         main = tmp_path / "main.py"
         main.write_text(
             "import machine, time\nprint('MAIN cause', machine.reset_cause())\n"
@@ -180,8 +185,7 @@ def test_watchdog_resets_a_hung_board(tmp_path):
 
 
 def test_power_cut_at_a_flash_write_restarts_the_board_and_keeps_the_filesystem(tmp_path):
-    with EmulatedBoard(tmp_path / "flash.bin") as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(tmp_path / "flash.bin") as b:
         older = tmp_path / "older.txt"
         older.write_text("written before the cut\n")
         mp(b, "fs", "cp", str(older), ":older.txt")
@@ -206,8 +210,7 @@ def test_power_cut_at_a_flash_write_restarts_the_board_and_keeps_the_filesystem(
 
 
 def test_rtc_survives_machine_reset_and_deepsleep_wakes_with_its_cause(tmp_path):
-    with EmulatedBoard(tmp_path / "flash.bin") as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(tmp_path / "flash.bin") as b:
         mp(b, "exec", "import machine; machine.RTC().datetime((2026, 11, 22, 6, 8, 0, 0, 0))")
         mp(b, "reset")
         assert mp(b, "eval", "__import__('time').gmtime()[:3]").stdout.strip() == "(2026, 11, 22)"
@@ -220,8 +223,7 @@ def test_rtc_survives_machine_reset_and_deepsleep_wakes_with_its_cause(tmp_path)
 
 
 def test_power_cycle_and_reset_button_from_the_api(tmp_path):
-    with EmulatedBoard(tmp_path / "flash.bin", config={"clock": "host"}) as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(tmp_path / "flash.bin", config={"clock": "host"}) as b:
         # clock "host": the board starts with wall time (2000-epoch seconds of now)
         now = int(mp(b, "eval", "__import__('time').time()").stdout.strip()) + 946684800
         assert abs(now - time.time()) < 5
@@ -245,8 +247,7 @@ def test_the_energy_meter_keeps_its_counter_across_board_resets(tmp_path):
     read = "import machine\nu = machine.UART(2, 9600, tx=17, rx=16, timeout=300)\n" \
            "u.write(b'\\xf8\\x04\\x00\\x00\\x00\\x0a\\x64\\x64')\nr = u.read(25)\n" \
            "print(r[13] << 24 | r[14] << 16 | r[11] << 8 | r[12])"  # energy Wh: low word first
-    with EmulatedBoard(tmp_path / "flash.bin", config={"sensors": {"pzem": {"energy_wh": 50000}}}) as b:
-        b.wait_for(">>> ", timeout=20)
+    with running(tmp_path / "flash.bin", config={"sensors": {"pzem": {"energy_wh": 50000}}}) as b:
         assert int(mp(b, "exec", read).stdout.strip()) >= 50000
         mp(b, "exec", "import machine\nu = machine.UART(2, 9600, tx=17, rx=16, timeout=300)\n"
                       "u.write(%r)\nprint(u.read(4))" % reset_energy)
