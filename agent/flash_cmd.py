@@ -58,7 +58,9 @@ def _compile(out: Path) -> dict[str, Path]:
     for src, dest in sources:
         target = out / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([mpy_cross, "-o", str(target), str(src)], capture_output=True, text=True)
+        # -s: the short source name in tracebacks, rather than this machine's path, saves the board RAM
+        result = subprocess.run([mpy_cross, "-s", src.name, "-o", str(target), str(src)], capture_output=True,
+                                text=True)
         if result.returncode != 0:
             raise FlashError("mpy-cross failed on %s:\n%s" % (src.name, result.stderr))
         image[dest] = target
