@@ -295,9 +295,9 @@ async def _attempt(adapter: Adapter, session: aiohttp.ClientSession, rows: list[
         else:
             result.retry_after = parse_retry_after(retry_after)
             result.error = "HTTP %d: %s" % (status, _short(body))
-            if status == 413 or (_refusal(status) and result.sent > 1):
+            if (status == 413 or _refusal(status)) and result.sent > 1:
                 result.bisect = True
-            elif _refusal(status):
+            elif status == 413 or _refusal(status):  # even alone it is refused (or too large): a strike
                 attempt.refusals = {prepared.row_ids[0]: (status, _short(body))}
     result.synced = len(attempt.confirmed)
     result.failed = result.sent - result.synced

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -248,5 +249,38 @@ async def test_a_redirect_or_a_foreign_200_never_marks_anything(db, session):
         result = await sync.sync_once(db, make_adapter("http-json", base + "/html"), session, 100)
         assert result.status == 200 and result.synced == 0 and "unreadable" in result.error
         assert len(unsynced(db)) == 3
+    finally:
+        await runner.cleanup()
+
+
+async def test_413_halves_the_batch_and_a_reading_too_large_alone_is_held(db, session):
+    from aiohttp import web
+
+    sizes = []
+
+    async def small_only(request):
+        body = await request.read()
+        items = len(json.loads(body)["readings"])
+        sizes.append(items)
+        if items > 8 or b'"seq":5,' in body:  # more than 8, or reading 5 at all: too large
+            return web.json_response({"error": "too large"}, status=413)
+        return web.json_response({"results": [{"id": i["id"], "ok": True}
+                                              for i in json.loads(body)["readings"]]})
+
+    app = web.Application()
+    app.router.add_post("/readings", small_only)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
+    try:
+        ids = add_readings(db, "kk-hall-01", 40)
+        await drain(db, "http-json", base, session, batch_size=32)
+        assert unsynced(db) == [ids[4]]  # seq 5 refused even alone: held after its strikes, not retried forever
+        assert [h["reading"] for h in sync.held_readings(db)] == [ids[4]]
+        # 32 and 8 go out together (the 8 pass); then halving: 16, 8, 4 (pass), 4, 2, 1 (refused alone).
+        assert sorted(sizes[:2]) == [8, 32] and sizes[2:8] == [16, 8, 4, 4, 2, 1]
+        assert sizes[8:10] == [1, 1] and len(sizes) < 40  # two more strikes, then held: no endless loop
     finally:
         await runner.cleanup()
