@@ -12,7 +12,7 @@ from airwatt.agent import ingest, store, writer
 from airwatt.protocol import fields
 from airwatt.protocol.models import parse_batch
 
-from conftest import body
+from agent_helpers import body
 
 
 def _ingest(db, device, seqs, received=None, **kw):

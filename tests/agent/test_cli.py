@@ -19,7 +19,7 @@ from airwatt.agent.commands import EXPORT_COLUMNS, parse_time
 from airwatt.protocol import fields
 from airwatt.protocol.models import parse_batch
 
-from conftest import T0, body, headers
+from agent_helpers import T0, body, headers
 
 
 def run(capsys, *argv):

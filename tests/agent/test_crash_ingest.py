@@ -11,7 +11,7 @@ import aiohttp
 
 from airwatt.agent import bench, store
 
-from conftest import body, headers
+from agent_helpers import body, headers
 
 DEVICES = ["crash-%d" % i for i in range(8)]
 BATCH = 20

@@ -16,7 +16,7 @@ from airwatt.agent.app import INGEST_KEY
 from airwatt.protocol import fields, wire
 from airwatt.protocol.models import Answer
 
-from conftest import BOOT, T0, VALUES, body, dump, headers, reading
+from agent_helpers import BOOT, T0, VALUES, body, dump, headers, reading
 
 
 def rows(data_dir, sql="SELECT * FROM readings ORDER BY device, seq", params=()):
