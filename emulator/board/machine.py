@@ -113,6 +113,7 @@ class UART:
         self._id = id
         self._rx_buf = bytearray()
         self._dev = None
+        self._garbled = False
         self.init(baudrate, bits, parity, stop, **kw)
 
     def init(self, baudrate=None, bits=8, parity=None, stop=1, tx=None, rx=None, rts=None, cts=None,
@@ -125,15 +126,20 @@ class UART:
         self._tx = _pin_no(tx)
         self._rx = _pin_no(rx)
         name = None
+        wired = None
         for w in _bs.config.get("uart") or ():
             if self._rx is not None and w.get("rx") == self._rx:
-                name = w.get("device")
+                wired = w
                 break
         else:
             for w in _bs.config.get("uart") or ():
                 if w.get("id") == self._id and (self._rx is None or "rx" not in w):
-                    name = w.get("device")
+                    wired = w
                     break
+        if wired is not None:
+            name = wired.get("device")
+            # the sensors speak 9600 8N1: at another rate neither side makes sense of the other's bytes
+            self._garbled = self._baud != wired.get("baud", 9600)
         self._dev = _bs.device(name) if name else None
         self._name = name
 
@@ -148,6 +154,8 @@ class UART:
             return
         got = d.read_available()
         if got:
+            if self._garbled:  # framing errors: what arrives is noise, and less of it
+                got = bytes((b ^ 0x5A) | 0x80 for b in got[::3])
             self._rx_buf.extend(got)
             over = len(self._rx_buf) - self._rxbuf_size
             if over > 0:
@@ -224,7 +232,7 @@ class UART:
         _hang()
         _bs.poll()
         data = bytes(buf)
-        if self._dev is not None:
+        if self._dev is not None and not self._garbled:
             self._dev.write(data)
             energy = getattr(self._dev, "energy", None)
             if energy is not None:

@@ -42,6 +42,10 @@ def test_uart_reaches_the_pzem_and_pms_emulators_by_pins(tmp_path):
         frame, used = pms5003.find_frame(buf)
         assert frame is not None, buf
         assert pms5003.decode(frame)["pm25"] >= 0
+        # the wrong baud rate: the meter cannot parse the request, so it stays silent
+        w = machine.UART(2, baudrate=115200, tx=17, rx=16, timeout=100)
+        w.write(pzem004t.read_request(0xF8))
+        assert w.read(25) is None
         # a UART on pins with nothing wired reads nothing, after its timeout
         n = machine.UART(0, baudrate=9600, tx=1, rx=3, timeout=20)
         n.write(b"x")
