@@ -1,4 +1,4 @@
-# Start-up of an emulated ESP32 board (the MicroPython VM's main script; emulator/board.py runs it).
+# Start-up of an emulated ESP32 board (the MicroPython VM's main script; emulator/esp32.py runs it).
 # Like the ESP32 port's main.c: mount the LittleFS flash at "/" (formatting it and writing the stock boot.py on
 # first start), run boot.py, then main.py unless the soft reset came from the raw REPL, then the REPL on
 # stdin/stdout with MicroPython's own protocol (shared/runtime/pyexec.c): friendly REPL with line editing and

@@ -1,11 +1,13 @@
 # State of one emulated ESP32 board, shared by the emulated machine, network, socket and time modules.
-# Runs on the MicroPython VM. The CPython side (emulator/board.py) starts the VM with these environment variables:
+# Runs on the MicroPython VM. The CPython side (emulator/esp32.py) starts the VM with these environment variables:
 #   AIRWATT_BOARD_CTL_FD    fd of a pipe to the bridge: one line per event (see ctl())
 #   AIRWATT_BOARD_IN_FD     fd of a pipe from the bridge: "F <json>" lines replace the faults
 #   AIRWATT_BOARD_CONFIG    JSON: wiring, wifi, clock, unique_id, sensor settings (DEFAULT_CONFIG below)
 #   AIRWATT_BOARD_FAULTS    JSON: the faults at start
 #   AIRWATT_BOARD_CAUSE     reset cause of this boot (machine.*_RESET numbers)
 #   AIRWATT_BOARD_RTC       RTC offset in ms: board wall clock (ms since 2000-01-01) = host unix ms + offset
+#   AIRWATT_BOARD_SENSOR_<NAME>  JSON: state a sensor keeps across the board's resets (the meter's energy counter)
+#   AIRWATT_BOARD_FLASH, AIRWATT_BOARD_MODE  the flash image file; "raw" after a soft reset from the raw REPL
 # Without a bridge (a plain `micropython` process) every variable is optional and the board starts powered on.
 import os
 import sys
@@ -50,7 +52,7 @@ DEFAULT_CONFIG = {
     "day_scale": 1,  # sensor day profiles run this many times faster than real time
     "day_start_s": None,  # second of day (Thai time) the profiles start at; None: the host's time of day
     "t0": None,  # host unix time the scenario started (for day_scale); None: now
-    "wdt_survives_soft_reset": False,
+    "wdt_survives_soft_reset": False,  # True: like the ESP32's task WDT, it keeps running across a soft reset
 }
 
 config = {}
@@ -82,7 +84,7 @@ elif config.get("clock") == "host":
     rtc_offset_ms = -EPOCH_2000_UNIX * 1000
 else:
     rtc_offset_ms = -host_ms()  # power-on: the RTC starts at 2000-01-01 00:00:00
-rtc_set = bool(_rtc) or config.get("clock") == "host"
+rtc_set = bool(_rtc) or config.get("clock") == "host"  # has the wall clock been set since power-on
 
 _ctl = None
 _ctl_fd = os.getenv("AIRWATT_BOARD_CTL_FD")

@@ -2,7 +2,7 @@
 # The subset AirWatt's firmware uses, with the ESP32 port's names and behaviour: UART and I2C with the byte-exact
 # sensor emulators (emulator/board/sensors.py) behind them, per the board's wiring (boardstate.DEFAULT_CONFIG),
 # Pin, WDT, RTC, reset, soft_reset, reset_cause, unique_id, deepsleep, lightsleep, freq, idle.
-# Resets, deep sleep, the watchdog and power cuts end the VM process; emulator/board.py starts it again.
+# Resets, deep sleep, the watchdog and power cuts end the VM process; emulator/esp32.py starts it again.
 import boardstate as _bs
 from boardstate import PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET
 
@@ -333,7 +333,7 @@ SoftI2C = I2C
 
 class WDT:
     """The ESP32 task watchdog: once started it cannot be stopped; if feed() is not called within `timeout` ms
-    the board resets and reset_cause() is WDT_RESET. The bridge (emulator/board.py) keeps the time, so a loop
+    the board resets and reset_cause() is WDT_RESET. The bridge (emulator/esp32.py) keeps the time, so a loop
     that hangs in any way - even in C code - is reset. Without a bridge a late feed() resets the board."""
 
     _armed = None
