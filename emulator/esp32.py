@@ -471,6 +471,7 @@ class EmulatedBoard:
             elif kind == "X":
                 code, _, reason = rest.partition(" ")
                 self._death = (int(code), reason)
+                self._vm_state = "boot"  # dying: host input (and Ctrl-C) now waits for the next VM
 
     # ---- life cycle ----------------------------------------------------------------------------------------
 

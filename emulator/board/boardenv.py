@@ -27,7 +27,6 @@ import errno  # noqa: F401
 import hashlib  # noqa: F401
 import binascii  # noqa: F401
 import struct  # noqa: F401
-import asyncio  # noqa: F401
 
 EMU_DIR = sys.path[0]
 BANNER = b"MicroPython v1.29.0 on 2026-07-05; Generic ESP32 module with ESP32\r\nType \"help()\" for more information.\r\n"

@@ -18,6 +18,16 @@ from airwatt.emulator.esp32 import EmulatedBoard
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
 
 
+def hard_reset(board: EmulatedBoard) -> None:
+    """`mpremote reset`, then wait until the board is back at its prompt (a command sent sooner could interrupt
+    the reset with its Ctrl-C, as on hardware)."""
+    start, hard = board.log_offset(), board.resets["hard"]
+    mp(board, "reset")
+    board.wait_for("rst:0xc (SW_CPU_RESET)", timeout=20, since=start)
+    board.wait_for(">>> ", timeout=20, since=start)
+    assert board.resets["hard"] == hard + 1
+
+
 def mp(board: EmulatedBoard, *args: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([MPREMOTE, "connect", board.port, *args], capture_output=True, text=True,
                             timeout=timeout)
@@ -72,6 +82,9 @@ def test_exec_eval_run_and_errors(board, tmp_path):
     assert mp(board, "exec", "print(6 * 7)").stdout.strip() == "42"
     assert mp(board, "eval", "sum(range(10))").stdout.strip() == "45"
     assert mp(board, "exec", "import sys; print(sys.path)").stdout.strip() == "['', '.frozen', '/lib']"
+    # frozen modules (asyncio) import from the board as on an ESP32, the host's files do not
+    assert "asyncio" in mp(board, "exec", "import asyncio; print(asyncio.__name__)").stdout
+    assert "ImportError" in mp(board, "exec", "import pzem004t", check=False).stdout
     script = tmp_path / "script.py"
     script.write_text("import os\nfor i in range(3):\n    print('row', i)\nprint(os.getcwd())\n" + "# pad\n" * 80)
     assert mp(board, "run", str(script)).stdout.replace("\r\n", "\n") == "row 0\nrow 1\nrow 2\n/\n"
@@ -212,7 +225,7 @@ def test_power_cut_at_a_flash_write_restarts_the_board_and_keeps_the_filesystem(
 def test_rtc_survives_machine_reset_and_deepsleep_wakes_with_its_cause(tmp_path):
     with running(tmp_path / "flash.bin") as b:
         mp(b, "exec", "import machine; machine.RTC().datetime((2026, 11, 22, 6, 8, 0, 0, 0))")
-        mp(b, "reset")
+        hard_reset(b)
         assert mp(b, "eval", "__import__('time').gmtime()[:3]").stdout.strip() == "(2026, 11, 22)"
         start = b.log_offset()
         mp(b, "exec", "--no-follow", "import machine; machine.deepsleep(300)")
@@ -251,7 +264,7 @@ def test_the_energy_meter_keeps_its_counter_across_board_resets(tmp_path):
         assert int(mp(b, "exec", read).stdout.strip()) >= 50000
         mp(b, "exec", "import machine\nu = machine.UART(2, 9600, tx=17, rx=16, timeout=300)\n"
                       "u.write(%r)\nprint(u.read(4))" % reset_energy)
-        mp(b, "reset")
+        hard_reset(b)
         # the meter (powered from the mains) kept its reset counter: it does not read 50000 again
         assert int(mp(b, "exec", read).stdout.strip()) < 100
 
