@@ -12,6 +12,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,11 +54,15 @@ def agent(tmp_path_factory, request) -> Agent:
     host = request.config.getoption("--agent-host")
     proc = subprocess.Popen([AIRWATT, "serve", "--data-dir", str(data_dir), "--host", host, "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (http://\S+)", line)
-    if not match:
-        proc.kill()
-        pytest.fail("airwatt serve did not start: %s%s" % (line, proc.stdout.read()))
+    said = ""
+    match = None
+    while match is None:  # log lines may come first
+        line = proc.stdout.readline()
+        if not line:
+            pytest.fail("airwatt serve did not start:\n" + said)
+        said += line
+        match = re.search(r"listening on (http://\S+)", line)
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
     yield Agent(data_dir, match.group(1), proc)
     proc.terminate()
     proc.wait(timeout=10)
