@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import flash
+from hil_support import flash
 
 DEVICE = "hil-01"
 MPREMOTE = str(Path(sys.executable).with_name("mpremote"))
