@@ -143,7 +143,7 @@ def _connect(port: str):
     from mpremote.transport_serial import SerialTransport
 
     try:
-        return SerialTransport(port, baudrate=115200)
+        return SerialTransport(port, baudrate=115200, timeout=1)  # a silent port must not block a read forever
     except Exception as err:  # mpremote raises TransportError or serial exceptions
         raise FlashError("cannot open %s (%s): is another program (a console?) using it?" % (port, err)) from None
 
@@ -210,9 +210,15 @@ def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float
               ) -> tuple[list[str], dict[str, str] | None]:
     """Copy the changed files to the board on `port` and soft-reset it; with a timeout, also wait for and
     return its self-test lines. Returns (board paths written, self-test results or None)."""
+    from mpremote.transport import TransportError
+
     transport = _connect(port)
     try:
-        transport.enter_raw_repl(soft_reset=False)  # interrupts main.py with Ctrl-C, as mpremote does
+        try:
+            transport.enter_raw_repl(soft_reset=False, timeout_overall=10)  # Ctrl-C stops main.py, as mpremote
+        except TransportError:
+            raise FlashError("no MicroPython REPL answered on %s: is it the board's port, with MicroPython "
+                             "flashed? (`airwatt console --port %s` shows what it prints)" % (port, port)) from None
         say("[4/5] copying changed files")
         changed = sync_files(transport, files, say)
         say("      %d of %d files changed" % (len(changed), len(files)))
