@@ -77,12 +77,22 @@ def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | No
     raise ValueError("platform kind must be one of %s, not %r" % (", ".join(KINDS), kind))
 
 
+_MINUTES: dict[int, str] = {}  # minute number -> "YYYY-MM-DDTHH:MM:" (a site's boards share their minutes)
+
+
 def iso_time(t: float) -> str:
     """Unix seconds -> ISO 8601 UTC ('2026-11-22T01:56:29Z', milliseconds only when t has a fraction)."""
     ms = round(t * 1000)
     secs, frac = divmod(ms, 1000)
-    stamp = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(secs)[:6]
-    return stamp + (".%03dZ" % frac if frac else "Z")
+    minute, seconds = divmod(secs, 60)  # Unix time has no leap seconds: every minute is 60 s
+    prefix = _MINUTES.get(minute)
+    if prefix is None:
+        if len(_MINUTES) > 8192:
+            _MINUTES.clear()
+        prefix = _MINUTES[minute] = "%04d-%02d-%02dT%02d:%02d:" % time.gmtime(minute * 60)[:5]
+    if frac:
+        return "%s%02d.%03dZ" % (prefix, seconds, frac)
+    return "%s%02dZ" % (prefix, seconds)
 
 
 def flag_list(row: dict) -> list[str]:

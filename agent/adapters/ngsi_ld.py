@@ -159,47 +159,87 @@ def entity(row: Mapping) -> dict:
 
 _CONTEXT_JSON = json.dumps(CONTEXT, separators=(",", ":"))
 _SAFE_DEVICE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
-_PROP = '"%s":{"type":"Property","value":%r,"unitCode":"%s","observedAt":"%s"}'
-_PHASE = '"%s":{"type":"Property","value":{"L1":%r},"unitCode":"%s","observedAt":"%s"}'
+
+
+# Per attribute: the text before the value and the text between the value and observedAt's time.
+_TOTAL_PARTS = tuple(
+    (c, k, d, '"%s":{"type":"Property","value":' % n, ',"unitCode":"%s","observedAt":"' % u) for c, n, k, u, d in _TOTALS
+)
+_PHASE_PARTS = tuple(
+    (c, '"%s":{"type":"Property","value":{"L1":' % n, '},"unitCode":"%s","observedAt":"' % u) for c, n, u in ENERGY_PHASE
+)
+_AIR_PARTS = {
+    sensor: tuple((c, k, d, '"%s":{"type":"Property","value":' % n, ',"unitCode":"%s","observedAt":"' % u)
+                  for c, n, k, u, d in attrs)
+    for sensor, attrs in _AIR.items()
+}
+_TAIL = '"@context":%s}' % _CONTEXT_JSON
+# (device, lon, lat, site) -> the entity's device part (location, refDevice, areaServed) as text, or None when
+# the device id needs the slow, escaping path. A site has a handful of devices: built once, not per reading.
+_HEADS: dict[tuple, str | None] = {}
+
+
+def _device_part(device: str, lon: float, lat: float, site: str | None) -> str | None:
+    # Equal keys must give equal text: int 1 and float 1.0 are told apart by type; 0.0 and -0.0 are not told
+    # apart by a dict, so a zero coordinate is never cached.
+    key = (device, type(lon), lon, type(lat), lat, site) if lon and lat else None
+    text = _HEADS.get(key)
+    if text is not None:
+        return text
+    if not _SAFE_DEVICE.issuperset(device):  # the protocol's alphabet; anything else takes the slow, safe path
+        text = None
+    else:
+        text = (
+            '"location":{"type":"GeoProperty","value":{"type":"Point","coordinates":[%r,%r]}}' % (lon, lat)
+            + ',"refDevice":{"type":"Relationship","object":"urn:ngsi-ld:Device:%s"}' % device
+            + (',"areaServed":{"type":"Property","value":%s}' % json.dumps(site, ensure_ascii=False) if site else "")
+        )
+    if key is not None and text is not None:
+        if len(_HEADS) > 4096:
+            _HEADS.clear()
+        _HEADS[key] = text
+    return text
 
 
 def entity_json(row: Mapping) -> str:
-    """json.dumps(entity(row)) with compact separators, built as text (%r renders int and float as JSON does)."""
-    device = row["device"]
-    if not _SAFE_DEVICE.issuperset(device):  # the protocol's alphabet; anything else takes the slow, safe path
+    """json.dumps(entity(row)) with compact separators, built as text (repr renders int and float as JSON does)."""
+    return _entity_text(row, entity_id(row))
+
+
+def _entity_text(row: Mapping, eid: str) -> str:
+    device_part = _device_part(row["device"], row["lon"], row["lat"], row.get("site"))
+    if device_part is None:
         return json.dumps(entity(row), separators=(",", ":"), ensure_ascii=False)
     sensor = row["sensor"]
-    etype = ENERGY_TYPE if sensor == "energy" else AIR_TYPE
     t = row.get("t")
     when = iso_time(t if t is not None else row["received"])
+    close = when + '"}'
     parts = [
-        '{"id":"urn:ngsi-ld:%s:%s:%d","type":"%s"' % (etype, device, row["seq"], etype),
-        '"dateObserved":{"type":"Property","value":{"@type":"DateTime","@value":"%s"}}' % when,
-        '"location":{"type":"GeoProperty","value":{"type":"Point","coordinates":[%r,%r]}}' % (row["lon"], row["lat"]),
-        '"refDevice":{"type":"Relationship","object":"urn:ngsi-ld:Device:%s"}' % device,
+        '{"id":"%s","type":"%s","dateObserved":{"type":"Property","value":{"@type":"DateTime","@value":"%s"}}'
+        % (eid, ENERGY_TYPE if sensor == "energy" else AIR_TYPE, when),
+        device_part,
     ]
-    site = row.get("site")
-    if site:
-        parts.append('"areaServed":{"type":"Property","value":%s}' % json.dumps(site, ensure_ascii=False))
+    append = parts.append
     if sensor == "energy":
-        parts.append('"phaseType":{"type":"Property","value":"singlePhase"}')
-        for column, name, scale, unit, decimals in _TOTALS:
+        append('"phaseType":{"type":"Property","value":"singlePhase"}')
+        for column, scale, decimals, before, between in _TOTAL_PARTS:
             value = row.get(column)
             if value is not None:
-                parts.append(_PROP % (name, _scaled(value, scale, decimals), unit, when))
-        for column, name, unit in ENERGY_PHASE:
+                append(before + repr(value if scale == 1 else round(value * scale, decimals)) + between + close)
+        for column, before, between in _PHASE_PARTS:
             value = row.get(column)
             if value is not None:
-                parts.append(_PHASE % (name, value, unit, when))
+                append(before + repr(value) + between + close)
     else:
-        for column, name, scale, unit, decimals in _AIR[sensor]:
+        for column, scale, decimals, before, between in _AIR_PARTS[sensor]:
             value = row.get(column)
             if value is not None:
-                parts.append(_PROP % (name, _scaled(value, scale, decimals), unit, when))
-    flags = flag_list(row)
+                append(before + repr(value if scale == 1 else round(value * scale, decimals)) + between + close)
+    flags = flag_list(row) if row.get("flags") or t is None else None
     if flags:
-        parts.append('"airwattFlags":{"type":"Property","value":%s,"observedAt":"%s"}' % (json.dumps(flags, separators=(",", ":")), when))
-    parts.append('"@context":%s}' % _CONTEXT_JSON)
+        append('"airwattFlags":{"type":"Property","value":%s,"observedAt":"%s"}'
+               % (json.dumps(flags, separators=(",", ":")), when))
+    append(_TAIL)
     return ",".join(parts)
 
 
@@ -211,10 +251,11 @@ def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None
         if why:
             bad[row["id"]] = why
             continue
-        texts.append(entity_json(row))
+        eid = entity_id(row)
+        texts.append(_entity_text(row, eid))
         row_ids.append(row["id"])
-        keys.append(entity_id(row))
-    body = ("[" + ",".join(texts) + "]").encode()
+        keys.append(eid)
+    body = ("[%s]" % ",".join(texts)).encode()
     all_headers = {"Content-Type": CONTENT_TYPE, "Accept": "application/json"}
     all_headers.update(headers or {})
     return Prepared("POST", url, all_headers, body, row_ids, keys, bad)
