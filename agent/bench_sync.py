@@ -97,6 +97,7 @@ async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
     from airwatt.agent.adapters import make_adapter
 
     db = store.open_db(data_dir)
+    store.tune_gc()  # as `airwatt serve` and `airwatt sync run` do: each batch makes thousands of short-lived objects
     try:
         async with aiohttp.ClientSession() as session:
             start = time.perf_counter()
@@ -107,7 +108,7 @@ async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
         db.conn.close()
 
 
-def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 100, sink: bool = False) -> dict:
+def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 1000, sink: bool = False) -> dict:
     """Fill a store with n readings, drain it to the emulated platform, check, and time both ways. With sink,
     the platform confirms without parsing or storing: the agent's side alone."""
     rows = bench_rows(n, time.time() - n * 60)
@@ -198,7 +199,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     bs = verbs_of(commands, "bench").add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
     bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both"), default="both")
-    bs.add_argument("--batch", type=int, default=100, help="readings per request (default 100)")
+    bs.add_argument("--batch", type=int, default=1000, help="readings per request (default 1000)")
     bs.add_argument("--agent-alone", action="store_true",
                     help="also drain to a platform that confirms without parsing (the agent's own ceiling)")
     bs.set_defaults(func=_bench_sync)

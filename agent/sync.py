@@ -581,6 +581,7 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     db = store.open_db(args.data_dir)
     adapter = make_adapter(cfg.kind, cfg.url, cfg.token, cfg.tenant)
+    store.tune_gc()  # a long-running worker: every batch makes thousands of short-lived objects
     async with aiohttp.ClientSession() as session:
         task = asyncio.create_task(
             run_worker(
