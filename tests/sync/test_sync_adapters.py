@@ -246,3 +246,26 @@ def test_entity_text_is_exactly_the_entity():
     check()
     odd = row("pm", device='we"ird')  # outside the protocol's alphabet: the safe path, still exact
     assert json.loads(ngsi_ld.entity_json(odd))["id"] == 'urn:ngsi-ld:AirQualityObserved:we"ird:42'
+
+
+
+def test_item_text_is_exactly_the_item():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    readings = st.sampled_from(fields.SENSORS).flatmap(lambda s: st.tuples(st.just(s), _metric_strategy(s)))
+    sites = st.none() | st.text(max_size=20)
+    coords = st.none() | st.floats(-90, 90)
+
+    @settings(max_examples=300, deadline=None)
+    @given(readings, st.integers(1, fields.MAX_SEQ), st.none() | st.floats(fields.MIN_WALL_TIME, fields.MAX_WALL_TIME),
+           coords, coords, sites, st.lists(st.sampled_from(fields.FLAGS), unique=True),
+           st.sampled_from(["board", "ticks", None, 'o"dd']))
+    def check(reading, seq, t, lat, lon, site, flags, t_source):
+        sensor, values = reading
+        r = row(sensor, seq=seq, t=t, lat=lat, lon=lon, site=site, flags=",".join(flags), t_source=t_source, **values)
+        assert http_json.item_json(r) == json.dumps(http_json.item(r), separators=(",", ":"), ensure_ascii=False)
+
+    check()
+    odd = row("pm", device='we"ird', pm25=float("nan"))  # the safe path, still exact
+    assert http_json.item_json(odd) == json.dumps(http_json.item(odd), separators=(",", ":"), ensure_ascii=False)
