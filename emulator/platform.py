@@ -266,6 +266,20 @@ def parse_array(text: str) -> tuple[list, list[str]]:
     return values, texts
 
 
+_READINGS_START = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"readings"[ \t\n\r]*:')
+
+
+def parse_readings(text: str) -> tuple[dict, list[str]]:
+    """A body that is exactly {"readings": [...]}, with each item's own text (stored as sent, not re-encoded);
+    ValueError for any other text (the caller then parses it the plain way)."""
+    start = _READINGS_START.match(text)
+    end = len(text.rstrip(" \t\n\r")) - 1
+    if start is None or end < start.end() or text[end] != "}":
+        raise ValueError("not {\"readings\": [...]}")
+    items, texts = parse_array(text[start.end() : end])
+    return {"readings": items}, texts
+
+
 def _without_context(ent: dict, text: str, cache: list) -> str | None:
     """The entity's text without its trailing "@context" member (what the platform stores), or None when the
     text is not laid out that way (then the caller re-encodes the parsed entity)."""
@@ -446,8 +460,12 @@ async def readings(request: web.Request) -> web.StreamResponse:
             return web.Response(
                 status=seen[1], text=seen[2], content_type="application/json", headers={"Idempotent-Replayed": "true"}
             )
+    texts: list[str] | None = None
     try:
-        doc = json.loads(raw)
+        try:
+            doc, texts = parse_readings(raw.decode("utf-8"))
+        except ValueError:
+            doc = json.loads(raw)  # laid out otherwise (or bad): the plain parser answers (and says why)
     except ValueError as err:
         platform.log_request("http-json", 400, fault, [])
         return web.json_response({"error": "invalid JSON: %s" % err}, status=400)
@@ -457,7 +475,7 @@ async def readings(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": "body must be {\"readings\": [...]} with at least one item"}, status=400)
     results, good = [], []
     fail_left = platform.partial_fail if fault == "partial" else 0
-    for it in items:
+    for n, it in enumerate(items):
         why = check_item(it)
         iid = it.get("id") if isinstance(it, dict) else None
         if why is None and iid in platform.reject:
@@ -468,7 +486,7 @@ async def readings(request: web.Request) -> web.StreamResponse:
             fail_left -= 1
             results.append({"id": iid, "ok": False, "status": 503, "error": "injected partial failure"})
         else:
-            good.append((iid, it.get("sensor"), it))
+            good.append((iid, it.get("sensor"), it) + ((texts[n],) if texts is not None else ()))
             results.append({"id": iid, "ok": True})
     if good:
         platform.store("http-json", good)
