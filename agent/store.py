@@ -253,30 +253,12 @@ def pending(db: sqlite_utils.Database, limit: int) -> list[dict]:
 
 def mark_synced(db: sqlite_utils.Database, ids: Iterable[int], at: float) -> int:
     """Mark readings synced (the platform confirmed them) in one durable transaction; returns rows changed."""
-    ids = list(ids)
-    changed = 0
-    with _transaction(db):
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            cur = db.execute(
-                "UPDATE readings SET synced_at = ? WHERE synced_at IS NULL AND id IN (%s)"
-                % ",".join("?" * len(chunk)),
-                [at, *chunk],
-            )
-            changed += cur.rowcount
-    return changed
+    return record_sync(db, ids, at, ())
 
 
 def log_sync(db: sqlite_utils.Database, ok: bool, status: int | None, count: int, detail: str = "") -> None:
     """Record a sync attempt; a successful one also sets meta.last_sync_ok."""
-    now = time.time()
-    with _transaction(db):
-        db.execute(
-            "INSERT INTO sync_log(at, ok, status, count, detail) VALUES (?, ?, ?, ?, ?)",
-            (now, int(bool(ok)), status, count, detail),
-        )
-        if ok:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", (repr(now),))
+    record_sync(db, (), time.time(), [(ok, status, count, detail)])
 
 
 def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
