@@ -112,11 +112,11 @@ def test_rtc_starts_unset_at_2000_and_time_follows_it(tmp_path):
     """)
 
 
-def test_wlan_connects_and_wifi_down_fails_real_sockets(tmp_path):
+def greeting_server(greeting: bytes):
+    """A loopback server that sends `greeting` to each connection; returns (socket, port, connections)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
-    port = server.getsockname()[1]
     accepted = []
 
     def serve():
@@ -126,9 +126,14 @@ def test_wlan_connects_and_wifi_down_fails_real_sockets(tmp_path):
             except OSError:
                 return
             accepted.append(conn)
-            conn.sendall(b"hello")
+            conn.sendall(greeting)
 
     threading.Thread(target=serve, daemon=True).start()
+    return server, server.getsockname()[1], accepted
+
+
+def test_wlan_connects_and_wifi_down_fails_real_sockets(tmp_path):
+    server, port, accepted = greeting_server(b"hello")
     try:
         run_board_script(tmp_path, """
             import network, socket, time, boardstate
@@ -208,22 +213,7 @@ def test_wlan_wrong_password_and_unknown_ssid(tmp_path):
 
 
 def test_asyncio_streams_are_gated_by_the_emulated_wifi(tmp_path):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
-    port = server.getsockname()[1]
-    conns = []
-
-    def serve():
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conns.append(conn)
-            conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-
-    threading.Thread(target=serve, daemon=True).start()
+    server, port, conns = greeting_server(b"HTTP/1.1 200 OK\r\n\r\n")
     try:
         run_board_script(tmp_path, """
             import asyncio, network, boardstate
