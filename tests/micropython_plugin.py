@@ -3,6 +3,8 @@
 A test module whose first lines hold the comment `# runs on: cpython, micropython` is collected twice: once by
 pytest as usual and once here, where each of its test functions becomes an item `NAME[micropython]` that runs
 in its own `micropython` process and reports the MicroPython traceback when it fails. A missing VM is an error.
+Such modules import nothing CPython-only at top level; a test function that takes pytest fixtures is marked
+`test_x.cpython_only = True` (MicroPython cannot inspect signatures) and runs under CPython only.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ def _tests(module):
     for name in dir(module):
         obj = getattr(module, name)
         # Test functions that take pytest fixtures are CPython-only; MicroPython has no signature inspection,
-        # so such functions opt out with a `cpython_only` attribute (see tests/README.md).
+        # so such functions opt out with a `cpython_only` attribute (see tests/micropython_plugin.py).
         if name.startswith("test") and callable(obj) and not getattr(obj, "cpython_only", False):
             names.append(name)
     names.sort()
