@@ -38,7 +38,9 @@ def start_agent(data_dir: Path, port: int) -> subprocess.Popen:
     said = []
     while not said or "listening on" not in said[-1]:
         said.append(proc.stdout.readline())
-        assert said[-1], "airwatt serve did not start:\n" + "".join(said)
+        if not said[-1]:
+            proc.kill()
+            raise AssertionError("airwatt serve did not start:\n" + "".join(said))
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
     return proc
 
