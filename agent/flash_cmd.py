@@ -9,6 +9,8 @@ verdict it prints at boot.
 from __future__ import annotations
 
 import argparse
+import ast
+import errno
 import hashlib
 import json
 import os
@@ -150,10 +152,8 @@ def _connect(port: str):
 
 def sync_files(transport, files: dict[str, bytes], say) -> list[str]:
     """Copy the files whose hash differs from the board's; returns the board paths written."""
-    from mpremote.transport import TransportError
-
     paths = sorted(files)
-    remote = eval(transport.exec(_HASHES % (paths,)).decode())  # a list literal the board printed
+    remote = ast.literal_eval(transport.exec(_HASHES % (paths,)).decode())  # the list the board printed
     changed = [p for p, h in zip(paths, remote) if h != hashlib.sha256(files[p]).hexdigest()]
     for folder in ("/lib", "/lib/protocol"):
         if not transport.fs_exists(folder):
@@ -162,11 +162,11 @@ def sync_files(transport, files: dict[str, bytes], say) -> list[str]:
         say("  [%d/%d] %s (%d bytes)" % (i, len(changed), path, len(files[path])))
         try:
             transport.fs_writefile(path, files[path], chunk_size=1024)
-        except TransportError as err:
-            if "ENOSPC" in str(err) or "28" in str(err):
+        except OSError as err:  # mpremote turns the board's OSError into ours, errno included
+            if err.errno == errno.ENOSPC:
                 raise FlashError("the board's flash is full writing %s: remove old files (mpremote fs rm) "
                                  "or erase the flash and flash MicroPython again" % path) from None
-            raise
+            raise FlashError("the board refused to write %s: %s" % (path, err)) from None
         stale = path[:-4] + ".py" if path.endswith(".mpy") else None
         if stale and transport.fs_exists(stale):
             transport.fs_rmfile(stale)  # a .py beside the .mpy would be imported instead

@@ -69,3 +69,13 @@ def test_firmware_image_holds_compiled_modules_and_the_protocol():
     assert {"/boot.py", "/main.py", "/lib/board.mpy", "/lib/protocol/wire.mpy", "/lib/protocol/__init__.py"} <= set(image)
     assert all(content[:1] == b"M" for path, content in image.items() if path.endswith(".mpy"))
     assert not any(path.endswith("__init__.mpy") for path in image)
+
+
+def test_a_full_flash_is_named_as_such(tmp_path, monkeypatch):
+    from airwatt.emulator.esp32 import EmulatedBoard
+
+    monkeypatch.setenv("AIRWATT_BOARD_FLASH_BLOCKS", "10")  # a 40 KiB filesystem: the firmware does not fit
+    with EmulatedBoard(tmp_path / "flash.bin") as board:
+        result = flash(tmp_path, board.port, "--no-wait")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the board's flash is full writing /lib/" in result.stderr
