@@ -99,7 +99,12 @@ async def run_demo(args: argparse.Namespace, say=print) -> None:
 
     boards: dict[str, EmulatedBoard] = {}  # noqa: F821 (imported above, at run time)
     tasks: list[asyncio.Task] = []
-    try:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def bring_up() -> None:
         image = flash_cmd.firmware_image()
         (data_dir / "boards").mkdir(exist_ok=True)
         for i, device in enumerate(devices):
@@ -112,14 +117,17 @@ async def run_demo(args: argparse.Namespace, say=print) -> None:
         say("dashboard: %s/   (Ctrl-C stops the demo)" % agent_url)
         if args.fault_every > 0:
             tasks.append(asyncio.create_task(_faults(boards, random.Random(args.seed), args.fault_every, say)))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await asyncio.wait_for(stop.wait(), args.duration or None)
-        except asyncio.TimeoutError:
-            pass
+        await asyncio.Event().wait()  # runs until stopped
+
+    try:
+        running = asyncio.create_task(bring_up())
+        tasks.append(running)
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([running, stopped], timeout=args.duration or None,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if running in done:
+            running.result()  # a provisioning error: shown to the user
     finally:
         say("stopping: boards, agent, platform")
         for task in tasks:

@@ -214,11 +214,15 @@ def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float
 
     transport = _connect(port)
     try:
-        try:
-            transport.enter_raw_repl(soft_reset=False, timeout_overall=10)  # Ctrl-C stops main.py, as mpremote
-        except TransportError:
-            raise FlashError("no MicroPython REPL answered on %s: is it the board's port, with MicroPython "
-                             "flashed? (`airwatt console --port %s` shows what it prints)" % (port, port)) from None
+        for attempt in range(3):  # a Ctrl-C that lands while the board boots or resets is lost: send another
+            try:
+                transport.enter_raw_repl(soft_reset=False, timeout_overall=5)  # Ctrl-C stops main.py, as mpremote
+                break
+            except TransportError:
+                if attempt == 2:
+                    raise FlashError("no MicroPython REPL answered on %s: is it the board's port, with MicroPython"
+                                     " flashed? (`airwatt console --port %s` shows what it prints)" % (port, port)
+                                     ) from None
         say("[4/5] copying changed files")
         changed = sync_files(transport, files, say)
         say("      %d of %d files changed" % (len(changed), len(files)))
