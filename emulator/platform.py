@@ -301,8 +301,9 @@ def _problem(kind: str, title: str, detail: str, status: int) -> dict:
 # -- handlers ---------------------------------------------------------------------------------------------
 
 
-async def _before_write(platform: Platform, fault: str, api: str) -> web.Response | None:
-    """Faults that answer without writing."""
+async def _before_write(request: web.Request, fault: str, api: str, sunk_status: int) -> web.Response | None:
+    """Answers given without writing: injected faults, and the bench's sink mode (read, confirm, keep nothing)."""
+    platform = request.app[PLATFORM]
     if platform.latency_s:
         await asyncio.sleep(platform.latency_s)
     if fault == "5xx":
@@ -319,6 +320,10 @@ async def _before_write(platform: Platform, fault: str, api: str) -> web.Respons
     if fault == "400":
         platform.log_request(api, 400, fault, [])
         return web.json_response(_problem("BadRequestData", "Injected fault", "whole request refused", 400), status=400)
+    if platform.sink:
+        await _body(request)
+        platform.stats["sunk"] += 1
+        return web.Response(status=sunk_status)
     return None
 
 
@@ -348,13 +353,9 @@ async def _body(request: web.Request) -> bytes:
 async def upsert(request: web.Request) -> web.StreamResponse:
     platform = request.app[PLATFORM]
     fault = platform.next_fault()
-    early = await _before_write(platform, fault, "ngsi-ld")
+    early = await _before_write(request, fault, "ngsi-ld", 204)
     if early is not None:
         return early
-    if platform.sink:
-        await _body(request)
-        platform.stats["sunk"] += 1
-        return web.Response(status=204)
     ctype = request.content_type
     if ctype not in ("application/ld+json", "application/json"):
         platform.log_request("ngsi-ld", 415, fault, [])
@@ -435,13 +436,9 @@ def check_item(item: object) -> str | None:
 async def readings(request: web.Request) -> web.StreamResponse:
     platform = request.app[PLATFORM]
     fault = platform.next_fault()
-    early = await _before_write(platform, fault, "http-json")
+    early = await _before_write(request, fault, "http-json", 200)
     if early is not None:
         return early
-    if platform.sink:
-        await _body(request)
-        platform.stats["sunk"] += 1
-        return web.Response(status=200)
     raw = await _body(request)
     key = request.headers.get("Idempotency-Key")
     body_hash = hashlib.sha256(raw).hexdigest()
