@@ -10,7 +10,7 @@ a timeout, a lost answer) rewrites the same entity instead of adding one:
   frequency (Hz, HTZ) and the L1 phase objects phaseVoltage, current, activePower, powerFactor.
 
 Every entity has dateObserved, location (GeoJSON Point, [lon, lat]), refDevice (Relationship to
-urn:ngsi-ld:Device:<device>), `observedAt` on each measured property, and `airwattFlags` when the reading
+urn:ngsi-ld:Device:<device>; ACMeasurement's schema wants an array of URIs, AirQualityObserved's a single one), `observedAt` on each measured property, and `airwattFlags` when the reading
 carries quality flags (or `time_unknown`: the store never learnt its wall time, so dateObserved is the time the
 agent received it, an upper bound).
 
@@ -127,7 +127,8 @@ def entity(row: Mapping) -> dict:
     ent: dict = {"id": entity_id(row), "type": entity_type(sensor)}
     ent["dateObserved"] = {"type": "Property", "value": {"@type": "DateTime", "@value": when}}
     ent["location"] = {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [row["lon"], row["lat"]]}}
-    ent["refDevice"] = {"type": "Relationship", "object": device_urn(row["device"])}
+    urn = device_urn(row["device"])
+    ent["refDevice"] = {"type": "Relationship", "object": [urn] if sensor == "energy" else urn}
     if row.get("site"):
         ent["areaServed"] = {"type": "Property", "value": row["site"]}
     if sensor == "energy":
@@ -174,24 +175,25 @@ _AIR_PARTS = {
     for sensor, attrs in _AIR.items()
 }
 _TAIL = '"@context":%s}' % _CONTEXT_JSON
-# (device, lon, lat, site) -> the entity's device part (location, refDevice, areaServed) as text, or None when
-# the device id needs the slow, escaping path. A site has a handful of devices: built once, not per reading.
+# (device, lon, lat, site, energy) -> the entity's device part (location, refDevice, areaServed) as text, or None
+# when the device id needs the slow, escaping path. A site has a handful of devices: built once, not per reading.
 _HEADS: dict[tuple, str | None] = {}
 
 
-def _device_part(device: str, lon: float, lat: float, site: str | None) -> str | None:
+def _device_part(device: str, lon: float, lat: float, site: str | None, energy: bool) -> str | None:
     # Equal keys must give equal text: int 1 and float 1.0 are told apart by type; 0.0 and -0.0 are not told
     # apart by a dict, so a zero coordinate is never cached.
-    key = (device, type(lon), lon, type(lat), lat, site) if lon and lat else None
+    key = (device, type(lon), lon, type(lat), lat, site, energy) if lon and lat else None
     text = _HEADS.get(key)
     if text is not None:
         return text
     if not _SAFE_DEVICE.issuperset(device):  # the protocol's alphabet; anything else takes the slow, safe path
         text = None
     else:
+        urn = '"urn:ngsi-ld:Device:%s"' % device
         text = (
             '"location":{"type":"GeoProperty","value":{"type":"Point","coordinates":[%r,%r]}}' % (lon, lat)
-            + ',"refDevice":{"type":"Relationship","object":"urn:ngsi-ld:Device:%s"}' % device
+            + ',"refDevice":{"type":"Relationship","object":%s}' % ("[%s]" % urn if energy else urn)
             + (',"areaServed":{"type":"Property","value":%s}' % json.dumps(site, ensure_ascii=False) if site else "")
         )
     if key is not None and text is not None:
@@ -207,10 +209,10 @@ def entity_json(row: Mapping) -> str:
 
 
 def _entity_text(row: Mapping, eid: str) -> str:
-    device_part = _device_part(row["device"], row["lon"], row["lat"], row.get("site"))
+    sensor = row["sensor"]
+    device_part = _device_part(row["device"], row["lon"], row["lat"], row.get("site"), sensor == "energy")
     if device_part is None:
         return json.dumps(entity(row), separators=(",", ":"), ensure_ascii=False)
-    sensor = row["sensor"]
     t = row.get("t")
     when = iso_time(t if t is not None else row["received"])
     close = when + '"}'

@@ -12,6 +12,8 @@ from airwatt.agent.adapters import http_json, iso_time, make_adapter, ngsi_ld
 from airwatt.emulator.platform import check_entity
 from airwatt.protocol import fields
 
+import sdm
+
 ROW = {"id": 7, "device": "kk-hall-01", "seq": 42, "boot": "0a1b2c3d", "t": 1790000000.0, "t_source": "board",
        "ticks": 5000, "received": 1790000100.0, "flags": "", "lat": 16.4419, "lon": 102.836, "site": "City Hall"}
 
@@ -34,7 +36,7 @@ def test_air_pm_entity_is_air_quality_observed_with_lon_lat_and_device():
     assert ent["id"] == "urn:ngsi-ld:AirQualityObserved:kk-hall-01:42"
     assert ent["type"] == "AirQualityObserved"
     assert ent["location"] == {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [102.836, 16.4419]}}
-    assert ent["refDevice"] == {"type": "Relationship", "object": "urn:ngsi-ld:Device:kk-hall-01"}
+    assert ent["refDevice"] == {"type": "Relationship", "object": "urn:ngsi-ld:Device:kk-hall-01"}  # its schema: a URI
     assert ent["dateObserved"] == {"type": "Property", "value": {"@type": "DateTime", "@value": "2026-09-21T14:13:20Z"}}
     for name, value in (("pm1", 8), ("pm25", 27), ("pm10", 41)):
         assert ent[name] == {"type": "Property", "value": value, "unitCode": "GQ", "observedAt": "2026-09-21T14:13:20Z"}
@@ -59,6 +61,7 @@ def test_energy_entity_is_single_phase_ac_measurement_in_kwh():
     assert ent["id"] == "urn:ngsi-ld:ACMeasurement:kk-hall-01:42"
     assert ent["type"] == "ACMeasurement"
     assert ent["phaseType"] == {"type": "Property", "value": "singlePhase"}
+    assert ent["refDevice"] == {"type": "Relationship", "object": ["urn:ngsi-ld:Device:kk-hall-01"]}  # an array
     assert ent["totalActivePower"]["value"] == 287.5 and ent["totalActivePower"]["unitCode"] == "WTT"
     assert ent["totalActiveEnergyImport"]["value"] == 123.456 and ent["totalActiveEnergyImport"]["unitCode"] == "KWH"
     assert ent["totalPowerFactor"]["value"] == 0.97 and ent["totalPowerFactor"]["unitCode"] == "C62"
@@ -104,6 +107,25 @@ def test_every_entity_passes_the_platforms_model_check():
     assert "fraction" in check_entity(bad, ld=True)
     swapped = ngsi_ld.entity(row("pm", lat=102.836, lon=16.4419))  # [lat, lon] slips past only if in range
     assert swapped["location"]["value"]["coordinates"] == [16.4419, 102.836]
+
+
+def test_every_entity_validates_against_the_official_smart_data_models_schema():
+    for sensor in ("energy", "pm", "co2"):
+        ent = ngsi_ld.entity(row(sensor, flags="retried"))
+        assert sdm.errors(ent) == [], sensor
+    # The check has teeth: the mistakes it exists for are caught, each at its path.
+    single = ngsi_ld.entity(row("energy"))
+    single["refDevice"]["object"] = "urn:ngsi-ld:Device:kk-hall-01"
+    assert any(e.startswith("refDevice:") for e in sdm.errors(single))
+    percent = ngsi_ld.entity(row("co2"))
+    percent["relativeHumidity"]["value"] = 55.12
+    assert any(e.startswith("relativeHumidity:") for e in sdm.errors(percent))
+    no_time = ngsi_ld.entity(row("pm"))
+    no_time["dateObserved"]["value"]["@value"] = "yesterday"
+    assert any(e.startswith("dateObserved:") for e in sdm.errors(no_time))
+    three = ngsi_ld.entity(row("energy"))
+    three["phaseType"]["value"] = "3-phase"
+    assert any(e.startswith("phaseType:") for e in sdm.errors(three))
 
 
 def test_upsert_request_is_ld_json_replace_mode():
@@ -211,6 +233,7 @@ def test_any_valid_reading_becomes_a_model_valid_entity_and_item():
         r = row(sensor, seq=seq, t=t, lat=lat, lon=lon, flags=",".join(flags), **values)
         ent = ngsi_ld.entity(r)
         assert check_entity(ent, ld=True) is None
+        assert sdm.errors(ent) == []
         assert ent["id"].endswith(":kk-hall-01:%d" % seq)
         assert ent["location"]["value"]["coordinates"] == [lon, lat]
         if values.get("humidity") is not None:

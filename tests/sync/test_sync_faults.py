@@ -10,6 +10,7 @@ import pytest
 
 from airwatt.agent import store, sync
 from airwatt.agent.adapters import http_json, make_adapter, ngsi_ld
+import sdm
 from sync_helpers import add_readings, platform_records, platform_requests, unsynced
 
 KINDS = ["ngsi-ld", "http-json"]
@@ -44,6 +45,9 @@ async def test_drain_sends_every_reading_once_as_the_adapter_builds_it(kind, db,
     records = platform_records(tmp_path / "platform.db", kind)
     assert set(records) == {key_of(kind, db, rid) for rid in ids}
     assert {writes for _, writes in records.values()} == {1}
+    if kind == "ngsi-ld":  # what reached the platform passes the official Smart Data Models schemas
+        assert {body["type"] for body, _ in records.values()} == {"ACMeasurement", "AirQualityObserved"}
+        assert [sdm.errors(body) for body, _ in records.values() if sdm.errors(body)] == []
     # The platform holds exactly what the adapter built from the store's row.
     cur = db.execute(
         "SELECT r.*, d.lat, d.lon, d.site FROM readings r JOIN devices d ON d.id = r.device WHERE r.id = ?", (ids[4],))
