@@ -15,7 +15,7 @@ AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 
 
 def flash(tmp_path, port, *extra):
-    cmd = [AIRWATT, "flash", "--port", port, "--device", "kk-01", "--wifi", "net:pass",
+    cmd = [AIRWATT, "flash", "--port", port, "--device", "kk-01", "--wifi", "net:password",
            "--agent", "http://127.0.0.1:8080", "--data-dir", str(tmp_path), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
@@ -54,9 +54,9 @@ def test_a_port_where_no_micropython_answers(tmp_path):
 def test_config_carries_the_stores_key_and_the_chosen_schedule(tmp_path):
     key, created = flash_cmd.device_key(str(tmp_path), "kk-02", ["pm"], "Hall", "City Hall")
     assert created and (key, False) == flash_cmd.device_key(str(tmp_path), "kk-02", ["pm"], None, None)
-    config = flash_cmd.board_config("kk-02", key, "net:pa:ss", "http://10.0.0.2:8080/", ["pm", "co2"],
+    config = flash_cmd.board_config("kk-02", key, "net:pa:ssword", "http://10.0.0.2:8080/", ["pm", "co2"],
                                     flash_cmd.parse_intervals("pm=30"), upload_s=15, wdt_s=20)
-    assert config["wifi"] == {"ssid": "net", "password": "pa:ss"}
+    assert config["wifi"] == {"ssid": "net", "password": "pa:ssword"}
     assert config["agent_url"] == "http://10.0.0.2:8080"
     assert [(s["kind"], s["interval_s"]) for s in config["sensors"]] == [("pm", 30), ("co2", 30)]
     assert (config["upload_s"], config["wdt_s"], config["key"]) == (15, 20, key)
