@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -391,11 +392,73 @@ def _flash_cmd(args: argparse.Namespace) -> int:
         return 2
 
 
+_PROMPT = re.compile(rb"(^|\n)(>>>|\.\.\.) $")  # MicroPython's prompt, or its continuation line
+
+
+def at_prompt(transport, wait_s: float = 1.5) -> bool:
+    """True when the board sits at MicroPython's prompt (its firmware is not running): a CR there gets a new
+    prompt; a running firmware reads no input and only prints its log."""
+    ser = transport.serial
+    ser.reset_input_buffer()
+    ser.write(b"\r")
+    buf = b""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        buf = (buf + ser.read(ser.in_waiting or 1))[-200:]
+        if _PROMPT.search(buf):
+            return True
+    return False
+
+
+def restart_firmware(transport, wait_s: float = 10) -> str:
+    """Soft-reset a board at its prompt (Ctrl-C drops a half-typed line, Ctrl-D reboots into main.py) and say
+    what it did then: "running", or the line that tells why not."""
+    ser = transport.serial
+    ser.write(b"\x03\x04")
+    buf = b""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        buf += ser.read(ser.in_waiting or 1)
+        text = buf.decode(errors="replace")
+        if "AIRWATT firmware" in text:
+            return "running"
+        if "CONFIG ERROR" in text and "\n" in text[text.index("CONFIG ERROR"):]:
+            return text[text.index("CONFIG ERROR"):].splitlines()[0].strip()
+        if "soft reboot" in text and _PROMPT.search(buf):
+            return "no AirWatt firmware on the board (it stopped at the >>> prompt)"
+    return "no sign of the firmware within %d s" % wait_s
+
+
 def _console_cmd(args: argparse.Namespace) -> int:
-    if not os.path.exists(args.port):
-        print("airwatt console: no board at %s" % args.port, file=sys.stderr)
+    try:
+        check_port(args.port)
+        mpremote = _tool("mpremote")
+    except FlashError as err:
+        print("airwatt console: %s" % err, file=sys.stderr)
         return 2
-    return subprocess.call([_tool("mpremote"), "connect", args.port, "repl"])
+    code = subprocess.call([mpremote, "connect", args.port, "repl"])
+    try:
+        transport = _connect(args.port)
+    except FlashError:
+        return code  # unplugged, or taken by another program: nothing to check
+    try:
+        if not at_prompt(transport):
+            return code
+        if args.leave_stopped:
+            print("airwatt console: the board's firmware is stopped (it sits at the >>> prompt) and takes no "
+                  "readings: restart it with `airwatt console --port %s` and Ctrl-D, or the board's reset button"
+                  % args.port, file=sys.stderr)
+            return code
+        outcome = restart_firmware(transport)
+    finally:
+        transport.close()
+    if outcome == "running":
+        print("airwatt console: the board's firmware was stopped; restarted it (soft reset): it takes readings "
+              "again", file=sys.stderr)
+        return code
+    print("airwatt console: the board's firmware was stopped; a soft reset did not start it: %s. Flash it again "
+          "with `airwatt flash --port %s ...`" % (outcome, args.port), file=sys.stderr)
+    return 1
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -418,6 +481,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     flash_p.add_argument("--timeout", type=float, default=90, help="seconds to wait for the self-test")
     flash_p.add_argument("--no-wait", action="store_true", help="reset the board but do not wait for its self-test")
     flash_p.set_defaults(func=_flash_cmd)
-    console = commands.add_parser("console", help="open a board's REPL (mpremote)")
-    console.add_argument("--port", required=True)
+    console = commands.add_parser(
+        "console", help="open a board's REPL (mpremote; Ctrl-] leaves)",
+        description="Opens the board's REPL with mpremote (Ctrl-C stops the firmware, Ctrl-] leaves). On leaving, "
+                    "a firmware left stopped is restarted with a soft reset (unless --leave-stopped).")
+    console.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
+    console.add_argument("--leave-stopped", action="store_true",
+                         help="leave a stopped firmware stopped (says so) instead of restarting it")
     console.set_defaults(func=_console_cmd)
