@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from airwatt.agent import flash_cmd, store
+from airwatt.agent.web import pages
 
 AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 
@@ -106,6 +107,10 @@ def test_flash_records_the_boards_upload_interval_and_a_reflash_updates_it(tmp_p
     dev = store.get_device(store.open_db(tmp_path), "kk-03")
     assert (dev["interval_s"], dev["sensors"], dev["name"], dev["lat"], dev["lon"]) == (20, '["energy"]', "Hall",
                                                                                        16.4, 102.8)
+    # The pages judge the board by that interval: 5 min without an upload is offline at 20 s, online at 120 s.
+    now = 1_790_000_000.0
+    assert pages.device_state(now - 300, dev["interval_s"], now) == "offline"
+    assert pages.device_state(now - 300, 120, now) == "online"
 
 
 def test_config_carries_the_stores_key_and_the_chosen_schedule(tmp_path):
