@@ -154,7 +154,8 @@ def device_key(data_dir: str, device: str, sensors: list[str], name: str | None,
         db.close()
 
 
-# What the board holds: (device of its config.json or None, its store's folder, readings not yet uploaded).
+# What the board holds: (device of its config.json or None, its store's folder, readings not yet uploaded;
+# -1: some, how many unreadable).
 # Reads the store's own files (firmware/store.py's layout) rather than importing it: the board may run an
 # older firmware, or none.
 _HELD = """
@@ -180,13 +181,16 @@ def _held():
     except Exception:
         pass
     k, hdr = 0, bytearray(10)
-    with open('%s/seg-%08d.log' % (root, segs[-1]), 'rb') as f:
-        while f.readinto(hdr) == 10:
-            n, seq = struct.unpack('<HI', hdr)
-            if seq != segs[-1] + k or n == 0:
-                break
-            f.seek(n, 1)
-            k += 1
+    try:
+        with open('%s/seg-%08d.log' % (root, segs[-1]), 'rb') as f:
+            while f.readinto(hdr) == 10:
+                n, seq = struct.unpack('<HI', hdr)
+                if seq != segs[-1] + k or n == 0:
+                    break
+                f.seek(n, 1)
+                k += 1
+    except Exception:
+        return dev, root, -1
     last = max(floor, segs[-1] + k - 1)
     return dev, root, last - max(floor, last - cap)
 print(repr(_held()))
@@ -201,8 +205,14 @@ for n in os.listdir(%r):
 
 
 def board_holds(transport) -> tuple[str | None, str, int]:
-    """(device of the board's config.json or None, its store's folder, readings it holds not yet uploaded)."""
-    return ast.literal_eval(transport.exec(_HELD).decode())
+    """(device of the board's config.json or None, its store's folder, readings it holds not yet uploaded;
+    -1 when it holds some but their count cannot be read)."""
+    from mpremote.transport import TransportError
+
+    try:
+        return ast.literal_eval(transport.exec(_HELD).decode())
+    except (TransportError, ValueError, SyntaxError) as err:
+        raise FlashError("the board did not say what it holds (%s): check it with `airwatt console`" % err) from None
 
 
 def discard_readings(transport, root: str) -> None:
@@ -359,12 +369,13 @@ def flash(args: argparse.Namespace, say=print) -> int:
 
     def prepare(transport) -> None:
         old, root, held = board_holds(transport)
+        count = "%d reading(s)" % held if held >= 0 else "readings"
         if held and old != args.device:
             if not args.force:
                 raise FlashError(
-                    "the board holds %d reading(s) of device %s not yet uploaded; flashing it as %s would send "
-                    "them under the new id. Let it upload them first (connect it to its Wi-Fi and agent), or add "
-                    "--force to discard them" % (held, old or "(unknown: no config.json)", args.device))
+                    "the board holds %s of device %s not yet uploaded; flashing it as %s would send them under "
+                    "the new id. Let it upload them first (connect it to its Wi-Fi and agent), or add --force to "
+                    "discard them" % (count, old or "(unknown: no config.json)", args.device))
         say("[3/5] registering %s in the agent's store (%s)" % (args.device, args.data_dir))
         config["key"], created = device_key(args.data_dir, args.device, sensors, args.name, args.site,
                                             args.lat, args.lon, upload_gap(config))
@@ -372,8 +383,8 @@ def flash(args: argparse.Namespace, say=print) -> int:
         say("      %s" % ("new device, key created" if created else "known device, key kept"))
         if held and old != args.device:
             discard_readings(transport, root)
-            say("      --force: discarded the %d reading(s) of device %s the board held (never uploaded)"
-                % (held, old or "(unknown)"))
+            say("      --force: discarded the %s of device %s the board held (never uploaded)"
+                % (count, old or "(unknown)"))
 
     changed, results = provision(args.port, files, say, None if args.no_wait else args.timeout, prepare)
     if results is None:
