@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import airwatt.firmware
 import airwatt.protocol
 from airwatt.agent import store
+from airwatt.firmware import config as board_rules
 
 FIRMWARE_DIR = Path(airwatt.firmware.__file__).parent
 PROTOCOL_DIR = Path(airwatt.protocol.__file__).parent
@@ -119,10 +120,14 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
               for s in sensors]
     config = {**example, "device": device, "key": key, "wifi": {"ssid": ssid, "password": password},
               "agent_url": agent_url.rstrip("/"), "sensors": wiring}
-    if upload_s:
+    if upload_s is not None:
         config["upload_s"] = upload_s
     if wdt_s is not None:
         config["wdt_s"] = wdt_s
+    try:  # the board's own rules, here rather than as a CONFIG ERROR on its console after flashing
+        board_rules.validate(dict(config, key="00" * 32))
+    except board_rules.ConfigError as err:
+        raise FlashError("the board would refuse this: %s (set by --intervals, --upload-s or --wdt-s)" % err) from None
     return config
 
 
@@ -355,13 +360,13 @@ def check_port(port: str) -> None:
 def flash(args: argparse.Namespace, say=print) -> int:
     sensors = [s for s in args.sensors.split(",") if s]
     # Refuse bad arguments before touching the store or the board.
-    config = board_config(args.device, "", args.wifi, args.agent, sensors, parse_intervals(args.intervals),
-                          args.upload_s, args.wdt_s)
     try:
         store.check_device_id(args.device)
         store.check_location(args.lat, args.lon)
     except ValueError as err:
         raise FlashError(str(err)) from None
+    config = board_config(args.device, "", args.wifi, args.agent, sensors, parse_intervals(args.intervals),
+                          args.upload_s, args.wdt_s)
     check_port(args.port)
     say("[1/5] compiling firmware with mpy-cross")
     files = firmware_image()
