@@ -191,13 +191,17 @@ async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, sessio
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_readings_of_a_device_without_location_wait_for_ngsi_ld_and_go_once_it_has_one(db, platform, session):
+async def test_readings_of_a_device_without_location_wait_for_ngsi_ld_and_go_once_it_has_one(
+        db, platform, session, caplog):
     url, plat = platform
     store.add_device(db, "kk-noloc-03", name="no location")
     ids_ok = add_readings(db, "kk-hall-01", 5)
     ids_noloc = add_readings(db, "kk-noloc-03", 4)
-    await drain(db, "ngsi-ld", url, session)
+    with caplog.at_level("WARNING", logger="airwatt.sync"):
+        await drain(db, "ngsi-ld", url, session)
     assert unsynced(db) == ids_noloc
+    said = [r.getMessage() for r in caplog.records if r.name == "airwatt.sync"]
+    assert len(said) == 1 and "device kk-noloc-03 has no location, so 4 reading(s) wait" in said[0], said
     # They wait in the store: not sent, not refused, not held back, no error logged per round.
     assert sync.held_readings(db) == [] and all(e["ok"] for e in sync_log(db)) and len(ids_ok) == 5
     assert store.waiting_for_location(db) == {"kk-noloc-03": 4}
