@@ -1,4 +1,4 @@
-"""The agent's `airwatt` verbs: serve, device add/list, readings, export, sync status, bench ingest.
+"""The agent's `airwatt` verbs: serve, device add/set/list, readings, export, sync status, bench ingest.
 
 Every verb takes `--data-dir` (default $AIRWATT_DATA_DIR, else ./airwatt-data). Times on the command line are
 ISO 8601 (a time without an offset is taken as UTC) or Unix seconds; times printed are ISO 8601 UTC.
@@ -163,6 +163,26 @@ def _device_add(args: argparse.Namespace) -> int:
         "the agent keeps it in %s." % store.db_path(args.data_dir),
         file=sys.stderr,
     )
+    return 0
+
+
+def _device_set(args: argparse.Namespace) -> int:
+    db = _open_existing(args.data_dir)
+    sensors = [s.strip() for s in args.sensors.split(",") if s.strip()] if args.sensors is not None else None
+    changes = dict(name=args.name, site=args.site, lat=args.lat, lon=args.lon, sensors=sensors,
+                   interval_s=args.interval)
+    if all(v is None for v in changes.values()):
+        print("airwatt: nothing to change: give --name, --site, --lat and --lon, --sensors or --interval",
+              file=sys.stderr)
+        return 1
+    try:
+        row = store.set_device(db, args.id, **changes)
+    except ValueError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    where = "%s,%s" % (row["lat"], row["lon"]) if row["lat"] is not None else "no location"
+    print("device %s: name %s, site %s, %s, interval %d s" % (row["id"], row["name"] or "-", row["site"] or "-",
+                                                              where, row["interval_s"]))
     return 0
 
 
@@ -332,6 +352,10 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+INTERVAL_HELP = ("longest expected seconds between the board's uploads, for online/late/offline "
+                 "(`airwatt flash` sets it from --upload-s and --intervals)")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     serve_p = commands.add_parser("serve", help="run the site agent (ingest, sync, pages)")
     _data_dir(serve_p)
@@ -347,11 +371,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("id", help="device id: 1-32 of a-z 0-9 - _")
     add.add_argument("--name")
     add.add_argument("--site", help="building or site name")
-    add.add_argument("--lat", type=float)
-    add.add_argument("--lon", type=float)
+    add.add_argument("--lat", type=float, help="latitude, WGS84 degrees (with --lon)")
+    add.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
     add.add_argument("--sensors", default=",".join(fields.SENSORS), help="comma-separated sensor kinds")
-    add.add_argument("--interval", type=int, default=60, help="expected seconds between readings")
+    add.add_argument("--interval", type=int, default=60, help=INTERVAL_HELP + " (default 60)")
     add.set_defaults(func=_device_add)
+    edit = device.add_parser("set", help="change a registered board's name, site, location, sensors or interval")
+    _data_dir(edit)
+    edit.add_argument("id", help="the device's id")
+    edit.add_argument("--name")
+    edit.add_argument("--site", help="building or site name")
+    edit.add_argument("--lat", type=float, help="latitude, WGS84 degrees (with --lon)")
+    edit.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
+    edit.add_argument("--sensors", help="comma-separated sensor kinds")
+    edit.add_argument("--interval", type=int, help=INTERVAL_HELP)
+    edit.set_defaults(func=_device_set)
     lst = device.add_parser("list", help="list boards (keys are never shown)")
     _data_dir(lst)
     lst.add_argument("--format", choices=("table", "json"), default="table")

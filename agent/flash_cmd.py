@@ -14,7 +14,9 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -25,6 +27,7 @@ from urllib.parse import urlparse
 import airwatt.firmware
 import airwatt.protocol
 from airwatt.agent import store
+from airwatt.firmware import config as board_rules
 
 FIRMWARE_DIR = Path(airwatt.firmware.__file__).parent
 PROTOCOL_DIR = Path(airwatt.protocol.__file__).parent
@@ -84,13 +87,28 @@ def parse_intervals(text: str | None) -> dict[str, int]:
     return intervals
 
 
+def parse_wifi(wifi: str) -> tuple[str, str]:
+    """"SSID:PASSWORD" -> (ssid, password), refusing what no access point or the board would take."""
+    if ":" not in wifi:
+        raise FlashError("--wifi must be SSID:PASSWORD (SSID: for an open network)")
+    ssid, password = wifi.split(":", 1)
+    if not ssid:
+        raise FlashError("--wifi: the SSID is empty: give the building's network name, --wifi \"NAME:PASSWORD\"")
+    if len(ssid.encode()) > 32:
+        raise FlashError("--wifi: the SSID %r is %d bytes; a Wi-Fi network name has at most 32"
+                         % (ssid, len(ssid.encode())))
+    if 0 < len(password) < 8 or len(password) > 64 or (
+            len(password) == 64 and any(ch not in "0123456789abcdefABCDEF" for ch in password)):
+        raise FlashError("--wifi: a WPA password has 8 to 63 characters (or 64 hex digits), this one has %d; "
+                         "leave it empty (\"SSID:\") for an open network" % len(password))
+    return ssid, password
+
+
 def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list[str],
                  intervals: dict[str, int] | None = None, upload_s: int | None = None,
                  wdt_s: int | None = None) -> dict:
     """The board's config.json (format: firmware/config.example.json)."""
-    if ":" not in wifi:
-        raise FlashError("--wifi must be SSID:PASSWORD")
-    ssid, password = wifi.split(":", 1)
+    ssid, password = parse_wifi(wifi)
     url = urlparse(agent_url)
     if url.scheme != "http" or not url.hostname:
         raise FlashError("--agent must be an http:// URL of the site agent, e.g. http://192.168.1.10:8400")
@@ -102,26 +120,109 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
               for s in sensors]
     config = {**example, "device": device, "key": key, "wifi": {"ssid": ssid, "password": password},
               "agent_url": agent_url.rstrip("/"), "sensors": wiring}
-    if upload_s:
+    if upload_s is not None:
         config["upload_s"] = upload_s
     if wdt_s is not None:
         config["wdt_s"] = wdt_s
+    try:  # the board's own rules, here rather than as a CONFIG ERROR on its console after flashing
+        board_rules.validate(dict(config, key="00" * 32))
+    except board_rules.ConfigError as err:
+        raise FlashError("the board would refuse this: %s (set by --intervals, --upload-s or --wdt-s)" % err) from None
     return config
 
 
-def device_key(data_dir: str, device: str, sensors: list[str], name: str | None, site: str | None) -> tuple[str, bool]:
-    """The device's key from the agent's store, registering the device when new; (key, created)."""
+def upload_gap(config: dict) -> int:
+    """The longest a board flashed with `config` normally goes between uploads: it uploads every upload_s while
+    it holds readings, and takes one at its shortest sensor interval. The pages' online/late/offline use it."""
+    return max([config["upload_s"], min(s["interval_s"] for s in config["sensors"])])
+
+
+def device_key(data_dir: str, device: str, sensors: list[str], name: str | None, site: str | None,
+               lat: float | None = None, lon: float | None = None, interval_s: int | None = None
+               ) -> tuple[str, bool]:
+    """The device's key from the agent's store, registering the device when new; (key, created). A known
+    device takes the given sensors, interval and any of name, site, lat/lon given (a re-flash changes them)."""
     db = store.open_db(data_dir)
     try:
         row = store.get_device(db, device)
-        if row is not None:
-            return row["key"], False
         try:
-            return store.add_device(db, device, name=name, site=site, sensors=sensors), True
+            if row is not None:
+                store.set_device(db, device, name=name, site=site, lat=lat, lon=lon, sensors=sensors,
+                                 interval_s=interval_s)
+                return row["key"], False
+            extra = {} if interval_s is None else {"interval_s": interval_s}
+            return store.add_device(db, device, name=name, site=site, lat=lat, lon=lon, sensors=sensors,
+                                    **extra), True
         except ValueError as err:
             raise FlashError(str(err)) from None
     finally:
         db.close()
+
+
+# What the board holds: (device of its config.json or None, its store's folder, readings not yet uploaded;
+# -1: some, how many unreadable).
+# Reads the store's own files (firmware/store.py's layout) rather than importing it: the board may run an
+# older firmware, or none.
+_HELD = """
+import json, os, struct
+def _held():
+    dev, root, cap = None, '/data', 20000
+    try:
+        with open('/config.json') as f:
+            c = json.load(f)
+        dev, root, cap = c.get('device'), c.get('data_dir', root), c.get('capacity', cap)
+    except Exception:
+        pass
+    try:
+        segs = sorted(int(n[4:-4]) for n in os.listdir(root) if n.startswith('seg-') and n.endswith('.log'))
+    except OSError:
+        return dev, root, 0
+    if not segs:
+        return dev, root, 0
+    floor = segs[0] - 1
+    try:
+        with open(root + '/state', 'rb') as f:
+            floor = struct.unpack('<I', f.read(4))[0]
+    except Exception:
+        pass
+    k, hdr = 0, bytearray(10)
+    try:
+        with open('%s/seg-%08d.log' % (root, segs[-1]), 'rb') as f:
+            while f.readinto(hdr) == 10:
+                n, seq = struct.unpack('<HI', hdr)
+                if seq != segs[-1] + k or n == 0:
+                    break
+                f.seek(n, 1)
+                k += 1
+    except Exception:
+        return dev, root, -1
+    last = max(floor, segs[-1] + k - 1)
+    return dev, root, last - max(floor, last - cap)
+print(repr(_held()))
+"""
+
+_WIPE = """
+import os
+for n in os.listdir(%r):
+    if n.startswith('seg-') or n in ('state', 'state.tmp'):
+        os.remove(%r + '/' + n)
+"""
+
+
+def board_holds(transport) -> tuple[str | None, str, int]:
+    """(device of the board's config.json or None, its store's folder, readings it holds not yet uploaded;
+    -1 when it holds some but their count cannot be read)."""
+    from mpremote.transport import TransportError
+
+    try:
+        return ast.literal_eval(transport.exec(_HELD).decode())
+    except (TransportError, ValueError, SyntaxError) as err:
+        raise FlashError("the board did not say what it holds (%s): check it with `airwatt console`" % err) from None
+
+
+def discard_readings(transport, root: str) -> None:
+    """Delete the board's reading log (its store starts again at seq 1)."""
+    transport.exec(_WIPE % (root, root))
 
 
 _HASHES = """
@@ -206,10 +307,12 @@ def wait_for_selftest(transport, timeout_s: float, say) -> dict[str, str]:
                      "board prints" % timeout_s)
 
 
-def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float | None
-              ) -> tuple[list[str], dict[str, str] | None]:
+def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float | None,
+              prepare=None) -> tuple[list[str], dict[str, str] | None]:
     """Copy the changed files to the board on `port` and soft-reset it; with a timeout, also wait for and
-    return its self-test lines. Returns (board paths written, self-test results or None)."""
+    return its self-test lines. `prepare(transport)`, if given, runs once the board's REPL answers and before
+    anything is written; a FlashError it raises leaves the board's files as they were and restarts its firmware.
+    Returns (board paths written, self-test results or None)."""
     from mpremote.transport import TransportError
 
     transport = _connect(port)
@@ -223,6 +326,12 @@ def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float
                     raise FlashError("no MicroPython REPL answered on %s: is it the board's port, with MicroPython"
                                      " flashed? (`airwatt console --port %s` shows what it prints)" % (port, port)
                                      ) from None
+        if prepare is not None:
+            try:
+                prepare(transport)
+            except FlashError:
+                soft_reset(transport)  # refused: the board goes back to what it was doing
+                raise
         say("[4/5] copying changed files")
         changed = sync_files(transport, files, say)
         say("      %d of %d files changed" % (len(changed), len(files)))
@@ -236,20 +345,53 @@ def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float
         transport.close()
 
 
+def check_port(port: str) -> None:
+    """Refuse a path that is no serial device, before anything is registered or written."""
+    try:
+        mode = os.stat(port).st_mode
+    except OSError:
+        raise FlashError("no board at %s: check the USB cable, or list ports with `mpremote connect list`"
+                         % port) from None
+    if not stat.S_ISCHR(mode):
+        raise FlashError("%s is not a serial device: give the board's port, e.g. --port /dev/ttyUSB0 (list them "
+                         "with `mpremote connect list`)" % port)
+
+
 def flash(args: argparse.Namespace, say=print) -> int:
     sensors = [s for s in args.sensors.split(",") if s]
+    # Refuse bad arguments before touching the store or the board.
+    try:
+        store.check_device_id(args.device)
+        store.check_location(args.lat, args.lon)
+    except ValueError as err:
+        raise FlashError(str(err)) from None
     config = board_config(args.device, "", args.wifi, args.agent, sensors, parse_intervals(args.intervals),
-                          args.upload_s, args.wdt_s)  # refuse bad arguments before touching the store or the board
-    if not os.path.exists(args.port):
-        raise FlashError("no board at %s: check the USB cable, or list ports with `mpremote connect list`" % args.port)
-    say("[1/5] registering %s in the agent's store (%s)" % (args.device, args.data_dir))
-    config["key"], created = device_key(args.data_dir, args.device, sensors, args.name, args.site)
-    say("      %s" % ("new device, key created" if created else "known device, key kept"))
-    say("[2/5] compiling firmware with mpy-cross")
+                          args.upload_s, args.wdt_s)
+    check_port(args.port)
+    say("[1/5] compiling firmware with mpy-cross")
     files = firmware_image()
-    files["/config.json"] = json.dumps(config, indent=1).encode()
-    say("[3/5] connecting to %s" % args.port)
-    changed, results = provision(args.port, files, say, None if args.no_wait else args.timeout)
+    say("[2/5] connecting to %s" % args.port)
+
+    def prepare(transport) -> None:
+        old, root, held = board_holds(transport)
+        count = "%d reading(s)" % held if held >= 0 else "readings"
+        if held and old != args.device:
+            if not args.force:
+                raise FlashError(
+                    "the board holds %s of device %s not yet uploaded; flashing it as %s would send them under "
+                    "the new id. Let it upload them first (connect it to its Wi-Fi and agent), or add --force to "
+                    "discard them" % (count, old or "(unknown: no config.json)", args.device))
+        say("[3/5] registering %s in the agent's store (%s)" % (args.device, args.data_dir))
+        config["key"], created = device_key(args.data_dir, args.device, sensors, args.name, args.site,
+                                            args.lat, args.lon, upload_gap(config))
+        files["/config.json"] = json.dumps(config, indent=1).encode()
+        say("      %s" % ("new device, key created" if created else "known device, key kept"))
+        if held and old != args.device:
+            discard_readings(transport, root)
+            say("      --force: discarded the %s of device %s the board held (never uploaded)"
+                % (count, old or "(unknown)"))
+
+    changed, results = provision(args.port, files, say, None if args.no_wait else args.timeout, prepare)
     if results is None:
         return 0
     ok = results.get("verdict") == "PASS"
@@ -266,11 +408,73 @@ def _flash_cmd(args: argparse.Namespace) -> int:
         return 2
 
 
+_PROMPT = re.compile(rb"(^|\n)(>>>|\.\.\.) $")  # MicroPython's prompt, or its continuation line
+
+
+def at_prompt(transport, wait_s: float = 1.5) -> bool:
+    """True when the board sits at MicroPython's prompt (its firmware is not running): a CR there gets a new
+    prompt; a running firmware reads no input and only prints its log."""
+    ser = transport.serial
+    ser.reset_input_buffer()
+    ser.write(b"\r")
+    buf = b""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        buf = (buf + ser.read(ser.in_waiting or 1))[-200:]
+        if _PROMPT.search(buf):
+            return True
+    return False
+
+
+def restart_firmware(transport, wait_s: float = 10) -> str:
+    """Soft-reset a board at its prompt (Ctrl-C drops a half-typed line, Ctrl-D reboots into main.py) and say
+    what it did then: "running", or the line that tells why not."""
+    ser = transport.serial
+    ser.write(b"\x03\x04")
+    buf = b""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        buf += ser.read(ser.in_waiting or 1)
+        text = buf.decode(errors="replace")
+        if "AIRWATT firmware" in text:
+            return "running"
+        if "CONFIG ERROR" in text and "\n" in text[text.index("CONFIG ERROR"):]:
+            return text[text.index("CONFIG ERROR"):].splitlines()[0].strip()
+        if "soft reboot" in text and _PROMPT.search(buf):
+            return "no AirWatt firmware on the board (it stopped at the >>> prompt)"
+    return "no sign of the firmware within %d s" % wait_s
+
+
 def _console_cmd(args: argparse.Namespace) -> int:
-    if not os.path.exists(args.port):
-        print("airwatt console: no board at %s" % args.port, file=sys.stderr)
+    try:
+        check_port(args.port)
+        mpremote = _tool("mpremote")
+    except FlashError as err:
+        print("airwatt console: %s" % err, file=sys.stderr)
         return 2
-    return subprocess.call([_tool("mpremote"), "connect", args.port, "repl"])
+    code = subprocess.call([mpremote, "connect", args.port, "repl"])
+    try:
+        transport = _connect(args.port)
+    except FlashError:
+        return code  # unplugged, or taken by another program: nothing to check
+    try:
+        if not at_prompt(transport):
+            return code
+        if args.leave_stopped:
+            print("airwatt console: the board's firmware is stopped (it sits at the >>> prompt) and takes no "
+                  "readings: restart it with `airwatt console --port %s` and Ctrl-D, or the board's reset button"
+                  % args.port, file=sys.stderr)
+            return code
+        outcome = restart_firmware(transport)
+    finally:
+        transport.close()
+    if outcome == "running":
+        print("airwatt console: the board's firmware was stopped; restarted it (soft reset): it takes readings "
+              "again", file=sys.stderr)
+        return code
+    print("airwatt console: the board's firmware was stopped; a soft reset did not start it: %s. Flash it again "
+          "with `airwatt flash --port %s ...`" % (outcome, args.port), file=sys.stderr)
+    return 1
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -283,12 +487,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     flash_p.add_argument("--intervals", help="seconds between readings per sensor, e.g. energy=10,pm=60,co2=30")
     flash_p.add_argument("--upload-s", type=int, help="seconds between uploads (default from the firmware)")
     flash_p.add_argument("--wdt-s", type=int, help="watchdog timeout in seconds (0: off; default from the firmware)")
-    flash_p.add_argument("--name", help="device name (when new)")
-    flash_p.add_argument("--site", help="site (when new)")
+    flash_p.add_argument("--name", help="device name, e.g. \"City hall, floor 2\"")
+    flash_p.add_argument("--site", help="building or site name")
+    flash_p.add_argument("--lat", type=float, help="latitude, WGS84 degrees (with --lon); NGSI-LD sync needs it")
+    flash_p.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
+    flash_p.add_argument("--force", action="store_true",
+                         help="flash a board holding readings of another device: discards them")
     flash_p.add_argument("--data-dir", default=store.data_dir_default(), help="the agent's data dir")
     flash_p.add_argument("--timeout", type=float, default=90, help="seconds to wait for the self-test")
     flash_p.add_argument("--no-wait", action="store_true", help="reset the board but do not wait for its self-test")
     flash_p.set_defaults(func=_flash_cmd)
-    console = commands.add_parser("console", help="open a board's REPL (mpremote)")
-    console.add_argument("--port", required=True)
+    console = commands.add_parser(
+        "console", help="open a board's REPL (mpremote; Ctrl-] leaves)",
+        description="Opens the board's REPL with mpremote (Ctrl-C stops the firmware, Ctrl-] leaves). On leaving, "
+                    "a firmware left stopped is restarted with a soft reset (unless --leave-stopped).")
+    console.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
+    console.add_argument("--leave-stopped", action="store_true",
+                         help="leave a stopped firmware stopped (says so) instead of restarting it")
     console.set_defaults(func=_console_cmd)

@@ -151,17 +151,10 @@ def add_device(
 ) -> str:
     """Register a device; returns its new key (hex of 32 random bytes). Raises ValueError if it exists or is
     not a valid protocol device id."""
-    _check_device_id(id)
-    sensors = list(sensors)
-    bad = [s for s in sensors if s not in fields.SENSORS]
-    if bad or not sensors:
-        raise ValueError("sensors must be some of %s, not %s" % (",".join(fields.SENSORS), ",".join(bad) or "none"))
-    if lat is not None and not -90 <= lat <= 90:
-        raise ValueError("lat must be within -90..90")
-    if lon is not None and not -180 <= lon <= 180:
-        raise ValueError("lon must be within -180..180")
-    if not 1 <= interval_s <= 86400:
-        raise ValueError("interval must be 1..86400 seconds")
+    check_device_id(id)
+    sensors = check_sensors(sensors)
+    check_location(lat, lon)
+    check_interval(interval_s)
     key = secrets.token_hex(32)
     try:
         with _transaction(db):
@@ -175,7 +168,59 @@ def add_device(
     return key
 
 
-def _check_device_id(id: str) -> None:
+def check_location(lat: float | None, lon: float | None) -> None:
+    """Raise ValueError unless lat and lon are both given (WGS84, in range) or both absent."""
+    if (lat is None) != (lon is None):
+        raise ValueError("give both --lat and --lon (a location needs both), or neither")
+    if lat is not None and not -90 <= lat <= 90:  # also refuses NaN
+        raise ValueError("lat must be within -90..90 (degrees north), not %r" % lat)
+    if lon is not None and not -180 <= lon <= 180:
+        raise ValueError("lon must be within -180..180 (degrees east), not %r" % lon)
+
+
+def check_sensors(sensors: Iterable[str]) -> list[str]:
+    """The sensor kinds as a list; ValueError unless they are one or more of the protocol's kinds."""
+    sensors = list(sensors)
+    bad = [s for s in sensors if s not in fields.SENSORS]
+    if bad or not sensors:
+        raise ValueError("sensors must be some of %s, not %s" % (",".join(fields.SENSORS), ",".join(bad) or "none"))
+    return sensors
+
+
+def check_interval(interval_s: int) -> None:
+    if not 1 <= interval_s <= 86400:
+        raise ValueError("interval must be 1..86400 seconds, not %r" % interval_s)
+
+
+def set_device(db: sqlite_utils.Database, id: str, **changes: Any) -> dict:
+    """Change a registered device's name, site, lat/lon (together), sensors or interval_s; None values are
+    left as they are. Returns the updated row without its key. Raises ValueError for an unknown device or a
+    bad value."""
+    allowed = ("name", "site", "lat", "lon", "sensors", "interval_s")
+    unknown = set(changes) - set(allowed)
+    if unknown:
+        raise ValueError("cannot set %s on a device" % ", ".join(sorted(unknown)))
+    changes = {k: v for k, v in changes.items() if v is not None}
+    row = get_device(db, id)
+    if row is None:
+        raise ValueError("no device %s: register it with `airwatt device add %s` (or `airwatt flash`)" % (id, id))
+    if "lat" in changes or "lon" in changes:
+        check_location(changes.get("lat"), changes.get("lon"))
+    if "interval_s" in changes:
+        check_interval(changes["interval_s"])
+    if "sensors" in changes:
+        changes["sensors"] = json.dumps(check_sensors(changes["sensors"]))
+    if changes:
+        with _transaction(db):
+            db.execute("UPDATE devices SET %s WHERE id = ?" % ", ".join("%s = ?" % k for k in changes),
+                       [*changes.values(), id])
+    row = get_device(db, id) or {}
+    row.pop("key", None)
+    return row
+
+
+def check_device_id(id: str) -> None:
+    """Raise ValueError unless `id` is a valid protocol device id."""
     from airwatt.protocol.check import DEVICE_ALPHABET
 
     if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in DEVICE_ALPHABET for ch in id):
@@ -240,15 +285,28 @@ def iter_readings(
         yield dict(zip(names, row))
 
 
-def pending(db: sqlite_utils.Database, limit: int) -> list[dict]:
-    """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined."""
+_LOCATED = " AND d.lat IS NOT NULL AND d.lon IS NOT NULL"
+
+
+def pending(db: sqlite_utils.Database, limit: int, located: bool = False) -> list[dict]:
+    """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined; with
+    `located`, only those of devices that have a location."""
     cur = db.execute(
         "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
         " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
-        " WHERE r.synced_at IS NULL ORDER BY r.id LIMIT ?",
+        " WHERE r.synced_at IS NULL%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
         (limit,),
     )
     return _dicts(cur)
+
+
+def waiting_for_location(db: sqlite_utils.Database) -> dict[str, int]:
+    """Devices without a location that have unsynced readings: device -> how many."""
+    return dict(db.execute(
+        "SELECT r.device, count(*) FROM readings r INDEXED BY readings_unsynced WHERE r.synced_at IS NULL"
+        " AND r.device IN (SELECT id FROM devices WHERE lat IS NULL OR lon IS NULL) GROUP BY r.device"
+        " ORDER BY r.device"
+    ).fetchall())
 
 
 def mark_synced(db: sqlite_utils.Database, ids: Iterable[int], at: float) -> int:
@@ -383,13 +441,13 @@ def _id_runs(ids: Iterable[int], shortest: int = 8) -> tuple[list[tuple[int, int
     return runs, singles
 
 
-def pending_after(db: sqlite_utils.Database, after: int, limit: int) -> list[dict]:
+def pending_after(db: sqlite_utils.Database, after: int, limit: int, located: bool = False) -> list[dict]:
     """pending() from id `after` on (exclusive): the sync worker's next batch while the previous one is
     still being marked."""
     cur = db.execute(
         "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
         " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
-        " WHERE r.synced_at IS NULL AND r.id > ? ORDER BY r.id LIMIT ?",
+        " WHERE r.synced_at IS NULL AND r.id > ?%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
         (after, limit),
     )
     return _dicts(cur)

@@ -21,7 +21,10 @@ A reading the platform keeps refusing must not block the others. Policy:
   `sync_held`; after HOLD_AFTER strikes the reading is held back for HOLD_S seconds, then tried once more
   per HOLD_S (a success clears its strikes).
   Held readings stay in the store, unsynced and visible (`held_readings`); "retry now" releases them.
-- a reading the adapter cannot express (NGSI-LD needs the device's lat/lon) is held at once, with the reason.
+- a reading the adapter cannot express is held at once, with the reason.
+Readings of a device without a location are not taken at all when the platform needs one (NGSI-LD): they wait
+in the store, unsynced, and go out once `airwatt device set ID --lat .. --lon ..` gives it one; the log says so
+once per device per hour (LOCATION_NOTICE_S).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ HOLD_AFTER = 3  # refusals of one reading before it is held back
 HOLD_S = 3600.0  # how long a held reading waits before it is tried again (unless "retry now")
 RETRY_AFTER_MAX_S = 3600.0  # never sleep longer than this on a platform's say-so
 LOG_KEEP = 20000  # sync_log rows kept (older ones pruned)
+LOCATION_NOTICE_S = 3600.0  # how often the log repeats that a device without a location holds readings back
+LOCATION_CHECK_S = 60.0  # how often the worker looks for such devices
 
 # The worker's database calls run on one thread of their own: they never stall the event loop (ingest shares
 # it), and closing the connection there waits for the call in flight, even when the worker was cancelled.
@@ -115,12 +120,14 @@ def ensure_tables(db: sqlite_utils.Database) -> None:
     db.execute(_HELD_TABLE)
 
 
-def pending_unheld(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None) -> list[dict]:
-    """store.pending() (from id `after` on, if given) minus the readings currently held back, oldest first."""
+def pending_unheld(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None,
+                   located: bool = False) -> list[dict]:
+    """store.pending() (from id `after` on, if given; with `located`, only of devices with a location) minus
+    the readings currently held back, oldest first."""
     held = {r[0] for r in db.execute("SELECT reading FROM sync_held WHERE held_until > ?", (now,))}
 
     def fetch(n: int) -> list[dict]:
-        return store.pending(db, n) if after is None else store.pending_after(db, after, n)
+        return store.pending(db, n, located) if after is None else store.pending_after(db, after, n, located)
 
     if not held:
         return fetch(limit)
@@ -128,11 +135,12 @@ def pending_unheld(db: sqlite_utils.Database, limit: int, now: float, after: int
     return [r for r in fetch(limit + len(held)) if r["id"] not in held][:limit]
 
 
-def _take(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None) -> tuple[list[dict], bool]:
+def _take(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None,
+          located: bool = False) -> tuple[list[dict], bool]:
     """The next batch, and whether any reading has strikes (then confirmed ones must clear theirs)."""
     ensure_tables(db)
     had_strikes = db.execute("SELECT 1 FROM sync_held LIMIT 1").fetchone() is not None
-    return pending_unheld(db, limit, now, after), had_strikes
+    return pending_unheld(db, limit, now, after, located), had_strikes
 
 
 def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[dict]:
@@ -353,7 +361,7 @@ async def sync_once(
     """One round: send the oldest pending readings, `limit` per request and up to `parallel` requests at
     once, then record the outcome (marks + sync_log) in one transaction."""
     started = time.monotonic()
-    rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time())
+    rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time(), None, adapter.needs_location)
     if not rows:
         return SyncResult()
     attempts = await _send_round(adapter, session, rows, limit, timeout_s)
@@ -385,7 +393,7 @@ async def sync_pipelined(
     try:
         while True:
             while not (exhausted or stop) and len(inflight) < parallel:
-                rows, had = await _db_call(_take, db, limit, time.time(), last_id)
+                rows, had = await _db_call(_take, db, limit, time.time(), last_id, adapter.needs_location)
                 strikes = strikes or had
                 if not rows:
                     exhausted = True
@@ -415,6 +423,32 @@ async def sync_pipelined(
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
+
+
+class LocationNotices:
+    """Says in the log, once per device per LOCATION_NOTICE_S, that a device without a location holds its
+    readings in the store, and the command that fixes it (the worker looks every LOCATION_CHECK_S)."""
+
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
+        self.say = say or log.warning
+        self.told: dict[str, float] = {}  # device -> when the log last said so
+        self.checked = float("-inf")
+
+    def check(self, db: sqlite_utils.Database, now: float) -> list[str]:
+        """Look (at most every LOCATION_CHECK_S) and log what is due; returns the devices logged."""
+        if now - self.checked < LOCATION_CHECK_S:
+            return []
+        self.checked = now
+        said = []
+        for device, count in store.waiting_for_location(db).items():
+            if now - self.told.get(device, float("-inf")) >= LOCATION_NOTICE_S:
+                self.told[device] = now
+                said.append(device)
+                self.say("sync: device %s has no location, so %d reading(s) wait in the store (NGSI-LD needs one):"
+                         " airwatt device set %s --lat LAT --lon LON" % (device, count, device))
+        return said
+
+
 
 
 def backoff_delay(failures: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
@@ -462,6 +496,7 @@ async def run_worker(
     failures = 0
     limit = batch_size
     suspect = 0  # readings left in the last batch refused whole: one of them is to blame
+    notices = LocationNotices() if adapter.needs_location else None
     while True:
         if wake.is_set() or await _db_call(_retry_requested, db):
             wake.clear()
@@ -471,6 +506,8 @@ async def run_worker(
         state.failures, state.batch_limit, state.next_attempt_at = failures, limit, None
         state.last_attempt_at = time.time()
         try:
+            if notices is not None:
+                await _db_call(notices.check, db, time.monotonic())
             if failures == 0 and suspect == 0 and limit == batch_size:
                 result = await sync_pipelined(db, adapter, session, limit, timeout_s, parallel)
             else:

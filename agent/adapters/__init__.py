@@ -51,6 +51,8 @@ class Adapter:
     url: str
     prepare: Callable[[Sequence[dict]], Prepared]
     interpret: Callable[[Prepared, int, bytes], Outcome]
+    # The platform needs the device's location (NGSI-LD): readings of a device without one wait in the store.
+    needs_location: bool = False
 
 
 def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | None = None) -> Adapter:
@@ -65,7 +67,7 @@ def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | No
             headers["NGSILD-Tenant"] = tenant
         endpoint = ngsi_ld.endpoint(url)
         return Adapter(
-            kind, url, lambda rows: ngsi_ld.prepare(endpoint, rows, headers), ngsi_ld.interpret
+            kind, url, lambda rows: ngsi_ld.prepare(endpoint, rows, headers), ngsi_ld.interpret, needs_location=True
         )
     if kind == "http-json":
         from airwatt.agent.adapters import http_json

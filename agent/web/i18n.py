@@ -20,8 +20,16 @@ LABELS: dict[str, tuple[str, str]] = {
     "late": ("ล่าช้า", "late"),
     "offline": ("ออฟไลน์", "offline"),
     "never": ("ยังไม่เคยส่งข้อมูล", "never seen"),
-    "state_note": ("ออนไลน์: ไม่เกิน %d รอบการอ่าน, ล่าช้า: ไม่เกิน %d รอบ, ออฟไลน์: นานกว่านั้น",
-                   "online: within %d reading intervals, late: within %d, offline: longer"),
+    "state_note": ("ออนไลน์: ส่งข้อมูลล่าสุดไม่เกิน %d รอบการส่ง, ล่าช้า: ไม่เกิน %d รอบ, ออฟไลน์: นานกว่านั้น "
+                   "(รอบการส่งของแต่ละบอร์ดมาจากค่าที่ใช้ตอนแฟลช)",
+                   "online: last upload within %d upload intervals, late: within %d, offline: longer "
+                   "(each board's interval is the one it was flashed with)"),
+    "no_location": ("อุปกรณ์ที่ยังไม่มีพิกัดที่ตั้ง", "Devices without a location"),
+    "no_location_note": ("ข้อมูลของอุปกรณ์เหล่านี้รออยู่ในเครื่อง ไม่ส่งไปยังแพลตฟอร์ม NGSI-LD จนกว่าจะกำหนดพิกัด "
+                         "(ละติจูด ลองจิจูด) ให้ด้วยคำสั่งนี้",
+                         "Their readings wait in the store and are not sent to an NGSI-LD platform until the "
+                         "device has a location (latitude, longitude). Set it with this command"),
+    "waiting": ("ข้อมูลที่รอส่ง", "readings waiting"),
     "last_seen": ("ส่งข้อมูลล่าสุด", "Last seen"),
     "firmware": ("เฟิร์มแวร์", "Firmware"),
     "rssi": ("สัญญาณ Wi-Fi (dBm)", "RSSI (dBm)"),

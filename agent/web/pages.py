@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import secrets
+import shlex
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,7 @@ LANG_KEY = web.AppKey("airwatt_pages_lang", str)
 FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
+DATA_DIR_PATH_KEY = web.AppKey("airwatt_pages_data_dir", str)  # absolute, for the commands the pages suggest
 
 
 def operator_token(data_dir: Path, configured: str | None) -> str:
@@ -193,11 +195,12 @@ def _td(text: Any, sort: Any = None, cls: str = "", extra: str = "") -> str:
 
 
 def device_state(last_seen: float | None, interval_s: int | None, now: float) -> str:
-    """online / late / offline from the age of the last upload against the device's reading interval."""
+    """online / late / offline from the age of the last upload against the device's interval (the longest it
+    normally goes between uploads, recorded when it was flashed: flash_cmd.upload_gap)."""
     if last_seen is None:
         return "never"
     age = now - last_seen
-    interval = interval_s or 60
+    interval = interval_s or 60  # registered before intervals were recorded
     if age <= ONLINE_INTERVALS * interval:
         return "online"
     if age <= LATE_INTERVALS * interval:
@@ -220,6 +223,23 @@ def fleet_rows(db: sqlite_utils.Database, site: str | None, now: float) -> tuple
         d["state"] = device_state(d["last_seen"], d["interval_s"], now)
         out.append(d)
     return out, sites
+
+
+def no_location_block(lang: str, devices: list[str], waiting: dict[str, int], data_dir: str) -> str:
+    """The devices without a location, each with the command that gives it one (fleet and sync pages)."""
+    if not devices:
+        return ""
+    items = "".join(
+        '<li data-device="%s"><b>%s</b> (%d %s): <code>airwatt device set %s --lat LAT --lon LON --data-dir %s'
+        '</code></li>' % (escape(d), escape(d), waiting.get(d, 0), escape(label(lang, "waiting")), escape(d),
+                          escape(shlex.quote(data_dir))) for d in devices)
+    return ('<div id="no-location"><h2>%s</h2><p class="note">%s:</p><ul>%s</ul></div>'
+            % (escape(label(lang, "no_location")), escape(label(lang, "no_location_note")), items))
+
+
+def no_location_data(db: sqlite_utils.Database) -> tuple[list[str], dict[str, int]]:
+    devices = [r[0] for r in db.execute("SELECT id FROM devices WHERE lat IS NULL OR lon IS NULL ORDER BY id")]
+    return devices, store.waiting_for_location(db) if devices else {}
 
 
 async def fleet(request: web.Request) -> web.Response:
@@ -265,7 +285,9 @@ async def fleet(request: web.Request) -> web.Response:
             + _td(st.get("time_sync", "-")) + _td(d["readings"], d["readings"], "num") + "</tr>")
     table = '<table id="fleet"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (head, "".join(body))
     note = '<p class="note">%s</p>' % escape(label(lang, "state_note") % (ONLINE_INTERVALS, LATE_INTERVALS))
-    return _page(request, "fleet", label(lang, "fleet"), form + table + note)
+    unlocated = no_location_block(lang, *await request.app[READER_KEY].run(no_location_data),
+                                  request.app[DATA_DIR_PATH_KEY])
+    return _page(request, "fleet", label(lang, "fleet"), form + table + note + unlocated)
 
 
 # -- Device ------------------------------------------------------------------------------------------------
@@ -448,6 +470,8 @@ async def sync_page(request: web.Request) -> web.Response:
                 "<tr><td>%s #%s (%s)</td><td>%s x</td><td>%s</td><td>%s</td></tr>"
                 % (escape(h["device"]), h["seq"], escape(h["sensor"]), h["tries"], h["status"] or "-",
                    escape((h["error"] or "")[:200])) for h in s["held"])))
+    cards += no_location_block(lang, *await request.app[READER_KEY].run(no_location_data),
+                               request.app[DATA_DIR_PATH_KEY])
     body = (cards + notice + "<h2>%s</h2>%s" % (escape(label(lang, "retry_now")), form)
             + "<h2>%s</h2>%s" % (escape(label(lang, "last_errors")), errors)
             + "<h2>%s</h2>%s" % (escape(label(lang, "sync_log")), recent))
@@ -627,6 +651,7 @@ def setup_pages(app: web.Application) -> None:
     data_dir = app[DATA_DIR_KEY]
     app[TOKEN_KEY] = operator_token(data_dir, config.operator_token)
     app[TOKEN_PATH_KEY] = str(Path(data_dir) / TOKEN_FILE)
+    app[DATA_DIR_PATH_KEY] = str(Path(data_dir).resolve())
     app[LANG_KEY] = lang_of(config.language, "th")
     extra = {} if config.emission_factor is None else {config.emission_factor_year: config.emission_factor}
     app[FACTORS_KEY] = carbon.factors_table(extra)

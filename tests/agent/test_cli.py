@@ -65,6 +65,47 @@ def test_device_add_prints_the_key_once_and_list_never_shows_it(tmp_path, capsys
     assert code == 1 and "radon" in err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (("--lat", "16.43"), "give both --lat and --lon"),
+    (("--lon", "102.83"), "give both --lat and --lon"),
+    (("--lat", "16.43", "--lon", "-200"), "lon must be within -180..180"),
+    (("--lat", "-90.5", "--lon", "102.83"), "lat must be within -90..90"),
+    (("--lat", "inf", "--lon", "102.83"), "lat must be within -90..90"),
+])
+def test_device_add_refuses_half_a_location_or_one_out_of_range(tmp_path, capsys, extra, message):
+    d = str(tmp_path / "data")
+    code, out, err = run(capsys, "device", "add", "hall-01", "--data-dir", d, *extra)
+    assert code == 1 and message in err and "key" not in out
+    assert len(err.strip().splitlines()) == 1
+    assert store.list_devices(store.open_db(d)) == []
+
+
+def test_device_set_edits_a_registered_board(tmp_path, capsys):
+    d = str(tmp_path / "data")
+    assert run(capsys, "device", "add", "hall-01", "--data-dir", d, "--name", "Hall")[0] == 0
+    code, out, err = run(capsys, "device", "set", "hall-01", "--data-dir", d, "--lat", "16.43", "--lon", "102.83",
+                         "--site", "City Hall")
+    assert code == 0 and "16.43,102.83" in out and "City Hall" in out
+    dev = store.get_device(store.open_db(d), "hall-01")
+    assert (dev["name"], dev["site"], dev["lat"], dev["lon"]) == ("Hall", "City Hall", 16.43, 102.83)
+    code, out, err = run(capsys, "device", "set", "hall-01", "--data-dir", d, "--name", "Hall, floor 2",
+                         "--interval", "120")
+    dev = store.get_device(store.open_db(d), "hall-01")
+    assert code == 0 and (dev["name"], dev["site"], dev["lat"], dev["interval_s"]) == (
+        "Hall, floor 2", "City Hall", 16.43, 120)
+    for argv, message in [
+        (("hall-01", "--lat", "17"), "give both --lat and --lon"),
+        (("hall-01", "--lat", "17", "--lon", "181"), "lon must be within"),
+        (("hall-01", "--sensors", "radon"), "sensors must be some of"),
+        (("hall-01", "--interval", "0"), "interval must be 1..86400"),
+        (("hall-01",), "nothing to change"),
+        (("hall-09", "--name", "x"), "no device hall-09: register it with `airwatt device add hall-09`"),
+    ]:
+        code, out, err = run(capsys, "device", "set", *argv, "--data-dir", d)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert store.get_device(store.open_db(d), "hall-01")["lat"] == 16.43  # nothing changed by a refusal
+
+
 def test_data_dir_comes_from_the_environment(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("AIRWATT_DATA_DIR", str(tmp_path / "env-data"))
     code, _, _ = run(capsys, "device", "add", "env-dev")

@@ -99,7 +99,7 @@ def test_a_day_of_faults_loses_and_duplicates_nothing(tmp_path):
                                   config={"clock": "unset", "day_scale": 240, "unique_id": "a4cf000000%02x" % i},
                                   log_path=tmp_path / (device + ".log"))
             boards[device] = board.start()
-            config = flash_cmd.board_config(device, "", "e2e:pass", agent_url, list(INTERVALS), INTERVALS,
+            config = flash_cmd.board_config(device, "", "e2e:password", agent_url, list(INTERVALS), INTERVALS,
                                             upload_s=4, wdt_s=30)
             config["key"], _ = flash_cmd.device_key(str(agent_dir), device, list(INTERVALS), None, None)
             flash_cmd.provision(board.port, {**image, "/config.json": json.dumps(config).encode()},

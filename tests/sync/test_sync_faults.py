@@ -195,20 +195,50 @@ async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, sessio
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_device_without_location_is_held_for_ngsi_ld_and_the_rest_syncs(db, platform, session):
+async def test_readings_of_a_device_without_location_wait_for_ngsi_ld_and_go_once_it_has_one(
+        db, platform, session, caplog):
     url, plat = platform
     store.add_device(db, "kk-noloc-03", name="no location")
     ids_ok = add_readings(db, "kk-hall-01", 5)
     ids_noloc = add_readings(db, "kk-noloc-03", 4)
-    await drain(db, "ngsi-ld", url, session)
+    with caplog.at_level("WARNING", logger="airwatt.sync"):
+        await drain(db, "ngsi-ld", url, session)
     assert unsynced(db) == ids_noloc
-    assert sorted(h["reading"] for h in sync.held_readings(db)) == ids_noloc
-    assert any("lat/lon" in e["detail"] for e in sync_log(db))
-    assert len(ids_ok) == 5
-    # The generic API carries lat/lon as null: nothing held there.
-    assert sync.release_held(db) == 4
+    said = [r.getMessage() for r in caplog.records if r.name == "airwatt.sync"]
+    assert len(said) == 1 and "device kk-noloc-03 has no location, so 4 reading(s) wait" in said[0], said
+    # They wait in the store: not sent, not refused, not held back, no error logged per round.
+    assert sync.held_readings(db) == [] and all(e["ok"] for e in sync_log(db)) and len(ids_ok) == 5
+    assert store.waiting_for_location(db) == {"kk-noloc-03": 4}
+    store.set_device(db, "kk-noloc-03", lat=16.45, lon=102.81)
+    await drain(db, "ngsi-ld", url, session)
+    assert unsynced(db) == [] and store.waiting_for_location(db) == {}
+
+
+async def test_the_generic_api_carries_a_missing_location_as_null(db, platform, session):
+    url, plat = platform
+    store.add_device(db, "kk-noloc-03", name="no location")
+    add_readings(db, "kk-noloc-03", 4)
     await drain(db, "http-json", url, session)
     assert unsynced(db) == []
+
+
+def test_a_device_without_location_is_logged_once_per_hour_not_every_round(db):
+    store.add_device(db, "kk-noloc-03")
+    store.add_device(db, "kk-noloc-04")
+    add_readings(db, "kk-noloc-03", 3)
+    add_readings(db, "kk-hall-01", 3)  # has a location: never named
+    said = []
+    notices = sync.LocationNotices(said.append)
+    assert notices.check(db, 1000.0) == ["kk-noloc-03"]
+    assert "airwatt device set kk-noloc-03 --lat LAT --lon LON" in said[0] and "3 reading(s) wait" in said[0]
+    for n, t in enumerate(range(1010, 1000 + 3600, 10)):  # a round every 10 s, new readings now and then
+        if n % 60 == 0:
+            add_readings(db, "kk-noloc-03", 1, start_seq=4 + n)
+        notices.check(db, float(t))
+    assert len(said) == 1
+    add_readings(db, "kk-noloc-04", 1)  # another device: said at the next check, not an hour later
+    assert notices.check(db, 1000.0 + 3600) == ["kk-noloc-03", "kk-noloc-04"]
+    assert len(said) == 3
 
 
 def test_retry_after_parsing():

@@ -117,3 +117,32 @@ async def test_pages_refresh_themselves_except_a_fixed_past_range(agent):
             assert '<meta http-equiv="refresh" content="60">' in html, path  # without JS
         async with http.get(base + "/device/hall-01?end=%d" % facts["now"]) as r:
             assert "location.reload" not in await r.text()  # a chosen past range stays put
+
+
+@pytest.mark.parametrize("lang, heading, note", [
+    ("en", "Devices without a location", "readings waiting"),
+    ("th", "อุปกรณ์ที่ยังไม่มีพิกัดที่ตั้ง", "ข้อมูลที่รอส่ง"),
+])
+async def test_a_device_without_location_is_shown_with_the_command_that_fixes_it(agent, lang, heading, note):
+    base, data_dir, _ = agent
+    db = store.open_db(data_dir)
+    for device in ("hall-01", "school-01", "new-01"):
+        store.set_device(db, device, lat=16.44, lon=102.83)
+    waiting = store.waiting_for_location(db)
+    db.close()
+    assert waiting == {"hall-02": waiting["hall-02"]} and waiting["hall-02"] > 0
+    fix = "airwatt device set hall-02 --lat LAT --lon LON --data-dir %s" % data_dir.resolve()
+    async with aiohttp.ClientSession() as http:
+        for page in ("/fleet", "/sync"):
+            async with http.get(base + page + "?lang=" + lang) as r:
+                html = await r.text()
+            block = re.search(r'<div id="no-location">(.*?)</div>', html)
+            assert block, page
+            assert heading in block.group(1) and fix in block.group(1), page
+            assert re.findall(r'<li data-device="([^"]+)"', block.group(1)) == ["hall-02"], page
+            assert "<b>hall-02</b> (%d %s)" % (waiting["hall-02"], note) in block.group(1), page
+        db = store.open_db(data_dir)
+        store.set_device(db, "hall-02", lat=16.44, lon=102.83)
+        db.close()
+        async with http.get(base + "/fleet?lang=" + lang) as r:
+            assert 'id="no-location"' not in await r.text()
