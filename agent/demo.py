@@ -22,8 +22,12 @@ from pathlib import Path
 from airwatt.agent import flash_cmd, store
 from airwatt.agent.config import ConfigError, load_config
 
-DEMO_INTERVALS = {"energy": 10, "pm": 30, "co2": 15}
+# Readings often enough that a few minutes fill the charts; a stuck sensor flagged after 6 equal readings (the
+# firmware's default waits 20-120: minutes, longer than a demo's fault lasts).
+DEMO_INTERVALS = {"energy": 5, "pm": 10, "co2": 5}
+STUCK_N = 6
 UPLOAD_S = 10
+FIRST_FAULT_S = 20  # once every board has readings on the pages
 
 
 def _h(hours: float) -> int:
@@ -77,7 +81,7 @@ FAULTS = (
      "readings wait on the board; the fleet page shows it late, then its buffer draining"),
     ("pms", {"corrupt": 3}, 0, "3 corrupted PM frames", "sensor errors pms on the fleet page"),
     ("pzem", {"unplugged": True}, 30, "energy meter unplugged", "sensor errors pzem; a gap in its power chart"),
-    ("scd4x", {"stuck": True}, 40, "CO2 sensor stuck", "flagged (hollow) points on its CO2 chart"),
+    ("scd4x", {"stuck": True}, 45, "CO2 sensor stuck", "flagged (hollow) points on its CO2 chart after 30 s"),
     ("power_cut_at_write", 3, 0, "power cut while writing flash", "the board reboots; no reading is lost"),
 )
 
@@ -125,6 +129,8 @@ def _provision(board, device: str, data_dir: str, agent_url: str, image: dict[st
     config = flash_cmd.board_config(device, "", "airwatt-demo:demo-pass", agent_url, list(DEMO_INTERVALS),
                                     DEMO_INTERVALS, upload_s=UPLOAD_S)
     config["key"], _ = flash_cmd.device_key(data_dir, device, list(DEMO_INTERVALS), None, None)
+    for sensor in config["sensors"]:
+        sensor["stuck_n"] = STUCK_N
     files = dict(image)
     files["/config.json"] = json.dumps(config, indent=1).encode()
     changed, _ = flash_cmd.provision(board.port, files, lambda line: None, None)
@@ -154,12 +160,15 @@ class _Progress:
         self.crash_loops: dict[str, str] = {}
         self.started = time.monotonic()
 
+    def at(self) -> str:
+        return "%3.0f s" % (time.monotonic() - self.started)
+
     def now_counts(self, counts: dict[str, tuple[int, int]]) -> None:
         for device in self.devices:
             before = self.base.get(device, (0, 0))
             stored, synced = (a - b for a, b in zip(counts.get(device, (0, 0)), before))
             old_stored, old_synced = self.counts.get(device, (0, 0))
-            at = "%3.0f s" % (time.monotonic() - self.started)
+            at = self.at()
             if stored and not old_stored:
                 self.say("[%s] %s: first reading stored in the agent" % (at, device))
             if synced and not old_synced:
@@ -201,18 +210,20 @@ async def _watch(progress: _Progress, boards: dict, db_path: Path) -> None:
 
 
 async def _faults(boards: dict, rng: random.Random, every_s: float, progress: _Progress) -> None:
+    await asyncio.sleep(FIRST_FAULT_S)
     while True:
-        await asyncio.sleep(every_s * (0.5 + rng.random()))
         device = rng.choice(sorted(boards))
         name, value, lasts, what, where = rng.choice(FAULTS)
         board = boards[device]
         board.set_fault(name, value)
         progress.faults[what] = progress.faults.get(what, 0) + 1
-        progress.say("fault on %s: %s%s (%s)" % (device, what, " for %d s" % lasts if lasts else "", where))
+        progress.say("[%s] fault on %s: %s%s (%s)" % (progress.at(), device, what,
+                                                      " for %d s" % lasts if lasts else "", where))
         if lasts:
             await asyncio.sleep(lasts)
             board.set_fault(name, {k: False for k in value} if isinstance(value, dict) else False)
-            progress.say("fault on %s cleared: %s" % (device, what))
+            progress.say("[%s] fault on %s cleared: %s" % (progress.at(), device, what))
+        await asyncio.sleep(every_s * (0.5 + rng.random()))
 
 
 async def run_demo(args: argparse.Namespace, say=print) -> int:
@@ -273,8 +284,8 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
                 n = await asyncio.to_thread(_provision, board, device, str(data_dir), agent_url, image)
                 progress.flashed.add(device)
                 b = _building(i)
-                say("[%3.0f s] %s: flashed on %s (%d files changed), booting; %s, %s"
-                    % (time.monotonic() - progress.started, device, board.port, n, b["name"], b["site"]))
+                say("[%s] %s: flashed on %s (%d files changed), booting. %s, %s: %s/device/%s?range=15m"
+                    % (progress.at(), device, board.port, n, b["name"], b["site"], agent_url, device))
             if args.fault_every > 0:
                 tasks.append(asyncio.create_task(_faults(boards, random.Random(args.seed), args.fault_every,
                                                          progress)))

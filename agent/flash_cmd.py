@@ -94,7 +94,8 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
     ssid, password = wifi.split(":", 1)
     url = urlparse(agent_url)
     if url.scheme != "http" or not url.hostname:
-        raise FlashError("--agent must be an http:// URL of the site agent, e.g. http://192.168.1.10:8400")
+        raise FlashError("--agent must be an http:// URL of the site agent, e.g. http://192.168.1.10:%d"
+                         % Config.model_fields["port"].default)
     unknown = [s for s in sensors if s not in DEFAULT_WIRING]
     if unknown:
         raise FlashError("unknown sensor %s: choose from %s" % (",".join(unknown), ",".join(DEFAULT_WIRING)))
