@@ -77,10 +77,10 @@ BUILDINGS = (
 
 # (fault, value, seconds it lasts (0: one-shot, cleared by the reset it causes), what it does, where it shows)
 FAULTS = (
-    ("wifi_down", True, 60, "Wi-Fi down",
+    ("wifi_down", True, 35, "Wi-Fi down",
      "readings wait on the board; the fleet page shows it late, then its buffer draining"),
     ("pms", {"corrupt": 3}, 0, "3 corrupted PM frames", "sensor errors pms on the fleet page"),
-    ("pzem", {"unplugged": True}, 30, "energy meter unplugged", "sensor errors pzem; a gap in its power chart"),
+    ("pzem", {"unplugged": True}, 25, "energy meter unplugged", "sensor errors pzem; a gap in its power chart"),
     ("scd4x", {"stuck": True}, 45, "CO2 sensor stuck", "flagged (hollow) points on its CO2 chart after 30 s"),
     ("power_cut_at_write", 3, 0, "power cut while writing flash", "the board reboots; no reading is lost"),
 )
@@ -341,6 +341,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--day-scale", type=float, default=10,
                       help="the buildings' days run this much faster than real time (default 10: a minute on "
                            "screen is ten minutes of the day)")
-    demo.add_argument("--fault-every", type=float, default=45, help="mean seconds between faults (0: none)")
+    demo.add_argument("--fault-every", type=float, default=30,
+                      help="mean seconds between a fault's end and the next one, from 20 s on (0: none)")
     demo.add_argument("--seed", type=int, default=None, help="seed for the fault schedule")
     demo.set_defaults(func=_demo_cmd)
