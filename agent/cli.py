@@ -13,7 +13,7 @@ from pathlib import Path
 def _schema_export(args: argparse.Namespace) -> int:
     from airwatt.protocol import schema
 
-    for path in schema.export(Path(args.out) if args.out else schema.SCHEMA_DIR):
+    for path in schema.export(Path(args.out).absolute()):
         print(path)
     return 0
 
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="protocol JSON Schema files")
     schema_verbs = schema.add_subparsers(dest="verb", required=True)
     export = schema_verbs.add_parser("export", help="write the JSON Schema files of the protocol's messages")
-    export.add_argument("--out", help="folder to write to (default: the protocol's schema folder)")
+    # Never into the installed package by default; the checked-in copies: --out protocol/schema in a checkout.
+    export.add_argument("--out", default="airwatt-schema", help="folder to write to (default: ./airwatt-schema)")
     export.set_defaults(func=_schema_export)
 
     for register in _REGISTRARS:
