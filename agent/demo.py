@@ -4,7 +4,8 @@ The agent with its SQLite store, the emulated city platform, and N emulated boar
 behind ptys), each in a building of its own (its own loads, occupancy and air), provisioned the way a technician
 does it (`airwatt flash` over the board's serial port), with day profiles running a little faster than real time
 and an occasional fault. It prints the dashboard's URL first, then each board's steps (flashed, first reading
-stored, first reading synced), and a summary at the end; it exits 1 when a board never delivered a reading.
+stored, first reading synced), and a summary at the end; it exits 1 when a board never delivered a reading or
+kept rebooting.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class _Progress:
         self.counts: dict[str, tuple[int, int]] = {}
         self.faults: dict[str, int] = {}
         self.crash_loops: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # device -> why flashing it failed
         self.started = time.monotonic()
 
     def at(self) -> str:
@@ -186,15 +188,24 @@ class _Progress:
         silent = [d for d in self.devices if not self.counts.get(d, (0, 0))[0]]
         for device in silent:
             self.say("airwatt demo: %s never delivered a reading: %s" % (device, self._why(device, boards)))
-        return 1 if silent else 0
+        unsynced = [d for d in self.devices if d not in silent and not self.counts[d][1]]
+        if unsynced:
+            self.say("airwatt demo: nothing of %s reached the city platform yet: `airwatt sync status` says why"
+                     % ", ".join(unsynced))
+        for device in self.crash_loops:
+            if device not in silent:
+                self.say("airwatt demo: %s kept rebooting (see above)" % device)
+        return 1 if silent or self.crash_loops else 0
 
     def _why(self, device: str, boards: dict) -> str:
         board = boards.get(device)
         if device in self.crash_loops:
             return "it kept rebooting (see above)"
+        if device in self.failed:
+            return "flashing it failed: " + self.failed[device]
         if board is None or device not in self.flashed:
             return "the demo stopped before it was flashed"
-        return ("none reached the agent in %.0f s after it was flashed (it uploads every %d s); the last lines it "
+        return ("none reached the agent in the %.0f s of the demo (it uploads every %d s); the last lines it "
                 "printed:\n%s" % (time.monotonic() - self.started, UPLOAD_S, board.tail()))
 
 
@@ -281,7 +292,12 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
                                       config=board_config(i, args.day_scale),
                                       log_path=data_dir / "boards" / (device + ".log"))
                 boards[device] = board.start()
-                n = await asyncio.to_thread(_provision, board, device, str(data_dir), agent_url, image)
+                try:
+                    n = await asyncio.to_thread(_provision, board, device, str(data_dir), agent_url, image)
+                except flash_cmd.FlashError as err:  # this board only: the others go on
+                    progress.failed[device] = str(err)
+                    say("[%s] %s: flashing failed: %s" % (progress.at(), device, err))
+                    continue
                 progress.flashed.add(device)
                 b = _building(i)
                 say("[%s] %s: flashed on %s (%d files changed), booting. %s, %s: %s/device/%s?range=15m"
@@ -314,6 +330,9 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
 
 
 def _demo_cmd(args: argparse.Namespace) -> int:
+    if args.boards < 1:
+        print("airwatt demo: --boards must be at least 1", file=sys.stderr)
+        return 2
     started = time.monotonic()
     try:
         status = asyncio.run(run_demo(args))
