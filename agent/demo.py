@@ -79,9 +79,10 @@ BUILDINGS = (
 # (fault, value, seconds it lasts (0: one-shot, cleared by the reset it causes), what it does, where it shows)
 FAULTS = (
     ("wifi_down", True, 35, "Wi-Fi down",
-     "readings wait on the board; the fleet page shows it late, then its buffer draining"),
-    ("pms", {"corrupt": 3}, 0, "3 corrupted PM frames", "sensor errors pms on the fleet page"),
-    ("pzem", {"unplugged": True}, 25, "energy meter unplugged", "sensor errors pzem; a gap in its power chart"),
+     "readings wait on the board: the fleet page shows it late, then its buffer depth draining"),
+    ("pms", {"corrupt": 3}, 0, "3 corrupted PM frames", "sensor errors: pm 3 on the fleet page"),
+    ("pzem", {"unplugged": True}, 25, "energy meter unplugged",
+     "sensor errors: energy on the fleet page; a gap in its power chart"),
     ("scd4x", {"stuck": True}, 45, "CO2 sensor stuck", "flagged (hollow) points on its CO2 chart after 30 s"),
     ("power_cut_at_write", 3, 0, "power cut while writing flash", "the board reboots; no reading is lost"),
 )

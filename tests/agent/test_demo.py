@@ -44,3 +44,30 @@ def test_every_board_is_a_building_of_its_own():
     for key in ("pzem", "pms", "scd4x"):
         assert len({str(c["sensors"][key]) for c in configs}) == 5  # own loads, air, occupancy, noise
     assert demo._building(5)["id"] == "city-hall-02" and demo._building(5)["site"] == demo._building(0)["site"]
+
+
+async def test_the_demo_reports_a_board_that_keeps_rebooting_and_fails(tmp_path):
+    import asyncio
+
+    from airwatt.emulator.esp32 import EmulatedBoard
+
+    said: list[str] = []
+    db = store.open_db(tmp_path)
+    db.close()
+    progress = demo._Progress(["city-hall-01"], said.append)
+    board = EmulatedBoard(tmp_path / "b.flash", heap="2k")  # too little heap to boot: it dies at every boot
+    boards = {"city-hall-01": board.start()}
+    try:
+        watch = asyncio.create_task(demo._watch(progress, boards, store.db_path(tmp_path)))
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if progress.crash_loops:
+                break
+        watch.cancel()
+    finally:
+        board.stop()
+    report = "\n".join(said)
+    assert "airwatt demo: board city-hall-01 keeps rebooting: 3 resets within" in report, report
+    assert "| MemoryError" in report  # its last lines, without the ROM banner
+    assert progress.summary(boards) == 1
+    assert "airwatt demo: city-hall-01 never delivered a reading: it kept rebooting (see above)" in said[-1]
