@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 def _schema_export(args: argparse.Namespace) -> int:
     from airwatt.protocol import schema
 
-    for path in schema.export(Path(args.out) if args.out else schema.SCHEMA_DIR):
+    for path in schema.export(Path(args.out).absolute()):
         print(path)
     return 0
 
@@ -23,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="protocol JSON Schema files")
     schema_verbs = schema.add_subparsers(dest="verb", required=True)
     export = schema_verbs.add_parser("export", help="write the JSON Schema files of the protocol's messages")
-    export.add_argument("--out", help="folder to write to (default: the protocol's schema folder)")
+    # Never into the installed package by default; the checked-in copies: --out protocol/schema in a checkout.
+    export.add_argument("--out", default="airwatt-schema", help="folder to write to (default: ./airwatt-schema)")
     export.set_defaults(func=_schema_export)
 
     for register in _REGISTRARS:
@@ -54,7 +57,15 @@ _REGISTRARS.append(_emulate_cmd.register)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, rather than at exit
+        return status
+    except BrokenPipeError:
+        # The reader stopped early (`airwatt device list --format json | head`): stop quietly, as `cat` does.
+        # stdout goes to /dev/null so that Python's own flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -271,8 +271,15 @@ def export_rows(db: Any, since: float | None = None, until: float | None = None)
 def _export(args: argparse.Namespace) -> int:
     db = _open_existing(args.data_dir)
     out: IO[str] = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
+    written = [0]
+
+    def counted(rows: Iterable[dict]) -> Iterator[dict]:
+        for row in rows:
+            written[0] += 1
+            yield row
+
     try:
-        rows = export_rows(db, args.since, args.until)
+        rows = counted(export_rows(db, args.since, args.until))
         names = [c[0] for c in EXPORT_COLUMNS]
         if args.format == "csv":
             writer = csv.writer(out, lineterminator="\n")
@@ -288,6 +295,8 @@ def _export(args: argparse.Namespace) -> int:
     finally:
         if args.out:
             out.close()
+    if args.out:
+        print("wrote %d readings to %s (%s)" % (written[0], Path(args.out).absolute(), args.format), file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -62,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print("airwatt emulate: %s" % e, file=sys.stderr)
         return 2
-    flash = args.flash or "airwatt-board-flash.bin"
+    # Every path against the caller's working directory, before the board starts.
+    flash = Path(args.flash or "airwatt-board-flash.bin").absolute()
+    port_file = Path(args.port_file).absolute() if args.port_file else None
+    fault_file = Path(args.fault_file).absolute() if args.fault_file else None
     board = EmulatedBoard(flash, faults=faults, config=config, log_path=args.log, echo=args.echo)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -71,29 +73,37 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print("airwatt emulate: %s" % e, file=sys.stderr)
         return 2
-    print("emulated ESP32 on %s (flash %s)" % (board.port, os.path.abspath(flash)), flush=True)
+    if port_file is not None:
+        try:
+            port_file.write_text(board.port + "\n")
+        except OSError as e:
+            board.stop()
+            print("airwatt emulate: cannot write the port file %s: %s" % (port_file, e.strerror), file=sys.stderr)
+            return 2
+    print("emulated ESP32 on %s (flash %s)" % (board.port, flash), flush=True)
     print("try: mpremote connect %s fs ls" % board.port, flush=True)
-    if args.port_file:
-        Path(args.port_file).write_text(board.port + "\n")
     fault_mtime = None
     try:
         while not stop:
             time.sleep(0.2)
-            if args.fault_file and os.path.exists(args.fault_file):
-                mtime = os.stat(args.fault_file).st_mtime_ns
+            report = board.crash_loop()
+            if report:
+                print("airwatt emulate: the board %s" % report, file=sys.stderr, flush=True)
+            if fault_file is not None and fault_file.exists():
+                mtime = fault_file.stat().st_mtime_ns
                 if mtime != fault_mtime:
                     fault_mtime = mtime
                     try:
                         # the file's faults on top of the --fault ones (which stay unless the file names them)
-                        board.set_faults({**faults, **json.loads(Path(args.fault_file).read_text() or "{}")})
+                        board.set_faults({**faults, **json.loads(fault_file.read_text() or "{}")})
                     except ValueError as e:
-                        print("airwatt emulate: ignoring %s: %s" % (args.fault_file, e), file=sys.stderr)
+                        print("airwatt emulate: ignoring %s: %s" % (fault_file, e), file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
         board.stop()
-        if args.port_file:
-            Path(args.port_file).unlink(missing_ok=True)
+        if port_file is not None:
+            port_file.unlink(missing_ok=True)
     print("emulated board stopped (boots %d, resets %s)" % (board.boots, board.resets), flush=True)
     return 0
 

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import airwatt.firmware
 import airwatt.protocol
 from airwatt.agent import store
+from airwatt.agent.config import Config
 from airwatt.firmware import config as board_rules
 
 FIRMWARE_DIR = Path(airwatt.firmware.__file__).parent
@@ -111,7 +112,8 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
     ssid, password = parse_wifi(wifi)
     url = urlparse(agent_url)
     if url.scheme != "http" or not url.hostname:
-        raise FlashError("--agent must be an http:// URL of the site agent, e.g. http://192.168.1.10:8400")
+        raise FlashError("--agent must be an http:// URL of the site agent, e.g. http://192.168.1.10:%d"
+                         % Config.model_fields["port"].default)
     unknown = [s for s in sensors if s not in DEFAULT_WIRING]
     if unknown:
         raise FlashError("unknown sensor %s: choose from %s" % (",".join(unknown), ",".join(DEFAULT_WIRING)))
@@ -482,7 +484,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     flash_p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
     flash_p.add_argument("--device", required=True, help="device id, e.g. kk-city-hall-01")
     flash_p.add_argument("--wifi", required=True, help="SSID:PASSWORD of the building's Wi-Fi")
-    flash_p.add_argument("--agent", required=True, help="the site agent's URL, e.g. http://192.168.1.10:8400")
+    flash_p.add_argument("--agent", required=True, help="the site agent's URL as the board reaches it, e.g. "
+                         "http://192.168.1.10:%d (`airwatt serve`'s port)" % Config.model_fields["port"].default)
     flash_p.add_argument("--sensors", default="energy,pm,co2", help="sensor kinds fitted (default: all three)")
     flash_p.add_argument("--intervals", help="seconds between readings per sensor, e.g. energy=10,pm=60,co2=30")
     flash_p.add_argument("--upload-s", type=int, help="seconds between uploads (default from the firmware)")

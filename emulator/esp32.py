@@ -19,6 +19,7 @@ Board config (wiring, Wi-Fi access point, clock, unique_id, day profile speed): 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import selectors
@@ -45,12 +46,17 @@ ROM_BANNER = "ets Jul 29 2019 12:21:46\r\n\r\nrst:{rst},boot:0x13 (SPI_FAST_FLAS
     "load:0x40080400,len:3368\r\nentry 0x400805cc\r\n"
 RST = {PWRON_RESET: "0x1 (POWERON_RESET)", HARD_RESET: "0xc (SW_CPU_RESET)", WDT_RESET: "0xc (SW_CPU_RESET)",
        DEEPSLEEP_RESET: "0x5 (DEEPSLEEP_RESET)"}
+_BANNER_LINES = {line for rst in RST.values() for line in ROM_BANNER.format(rst=rst).split("\r\n")}
 ONE_SHOT_FAULTS = {"power_cut_at_write": "powercut", "hang": "wdt"}  # cleared by the reset they cause
 LOG_MAX = 4 << 20
 BOARD_FAULTS = ("wifi_down", "hang", "clock_unset", "power_cut_at_write")
 SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off")
 SENSORS = ("pzem", "pms", "scd4x")
 FLASH_BYTES = 512 * 4096  # boardenv.FLASH_BLOCKS sectors of 4 KiB: the 2 MiB vfs partition of a 4 MiB module
+# Resets the board did to itself (not a reset button, power cycle or soft reset asked for over the serial port):
+# CRASH_LOOP of them within CRASH_WINDOW_S seconds is a board that keeps rebooting.
+SELF_RESETS = ("crash", "wdt", "hard")
+CRASH_LOOP, CRASH_WINDOW_S = 3, 60.0
 
 
 def check_faults(faults: dict) -> None:
@@ -89,18 +95,22 @@ class EmulatedBoard:
         if flash_path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="airwatt-board-")
             flash_path = Path(self._tmp.name) / "flash.bin"
-        self.flash_path = Path(flash_path)
+        # Absolute now: the VM runs elsewhere, and a relative path must mean the caller's working directory.
+        self.flash_path = Path(flash_path).absolute()
+        self.log_path = Path(log_path).absolute() if log_path else None
         self.faults: dict[str, Any] = dict(faults or {})
         check_faults(self.faults)
         self.config: dict[str, Any] = dict(config or {})
         self.config.setdefault("t0", time.time())
         self.heap = heap
         self.echo = echo
-        self._log_file = open(log_path, "ab") if log_path else None
+        self._log_file = None
         self.port: str | None = None
         self.boots = 0
         self.resets: dict[str, int] = {"soft": 0, "hard": 0, "wdt": 0, "powercut": 0, "deepsleep": 0, "crash": 0}
         self.last_reset: str | None = None
+        self._self_resets: collections.deque[float] = collections.deque(maxlen=CRASH_LOOP)
+        self._loop_reported = -CRASH_WINDOW_S
         self._log = bytearray()
         self._log_dropped = 0
         self._lock = threading.Condition()
@@ -127,9 +137,14 @@ class EmulatedBoard:
     # ---- public API ----------------------------------------------------------------------------------------
 
     def start(self) -> "EmulatedBoard":
-        if self.flash_path.exists() and self.flash_path.stat().st_size != FLASH_BYTES:
-            raise ValueError("%s is not an emulated board's flash image (%d bytes, expected %d)"
-                             % (self.flash_path, self.flash_path.stat().st_size, FLASH_BYTES))
+        """Power the board on. Raises ValueError naming the file when the flash image or the log cannot be
+        opened (here, in the caller's process: the VM would only crash at every boot)."""
+        self._open_flash()
+        if self.log_path is not None:
+            try:
+                self._log_file = open(self.log_path, "ab")
+            except OSError as e:
+                raise ValueError("cannot open the board's log %s: %s" % (self.log_path, e.strerror)) from None
         master, slave = os.openpty()
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)
@@ -167,6 +182,43 @@ class EmulatedBoard:
             self._log_file.close()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _open_flash(self) -> None:
+        path = self.flash_path
+        # AIRWATT_BOARD_FLASH_BLOCKS (4 KiB sectors), as the VM reads it: a smaller flash for tests that fill it
+        expected = int(os.environ.get("AIRWATT_BOARD_FLASH_BLOCKS") or 0) * 4096 or FLASH_BYTES
+        try:
+            if path.exists():
+                size = path.stat().st_size
+                if size != expected:
+                    raise ValueError("%s is not an emulated board's flash image (%d bytes, expected %d)"
+                                     % (path, size, expected))
+                open(path, "r+b").close()
+            else:
+                with open(path, "xb") as f:  # a new chip: all erased (the VM formats it at its first boot)
+                    f.write(b"\xff" * expected)
+        except OSError as e:
+            raise ValueError("cannot open the board's flash image %s: %s" % (path, e.strerror)) from None
+
+    def crash_loop(self) -> str | None:
+        """When the board reset itself (crash, watchdog, machine.reset) CRASH_LOOP times within CRASH_WINDOW_S:
+        what happened and the last lines it printed, at most once per CRASH_WINDOW_S. Otherwise None."""
+        now = time.monotonic()
+        with self._lock:
+            times = list(self._self_resets)
+            if len(times) < CRASH_LOOP or times[-1] - times[0] > CRASH_WINDOW_S \
+                    or times[-1] <= self._loop_reported or now - self._loop_reported < CRASH_WINDOW_S:
+                return None
+            self._loop_reported = now
+            kinds = ", ".join("%s %d" % (k, self.resets[k]) for k in SELF_RESETS if self.resets[k])
+        return ("keeps rebooting: %d resets within %.1f s (%s); last lines it printed:\n%s"
+                % (CRASH_LOOP, times[-1] - times[0], kinds, self.tail()))
+
+    def tail(self, lines: int = 12) -> str:
+        """The last lines the board printed (without the ROM's boot banner), indented, for a console report."""
+        text = self.output(max(0, self.log_offset() - 16384)).replace("\r", "")
+        kept = [line for line in text.split("\n") if line.strip() and line not in _BANNER_LINES]
+        return "\n".join("    | " + line for line in kept[-lines:])
 
     def __enter__(self) -> "EmulatedBoard":
         return self.start()
@@ -274,7 +326,7 @@ class EmulatedBoard:
         self._proc = subprocess.Popen(
             [find_micropython(), "-X", "heapsize=" + self.heap, str(BOARDENV)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-            pass_fds=(ctl_w, in_r), cwd=str(BOARD_DIR), start_new_session=True)
+            pass_fds=(ctl_w, in_r), cwd=str(self.flash_path.parent), start_new_session=True)
         os.close(ctl_w)
         os.close(in_r)
         self._ctl_r, self._in_w = ctl_r, in_w
@@ -508,6 +560,8 @@ class EmulatedBoard:
         with self._lock:
             self.resets[kind] += 1
             self.last_reset = kind
+            if kind in SELF_RESETS and forced is None:
+                self._self_resets.append(time.monotonic())
             for name, clears in ONE_SHOT_FAULTS.items():
                 if clears == kind:
                     self.faults.pop(name, None)

@@ -33,7 +33,7 @@ log = logging.getLogger("airwatt.pages")
 
 TOKEN_FILE = "operator_token"
 REFRESH_S = 60
-RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 # online while the last upload is at most ONLINE_INTERVALS reading intervals old, late up to LATE_INTERVALS,
 # offline beyond: boards upload a batch every few readings, so one missed interval is not yet "late".
 ONLINE_INTERVALS, LATE_INTERVALS = 3, 10

@@ -409,10 +409,12 @@ class SCD4xEmulator(_Sensor):
     ADDR = 0x62
     PERIOD_MS = 5000
 
-    def __init__(self, clock_ms=None, day_s=None, co2_profile=None, seed=3):
+    def __init__(self, clock_ms=None, day_s=None, co2_profile=None, seed=3, temp_profile=None, rh_profile=None):
         _Sensor.__init__(self, clock_ms, day_s, seed)
         self.addr = self.ADDR
         self.co2_profile = co2_profile or OFFICE_CO2_PPM
+        self.temp_profile = temp_profile or OFFICE_TEMP_C
+        self.rh_profile = rh_profile or OFFICE_RH
         self.periodic = False
         self.offset_word = 1498  # 4.0 degC, the factory default
         self.altitude = 0
@@ -429,8 +431,8 @@ class SCD4xEmulator(_Sensor):
     def measure(self):
         d = self.day_s()
         co2 = _interp(self.co2_profile, d) - self.frc_correction + self._noise(12)
-        t = _interp(OFFICE_TEMP_C, d) + self._noise(0.1) + 4.0 - self.offset_word * 175 / 65536
-        rh = _interp(OFFICE_RH, d) + self._noise(0.5)
+        t = _interp(self.temp_profile, d) + self._noise(0.1) + 4.0 - self.offset_word * 175 / 65536
+        rh = _interp(self.rh_profile, d) + self._noise(0.5)
         return (max(0, min(40000, int(co2 + 0.5))), int((t + 45) * 65536 / 175) & 0xFFFF,
                 int(rh * 65536 / 100) & 0xFFFF)
 

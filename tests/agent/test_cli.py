@@ -149,8 +149,8 @@ def test_export_csv_and_json_are_open_data_without_keys(tmp_path, capsys):
     _seed(d)
     keys = [store.get_device(store.open_db(d), dev)["key"] for dev in ("dev-1", "dev-2")]
     out_file = tmp_path / "open.csv"
-    code, out, _ = run(capsys, "export", "--format", "csv", "--out", str(out_file), "--data-dir", d)
-    assert code == 0 and out == ""
+    code, out, err = run(capsys, "export", "--format", "csv", "--out", str(out_file), "--data-dir", d)
+    assert code == 0 and out == "" and err == "wrote 7 readings to %s (csv)\n" % out_file
     text = out_file.read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == [c[0] for c in EXPORT_COLUMNS]
@@ -165,6 +165,28 @@ def test_export_csv_and_json_are_open_data_without_keys(tmp_path, capsys):
     assert all(units[row[1]] == row[2] for row in fields.METRICS)
     assert len(doc["readings"]) == 7 and doc["readings"][2]["voltage"] == 229.8
     assert not any(k in out for k in keys)
+
+
+def test_a_reader_that_stops_early_ends_the_command_without_a_traceback(tmp_path):
+    d = str(tmp_path / "data")
+    _seed(d)
+    db = store.open_db(d)
+    for i in range(800):  # more than a pipe holds (64 KiB), so the write meets the closed pipe every time
+        store.add_device(db, "dev-x%03d" % i, name="Meter %d, a long name to fill the pipe sooner" % i, site="Site")
+    airwatt = os.path.join(os.path.dirname(sys.executable), "airwatt")
+    for argv in (["device", "list", "--format", "json"], ["export", "--format", "csv"]):
+        # `| head -1`: the pipe closes after one line, before the command has written the rest
+        shell = "%s %s --data-dir %s | head -1" % (airwatt, " ".join(argv), d)
+        out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=60)
+        assert out.stderr == "" and out.stdout.count("\n") == 1, out
+        assert out.returncode in (0, 141), out  # 141: stopped by the closed pipe, as `cat` is
+
+
+def test_flash_help_names_the_agents_real_default_port(capsys):
+    with pytest.raises(SystemExit):
+        main(["flash", "--help"])
+    out = capsys.readouterr().out
+    assert "http://192.168.1.10:%d" % Config().port in " ".join(out.split())
 
 
 def test_sync_status_text_and_json(tmp_path, capsys):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from airwatt.agent.emulate_cmd import faults_from_args, parse_fault
+from airwatt.emulator.esp32 import BOARD_DIR
 
 BIN = Path(sys.executable).parent
 
@@ -77,3 +78,65 @@ def test_emulate_refuses_a_file_that_is_not_a_flash_image(tmp_path):
                          timeout=30)
     assert out.returncode == 2 and "is not an emulated board's flash image" in out.stderr
     assert bogus.read_text() == "not a flash image"  # left alone
+
+
+def _start_emulate(cwd: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([str(BIN / "airwatt"), "emulate", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    port_file = cwd / "port.txt"
+    deadline = time.monotonic() + 30
+    while not (port_file.exists() and port_file.read_text().strip()):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no port file"
+        time.sleep(0.1)
+    return proc, port_file.read_text().strip()
+
+
+def _stop(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    return stdout, stderr
+
+
+def test_emulate_resolves_relative_paths_against_its_working_directory(tmp_path):
+    # The VM runs elsewhere: a relative --flash once meant a file under emulator/board/ (or a crash loop).
+    package = BOARD_DIR
+    before = sorted(p.name for p in package.iterdir())
+    (tmp_path / "boards").mkdir()
+    proc, port = _start_emulate(tmp_path, "--flash", "boards/b2.bin", "--port-file", "port.txt", "--log", "b2.log")
+    try:
+        ls = subprocess.run([str(BIN / "mpremote"), "connect", port, "fs", "ls"], capture_output=True, text=True,
+                            timeout=30)
+        assert "boot.py" in ls.stdout, ls
+    finally:
+        stdout, stderr = _stop(proc)
+    assert "(flash %s)" % (tmp_path / "boards" / "b2.bin") in stdout
+    assert "'crash': 0" in stdout and "keeps rebooting" not in stderr
+    assert (tmp_path / "boards" / "b2.bin").stat().st_size == 2 * 1024 * 1024
+    assert b"Performing initial setup" in (tmp_path / "b2.log").read_bytes()
+    assert sorted(p.name for p in package.iterdir()) == before
+
+
+def test_emulate_names_a_flash_image_it_cannot_open_before_booting(tmp_path):
+    started = time.monotonic()
+    out = subprocess.run([str(BIN / "airwatt"), "emulate", "--flash", "no-such-dir/b.bin", "--port-file", "port.txt"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "cannot open the board's flash image %s: No such file or directory" % (tmp_path / "no-such-dir" / "b.bin") \
+        in out.stderr
+    assert not (tmp_path / "port.txt").exists() and time.monotonic() - started < 10
+
+
+def test_emulate_reports_a_board_that_keeps_rebooting_with_its_last_lines(tmp_path):
+    (tmp_path / "main.py").write_text("print('main: resetting')\nimport machine\nmachine.reset()\n")
+    proc, port = _start_emulate(tmp_path, "--flash", "b.bin", "--port-file", "port.txt")
+    try:
+        subprocess.run([str(BIN / "mpremote"), "connect", port, "fs", "cp", "main.py", ":main.py", "+", "reset"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        time.sleep(10)  # three resets take a few seconds; reported once, however many follow
+    finally:
+        stdout, stderr = _stop(proc)
+    assert "airwatt emulate: the board keeps rebooting: 3 resets within" in stderr, stderr
+    assert "| main: resetting" in stderr
+    assert stderr.count("keeps rebooting") == 1  # once a minute, not at every reset

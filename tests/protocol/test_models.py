@@ -53,7 +53,8 @@ def test_parse_batch_refuses_broken_json():
 def test_schema_files_are_up_to_date():
     for name, text in schema.render_schemas().items():
         path = schema.SCHEMA_DIR / name
-        assert path.exists() and path.read_text() == text, "run `airwatt schema export` and commit %s" % name
+        assert path.exists() and path.read_text() == text, \
+            "run `airwatt schema export --out protocol/schema` and commit %s" % name
 
 
 @given(key=st.binary(max_size=200), msg=st.binary(max_size=300))
