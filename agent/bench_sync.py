@@ -213,7 +213,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=store.data_dir_default(),
                         help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)")
     parser.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
-    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"), help="city platform API")
+    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
     parser.add_argument("--batch-size", type=int, help="readings per request (overrides airwatt.toml)")
     parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds (default 1)")
     parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")

@@ -11,7 +11,7 @@ Example (every key optional; a missing file means all defaults):
 
     [platform]
     url = "https://city.example/ngsi-ld/v1"
-    kind = "ngsi-ld"          # or "http-json"
+    kind = "ngsi-ld"          # or "http-json", "sensorthings", "mqtt" (url mqtt://HOST:PORT/PREFIX)
     token = "..."             # sent as "Authorization: Bearer ..." when set
     tenant = "khonkaen"       # NGSILD-Tenant header when set
     batch_size = 100
@@ -27,15 +27,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 CONFIG_NAME = "airwatt.toml"
-PLATFORM_KINDS = ("ngsi-ld", "http-json")
+PLATFORM_KINDS = ("ngsi-ld", "http-json", "sensorthings", "mqtt")
 
 
 class PlatformConfig(BaseModel):
     """Where and how the sync worker sends readings."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str | None = Field(default=None, pattern=r"^https?://", description="Platform base URL; unset: no sync")
-    kind: Literal["ngsi-ld", "http-json"] = "ngsi-ld"
+    url: str | None = Field(default=None, pattern=r"^(https?|mqtt)://", description="Platform base URL; unset: no sync")
+    kind: Literal["ngsi-ld", "http-json", "sensorthings", "mqtt"] = "ngsi-ld"
     token: str | None = None
     tenant: str | None = None
     batch_size: int = Field(default=100, ge=1, le=1000)
