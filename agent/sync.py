@@ -305,7 +305,7 @@ async def _attempt_own(
     except SendError as err:
         result.status = err.status
         if err.status is None:
-            result.error = "connection: %s" % err
+            result.error = str(err)
         else:
             _apply_failure(attempt, prepared, err.status, err.body or str(err).encode(), err.retry_after)
     else:

@@ -3,11 +3,13 @@
 Model (what a city's SensorThings server ends up holding; see agent/adapters/README.md):
 
 - Thing per board (properties {"system": "airwatt", "device": <id>, "site": ...}) with its Location (GeoJSON
-  Point); the server derives each Observation's FeatureOfInterest from it, so a board without lat/lon cannot
-  be expressed (its readings are held back until it has one, as for NGSI-LD).
+  Point); a board without lat/lon cannot be expressed (no Location, no FeatureOfInterest): its readings are
+  held back until it has one, as for NGSI-LD.
 - Sensor per sensor kind (PZEM-004T, PMS5003, SCD4x) and ObservedProperty per metric, shared by all boards.
 - Datastream per board and metric (properties {"system": "airwatt", "device", "metric"}), unitOfMeasurement in
   UCUM from the field table (protocol/fields.py).
+- FeatureOfInterest per board (its location, properties {"system", "device"}), named by the agent in every
+  Observation (see the note in _datastream).
 - Observation per measured metric of a reading: phenomenonTime (the board's time, else the agent's receive
   time with flag `time_unknown`), result, parameters {"device", "seq"} (+ "flags" when any).
 
@@ -74,7 +76,7 @@ PROPERTIES = {  # metric -> (ObservedProperty name, definition, description)
     "humidity": ("Relative humidity", QUDT + "RelativeHumidity", "relative humidity"),
 }
 _METRICS = {sensor: tuple(m[1] for m in fields.metrics(sensor)) for sensor in fields.SENSORS}
-COMPONENTS = ["phenomenonTime", "result", "parameters"]
+COMPONENTS = ["phenomenonTime", "result", "parameters", "FeatureOfInterest/id"]
 LOOKUP_CHUNK = 200  # seqs per look-up request (keeps the URL short)
 _ID_IN_LINK = re.compile(r"\('?([^')]+)'?\)\s*$")
 
@@ -157,21 +159,28 @@ class SensorThings:
         self.datastreams: dict[tuple[str, str], str] = {}  # (device, metric) -> Datastream id
         self.maybe_sent: dict[str, int] = {}  # Datastream id -> highest seq that may be at the server
         self._ids: dict[tuple, str] = {}  # ("Sensors", "co2") etc. -> id
+        self._streams: dict[str, dict[str, str]] = {}  # device -> metric -> Datastream id found at the server
         self._lock: asyncio.Lock | None = None
         self.lookups = 0  # look-up requests made (for tests and the bench)
 
     # -- HTTP ---------------------------------------------------------------------------------------------
 
     async def _call(self, session: aiohttp.ClientSession, method: str, path: str, timeout_s: float,
-                    body: object = None) -> tuple[int, Mapping, object]:
+                    body: object = None, refusable: bool = False) -> tuple[int, Mapping, object]:
+        """One request; a non-2xx answer raises SendError (with its status only where the worker may blame
+        the readings: `refusable`, i.e. CreateObservations)."""
         url = path if path.startswith("http") else self.base + path
         data = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         async with session.request(method, url, data=data, headers=self.headers, allow_redirects=False,
                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             raw = await resp.read()
             if not 200 <= resp.status < 300:
-                raise SendError("HTTP %d from %s %s" % (resp.status, method, path.split("?")[0]), resp.status,
-                                raw, resp.headers.get("Retry-After"))
+                what = "HTTP %d from %s %s: %s" % (resp.status, method, path.split("?")[0],
+                                                   raw[:300].decode("utf-8", "replace"))
+                if resp.status in (400, 413, 422) and not refusable:
+                    # A look-up or provisioning request refused: no reading is to blame (no strikes, no halving).
+                    raise SendError(what)
+                raise SendError(what, resp.status, raw, resp.headers.get("Retry-After"))
             try:
                 answer = json.loads(raw) if raw.strip() else None
             except ValueError:
@@ -239,6 +248,16 @@ class SensorThings:
             }
             thing = self._ids[("Things", device)] = await self._find_or_create(
                 session, "Things", {"system": SYSTEM, "device": device}, body, timeout_s)
+        if ("FeaturesOfInterest", device) not in self._ids:
+            # The agent names each board's FeatureOfInterest itself: left to the server, concurrent
+            # CreateObservations race in its get_or_create of one, and after two copies every later request
+            # for that location fails (django-ogc-sensorthings 1.2.0: MultipleObjectsReturned, "error" rows).
+            body = {"name": row.get("site") or device, "description": "the air and the circuit board %s measures"
+                    % device, "encodingType": "application/geo+json",
+                    "feature": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+                    "properties": {"system": SYSTEM, "device": device}}
+            self._ids[("FeaturesOfInterest", device)] = await self._find_or_create(
+                session, "FeaturesOfInterest", {"system": SYSTEM, "device": device}, body, timeout_s)
         name, description, metadata = SENSORS[sensor]
         sensor_id = await self._shared(session, "Sensors", sensor, {
             "name": name, "description": description, "encodingType": "text/html", "metadata": metadata}, timeout_s)
@@ -255,11 +274,27 @@ class SensorThings:
             "Thing": {"@iot.id": thing}, "Sensor": {"@iot.id": sensor_id},
             "ObservedProperty": {"@iot.id": property_id},
         }
-        ds = await self._find_or_create(
-            session, "Datastreams", {"system": SYSTEM, "device": device, "metric": metric}, body, timeout_s)
-        if ds not in self.maybe_sent:
-            self.maybe_sent[ds] = await self._max_seq(session, ds, timeout_s)
+        existing = self._streams.get(device)
+        if existing is None:
+            existing = self._streams[device] = await self._device_streams(session, device, timeout_s)
+        ds = existing.get(metric)
+        if ds is None:  # looked up again by its properties first: another agent may have made it meanwhile
+            ds = await self._find_or_create(
+                session, "Datastreams", {"system": SYSTEM, "device": device, "metric": metric}, body, timeout_s)
+        self.maybe_sent[ds] = await self._max_seq(session, ds, timeout_s)
         return ds
+
+    async def _device_streams(self, session: aiohttp.ClientSession, device: str, timeout_s: float) -> dict[str, str]:
+        """metric -> id of the Datastreams a board already has (the oldest per metric), one request per board."""
+        where = "properties/system eq %s and properties/device eq %s" % (literal(SYSTEM), literal(device))
+        found = await self._get_all(session, "Datastreams?$filter=%s&$select=id,properties&$orderby=id%%20asc"
+                                    % quote(where), timeout_s)
+        streams: dict[str, str] = {}
+        for ds in found:
+            metric = (ds.get("properties") or {}).get("metric")
+            if isinstance(metric, str):
+                streams.setdefault(metric, ds["@iot.id"])
+        return streams
 
     async def _max_seq(self, session: aiohttp.ClientSession, ds: str, timeout_s: float) -> int:
         """The highest parameters/seq of a Datastream's Observations at the server (0: none)."""
@@ -277,7 +312,9 @@ class SensorThings:
         present: set[int] = set()
         for start in range(0, len(seqs), LOOKUP_CHUNK):
             chunk = seqs[start : start + LOOKUP_CHUNK]
-            where = "Datastream/id eq %s and parameters/seq in (%s)" % (ds, ",".join(map(str, chunk)))
+            # `in` with one value is a syntax error to odata-query (django-ogc-sensorthings' parser): use eq.
+            seq_test = "eq %d" % chunk[0] if len(chunk) == 1 else "in (%s)" % ",".join(map(str, chunk))
+            where = "Datastream/id eq %s and parameters/seq %s" % (ds, seq_test)
             query = "Observations?$filter=%s&$select=parameters&$resultFormat=dataArray&$top=%d" % (
                 quote(where), 2 * len(chunk))
             self.lookups += 1
@@ -303,7 +340,7 @@ class SensorThings:
                     if ds is None:
                         ds = self.datastreams[(row["device"], metric)] = await self._datastream(
                             session, row, metric, timeout_s)
-                    obs.append((ds, data))
+                    obs.append((ds, data + [self._ids[("FeaturesOfInterest", row["device"])]]))
                 per_reading[row["id"]] = obs
             # Which Observations may already be at the server; then raise the marks before anything is sent
             # (atomically with the check: a parallel batch sees this one's seqs as possibly sent).
@@ -341,7 +378,7 @@ class SensorThings:
             return set()
         body = [{"Datastream": {"@iot.id": ds}, "components": COMPONENTS, "dataArray": rows}
                 for ds, rows in groups.items()]
-        status, _, answer = await self._call(session, "POST", "CreateObservations", timeout_s, body)
+        status, _, answer = await self._call(session, "POST", "CreateObservations", timeout_s, body, refusable=True)
         total = sum(len(rows) for rows in groups.values())
         if not isinstance(answer, list) or len(answer) != total:
             raise SendError("CreateObservations answered %d with %s entries for %d Observations"
