@@ -49,7 +49,7 @@ def parse_url(url: str) -> dict:
     if unknown:
         raise ValueError("unknown MQTT URL parameter(s) %s: only client_id and apikey" % ", ".join(sorted(unknown)))
     prefix = unquote(parts.path).strip("/")
-    if not prefix or "+" in prefix or "#" in prefix:
+    if not prefix or "+" in prefix or "#" in url:
         raise ValueError("the MQTT URL needs a topic prefix without wildcards: mqtt://HOST:PORT/PREFIX")
     return {
         "host": parts.hostname, "port": parts.port or DEFAULT_PORT, "prefix": prefix,
