@@ -24,7 +24,7 @@ import pytest
 
 from airwatt.agent import store, sync
 from airwatt.agent.adapters import http_json, make_adapter, mqtt
-from real_servers import Mosquitto
+from airwatt.emulator.real_servers import Mosquitto, free_port
 from sync_helpers import add_readings
 
 _NAMES = itertools.count(1)
@@ -219,8 +219,6 @@ async def test_a_broker_that_is_not_there_is_a_passing_failure(tmp_path: Path):
     data_dir = tmp_path / "agent"
     make_store(data_dir, ["nobody-1"], 3)
     db = store.open_db(data_dir)
-    from real_servers import free_port
-
     port = free_port()
     adapter = make_adapter("mqtt", "mqtt://127.0.0.1:%d/city" % port)
     try:

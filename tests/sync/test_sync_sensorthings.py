@@ -1,5 +1,5 @@
 """--platform-kind sensorthings against a real SensorThings API server: django-ogc-sensorthings 1.2.0 in its own
-process (tests/sensorthings_server, SQLite), one server for the module; each test has boards of its own.
+process (emulator/sensorthings_server, SQLite), one server for the module; each test has boards of its own.
 
 The server makes its own Observation ids (a client @iot.id is ignored), so nothing at the server stops a second
 copy of a reading: exactly-once rests on the agent's look-up before any resend. Every test ends by counting, in
@@ -25,7 +25,7 @@ import pytest
 from airwatt.agent import store, sync
 from airwatt.agent.adapters import make_adapter, sensorthings
 from airwatt.protocol import fields
-from real_servers import SensorThingsServer
+from airwatt.emulator.real_servers import SensorThingsServer
 from sync_helpers import add_readings
 
 _NAMES = itertools.count(1)

@@ -6,7 +6,7 @@ from uuid import UUID
 SECRET_KEY = "airwatt-tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
-ROOT_URLCONF = "sensorthings_server.urls"
+ROOT_URLCONF = "airwatt.emulator.sensorthings_server.urls"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "sensorthings.versions.v1_1",

@@ -1,6 +1,7 @@
-"""Real platform servers for the sync tests, each a process of its own on a free loopback port:
-django-ogc-sensorthings (tests/sensorthings_server, Django's runserver, its own SQLite file) and Debian's
-mosquitto (its own config and persistence file). Both can be stopped and started again on the same port."""
+"""Real, third-party platform servers for the sync tests and `airwatt bench sync`, each a process of its own on a
+free loopback port: django-ogc-sensorthings (emulator/sensorthings_server under Django's runserver, its own
+SQLite file; a dev dependency) and Debian's mosquitto (its own config and persistence file; `./dev setup`
+installs it). Both can be stopped and started again on the same port."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
@@ -86,8 +86,7 @@ class SensorThingsServer(Server):
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
-            "DJANGO_SETTINGS_MODULE": "sensorthings_server.settings",
-            "PYTHONPATH": os.pathsep.join([str(TESTS)] + [p for p in [env.get("PYTHONPATH")] if p]),
+            "DJANGO_SETTINGS_MODULE": "airwatt.emulator.sensorthings_server.settings",
             "STA_DB": str(self.folder / "sta.db"),
             "STA_URL": "http://127.0.0.1:%d/sensorthings" % self.port,
         })
@@ -98,6 +97,11 @@ class SensorThingsServer(Server):
                 "127.0.0.1:%d" % self.port]
 
     def start(self) -> None:
+        try:
+            import sensorthings  # noqa: F401
+        except ImportError:
+            raise RuntimeError("django-ogc-sensorthings is not installed: it is a dev dependency"
+                               " (./dev setup, or pip install -e '.[dev]')") from None
         if not (self.folder / "sta.db").exists():
             subprocess.run([sys.executable, "-m", "django", "migrate", "-v0"], env=self.env(), check=True,
                            cwd=self.folder)
@@ -138,6 +142,9 @@ class Mosquitto(Server):
         return "mqtt://127.0.0.1:%d" % self.port
 
     def command(self) -> list[str]:
+        if not os.access(MOSQUITTO, os.X_OK):
+            raise RuntimeError("%s is missing: ./dev setup installs Debian's mosquitto (as root), or"
+                               " apt-get install mosquitto" % MOSQUITTO)
         conf = self.folder / "mosquitto.conf"
         conf.write_text(
             "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"
