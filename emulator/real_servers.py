@@ -128,7 +128,10 @@ class SensorThingsServer(Server):
         """metric -> Datastream id of an AirWatt board."""
         answer = self.get("Datastreams?$select=id,properties&$filter=%s"
                           % urllib.parse.quote("properties/device eq '%s'" % device))
-        return {d["properties"]["metric"]: d["@iot.id"] for d in answer["value"]}
+        streams = {d["properties"]["metric"]: d["@iot.id"] for d in answer["value"]}
+        if len(streams) != len(answer["value"]):
+            raise AssertionError("board %s has two Datastreams of one metric: %s" % (device, answer["value"]))
+        return streams
 
 
 class Mosquitto(Server):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -77,6 +77,7 @@ PROPERTIES = {  # metric -> (ObservedProperty name, definition, description)
 }
 _METRICS = {sensor: tuple(m[1] for m in fields.metrics(sensor)) for sensor in fields.SENSORS}
 COMPONENTS = ["phenomenonTime", "result", "parameters", "FeatureOfInterest/id"]
+SETTLE_S = 0.3  # after creating an entity, how long a concurrent agent's copy may take to show
 LOOKUP_CHUNK = 200  # seqs per look-up request (keeps the URL short)
 _ID_IN_LINK = re.compile(r"\('?([^')]+)'?\)\s*$")
 
@@ -156,10 +157,9 @@ class SensorThings:
     def __init__(self, url: str, headers: Mapping[str, str] | None = None):
         self.base = base_url(url)
         self.headers = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
-        self.datastreams: dict[tuple[str, str], str] = {}  # (device, metric) -> Datastream id
         self.maybe_sent: dict[str, int] = {}  # Datastream id -> highest seq that may be at the server
-        self._ids: dict[tuple, str] = {}  # ("Sensors", "co2") etc. -> id
-        self._streams: dict[str, dict[str, str]] = {}  # device -> metric -> Datastream id found at the server
+        self._ids: dict[tuple, object] = {}  # ("Things", device), ("Datastreams", device, metric), ... -> id
+        self._flights: dict[tuple, asyncio.Future] = {}
         self._lock: asyncio.Lock | None = None
         self.lookups = 0  # look-up requests made (for tests and the bench)
 
@@ -204,10 +204,24 @@ class SensorThings:
 
     # -- provisioning -------------------------------------------------------------------------------------
 
+    async def _once(self, key: tuple, make: Callable[[], Awaitable[object]]) -> object:
+        """What `make` gives, made once per process: concurrent callers (parallel batches) share one flight,
+        so this agent never creates two of anything; a failed flight is tried again by the next caller."""
+        if key in self._ids:
+            return self._ids[key]
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = self._flights[key] = asyncio.ensure_future(make())
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        result = await asyncio.shield(flight)
+        self._ids[key] = result
+        return result
+
     async def _find_or_create(self, session: aiohttp.ClientSession, entity_set: str, match: dict, body: dict,
                               timeout_s: float) -> str:
-        """The id of the entity of `entity_set` whose properties contain `match` (oldest first), created with
-        `body` when there is none."""
+        """The id of the entity of `entity_set` whose properties contain `match`, created with `body` when there
+        is none. Two agents creating one at once: each waits SETTLE_S for the other's to show, then both keep
+        the lowest id and the other deletes its own."""
         where = " and ".join("properties/%s eq %s" % (k, literal(v)) for k, v in match.items())
         query = "%s?$filter=%s&$select=id&$orderby=id%%20asc" % (entity_set, quote(where))
         found = await self._get_all(session, query, timeout_s)
@@ -215,77 +229,85 @@ class SensorThings:
             return found[0]["@iot.id"]
         _, headers, _ = await self._call(session, "POST", entity_set, timeout_s, body)
         mine = entity_id(headers.get("Location"))
+        await asyncio.sleep(SETTLE_S)
         found = await self._get_all(session, query, timeout_s)
-        oldest = found[0]["@iot.id"] if found else mine
-        if oldest != mine:  # another agent created it first: keep theirs
+        lowest = found[0]["@iot.id"] if found else mine
+        if lowest != mine:
             await self._call(session, "DELETE", "%s(%s)" % (entity_set, literal(mine)), timeout_s)
-        return oldest
+        return lowest
 
     async def _shared(self, session: aiohttp.ClientSession, entity_set: str, key: str, body: dict,
                       timeout_s: float) -> str:
-        cached = self._ids.get((entity_set, key))
-        if cached is None:
-            field = "sensor" if entity_set == "Sensors" else "metric"
-            body = {**body, "properties": {"system": SYSTEM, field: key}}
-            cached = self._ids[(entity_set, key)] = await self._find_or_create(
-                session, entity_set, {"system": SYSTEM, field: key}, body, timeout_s)
-        return cached
+        field = "sensor" if entity_set == "Sensors" else "metric"
+        match = {"system": SYSTEM, field: key}
+        return await self._once((entity_set, key), lambda: self._find_or_create(
+            session, entity_set, match, {**body, "properties": match}, timeout_s))
+
+    async def _thing(self, session: aiohttp.ClientSession, row: Mapping, timeout_s: float) -> str:
+        device, site = row["device"], row.get("site")
+        body = {
+            "name": row.get("device_name") or device,
+            "description": "AirWatt board %s%s" % (device, " at %s" % site if site else ""),
+            "properties": {"system": SYSTEM, "device": device, "site": site},
+            "Locations": [{
+                "name": site or device, "description": "where board %s is installed" % device,
+                "encodingType": "application/geo+json",
+                "location": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+            }],
+        }
+        return await self._once(("Things", device), lambda: self._find_or_create(
+            session, "Things", {"system": SYSTEM, "device": device}, body, timeout_s))
+
+    async def _feature(self, session: aiohttp.ClientSession, row: Mapping, timeout_s: float) -> str:
+        # The agent names each board's FeatureOfInterest itself: left to the server, concurrent
+        # CreateObservations race in its get_or_create of one, and after two copies every later request for
+        # that location fails (django-ogc-sensorthings 1.2.0: MultipleObjectsReturned, "error" rows).
+        device = row["device"]
+        body = {"name": row.get("site") or device, "description": "where board %s measures" % device,
+                "encodingType": "application/geo+json",
+                "feature": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
+                "properties": {"system": SYSTEM, "device": device}}
+        return await self._once(("FeaturesOfInterest", device), lambda: self._find_or_create(
+            session, "FeaturesOfInterest", {"system": SYSTEM, "device": device}, body, timeout_s))
 
     async def _datastream(self, session: aiohttp.ClientSession, row: Mapping, metric: str, timeout_s: float) -> str:
+        """The board's Datastream of `metric` (provisioned with everything it needs), its maybe_sent set."""
+        return await self._once(("Datastreams", row["device"], metric),
+                                lambda: self._make_datastream(session, row, metric, timeout_s))
+
+    async def _make_datastream(self, session: aiohttp.ClientSession, row: Mapping, metric: str,
+                               timeout_s: float) -> str:
         device, sensor = row["device"], row["sensor"]
-        thing = self._ids.get(("Things", device))
-        if thing is None:
-            site = row.get("site")
-            body = {
-                "name": row.get("device_name") or device,
-                "description": "AirWatt board %s%s" % (device, " at %s" % site if site else ""),
-                "properties": {"system": SYSTEM, "device": device, "site": site},
-                "Locations": [{
-                    "name": site or device, "description": "where board %s is installed" % device,
-                    "encodingType": "application/geo+json",
-                    "location": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
-                }],
-            }
-            thing = self._ids[("Things", device)] = await self._find_or_create(
-                session, "Things", {"system": SYSTEM, "device": device}, body, timeout_s)
-        if ("FeaturesOfInterest", device) not in self._ids:
-            # The agent names each board's FeatureOfInterest itself: left to the server, concurrent
-            # CreateObservations race in its get_or_create of one, and after two copies every later request
-            # for that location fails (django-ogc-sensorthings 1.2.0: MultipleObjectsReturned, "error" rows).
-            body = {"name": row.get("site") or device, "description": "the air and the circuit board %s measures"
-                    % device, "encodingType": "application/geo+json",
-                    "feature": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
-                    "properties": {"system": SYSTEM, "device": device}}
-            self._ids[("FeaturesOfInterest", device)] = await self._find_or_create(
-                session, "FeaturesOfInterest", {"system": SYSTEM, "device": device}, body, timeout_s)
         name, description, metadata = SENSORS[sensor]
-        sensor_id = await self._shared(session, "Sensors", sensor, {
-            "name": name, "description": description, "encodingType": "text/html", "metadata": metadata}, timeout_s)
         op_name, definition, op_description = PROPERTIES[metric]
-        property_id = await self._shared(session, "ObservedProperties", metric, {
-            "name": op_name, "definition": definition, "description": op_description}, timeout_s)
-        table_row = fields.metric(sensor, metric)
-        body = {
-            "name": "%s %s" % (device, metric),
-            "description": "%s of board %s (%s)" % (op_description, device, name),
-            "observationType": OM_MEASUREMENT,
-            "unitOfMeasurement": unit(table_row),
-            "properties": {"system": SYSTEM, "device": device, "metric": metric},
-            "Thing": {"@iot.id": thing}, "Sensor": {"@iot.id": sensor_id},
-            "ObservedProperty": {"@iot.id": property_id},
-        }
-        existing = self._streams.get(device)
-        if existing is None:
-            existing = self._streams[device] = await self._device_streams(session, device, timeout_s)
+        thing, sensor_id, property_id, _, existing = await asyncio.gather(
+            self._thing(session, row, timeout_s),
+            self._shared(session, "Sensors", sensor, {
+                "name": name, "description": description, "encodingType": "text/html", "metadata": metadata},
+                timeout_s),
+            self._shared(session, "ObservedProperties", metric, {
+                "name": op_name, "definition": definition, "description": op_description}, timeout_s),
+            self._feature(session, row, timeout_s),
+            self._once(("streams", device), lambda: self._device_streams(session, device, timeout_s)),
+        )
         ds = existing.get(metric)
         if ds is None:  # looked up again by its properties first: another agent may have made it meanwhile
+            body = {
+                "name": "%s %s" % (device, metric),
+                "description": "%s of board %s (%s)" % (op_description, device, name),
+                "observationType": OM_MEASUREMENT,
+                "unitOfMeasurement": unit(fields.metric(sensor, metric)),
+                "properties": {"system": SYSTEM, "device": device, "metric": metric},
+                "Thing": {"@iot.id": thing}, "Sensor": {"@iot.id": sensor_id},
+                "ObservedProperty": {"@iot.id": property_id},
+            }
             ds = await self._find_or_create(
                 session, "Datastreams", {"system": SYSTEM, "device": device, "metric": metric}, body, timeout_s)
         self.maybe_sent[ds] = await self._max_seq(session, ds, timeout_s)
         return ds
 
     async def _device_streams(self, session: aiohttp.ClientSession, device: str, timeout_s: float) -> dict[str, str]:
-        """metric -> id of the Datastreams a board already has (the oldest per metric), one request per board."""
+        """metric -> id of the Datastreams a board already has (the lowest id per metric), one request per board."""
         where = "properties/system eq %s and properties/device eq %s" % (literal(SYSTEM), literal(device))
         found = await self._get_all(session, "Datastreams?$filter=%s&$select=id,properties&$orderby=id%%20asc"
                                     % quote(where), timeout_s)
@@ -331,27 +353,31 @@ class SensorThings:
         confirms a reading once every one of its Observations is at the server."""
         if self._lock is None:
             self._lock = asyncio.Lock()
-        per_reading: dict[int, list[tuple[str, list]]] = {}
-        async with self._lock:  # one provisioning at a time: parallel batches must not create twins
+        # Batches pass here in the order they were sent (the lock is FIFO): a later batch must not raise the
+        # marks above an earlier one's seqs before that one has decided what to look up.
+        async with self._lock:
+            needed = {}
             for row in prepared.rows:
-                obs = []
-                for metric, data in observations(row):
-                    ds = self.datastreams.get((row["device"], metric))
-                    if ds is None:
-                        ds = self.datastreams[(row["device"], metric)] = await self._datastream(
-                            session, row, metric, timeout_s)
-                    obs.append((ds, data + [self._ids[("FeaturesOfInterest", row["device"])]]))
-                per_reading[row["id"]] = obs
-            # Which Observations may already be at the server; then raise the marks before anything is sent
-            # (atomically with the check: a parallel batch sees this one's seqs as possibly sent).
+                for metric, _ in observations(row):
+                    if ("Datastreams", row["device"], metric) not in self._ids:
+                        needed.setdefault((row["device"], metric), row)
+            if needed:
+                await asyncio.gather(*(self._datastream(session, row, metric, timeout_s)
+                                       for (_, metric), row in needed.items()))
+            # Which Observations may already be at the server, then the marks raised before anything is sent (a
+            # parallel batch sees this one's seqs as maybe sent).
+            per_reading: dict[int, list[tuple[str, list]]] = {}
             doubtful: dict[str, list[int]] = {}
             groups: dict[str, list[list]] = {}
-            for obs in per_reading.values():
-                for ds, data in obs:
-                    seq = data[2]["seq"]
-                    if seq <= self.maybe_sent.get(ds, 0):
-                        doubtful.setdefault(ds, []).append(seq)
-                    groups.setdefault(ds, []).append(data)
+            for row in prepared.rows:
+                feature = self._ids[("FeaturesOfInterest", row["device"])]
+                obs = per_reading[row["id"]] = []
+                for metric, data in observations(row):
+                    ds = self._ids[("Datastreams", row["device"], metric)]
+                    obs.append((ds, data + [feature]))
+                    if data[2]["seq"] <= self.maybe_sent.get(ds, 0):
+                        doubtful.setdefault(ds, []).append(data[2]["seq"])
+                    groups.setdefault(ds, []).append(data + [feature])
             for ds, rows in groups.items():
                 self.maybe_sent[ds] = max(self.maybe_sent.get(ds, 0), max(d[2]["seq"] for d in rows))
         done: set[tuple[str, int]] = set()

@@ -20,7 +20,10 @@ DATABASES = {
         "NAME": os.environ["STA_DB"],
         # Requests run on several threads: wait for the write lock instead of failing with "database is locked".
         # WAL without an fsync per commit: still safe when the server process is killed (the tests do that).
-        "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"},
+        # IMMEDIATE: a transaction takes the write lock at BEGIN; a deferred one that reads, then writes, fails
+        # at once with "database is locked" when another thread writes meanwhile (an HTTP 500).
+        "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL"},
     }
 }
 USE_TZ = True
