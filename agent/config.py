@@ -24,7 +24,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "airwatt.toml"
 PLATFORM_KINDS = ("ngsi-ld", "http-json", "sensorthings", "mqtt")
@@ -42,6 +42,13 @@ class PlatformConfig(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, le=600)
     poll_s: float = Field(default=2.0, gt=0, le=3600, description="Idle wait between sync rounds")
     backoff_max_s: float = Field(default=300.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _url_fits_kind(self) -> PlatformConfig:
+        if self.url and (self.kind == "mqtt") != self.url.startswith("mqtt://"):
+            want = "mqtt://HOST:PORT/PREFIX" if self.kind == "mqtt" else "http:// or https://"
+            raise ValueError("kind %s needs a URL starting %s, not %r" % (self.kind, want, self.url))
+        return self
 
 
 class Config(BaseModel):

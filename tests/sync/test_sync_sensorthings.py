@@ -175,9 +175,9 @@ async def test_a_batch_at_the_server_but_never_marked_is_looked_up_not_sent_twic
         for metric in (m[1] for m in fields.metrics(sensor)):
             expected[(devices[0], metric)].append(seq)
     second = await drain(tmp_path / "b", sta.url)
-    assert second.lookups > 0
     assert synced_count(tmp_path / "b") == 270
     check_exactly_once(sta, expected)
+    assert second.lookups > 0
 
 
 async def test_an_error_row_in_the_201_refuses_that_reading_only(sta, tmp_path: Path):
@@ -245,3 +245,62 @@ def test_mapping_of_a_reading():
     assert sensorthings.unit(fields.metric("co2", "co2"))["symbol"] == "[ppm]"
     assert sensorthings.base_url("http://h/x/v1.1") == "http://h/x/v1.1/"
     assert sensorthings.entity_id("http://h/v1.1/Things('01a2-ff')") == "01a2-ff"
+
+
+class AnswerDropper:
+    """A TCP relay on loopback between the agent and the real server that lets the server do the first
+    `drops` CreateObservations but cuts the connection instead of passing their answers back: the server has
+    the Observations, the agent never hears so (a lost answer, as after a timeout or a proxy's 502)."""
+
+    def __init__(self, port: int, drops: int):
+        self.port, self.drops, self.dropped = port, drops, 0
+        self.server: asyncio.base_events.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.port)
+        doomed = asyncio.Event()
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if b"POST /sensorthings/v1.1/CreateObservations" in data and self.dropped < self.drops:
+                    self.dropped += 1
+                    doomed.set()  # this request's answer will not reach the agent
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if doomed.is_set():
+                    await asyncio.sleep(0.2)  # let the server finish its answer (and its commit)
+                    break
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for writer in (client_w, server_w):
+            writer.close()
+
+
+async def test_an_answer_lost_on_the_way_back_is_looked_up_not_sent_twice(sta, tmp_path: Path):
+    """The same process resends after a dropped connection (the server had written the batch): the look-up
+    finds the Observations, so the resend adds none."""
+    devices = boards(1)
+    data_dir = tmp_path / "agent"
+    expected = make_store(data_dir, devices, 90)
+    dropper = AnswerDropper(sta.port, drops=2)
+    async with dropper as relay:
+        client = await drain(data_dir, relay + "/sensorthings/v1.1", batch_size=30)
+    assert dropper.dropped == 2 and synced_count(data_dir) == 90
+    check_exactly_once(sta, expected)
+    assert client.lookups > 0
