@@ -26,10 +26,10 @@ from airwatt.protocol import fields
 DEVICES = 20
 
 
-def bench_rows(n: int, t0: float) -> list[dict]:
-    """n readings over DEVICES devices, as the store holds them."""
+def bench_rows(n: int, t0: float, devices: int = DEVICES) -> list[dict]:
+    """n readings over `devices` devices, as the store holds them."""
     rows = []
-    per_device = -(-n // DEVICES)
+    per_device = -(-n // devices)
     for i in range(n):
         device, seq = "bench-%02d" % (i // per_device), i % per_device + 1
         sensor = ("energy", "pm", "co2")[seq % 3]
@@ -99,13 +99,16 @@ async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
 
     db = store.open_db(data_dir)
     store.tune_gc()  # as `airwatt serve` and `airwatt sync run` do: each batch makes thousands of short-lived objects
+    adapter = make_adapter(kind, url)
     try:
         async with aiohttp.ClientSession() as session:
             start = time.perf_counter()
-            await sync.run_worker(db, make_adapter(kind, url), session, batch_size=batch, timeout_s=60,
+            await sync.run_worker(db, adapter, session, batch_size=batch, timeout_s=60,
                                   backoff_base_s=0.05, stop_when_drained=True)
             return time.perf_counter() - start
     finally:
+        if adapter.close is not None:
+            await adapter.close()
         db.conn.close()
 
 
@@ -167,14 +170,14 @@ def _subscriber(port: int, topic: str, n: int, out: Path) -> subprocess.Popen:
     return proc
 
 
-def run_real(n: int = 20000, kind: str = "sensorthings", batch: int = 1000) -> dict:
+def run_real(n: int = 20000, kind: str = "sensorthings", batch: int = 1000, devices: int = DEVICES) -> dict:
     """Like run_sync, to a real server started for the run on 127.0.0.1: django-ogc-sensorthings (a dev
     dependency) or Debian's mosquitto. SensorThings: the Things and Datastreams are provisioned first (one
     reading per board and sensor, timed apart), then the rest is drained; the server's count of Observations
     is checked. MQTT: a subscriber process checks it got every reading."""
     from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
 
-    rows = bench_rows(n, time.time() - n * 60)
+    rows = bench_rows(n, time.time() - n * 60, devices)
     first = {}
     for row in rows:
         first.setdefault((row["device"], row["sensor"]), row)
