@@ -9,13 +9,13 @@ Model (what a city's SensorThings server ends up holding; see agent/adapters/REA
 - Datastream per board and metric (properties {"system": "airwatt", "device", "metric"}), unitOfMeasurement in
   UCUM from the field table (protocol/fields.py).
 - FeatureOfInterest per board (its location, properties {"system", "device"}), named by the agent in every
-  Observation (see the note in _datastream).
+  Observation (see the note in _feature).
 - Observation per measured metric of a reading: phenomenonTime (the board's time, else the agent's receive
   time with flag `time_unknown`), result, parameters {"device", "seq"} (+ "flags" when any).
 
 Provisioning is idempotent: every entity is first looked up by the properties set on it; one is created only
-when none exists. Two agents racing to create the same one both keep the oldest (UUIDv7 ids sort by creation)
-and the loser deletes its own copy.
+when none exists, once per process however many batches are in flight. Two agents creating the same one at
+once both wait SETTLE_S, then keep the lowest id; the other deletes its own copy.
 
 Exactly-once effect. A server may ignore a client's @iot.id (django-ogc-sensorthings does: its ids are
 UUIDv7 made by the server), so a blind resend would add a second copy. The adapter keeps, per Datastream,
