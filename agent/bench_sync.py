@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sqlite3
 import subprocess
@@ -20,14 +21,15 @@ import time
 from pathlib import Path
 
 from airwatt.agent import store
+from airwatt.protocol import fields
 
 DEVICES = 20
 
 
-def bench_rows(n: int, t0: float) -> list[dict]:
-    """n readings over DEVICES devices, as the store holds them."""
+def bench_rows(n: int, t0: float, devices: int = DEVICES) -> list[dict]:
+    """n readings over `devices` devices, as the store holds them."""
     rows = []
-    per_device = -(-n // DEVICES)
+    per_device = -(-n // devices)
     for i in range(n):
         device, seq = "bench-%02d" % (i // per_device), i % per_device + 1
         sensor = ("energy", "pm", "co2")[seq % 3]
@@ -45,10 +47,11 @@ def bench_rows(n: int, t0: float) -> list[dict]:
     return rows
 
 
-def insert_rows(db_dir: Path, rows: list[dict]) -> float:
-    """Raw executemany of the rows into a fresh store in ONE transaction; returns seconds."""
+def insert_rows(db_dir: Path, rows: list[dict], new: bool = True) -> float:
+    """Raw executemany of the rows into a fresh store (or, new=False, an existing one) in ONE transaction;
+    returns seconds."""
     db = store.open_db(db_dir)
-    for d in sorted({r["device"] for r in rows}):
+    for d in sorted({r["device"] for r in rows}) if new else ():
         store.add_device(db, d, site="Bench", lat=16.44, lon=102.83)
     cols = list(rows[0])
     values = [tuple(r[c] for c in cols) for r in rows]
@@ -64,8 +67,6 @@ def insert_rows(db_dir: Path, rows: list[dict]) -> float:
 
 def start_platform_process(data_dir: Path, faults: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`python -m airwatt.emulator.platform` on 127.0.0.1, any free port; returns the process and its URL."""
-    import json
-
     port_file = data_dir / "url"
     proc = subprocess.Popen(
         [sys.executable, "-m", "airwatt.emulator.platform", "--port", "0", "--data-dir", str(data_dir),
@@ -98,13 +99,16 @@ async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
 
     db = store.open_db(data_dir)
     store.tune_gc()  # as `airwatt serve` and `airwatt sync run` do: each batch makes thousands of short-lived objects
+    adapter = make_adapter(kind, url)
     try:
         async with aiohttp.ClientSession() as session:
             start = time.perf_counter()
-            await sync.run_worker(db, make_adapter(kind, url), session, batch_size=batch, timeout_s=60,
+            await sync.run_worker(db, adapter, session, batch_size=batch, timeout_s=60,
                                   backoff_base_s=0.05, stop_when_drained=True)
             return time.perf_counter() - start
     finally:
+        if adapter.close is not None:
+            await adapter.close()
         db.conn.close()
 
 
@@ -140,7 +144,105 @@ def run_sync(n: int = 20000, kind: str = "ngsi-ld", batch: int = 1000, sink: boo
             "load": os.getloadavg()[0]}
 
 
+def _subscriber(port: int, topic: str, n: int, out: Path) -> subprocess.Popen:
+    """A subscriber in its own process (not on the agent's core): counts distinct readings until it has n."""
+    code = (
+        "import asyncio, json, sys, aiomqtt\n"
+        "async def main():\n"
+        "    seen, copies = set(), 0\n"
+        "    async with aiomqtt.Client('127.0.0.1', %d, identifier='bench-checker', clean_session=False) as c:\n"
+        "        await c.subscribe(%r, qos=1)\n"
+        "        open(%r + '.ready', 'w').close()\n"
+        "        async for m in c.messages:\n"
+        "            if m.topic.value.endswith('/status'): continue\n"
+        "            b = json.loads(m.payload); seen.add((b['device'], b['seq'])); copies += 1\n"
+        "            if len(seen) >= %d: break\n"
+        "    open(%r, 'w').write(json.dumps([len(seen), copies]))\n"
+        "asyncio.run(main())\n" % (port, topic, str(out), n, str(out))
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 20
+    while not Path(str(out) + ".ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("the bench's MQTT subscriber did not start")
+        time.sleep(0.02)
+    return proc
+
+
+def run_real(n: int = 20000, kind: str = "sensorthings", batch: int = 1000, devices: int = DEVICES) -> dict:
+    """Like run_sync, to a real server started for the run on 127.0.0.1: django-ogc-sensorthings (a dev
+    dependency) or Debian's mosquitto. SensorThings: the Things and Datastreams are provisioned first (one
+    reading per board and sensor, timed apart), then the rest is drained; the server's count of Observations
+    is checked. MQTT: a subscriber process checks it got every reading."""
+    from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
+
+    rows = bench_rows(n, time.time() - n * 60, devices)
+    first = {}
+    for row in rows:
+        first.setdefault((row["device"], row["sensor"]), row)
+    warmup = list(first.values()) if kind == "sensorthings" else []
+    timed = [r for r in rows if r not in warmup] if warmup else rows
+    with tempfile.TemporaryDirectory(prefix="airwatt-bench-sync-") as tmp:
+        tmp_path = Path(tmp)
+        raw_s = min(insert_rows(tmp_path / ("raw%d" % i), timed) for i in range(3))
+        server = SensorThingsServer(tmp_path / "server") if kind == "sensorthings" else Mosquitto(tmp_path / "server")
+        server.start()
+        subscriber = None
+        try:
+            url = server.url if kind == "sensorthings" else server.url + "/bench?client_id=bench-agent"
+            provision_s = 0.0
+            if warmup:
+                insert_rows(tmp_path / "agent", warmup)
+                provision_s = asyncio.run(_drain(tmp_path / "agent", kind, url, batch))
+                insert_rows(tmp_path / "agent", timed, new=False)
+            else:
+                insert_rows(tmp_path / "agent", timed)
+                subscriber = _subscriber(server.port, "bench/+/+", n, tmp_path / "subscriber.json")
+            cpu0, server_cpu0 = time.process_time(), _cpu_seconds(server.proc.pid)
+            drain_s = asyncio.run(_drain(tmp_path / "agent", kind, url, batch))
+            agent_cpu, server_cpu = time.process_time() - cpu0, _cpu_seconds(server.proc.pid) - server_cpu0
+            if kind == "sensorthings":
+                per_sensor = {s: len(fields.metrics(s)) for s in fields.SENSORS}
+                want = sum(per_sensor[r["sensor"]] for r in rows)
+                got = server.count("Observations", "parameters/seq ge 1")
+                check = "server holds %d Observations of %d readings (%d expected)" % (got, n, want)
+            else:
+                subscriber.wait(60)
+                got_readings, copies = json.loads((tmp_path / "subscriber.json").read_text())
+                want, got = n, got_readings
+                check = "subscriber got %d of %d readings (%d messages)" % (got_readings, n, copies)
+        finally:
+            if subscriber is not None and subscriber.poll() is None:
+                subscriber.kill()
+            server.stop()
+        conn = sqlite3.connect(store.db_path(tmp_path / "agent"))
+        left = conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NULL").fetchone()[0]
+        conn.close()
+        if got != want or left:
+            raise RuntimeError("%s; %d left unsynced" % (check, left))
+    m = len(timed)
+    return {"kind": kind, "sink": False, "real": True, "readings": m, "batch": batch, "drain_seconds": drain_s,
+            "drain_per_s": m / drain_s, "raw_one_tx_per_s": m / raw_s, "ratio": raw_s / drain_s,
+            "platform_writes": want, "agent_cpu_us": agent_cpu / m * 1e6, "platform_cpu_us": server_cpu / m * 1e6,
+            "load": os.getloadavg()[0], "check": check, "provision_seconds": provision_s, "warmup": len(warmup)}
+
+
 def format_sync(r: dict) -> str:
+    if r.get("real"):
+        server = "django-ogc-sensorthings (runserver)" if r["kind"] == "sensorthings" else "mosquitto"
+        return "\n".join([
+            "sync bench (%s): %d readings in batches of %d to a real %s over loopback (cpu count %s)"
+            % (r["kind"], r["readings"], r["batch"], server, os.cpu_count()),
+            *(["  provisioning first (%d readings: every Thing and Datastream): %.2f s"
+               % (r["warmup"], r["provision_seconds"])] if r["warmup"] else []),
+            "  sync drain (confirmed + marked synced):   %10.0f readings/s  (%.2f s; %s)"
+            % (r["drain_per_s"], r["drain_seconds"], r["check"]),
+            "  raw executemany, ONE transaction (best of 3): %7.0f readings/s" % r["raw_one_tx_per_s"],
+            "  ratio drain / raw one transaction:        %10.2f" % r["ratio"],
+            "  CPU per reading: agent %.1f us (all threads), %s %.1f us; load average %.1f"
+            % (r["agent_cpu_us"], server, r["platform_cpu_us"], r["load"]),
+        ])
     return "\n".join([
         "sync bench (%s%s): %d readings in batches of %d to the emulated platform over loopback (cpu count %s)"
         % (r["kind"], ", platform confirms without parsing: the agent alone" if r["sink"] else "", r["readings"],
@@ -157,6 +259,9 @@ def format_sync(r: dict) -> str:
 def _bench_sync(args: argparse.Namespace) -> int:
     kinds = ["ngsi-ld", "http-json"] if args.kind == "both" else [args.kind]
     for kind in kinds:
+        if kind in ("sensorthings", "mqtt"):
+            print(format_sync(run_real(args.readings, kind, args.batch)), flush=True)
+            continue
         print(format_sync(run_sync(args.readings, kind, args.batch)), flush=True)
         if args.agent_alone:
             print(format_sync(run_sync(args.readings, kind, args.batch, sink=True)), flush=True)
@@ -198,7 +303,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     bs = verbs_of(commands, "bench").add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
-    bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both"), default="both")
+    bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both", "sensorthings", "mqtt"), default="both",
+                    help="both: ngsi-ld and http-json to the emulated platform; sensorthings, mqtt: to a real"
+                         " django-ogc-sensorthings server (dev dependency) or mosquitto started for the run")
     bs.add_argument("--batch", type=int, default=1000, help="readings per request (default 1000)")
     bs.add_argument("--agent-alone", action="store_true",
                     help="also drain to a platform that confirms without parsing (the agent's own ceiling)")
@@ -213,7 +320,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=store.data_dir_default(),
                         help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)")
     parser.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
-    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"), help="city platform API")
+    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
     parser.add_argument("--batch-size", type=int, help="readings per request (overrides airwatt.toml)")
     parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds (default 1)")
     parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")

@@ -371,7 +371,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve_p.add_argument("--host", help="listen address (default from airwatt.toml, else 127.0.0.1)")
     serve_p.add_argument("--port", type=int, help="listen port (default from airwatt.toml, else 8080; 0: any)")
     serve_p.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
-    serve_p.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"), help="city platform API")
+    serve_p.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
     serve_p.set_defaults(func=_serve)
 
     device = _group(commands, "device", "register and list boards")

@@ -11,7 +11,7 @@ Example (every key optional; a missing file means all defaults):
 
     [platform]
     url = "https://city.example/ngsi-ld/v1"
-    kind = "ngsi-ld"          # or "http-json"
+    kind = "ngsi-ld"          # or "http-json", "sensorthings", "mqtt" (url mqtt://HOST:PORT/PREFIX)
     token = "..."             # sent as "Authorization: Bearer ..." when set
     tenant = "khonkaen"       # NGSILD-Tenant header when set
     batch_size = 100
@@ -24,24 +24,31 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_NAME = "airwatt.toml"
-PLATFORM_KINDS = ("ngsi-ld", "http-json")
+PLATFORM_KINDS = ("ngsi-ld", "http-json", "sensorthings", "mqtt")
 
 
 class PlatformConfig(BaseModel):
     """Where and how the sync worker sends readings."""
 
     model_config = ConfigDict(extra="forbid")
-    url: str | None = Field(default=None, pattern=r"^https?://", description="Platform base URL; unset: no sync")
-    kind: Literal["ngsi-ld", "http-json"] = "ngsi-ld"
+    url: str | None = Field(default=None, pattern=r"^(https?|mqtt)://", description="Platform base URL; unset: no sync")
+    kind: Literal["ngsi-ld", "http-json", "sensorthings", "mqtt"] = "ngsi-ld"
     token: str | None = None
     tenant: str | None = None
     batch_size: int = Field(default=100, ge=1, le=1000)
     timeout_s: float = Field(default=10.0, gt=0, le=600)
     poll_s: float = Field(default=2.0, gt=0, le=3600, description="Idle wait between sync rounds")
     backoff_max_s: float = Field(default=300.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _url_fits_kind(self) -> PlatformConfig:
+        if self.url and (self.kind == "mqtt") != self.url.startswith("mqtt://"):
+            want = "mqtt://HOST:PORT/PREFIX" if self.kind == "mqtt" else "http:// or https://"
+            raise ValueError("kind %s needs a URL starting %s, not %r" % (self.kind, want, self.url))
+        return self
 
 
 class Config(BaseModel):

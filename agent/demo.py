@@ -263,6 +263,9 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
     overrides = {"host": "127.0.0.1", "port": args.port, "platform.url": args.platform_url,
                  "platform.kind": args.platform_kind}
     platform_runner = None
+    if not args.platform_url and args.platform_kind in ("sensorthings", "mqtt"):
+        raise SystemExit("airwatt demo: --platform-kind %s needs --platform-url (the emulated platform speaks"
+                         " ngsi-ld and http-json only)" % args.platform_kind)
     if not args.platform_url:
         platform_runner, url = await start_platform("127.0.0.1", 0, data_dir / "platform.db")
         overrides["platform.url"] = url
@@ -358,7 +361,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--boards", type=int, default=3, help="emulated boards, one per building (default 3)")
     demo.add_argument("--duration", type=float, default=0, help="stop after S seconds (default: until Ctrl-C)")
     demo.add_argument("--platform-url", help="sync to this external platform instead of the emulated one")
-    demo.add_argument("--platform-kind", choices=("ngsi-ld", "http-json"), default="ngsi-ld")
+    demo.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), default="ngsi-ld")
     demo.add_argument("--day-scale", type=float, default=10,
                       help="the buildings' days run this much faster than real time (default 10: a minute on "
                            "screen is ten minutes of the day)")

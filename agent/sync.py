@@ -49,7 +49,7 @@ import sqlite_utils
 from aiohttp import web
 
 from airwatt.agent import store
-from airwatt.agent.adapters import Adapter, make_adapter
+from airwatt.agent.adapters import Adapter, Prepared, SendError, make_adapter
 
 log = logging.getLogger("airwatt.sync")
 
@@ -270,6 +270,8 @@ async def _attempt(adapter: Adapter, session: aiohttp.ClientSession, rows: list[
             len(prepared.unencodable), next(iter(prepared.unencodable.values())))
     if not prepared.row_ids:
         return attempt
+    if adapter.send is not None:
+        return await _attempt_own(adapter, session, prepared, timeout_s, attempt)
     try:
         async with session.request(
             prepared.method, prepared.url, data=prepared.body, headers=prepared.headers,
@@ -291,22 +293,60 @@ async def _attempt(adapter: Adapter, session: aiohttp.ClientSession, rows: list[
             except Exception as err:  # a broken answer confirms nothing
                 result.error = "HTTP %d with an unreadable answer: %s" % (status, err)
             else:
-                attempt.confirmed = outcome.confirmed
-                attempt.refusals = {rid: f for rid, f in outcome.failed.items() if _refusal(f[0])}
-                if outcome.failed:
-                    keys = dict(zip(prepared.row_ids, prepared.keys))
-                    sample = "; ".join(
-                        "%s: %s%s" % (keys[rid], "%s " % st if st else "", why)
-                        for rid, (st, why) in list(outcome.failed.items())[:3]
-                    )
-                    result.error = "HTTP %d: %d of %d failed: %s" % (status, len(outcome.failed), result.sent, sample)
+                _apply_outcome(attempt, prepared, outcome, "HTTP %d" % status)
         else:
-            result.retry_after = parse_retry_after(retry_after)
-            result.error = "HTTP %d: %s" % (status, _short(body))
-            if (status == 413 or _refusal(status)) and result.sent > 1:
-                result.bisect = True
-            elif status == 413 or _refusal(status):  # even alone it is refused (or too large): a strike
-                attempt.refusals = {prepared.row_ids[0]: (status, _short(body))}
+            _apply_failure(attempt, prepared, status, body, retry_after)
+    return _counted(attempt)
+
+
+async def _attempt_own(
+    adapter: Adapter, session: aiohttp.ClientSession, prepared: Prepared, timeout_s: float, attempt: _Attempt
+) -> _Attempt:
+    """One batch through an adapter's own `send` (SensorThings, MQTT): the same outcomes as an HTTP answer."""
+    result = attempt.result
+    try:
+        outcome = await adapter.send(session, prepared, timeout_s)
+    except asyncio.TimeoutError:
+        result.error = "timeout: no answer within %g s" % timeout_s
+    except aiohttp.ClientError as err:
+        result.error = "connection: %s" % (str(err) or type(err).__name__)
+    except SendError as err:
+        result.status = err.status
+        if err.status is None:
+            result.error = str(err)
+        else:
+            _apply_failure(attempt, prepared, err.status, err.body or str(err).encode(), err.retry_after)
+    else:
+        _apply_outcome(attempt, prepared, outcome, adapter.kind)
+    return _counted(attempt)
+
+
+def _apply_outcome(attempt: _Attempt, prepared: Prepared, outcome: Outcome, what: str) -> None:
+    result = attempt.result
+    attempt.confirmed = outcome.confirmed
+    attempt.refusals = {rid: f for rid, f in outcome.failed.items() if _refusal(f[0])}
+    if outcome.failed:
+        keys = dict(zip(prepared.row_ids, prepared.keys))
+        sample = "; ".join(
+            "%s: %s%s" % (keys[rid], "%s " % st if st else "", why)
+            for rid, (st, why) in list(outcome.failed.items())[:3]
+        )
+        result.error = "%s: %d of %d failed: %s" % (what, len(outcome.failed), result.sent, sample)
+
+
+def _apply_failure(attempt: _Attempt, prepared: Prepared, status: int, body: bytes, retry_after: str | None) -> None:
+    """A whole request answered with a non-2xx status."""
+    result = attempt.result
+    result.retry_after = parse_retry_after(retry_after)
+    result.error = "HTTP %d: %s" % (status, _short(body))
+    if (status == 413 or _refusal(status)) and result.sent > 1:
+        result.bisect = True
+    elif status == 413 or _refusal(status):  # even alone it is refused (or too large): a strike
+        attempt.refusals = {prepared.row_ids[0]: (status, _short(body))}
+
+
+def _counted(attempt: _Attempt) -> _Attempt:
+    result = attempt.result
     result.synced = len(attempt.confirmed)
     result.failed = result.sent - result.synced
     result.refused = len(attempt.refusals)
@@ -587,6 +627,8 @@ def setup_sync(app: web.Application, data_dir: str | Path | None = None, platfor
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if adapter.close is not None:
+            await adapter.close()
         await session.close()
         await _db_call(db.conn.close)
 
@@ -633,6 +675,8 @@ async def _main(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, task.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if adapter.close is not None:
+            await adapter.close()
     await _db_call(db.conn.close)
     return 0
 

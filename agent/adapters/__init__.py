@@ -10,10 +10,11 @@ does the HTTP, the timing and the database writes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-KINDS = ("ngsi-ld", "http-json")
+KINDS = ("ngsi-ld", "http-json", "sensorthings", "mqtt")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Prepared:
     keys: list[str]
     # Readings the adapter cannot express for this platform (e.g. no location for NGSI-LD): id -> reason.
     unencodable: dict[int, str] = field(default_factory=dict)
+    # The rows themselves, for adapters whose `send` builds the requests (SensorThings, MQTT).
+    rows: Sequence[Mapping] = ()
 
     def key_to_row(self) -> dict[str, int]:
         return dict(zip(self.keys, self.row_ids))
@@ -43,20 +46,38 @@ class Outcome:
     failed: dict[int, tuple[int | None, str]] = field(default_factory=dict)
 
 
+class SendError(Exception):
+    """A whole request failed in an adapter's own `send`: `status` is the platform's HTTP status (None: no
+    answer at all, e.g. the broker is unreachable), `body` its answer, `retry_after` its Retry-After header.
+    The sync worker treats it as it treats the same answer to a request it made itself."""
+
+    def __init__(self, message: str, status: int | None = None, body: bytes = b"", retry_after: str | None = None):
+        super().__init__(message)
+        self.status, self.body, self.retry_after = status, body, retry_after
+
+
 @dataclass(frozen=True)
 class Adapter:
-    """A platform kind bound to its base URL and credentials."""
+    """A platform kind bound to its base URL and credentials.
+
+    Plain HTTP kinds (NGSI-LD, HTTP JSON) are two pure functions: the worker sends `prepare`'s request and
+    hands the answer to `interpret`. Kinds that need more than one request per batch, state, or another
+    protocol (SensorThings: provisioning and look-ups; MQTT) also give `send`, which does the whole exchange
+    for one prepared batch and returns its Outcome (or raises SendError, asyncio.TimeoutError or
+    aiohttp.ClientError); `close` then releases what it holds (a broker connection)."""
 
     kind: str
     url: str
     prepare: Callable[[Sequence[dict]], Prepared]
     interpret: Callable[[Prepared, int, bytes], Outcome]
-    # The platform needs the device's location (NGSI-LD): readings of a device without one wait in the store.
+    # The platform needs the device's location (NGSI-LD, SensorThings): readings of a device without one wait in the store.
     needs_location: bool = False
+    send: Callable[[Any, Prepared, float], Awaitable[Outcome]] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
 
 
 def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | None = None) -> Adapter:
-    """The adapter for `kind` ("ngsi-ld" or "http-json") sending to base `url`."""
+    """The adapter for `kind` (one of KINDS) sending to base `url`."""
     headers: dict[str, str] = {}
     if token:
         headers["Authorization"] = "Bearer " + token
@@ -76,6 +97,14 @@ def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | No
         return Adapter(
             kind, url, lambda rows: http_json.prepare(endpoint, rows, headers), http_json.interpret
         )
+    if kind == "sensorthings":
+        from airwatt.agent.adapters import sensorthings
+
+        return sensorthings.make(url, headers)
+    if kind == "mqtt":
+        from airwatt.agent.adapters import mqtt
+
+        return mqtt.make(url, token)
     raise ValueError("platform kind must be one of %s, not %r" % (", ".join(KINDS), kind))
 
 

@@ -230,8 +230,10 @@ def test_config_defaults_file_and_overrides(tmp_path):
     [
         ("prot = 80\n", "prot: unknown key"),
         ("port = 70000\n", "port: Input should be less than or equal to 65535"),
-        ('[platform]\nkind = "mqtt"\n', "platform.kind: Input should be 'ngsi-ld' or 'http-json'"),
+        ('[platform]\nkind = "amqp"\n', "platform.kind: Input should be 'ngsi-ld', 'http-json', 'sensorthings' or 'mqtt'"),
         ('[platform]\nurl = "ftp://x"\n', "platform.url: String should match pattern"),
+        ('[platform]\nurl = "mqtt://h/city"\n', "platform: Value error, kind ngsi-ld needs a URL starting http"),
+        ('[platform]\nurl = "http://h"\nkind = "mqtt"\n', "kind mqtt needs a URL starting mqtt://HOST:PORT/PREFIX"),
         ('[platform]\nbatchsize = 5\n', "platform.batchsize: unknown key"),
         ("port = \n", "not valid TOML"),
     ],

@@ -181,8 +181,12 @@ def test_http_json_answers_map_to_readings():
 
 
 def test_unknown_kind_is_a_clear_error():
-    with pytest.raises(ValueError, match="ngsi-ld, http-json"):
+    with pytest.raises(ValueError, match="ngsi-ld, http-json, sensorthings, mqtt"):
+        make_adapter("amqp", "http://x")
+    with pytest.raises(ValueError, match="mqtt://HOST:PORT/PREFIX"):
         make_adapter("mqtt", "http://x")
+    with pytest.raises(ValueError, match="starts with http"):
+        make_adapter("sensorthings", "mqtt://x/y")
 
 
 def test_readme_documents_every_metric_with_its_unit():
