@@ -70,7 +70,8 @@ class Adapter:
     url: str
     prepare: Callable[[Sequence[dict]], Prepared]
     interpret: Callable[[Prepared, int, bytes], Outcome]
-    # The platform needs the device's location (NGSI-LD, SensorThings): readings of a device without one wait in the store.
+    # The platform needs the device's location (NGSI-LD, SensorThings): readings of a device without one wait
+    # in the store.
     needs_location: bool = False
     send: Callable[[Any, Prepared, float], Awaitable[Outcome]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
