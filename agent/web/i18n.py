@@ -88,6 +88,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "guide_1000": ("1000 ppm ควรระบายอากาศ", "1000 ppm: ventilate"),
     "guide_1500": ("1500 ppm อากาศไม่ถ่ายเท", "1500 ppm: poor ventilation"),
     "above_scale": ("เกินสเกล", "above scale"),
+    "hourly_note": ("ช่วงเวลาที่ยาวกว่า 1 วันแสดงค่าเฉลี่ยรายชั่วโมง (ไม่รวมข้อมูลที่ค้างหรือเกินช่วงวัด)",
+                    "Ranges over a day show hourly means (stuck and out-of-range readings left out)"),
     "energy_note": ("คำนวณจากมิเตอร์สะสม: ตัวนับรีเซ็ตหรือวนรอบไม่ทำให้ค่าติดลบหรือนับซ้ำ",
                     "From cumulative meter counters: resets and rollovers never give negative or doubled kWh"),
 }

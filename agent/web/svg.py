@@ -22,6 +22,7 @@ class Series:
     label: str
     colour: str
     points: list[tuple[float, float, bool]] = field(default_factory=list)  # (t, value, flagged)
+    means: list[dict] | None = None  # already bucket means (t, v, n, b0, b1; from the rollups): drawn as they are
 
 
 def _num(v: float) -> str:
@@ -94,7 +95,8 @@ def time_plot(series: list[Series], t0: float, t1: float, *, plot_id: str, unit:
               no_data: str = "no data", width: int = 880, height: int = 230, max_points: int = 720,
               tz: timezone = THAILAND) -> str:
     """An SVG time plot. bands: (low, high, colour) drawn behind; guides: (value, colour, label) lines."""
-    markers = {s.key: downsample(s.points, t0, t1, max_points) for s in series}
+    markers = {s.key: ([dict(m, flagged=False) for m in s.means] if s.means is not None
+                       else downsample(s.points, t0, t1, max_points)) for s in series}
     values = [m["v"] for ms in markers.values() for m in ms]
     lo = min(values + [g[0] for g in guides]) if values or guides else 0.0
     hi = max(values + [g[0] for g in guides]) if values or guides else 1.0
