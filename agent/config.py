@@ -16,6 +16,10 @@ Example (every key optional; a missing file means all defaults):
     tenant = "khonkaen"       # NGSILD-Tenant header when set
     batch_size = 100
     timeout_s = 10.0
+
+    [store]
+    keep_synced_days = 90     # raw readings are deleted this long after the platform confirmed them (never
+                              # before); hourly and daily rollups are kept for good
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ class PlatformConfig(BaseModel):
     backoff_max_s: float = Field(default=300.0, gt=0, le=86400)
 
 
+class StoreConfig(BaseModel):
+    """How long raw readings stay (agent/retention.py); rollups are kept for good."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep_synced_days: float = Field(default=90.0, gt=0, le=36500,
+                                    description="Days a raw reading stays after the platform confirmed it")
+    prune_every_s: float = Field(default=600.0, gt=0, le=86400, description="Seconds between retention passes")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
@@ -53,6 +66,7 @@ class Config(BaseModel):
     emission_factor: float | None = Field(default=None, ge=0, le=5)
     emission_factor_year: int = Field(default=2026, ge=2000, le=2100)
     platform: PlatformConfig = PlatformConfig()
+    store: StoreConfig = StoreConfig()
 
 
 class ConfigError(ValueError):

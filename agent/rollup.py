@@ -202,11 +202,15 @@ START_BUDGET_S = 10.0  # at start-up, before serving: a store migrated with year
 
 class Roller:
     """The agent's background roller: catches up at start-up (for up to START_BUDGET_S), then every EVERY_S
-    seconds, on its own connection in its own thread."""
+    seconds, on its own connection in its own thread; also runs the retention passes (agent/retention.py)."""
 
-    def __init__(self, db_file: str, every: float = EVERY_S) -> None:
+    def __init__(self, db_file: str, every: float = EVERY_S, keep_synced_s: float | None = None,
+                 prune_every_s: float = 600.0) -> None:
         self.db_file = db_file
         self.every = every
+        self.keep_synced_s = keep_synced_s  # None: no retention
+        self.prune_every_s = prune_every_s
+        self.pruned_at = 0.0
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-rollup")
         self.conn: sqlite3.Connection | None = None
         self.task: asyncio.Task | None = None
@@ -217,7 +221,16 @@ class Roller:
     def _catch_up(self, budget_s: float) -> int:
         if self.conn is None:
             self.conn = store.connect(self.db_file)
-        return catch_up(self.conn, CHUNK, budget_s)
+        done = catch_up(self.conn, CHUNK, budget_s)
+        if self.keep_synced_s is not None and time.monotonic() - self.pruned_at >= self.prune_every_s:
+            from .retention import prune
+
+            self.pruned_at = time.monotonic()
+            deleted = prune(self.conn, self.keep_synced_s)
+            if deleted:
+                log.info("retention: %d raw readings synced over %.1f days ago deleted", deleted,
+                         self.keep_synced_s / 86400)
+        return done
 
     async def start(self, _app: Any = None) -> None:
         await self._call(self._catch_up, START_BUDGET_S)
