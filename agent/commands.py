@@ -332,6 +332,37 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- backup / restore -----------------------------------------------------------------------------------
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from .backup import BackupError, backup
+
+    try:
+        info = backup(args.data_dir, args.to)
+    except BackupError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    print("backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s"
+          % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
+             info["bytes"], args.to))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from .backup import BackupError, restore
+
+    try:
+        info = restore(args.data_dir, args.from_)
+    except BackupError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    print("restored %s into %s: %d devices, readings up to id %d, schema %d -> %d"
+          % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
+             info["schema_version"], info["schema_version_now"]))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     serve_p = commands.add_parser("serve", help="run the site agent (ingest, sync, pages)")
     _data_dir(serve_p)
@@ -377,6 +408,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("--since", type=parse_time)
     ex.add_argument("--until", type=parse_time)
     ex.set_defaults(func=_export)
+
+    bk = commands.add_parser("backup", help="consistent copy of the store, also while the agent runs")
+    _data_dir(bk)
+    bk.add_argument("--to", required=True, help="the backup file to write (must not exist)")
+    bk.set_defaults(func=_backup)
+    rs = commands.add_parser("restore", help="replace the store with a backup, also while the agent runs")
+    _data_dir(rs)
+    rs.add_argument("--from", dest="from_", required=True, help="a file written by `airwatt backup`")
+    rs.set_defaults(func=_restore)
 
     sync = _group(commands, "sync", "sync to the city platform")
     status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
