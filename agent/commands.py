@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import json
 import signal
 import sys
@@ -248,6 +249,49 @@ def export_rows(db: Any, since: float | None = None, until: float | None = None)
         yield row
 
 
+# The time as iso() writes it: UTC, milliseconds (of the time rounded to microseconds, then cut, as Python does).
+_CSV_TIME = ("coalesce(strftime('%Y-%m-%dT%H:%M:%S', t, 'unixepoch') || '.' || printf('%03d', min(999, "
+             "CAST(round((t - CAST(t AS INTEGER)) * 1000000) / 1000 AS INTEGER))) || 'Z', '')")
+# Flags hold commas ("stuck,retried"): quoted then, as the csv module does.
+_CSV_FLAGS = "CASE WHEN instr(flags, ',') THEN '\"' || flags || '\"' ELSE flags END"
+# One printf per line (one string built, not twenty joined): %s writes NULL as '' and a number as SQLite does.
+_CSV_VALUES = ["seq", "sensor", _CSV_TIME, "t", "t_source", _CSV_FLAGS, *store.METRIC_COLUMNS]
+_CSV_LINE = "printf('%s', %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
+
+
+def export_csv(db: Any, out: IO[str], since: float | None = None, until: float | None = None) -> int:
+    """The open-data export as CSV (EXPORT_COLUMNS), device by device in sequence order; returns rows written.
+    SQLite formats each line: a month of a city's readings (millions) streams in seconds, in constant memory."""
+    names = [c[0] for c in EXPORT_COLUMNS]
+    if names[4:] != ["seq", "sensor", "time", "t", "t_source", "flags", *store.METRIC_COLUMNS]:
+        raise RuntimeError("EXPORT_COLUMNS and the CSV line disagree")  # a column added to one but not the other
+    header = io.StringIO()
+    writer = csv.writer(header, lineterminator="\n")
+    writer.writerow(names)
+    out.write(header.getvalue())
+    where, params = [], []
+    if since is not None:
+        where.append("t >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("t < ?")
+        params.append(until)
+    written = 0
+    for d in store.list_devices(db):
+        prefix = io.StringIO()
+        csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
+        head = prefix.getvalue() + ","
+        cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq"
+                         % (_CSV_LINE, " AND ".join(["device = ?"] + where)), [d["id"], *params])
+        while True:
+            chunk = cur.fetchmany(10_000)
+            if not chunk:
+                break
+            out.write("".join([head + line + "\n" for (line,) in chunk]))
+            written += len(chunk)
+    return written
+
+
 def _export(args: argparse.Namespace) -> int:
     db = _open_existing(args.data_dir)
     out: IO[str] = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
@@ -255,10 +299,7 @@ def _export(args: argparse.Namespace) -> int:
         rows = export_rows(db, args.since, args.until)
         names = [c[0] for c in EXPORT_COLUMNS]
         if args.format == "csv":
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(names)
-            for row in rows:
-                writer.writerow(_csv(row[n]) for n in names)
+            export_csv(db, out, args.since, args.until)
         else:
             out.write('{"columns":')
             out.write(json.dumps([{"name": n, "unit": u, "description": d} for n, u, d in EXPORT_COLUMNS]))

@@ -294,7 +294,9 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
         return None
     out: dict[str, Any] = {"device": row, "rows": [], "hours": None}
     if until - since <= RAW_MAX_S:
-        out["rows"] = store.readings(db, device, since, until + 1e-6)
+        # only what the plots draw, as tuples: (t, sensor, flags, *PLOTTED)
+        out["rows"] = db.execute("SELECT t, sensor, flags, %s FROM readings WHERE device = ? AND t >= ? AND t < ?"
+                                 % ", ".join(PLOTTED), (device, since, until + 1e-6)).fetchall()
     else:
         # hours that start in the range; the last one may reach past `until` (a partial hour at the end)
         out["hours"] = rollup.hours(db, device, PLOTTED, since - since % 3600, until)
@@ -305,8 +307,9 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
 def _series(data: dict, metric: str, label_: str, colour: str) -> svg.Series:
     """A plot's series: the readings themselves, or hourly means (data-n, data-b0, data-b1) for long ranges."""
     if data["hours"] is None:
-        return svg.Series(metric, label_, colour, [(r["t"], float(r[metric]), bool(r["flags"])) for r in data["rows"]
-                                                   if r.get(metric) is not None and r["t"] is not None])
+        k = 3 + PLOTTED.index(metric)
+        return svg.Series(metric, label_, colour, [(r[0], float(r[k]), bool(r[2])) for r in data["rows"]
+                                                   if r[k] is not None])
     return svg.Series(metric, label_, colour, means=[
         {"t": start + 1800, "v": mean, "n": n, "b0": start, "b1": start + 3600}
         for start, n, _lo, _hi, mean in data["hours"][metric] if n])
@@ -332,7 +335,7 @@ async def device_page(request: web.Request) -> web.Response:
         kinds = set(json.loads(data["device"]["sensors"] or "[]"))
     except ValueError:
         kinds = set()
-    kinds |= {r["sensor"] for r in rows} | ({"energy"} if data["wh"] else set())
+    kinds |= {r[1] for r in rows} | ({"energy"} if data["wh"] else set())
     sensor_of_metric = {"pm25": "pm", "co2": "co2", "temperature": "co2", "humidity": "co2", "power": "energy"}
     kinds |= {sensor_of_metric[m] for m, hs in (data["hours"] or {}).items() if hs}
     flagged = label(lang, "flagged")
