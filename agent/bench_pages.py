@@ -69,8 +69,8 @@ def grow(data_dir: Path, boards: int, days: float, now: float, seed: int = 1) ->
         kind = k % 3
         synced = t + 35 if t < unsynced_from else None
         for b, device in enumerate(devices):
-            tb = round(t + b * 0.37, 3)
-            head = (device, k + 1, boots[b], ("energy", "pm", "co2")[kind], tb, "board", k * 6667, tb + 2.5,
+            tb = float(int(t + b * 0.37))  # board time is whole seconds; received too, as the agent stores it
+            head = (device, k + 1, boots[b], ("energy", "pm", "co2")[kind], tb, "board", k * 6667, tb + 3.0,
                     "retried" if rng.random() < 0.002 else "")
             if kind == 0:
                 power = round(180 + 2400 * day_shape * (0.8 + 0.4 * rng.random()) + 30 * b, 1)
