@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import csv
 import io
+import os
 import json
 import signal
 import sys
@@ -259,9 +260,10 @@ _CSV_VALUES = ["seq", "sensor", _CSV_TIME, "t", "t_source", _CSV_FLAGS, *store.M
 _CSV_LINE = "printf('%s', %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
 
 
-def export_csv(db: Any, out: IO[str], since: float | None = None, until: float | None = None) -> int:
+def export_csv(db: Any, out: IO[str], since: float | None = None, until: float | None = None, jobs: int = 1) -> int:
     """The open-data export as CSV (EXPORT_COLUMNS), device by device in sequence order; returns rows written.
-    SQLite formats each line: a month of a city's readings (millions) streams in seconds, in constant memory."""
+    SQLite formats each line: a month of a city's readings (millions) streams in seconds, in constant memory.
+    jobs > 1: that many processes format devices side by side into temporary files, copied out in order."""
     names = [c[0] for c in EXPORT_COLUMNS]
     if names[4:] != ["seq", "sensor", "time", "t", "t_source", "flags", *store.METRIC_COLUMNS]:
         raise RuntimeError("EXPORT_COLUMNS and the CSV line disagree")  # a column added to one but not the other
@@ -269,26 +271,78 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     writer = csv.writer(header, lineterminator="\n")
     writer.writerow(names)
     out.write(header.getvalue())
-    where, params = [], []
+    devices = store.list_devices(db)
+    if jobs <= 1 or len(devices) < 2:
+        return sum(_device_csv(db, d, since, until, out) for d in devices)
+    return _export_csv_jobs(db, devices, out, since, until, jobs)
+
+
+def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str]) -> int:
+    """One device's CSV lines (no header) written to out; returns how many."""
+    where, params = ["device = ?"], [d["id"]]
     if since is not None:
         where.append("t >= ?")
         params.append(since)
     if until is not None:
         where.append("t < ?")
         params.append(until)
+    prefix = io.StringIO()
+    csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
+    head = prefix.getvalue() + ","
+    cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq" % (_CSV_LINE, " AND ".join(where)), params)
     written = 0
-    for d in store.list_devices(db):
-        prefix = io.StringIO()
-        csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
-        head = prefix.getvalue() + ","
-        cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq"
-                         % (_CSV_LINE, " AND ".join(["device = ?"] + where)), [d["id"], *params])
-        while True:
-            chunk = cur.fetchmany(10_000)
-            if not chunk:
+    while True:
+        chunk = cur.fetchmany(10_000)
+        if not chunk:
+            return written
+        out.write("".join([head + line + "\n" for (line,) in chunk]))
+        written += len(chunk)
+
+
+def _device_csv_file(db_file: str, d: dict, since: float | None, until: float | None, path: str) -> int:
+    """_device_csv in a worker process, into the file `path`, on its own read-only connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(Path(db_file).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            return _device_csv(conn, d, since, until, f)
+    finally:
+        conn.close()
+
+
+def _export_csv_jobs(db: Any, devices: list[dict], out: IO[str], since: float | None, until: float | None,
+                     jobs: int) -> int:
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    db_file = db.execute("PRAGMA database_list").fetchone()[2]
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="airwatt-export-") as tmp, ProcessPoolExecutor(
+            max_workers=min(jobs, len(devices)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        # at most 2 x jobs device files waiting at a time: disk use stays a few devices' worth
+        pending: list[tuple[Any, str]] = []
+        todo = iter(enumerate(devices))
+        for n, d in todo:
+            path = str(Path(tmp) / ("%d.csv" % n))
+            pending.append((pool.submit(_device_csv_file, db_file, d, since, until, path), path))
+            if len(pending) >= 2 * jobs:
                 break
-            out.write("".join([head + line + "\n" for (line,) in chunk]))
-            written += len(chunk)
+        while pending:
+            fut, path = pending.pop(0)
+            written += fut.result()
+            with open(path, encoding="utf-8", newline="") as f:
+                while True:
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+            os.unlink(path)
+            for n, d in todo:
+                path = str(Path(tmp) / ("%d.csv" % n))
+                pending.append((pool.submit(_device_csv_file, db_file, d, since, until, path), path))
+                break
     return written
 
 
@@ -299,7 +353,7 @@ def _export(args: argparse.Namespace) -> int:
         rows = export_rows(db, args.since, args.until)
         names = [c[0] for c in EXPORT_COLUMNS]
         if args.format == "csv":
-            export_csv(db, out, args.since, args.until)
+            export_csv(db, out, args.since, args.until, args.jobs)
         else:
             out.write('{"columns":')
             out.write(json.dumps([{"name": n, "unit": u, "description": d} for n, u, d in EXPORT_COLUMNS]))
@@ -448,6 +502,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", help="file to write (default: stdout)")
     ex.add_argument("--since", type=parse_time)
     ex.add_argument("--until", type=parse_time)
+    ex.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="CSV: processes formatting devices side by side (default: one per CPU)")
     ex.set_defaults(func=_export)
 
     bk = commands.add_parser("backup", help="consistent copy of the store, also while the agent runs")

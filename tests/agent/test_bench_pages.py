@@ -47,9 +47,9 @@ def test_fast_csv_export_is_what_the_csv_module_writes(tmp_path):
     with store.transaction(db):
         db["readings"].insert_all([dict(r, boot="0a1b2c3d", t_source="board" if r["t"] else "unknown", ticks=5,
                                         received=T0) for r in rows])
-    for since in (None, T0 + 1):
+    for since, jobs in ((None, 1), (T0 + 1, 1), (None, 2)):  # jobs 2: devices formatted side by side
         out = io.StringIO()
-        n = commands.export_csv(db, out, since, None)
+        n = commands.export_csv(db, out, since, None, jobs)
         want = io.StringIO()
         w = csv.writer(want, lineterminator="\n")
         names = [c[0] for c in commands.EXPORT_COLUMNS]
