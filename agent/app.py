@@ -16,7 +16,7 @@ from aiohttp import web
 
 from airwatt.protocol import fields
 
-from . import metrics, rollup, store
+from . import alerts, metrics, rollup, store
 from .config import Config
 from .ingest import Ingest, make_handler
 from .sync import setup_sync
@@ -81,6 +81,8 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
                            prune_every_s=cfg.prune_every_s)
     app.on_startup.append(roller.start)
     app.on_cleanup.append(roller.stop)
+    config = app[CONFIG_KEY]
+    alerts.setup_alerts(app, str(store.db_path(data_dir)), config.alerts, config.platform.url is not None)
 
     # Other parts of the agent hook in here, one line each (they add routes, background tasks, cleanup).
     # Their cleanups run before _stop below, so the database is still open for them.

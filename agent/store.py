@@ -91,8 +91,17 @@ def _m2_rollups(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m3_alerts(db: sqlite_utils.Database) -> None:
+    """Alerts (agent/alerts.py): one row per alert from when it fires until it clears, kept as a history."""
+    db.execute(
+        "CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule TEXT NOT NULL, device TEXT NOT NULL DEFAULT '',"
+        " since REAL NOT NULL, value REAL, threshold REAL, acked_at REAL, cleared_at REAL)"
+    )
+    db.execute("CREATE INDEX alerts_open ON alerts(rule, device) WHERE cleared_at IS NULL")
+
+
 # Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_rollups]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_rollups, _m3_alerts]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

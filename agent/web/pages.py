@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import sqlite_utils
 from aiohttp import web
 
-from .. import aqi, carbon, rollup, store
+from .. import alerts, aqi, carbon, rollup, store
 from . import svg
 from .i18n import label, lang_of
 
@@ -71,6 +71,7 @@ LANG_KEY = web.AppKey("airwatt_pages_lang", str)
 FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
+CONFIG_KEY_ALERTS = web.AppKey("airwatt_pages_alerts_config", object)
 
 
 def operator_token(data_dir: Path, configured: str | None) -> str:
@@ -222,11 +223,62 @@ def fleet_rows(db: sqlite_utils.Database, site: str | None, now: float) -> tuple
     return out, sites
 
 
+def _alert_rule(lang: str, a: dict, cfg: Any) -> str:
+    """The rule of an alert, with its threshold, in the page's language."""
+    rule, threshold = a["rule"], a["threshold"] or 0
+    if rule == "co2":
+        args: tuple = ("%g" % threshold, "%g" % cfg.co2_minutes)
+    elif rule == "pm25_aqi":
+        args = ("%d" % threshold,)
+    elif rule in ("offline", "sync_lag", "meter_missing"):
+        args = (_fmt_age(threshold),)
+    else:
+        args = ("%d" % threshold,)
+    return label(lang, "rule_" + rule) % args
+
+
+def _alert_value(a: dict) -> str:
+    v = a["value"] or 0
+    return {"co2": "%d ppm" % v, "pm25_aqi": "AQI %d" % v, "buffer": "%d" % v}.get(a["rule"], _fmt_age(v))
+
+
+def alerts_box(request: web.Request, open_: list[dict]) -> str:
+    """The open alerts as a table, each with an acknowledge form (operator token)."""
+    lang = _lang(request)
+    notice = ('<p class="ok" id="ack-ok">%s</p>' % escape(label(lang, "ack_done"))
+              if request.query.get("acked") else "")
+    title = '<h2 id="alerts-title">%s (%d)</h2>' % (escape(label(lang, "alerts")), len(open_))
+    if not open_:
+        return title + notice + '<p id="alerts-none">%s</p>' % escape(label(lang, "no_alerts"))
+    heads = "".join("<th>%s</th>" % escape(label(lang, k)) for k in (
+        "alert_rule", "device", "alert_value", "alert_since", "ack"))
+    rows = []
+    for a in open_:
+        if a["acked_at"] is not None:
+            ack = '<span class="muted">%s %s</span>' % (escape(label(lang, "acked")), _fmt_time(a["acked_at"]))
+        else:
+            ack = ('<form method="post" class="inline" action="%s"><input type="hidden" name="id" value="%d">'
+                   '<input type="password" name="token" class="ack-token" placeholder="%s" '
+                   'autocomplete="current-password"> <button type="submit" class="ack">%s</button></form>'
+                   % (escape(_url("/alerts/ack", lang)), a["id"], escape(label(lang, "operator_token")),
+                      escape(label(lang, "ack"))))
+        dev = a["device"]
+        rows.append('<tr class="err" data-alert-id="%d" data-rule="%s" data-device="%s" data-acked="%d">'
+                    '<td>%s</td><td>%s</td><td class="num" data-value="%s">%s</td><td>%s</td><td>%s</td></tr>'
+                    % (a["id"], escape(a["rule"]), escape(dev), a["acked_at"] is not None,
+                       escape(_alert_rule(lang, a, request.app[CONFIG_KEY_ALERTS])),
+                       '<a href="%s">%s</a>' % (escape(_url("/device/" + dev, lang)), escape(dev)) if dev else "-",
+                       a["value"], escape(_alert_value(a)), _fmt_time(a["since"]), ack))
+    return (title + notice + '<table id="alerts"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
+            % (heads, "".join(rows)))
+
+
 async def fleet(request: web.Request) -> web.Response:
     lang = _lang(request)
     site = request.query.get("site") or None
     now = time.time()
     rows, sites = await request.app[READER_KEY].run(fleet_rows, site, now)
+    open_ = await request.app[READER_KEY].run(alerts.open_alerts)
     options = '<option value="">%s</option>' % escape(label(lang, "all_sites")) + "".join(
         '<option value="%s"%s>%s</option>' % (escape(s), " selected" if s == site else "", escape(s or "-"))
         for s in sites)
@@ -265,7 +317,7 @@ async def fleet(request: web.Request) -> web.Response:
             + _td(st.get("time_sync", "-")) + _td(d["readings"], d["readings"], "num") + "</tr>")
     table = '<table id="fleet"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (head, "".join(body))
     note = '<p class="note">%s</p>' % escape(label(lang, "state_note") % (ONLINE_INTERVALS, LATE_INTERVALS))
-    return _page(request, "fleet", label(lang, "fleet"), form + table + note)
+    return _page(request, "fleet", label(lang, "fleet"), alerts_box(request, open_) + form + table + note)
 
 
 # -- Device ------------------------------------------------------------------------------------------------
@@ -650,6 +702,7 @@ def setup_pages(app: web.Application) -> None:
     extra = {} if config.emission_factor is None else {config.emission_factor_year: config.emission_factor}
     app[FACTORS_KEY] = carbon.factors_table(extra)
     app[WRITE_DB_KEY] = app[DB_KEY]
+    app[CONFIG_KEY_ALERTS] = config.alerts
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
     app.router.add_get("/", index)
