@@ -173,7 +173,8 @@ def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
 def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:
     """`airwatt export --format csv` of the last `days` days: seconds, rows, peak RSS of the export process."""
     code = ("import resource, sys; from airwatt.agent.cli import main; rc = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+            "print(max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)),"
+            " file=sys.stderr); sys.exit(rc)")
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, "export", "--data-dir", str(data_dir), "--format", "csv",
                            "--since", repr(now - days * 86400), "--until", repr(now + 1), "--out", str(out_file)],
@@ -188,21 +189,29 @@ def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict
 
 
 def run(boards: int = 20, days: int = 90, requests: int = 5, export_days: float = 30, data_dir: str | None = None,
-        log=print) -> dict:
+        log=print, reuse: bool = False) -> dict:
+    """reuse: time the stores a previous run left in data_dir (grown then; the time since shows as no data)."""
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="airwatt-bench-pages-") as tmp:
         base = Path(data_dir) if data_dir else Path(tmp)
         small, big = base / "store-1d", base / ("store-%dd" % days)
         for d in (small, big):
-            if store.db_path(d).exists():
-                raise SystemExit("bench: %s already holds a database; give an empty --data-dir" % d)
+            if store.db_path(d).exists() != reuse:
+                raise SystemExit("bench: %s %s a database; give %s --data-dir" % (
+                    d, "already holds" if not reuse else "holds no", "an empty" if not reuse else "the same"))
         result: dict = {"boards": boards, "days": days, "requests": requests}
         for label, d, n_days in (("1d", small, 1), ("big", big, days)):
             began = time.perf_counter()
-            n = grow(d, boards, n_days, now)
+            if reuse:
+                conn = store.connect(store.db_path(d))
+                n = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+                conn.close()
+            else:
+                n = grow(d, boards, n_days, now)
             result[label + "_readings"] = n
             result[label + "_grow_s"] = time.perf_counter() - began
-            log("grew %s: %d readings in %.0f s" % (d.name, n, result[label + "_grow_s"]))
+            log("%s %s: %d readings in %.0f s" % ("counted" if reuse else "grew", d.name, n,
+                                                  result[label + "_grow_s"]))
         result["bytes_per_reading"], result["sizes"] = bytes_per_reading(big)
         result["file_bytes"] = store.db_path(big).stat().st_size
         for label, d, n_days in (("1d", small, 1), ("big", big, days)):
@@ -253,8 +262,10 @@ def _yes(ok: bool) -> str:
 def _bench_pages(args: argparse.Namespace) -> int:
     if args.quick:
         args.boards, args.days, args.requests = 2, 3, 1
+    if args.reuse and not args.data_dir:
+        raise SystemExit("bench: --reuse needs the --data-dir of an earlier run")
     result = run(args.boards, args.days, args.requests, args.export_days, args.data_dir,
-                 log=lambda m: print(m, file=sys.stderr, flush=True))
+                 log=lambda m: print(m, file=sys.stderr, flush=True), reuse=args.reuse)
     print(format_result(result))
     return 0
 
@@ -270,4 +281,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     bp.add_argument("--export-days", type=float, default=30, help="days of readings the CSV export covers")
     bp.add_argument("--quick", action="store_true", help="2 boards, 3 days, 1 request: to see that it works")
     bp.add_argument("--data-dir", default=None, help="where to build the stores (default: a temp dir)")
+    bp.add_argument("--reuse", action="store_true", help="time the stores an earlier run left in --data-dir")
     bp.set_defaults(func=_bench_pages)

@@ -250,9 +250,8 @@ def export_rows(db: Any, since: float | None = None, until: float | None = None)
         yield row
 
 
-# The time as iso() writes it: UTC, milliseconds (of the time rounded to microseconds, then cut, as Python does).
-_CSV_TIME = ("coalesce(strftime('%Y-%m-%dT%H:%M:%S', t, 'unixepoch') || '.' || printf('%03d', min(999, "
-             "CAST(round((t - CAST(t AS INTEGER)) * 1000000) / 1000 AS INTEGER))) || 'Z', '')")
+# The time as iso() writes it: UTC to the millisecond (times are stored to the millisecond).
+_CSV_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', t, 'unixepoch')"
 # Flags hold commas ("stuck,retried"): quoted then, as the csv module does.
 _CSV_FLAGS = "CASE WHEN instr(flags, ',') THEN '\"' || flags || '\"' ELSE flags END"
 # One printf per line (one string built, not twenty joined): %s writes NULL as '' and a number as SQLite does.
