@@ -135,6 +135,7 @@ async def test_alerts_json_metrics_webhook_and_ack(alerting):
             text = await r.text()
         for rule, dev in want:
             assert 'airwatt_alert_active{rule="%s",device="%s",acked="0"} 1' % (rule, dev) in text
+        assert "\nairwatt_rollup_behind_readings 0\n" in text  # the agent rolled the store up at start
         ident = rows[0]["id"]
         for headers, data in [({}, {"id": str(ident)}), ({}, {"id": str(ident), "token": "nope"})]:
             async with http.post(base + "/alerts/ack", data=data, headers=headers, allow_redirects=False) as r:
