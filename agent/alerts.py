@@ -29,7 +29,6 @@ from . import aqi, rollup, store
 log = logging.getLogger("airwatt.alerts")
 
 RULES = ("co2", "pm25_aqi", "offline", "buffer", "sync_lag", "meter_missing")
-_GOOD = rollup._GOOD
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def evaluate(db: Any, now: float, cfg: Any, platform: bool) -> list[Firing]:
             start = now - cfg.co2_minutes * 60
             n, low, first = db.execute(
                 "SELECT count(co2), min(co2), min(t) FROM readings WHERE device = ? AND t > ? AND t <= ?"
-                " AND co2 IS NOT NULL AND " + _GOOD, (dev, start, now)).fetchone()
+                " AND co2 IS NOT NULL AND " + rollup.GOOD_FLAGS_SQL, (dev, start, now)).fetchone()
             # over the threshold all the time: every reading of the window above it, and readings from its start
             if n >= 2 and low > cfg.co2_ppm and first <= start + 2 * interval:
                 out.append(Firing("co2", dev, low, cfg.co2_ppm))

@@ -37,11 +37,14 @@ EVERY_S = 5.0
 LOCAL = 7 * 3600  # Thailand, UTC+7, no daylight saving: local days start at 17:00 UTC
 METRICS: tuple[str, ...] = store.METRIC_COLUMNS
 WH = "wh"  # the energy used, from the counter differences
-_GOOD = ("(flags = '' OR (',' || flags || ',' NOT LIKE '%,stuck,%' AND ',' || flags || ',' NOT LIKE "
-         "'%,out_of_range,%'))")
+# readings that count in the aggregates: not flagged stuck or out_of_range
+GOOD_FLAGS_SQL = ("(flags = '' OR (',' || flags || ',' NOT LIKE '%,stuck,%' AND ',' || flags || ',' NOT LIKE "
+                  "'%,out_of_range,%'))")
+# NOT INDEXED: a range of the rowid (the new readings), never a walk of an index over all of them
 _AGG_SQL = ("SELECT device, CAST(t / 3600 AS INTEGER) * 3600 AS hour, "
             + ", ".join("count(%s), min(%s), max(%s), total(%s)" % (m, m, m, m) for m in METRICS)
-            + " FROM readings NOT INDEXED WHERE id > ? AND id <= ? AND t > 0 AND " + _GOOD + " GROUP BY device, hour")
+            + " FROM readings NOT INDEXED WHERE id > ? AND id <= ? AND t > 0 AND " + GOOD_FLAGS_SQL
+            + " GROUP BY device, hour")
 _MERGE = ("INSERT INTO rollup_hour(device, metric, start, n, min, max, sum) VALUES (?, ?, ?, ?, ?, ?, ?)"
           " ON CONFLICT(device, metric, start) DO UPDATE SET n = n + excluded.n, min = min(min, excluded.min),"
           " max = max(max, excluded.max), sum = sum + excluded.sum")

@@ -344,7 +344,7 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
     row = store.get_device(db, device)
     if row is None:
         return None
-    out: dict[str, Any] = {"device": row, "rows": [], "hours": None}
+    out: dict[str, Any] = {"device": row, "rows": [], "hours": None, "range": (since, until)}
     if until - since <= RAW_MAX_S:
         # only what the plots draw, as tuples: (t, sensor, flags, *PLOTTED)
         out["rows"] = db.execute("SELECT t, sensor, flags, %s FROM readings WHERE device = ? AND t >= ? AND t < ?"
@@ -362,8 +362,10 @@ def _series(data: dict, metric: str, label_: str, colour: str) -> svg.Series:
         k = 3 + PLOTTED.index(metric)
         return svg.Series(metric, label_, colour, [(r[0], float(r[k]), bool(r[2])) for r in data["rows"]
                                                    if r[k] is not None])
+    # drawn mid-hour, kept inside the plot for the partial hours at either end of the range
+    t0, t1 = data["range"]
     return svg.Series(metric, label_, colour, means=[
-        {"t": start + 1800, "v": mean, "n": n, "b0": start, "b1": start + 3600}
+        {"t": max(t0, min(start + 1800, t1)), "v": mean, "n": n, "b0": start, "b1": start + 3600}
         for start, n, _lo, _hi, mean in data["hours"][metric] if n])
 
 
