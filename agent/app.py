@@ -77,7 +77,7 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
     app.router.add_get("/metrics", metrics_handler)
     app.on_startup.append(_start_writer)
     cfg = app[CONFIG_KEY].store
-    roller = rollup.Roller(str(store.db_path(data_dir)), keep_synced_s=cfg.keep_synced_days * 86400,
+    roller = rollup.Roller(str(store.db_path(data_dir)), rollup.EVERY_S, keep_synced_s=cfg.keep_synced_days * 86400,
                            prune_every_s=cfg.prune_every_s)
     app.on_startup.append(roller.start)
     app.on_cleanup.append(roller.stop)

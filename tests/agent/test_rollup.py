@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -93,3 +94,42 @@ def test_counts_include_readings_the_roller_has_not_seen_yet(data_dir):
     assert store.reading_counts(db) == {"a": 36}
     assert store.sync_state(db)["pending"] == 36
     db.close()
+
+
+async def test_the_running_agent_rolls_up_what_it_ingests(data_dir, devices, monkeypatch):
+    """Signed uploads to a live agent: its roller takes them in within moments, and the device page's daily kWh
+    are then carbon.daily_wh of the stored counter readings."""
+    import asyncio
+    import re
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from airwatt.agent.app import make_app
+    from agent_helpers import body, headers, reading
+
+    monkeypatch.setattr(rollup, "EVERY_S", 0.1)
+    now = int(time.time())
+    async with TestClient(TestServer(make_app(data_dir), host="127.0.0.1")) as client:
+        for b in range(4):
+            seqs = range(b * 30 + 1, b * 30 + 31)
+            readings = [reading(s, ("energy", "pm", "co2")[s % 3], now - 7200 + s * 60,
+                                values={"voltage": 230.0, "current": 1.0, "power": 230.0, "energy_wh": 1000 + s * 4,
+                                        "frequency": 50.0, "pf": 1.0} if s % 3 == 0 else None) for s in seqs]
+            data = body("dev-1", seqs, readings=readings)
+            resp = await client.post("/v1/batches", data=data, headers=headers("dev-1", devices["dev-1"], data))
+            assert resp.status == 200
+        for _ in range(100):
+            metrics = await (await client.get("/metrics")).text()
+            if "\nairwatt_rollup_behind_readings 0\n" in metrics:
+                break
+            await asyncio.sleep(0.05)
+        assert "\nairwatt_rollup_behind_readings 0\n" in metrics
+        page = await (await client.get("/device/dev-1?lang=en&range=24h")).text()
+    bars = {d: float(v) for d, v in re.findall(r'class="bar" data-day="([\d-]+)" data-value="([\d.]+)"', page)}
+    db = store.open_db(data_dir)
+    energy = [r for r in store.readings(db, "dev-1") if r["sensor"] == "energy"]
+    assert store.reading_counts(db) == {"dev-1": 120}
+    db.close()
+    want = carbon.daily_wh(energy)
+    assert sum(want.values()) == 4 * (len(energy) - 1) * 3 > 0
+    assert {d: v for d, v in bars.items() if v} == pytest.approx({d: wh / 1000 for d, wh in want.items()})
