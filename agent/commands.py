@@ -457,6 +457,27 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats(args: argparse.Namespace) -> int:
+    from .retention import db_bytes
+
+    db = _open_existing(args.data_dir)
+    sizes = db_bytes(db.conn)
+    kept = db.execute("SELECT count(*), min(t), max(t) FROM readings").fetchone()
+    stored = sum(store.reading_counts(db).values())
+    raw = sum(v for k, v in sizes.items() if k == "readings" or k.startswith("readings_"))
+    rollups = sum(v for k, v in sizes.items() if k.startswith("rollup_"))
+    free = db.execute("PRAGMA freelist_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    print("readings kept:    %d of %d stored (older synced ones deleted by retention), %s to %s"
+          % (kept[0], stored, iso(kept[1]) or "-", iso(kept[2]) or "-"))
+    print("bytes per reading: %.1f (readings table and its indexes: %.1f MB)" % (raw / max(kept[0], 1), raw / 1e6))
+    print("rollups:          %.1f MB; free pages for reuse: %.1f MB; file %.1f MB"
+          % (rollups / 1e6, free / 1e6, store.db_path(args.data_dir).stat().st_size / 1e6))
+    for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        if size >= 50_000:
+            print("  %-32s %10.1f MB" % (name, size / 1e6))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     serve_p = commands.add_parser("serve", help="run the site agent (ingest, sync, pages)")
     _data_dir(serve_p)
@@ -504,6 +525,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="CSV: processes formatting devices side by side (default: one per CPU)")
     ex.set_defaults(func=_export)
+
+    st = commands.add_parser("stats", help="the store's size: bytes per reading with indexes, rollups, retention")
+    _data_dir(st)
+    st.set_defaults(func=_stats)
 
     bk = commands.add_parser("backup", help="consistent copy of the store, also while the agent runs")
     _data_dir(bk)

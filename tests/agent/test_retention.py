@@ -74,3 +74,20 @@ def test_retention_is_configured_in_airwatt_toml(tmp_path):
     with pytest.raises(config.ConfigError, match="store.keep_synced_days"):
         config.load_config(tmp_path)
     assert config.load_config(tmp_path / "none").store.keep_synced_days == 90
+
+
+def test_stats_prints_bytes_per_reading_and_what_retention_kept(data_dir, capsys):
+    from airwatt.agent.cli import main
+
+    db = store.open_db(data_dir)
+    store.add_device(db, "a")
+    _insert(db, "a", 1, 3000, T0, 60)
+    store.mark_synced(db, [r["id"] for r in store.readings(db, "a")][:1000], T0 + DAY)
+    rollup.catch_up(db.conn)
+    assert retention.prune(db.conn, DAY, T0 + 3 * DAY) == 1000
+    db.close()
+    assert main(["stats", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "readings kept:    2000 of 3000 stored" in out
+    per_reading = float(out.split("bytes per reading: ")[1].split()[0])
+    assert 20 < per_reading < 400
