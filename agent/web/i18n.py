@@ -98,7 +98,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "ack_done": ("บันทึกการรับทราบแล้ว", "Alert acknowledged"),
     "rule_co2": ("CO2 เกิน %s ppm นาน %s นาที", "CO2 over %s ppm for %s min"),
     "rule_pm25_aqi": ("ดัชนีคุณภาพอากาศ PM2.5 ตั้งแต่ %s ขึ้นไป", "PM2.5 AQI %s or worse"),
-    "rule_offline": ("บอร์ดออฟไลน์นานกว่า %s", "Board offline for over %s"),
+    "rule_offline": ("บอร์ดไม่ส่งข้อมูลนานกว่า %s", "No upload from the board for over %s"),
     "rule_buffer": ("ข้อมูลค้างในบอร์ดเกิน %s รายการ", "Board buffer over %s readings"),
     "rule_sync_lag": ("ซิงค์ล่าช้าเกิน %s", "Sync lag over %s"),
     "rule_meter_missing": ("ไม่มีข้อมูลมิเตอร์ไฟฟ้านานกว่า %s", "No meter reading for over %s"),

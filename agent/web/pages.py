@@ -239,7 +239,8 @@ def _alert_rule(lang: str, a: dict, cfg: Any) -> str:
 
 def _alert_value(a: dict) -> str:
     v = a["value"] or 0
-    return {"co2": "%d ppm" % v, "pm25_aqi": "AQI %d" % v, "buffer": "%d" % v}.get(a["rule"], _fmt_age(v))
+    return {"co2": "%d ppm" % v, "pm25_aqi": "AQI %d" % v, "buffer": "%d" % v, "meter_missing": "-"}.get(
+        a["rule"], _fmt_age(v))
 
 
 def alerts_box(request: web.Request, open_: list[dict]) -> str:
