@@ -16,7 +16,7 @@ from aiohttp import web
 
 from airwatt.protocol import fields
 
-from . import metrics, store
+from . import alerts, metrics, rollup, store
 from .config import Config
 from .ingest import Ingest, make_handler
 from .sync import setup_sync
@@ -76,6 +76,13 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.on_startup.append(_start_writer)
+    cfg = app[CONFIG_KEY].store
+    roller = rollup.Roller(str(store.db_path(data_dir)), rollup.EVERY_S, keep_synced_s=cfg.keep_synced_days * 86400,
+                           prune_every_s=cfg.prune_every_s)
+    app.on_startup.append(roller.start)
+    app.on_cleanup.append(roller.stop)
+    config = app[CONFIG_KEY]
+    alerts.setup_alerts(app, str(store.db_path(data_dir)), config.alerts, config.platform.url is not None)
 
     # Other parts of the agent hook in here, one line each (they add routes, background tasks, cleanup).
     # Their cleanups run before _stop below, so the database is still open for them.

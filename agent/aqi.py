@@ -134,3 +134,17 @@ def daily_mean(rows: list[dict], metric: str, end: float, hours: int = 24) -> tu
         return None, 0
     means = [sum(vs) / len(vs) for vs in hourly.values()]
     return sum(means) / len(means), len(hourly)
+
+
+def clock_hours(end: float, hours: int = 24) -> tuple[int, int]:
+    """[first, last] Unix starts of the `hours` clock hours ending with the one that holds `end`."""
+    last = int(end // 3600 * 3600)
+    return last - (hours - 1) * 3600, last
+
+
+def mean_of_hours(hour_means: list[float | None]) -> tuple[float | None, int]:
+    """The 24-h mean as the mean of the hourly means of the clock hours that have data, and how many had."""
+    means = [m for m in hour_means if m is not None]
+    if not means:
+        return None, 0
+    return sum(means) / len(means), len(means)

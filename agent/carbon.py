@@ -80,19 +80,26 @@ def _steps(readings: list[tuple]):
     """(t0, t1, wh, kind) for each pair of consecutive usable readings (see the module docstring)."""
     good = _usable(readings)
     for a, b in zip(good, good[1:]):
-        c0, c1 = int(a[2]), int(b[2])
-        dt = b[1] - a[1]
-        limit = MAX_POWER_W * max(dt, 0.0) / 3600.0 + 1.0
-        if c1 >= c0:
-            rise = c1 - c0
-            kind, wh = ("normal", rise) if rise <= limit else ("jump", 0)
-        elif WRAP - c0 + c1 <= limit:
-            kind, wh = "wrap", WRAP - c0 + c1
-        elif c1 <= limit:
-            kind, wh = "reset", c1
-        else:
-            kind, wh = "jump", 0
-        yield a[1], b[1], float(wh), kind
+        kind, wh = classify(int(a[2]), int(b[2]), b[1] - a[1])
+        yield a[1], b[1], wh, kind
+
+
+def classify(c0: int, c1: int, dt: float) -> tuple[str, float]:
+    """(kind, Wh counted) of the counter going from c0 to c1 in dt seconds (see the module docstring)."""
+    limit = MAX_POWER_W * max(dt, 0.0) / 3600.0 + 1.0
+    if c1 >= c0:
+        rise = c1 - c0
+        return ("normal", float(rise)) if rise <= limit else ("jump", 0.0)
+    if WRAP - c0 + c1 <= limit:
+        return "wrap", float(WRAP - c0 + c1)
+    if c1 <= limit:
+        return "reset", float(c1)
+    return "jump", 0.0
+
+
+def usable(t: float | None, energy_wh: int | None, flags: str) -> bool:
+    """Whether a counter reading takes part in the differences (wall time, a value, no 'stuck' flag)."""
+    return t is not None and energy_wh is not None and not (flags and _skip(flags))
 
 
 def deltas(rows: list[dict]) -> list[Delta]:
@@ -112,18 +119,28 @@ def _day_name(day: int) -> str:
     return (EPOCH_DAY + timedelta(days=day)).strftime("%Y-%m-%d")
 
 
-def _split(t0: float, t1: float, wh: float, off: float, out: dict[int, float]) -> None:
-    """Add `wh` used between t0 and t1 to `out` (local day number -> Wh) in proportion to time."""
+def _split(t0: float, t1: float, wh: float, off: float, out: dict[int, float], size: int = 86400) -> None:
+    """Add `wh` used between t0 and t1 to `out` (local period number -> Wh, periods of `size` seconds: days, or
+    hours for the rollups) in proportion to time."""
     if t1 <= t0:
-        day = math.floor((t1 + off) / 86400)
+        day = math.floor((t1 + off) / size)
         out[day] = out.get(day, 0.0) + wh
         return
     start = t0
     while start < t1:
-        day = math.floor((start + off) / 86400)
-        end = min((day + 1) * 86400 - off, t1)
+        day = math.floor((start + off) / size)
+        end = min((day + 1) * size - off, t1)
         out[day] = out.get(day, 0.0) + wh * (end - start) / (t1 - t0)
         start = end
+
+
+def split_hours(t0: float, t1: float, wh: float, out: dict[int, float]) -> None:
+    """Add `wh` used between t0 and t1 to `out` (Unix start of each hour -> Wh) in proportion to time: summed by
+    local day (Thailand's offset is whole hours) this is exactly what the daily split gives."""
+    hours: dict[int, float] = {}
+    _split(t0, t1, wh, 0.0, hours, 3600)
+    for h, v in hours.items():
+        out[h * 3600] = out.get(h * 3600, 0.0) + v
 
 
 def local_day(t: float, tz: timezone = THAILAND) -> str:
@@ -206,21 +223,12 @@ def site_rows(per_device: dict[str, dict[str, float]], site_of: dict[str, str],
     return rows
 
 
-def energy_rows(db, since: float, until: float) -> dict[str, list[tuple]]:
-    """Counter readings per device with t in [since, until], read straight from the readings table, as
-    (seq, t, energy_wh, flags) tuples in seq order."""
-    out: dict[str, list[tuple]] = {}
-    sql = ("select device, seq, t, energy_wh, coalesce(flags, '') from readings where sensor = 'energy' "
-           "and energy_wh is not null and t >= ? and t <= ? order by device, seq")
-    for device, seq, t, e, flags in db.execute(sql, [since, until]).fetchall():
-        out.setdefault(device, []).append((seq, t, e, flags))
-    return out
+def report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[Row], list[Row]]:
+    """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
+    rollups (agent/rollup.py): the cost follows the number of days, not the readings behind them."""
+    from . import rollup
 
-
-def report(db, since: float, until: float, table: dict[int, float],
-           tz: timezone = THAILAND) -> tuple[list[Row], list[Row]]:
-    """(daily rows, monthly rows) per site for readings in [since, until]."""
     site_of = {d: s for d, s in db.execute("select id, site from devices").fetchall()}
-    per_day = {device: _daily(rows, tz) for device, rows in energy_rows(db, since, until).items()}
+    per_day = rollup.daily_wh(db, since, until)
     per_month = {device: monthly(days) for device, days in per_day.items()}
     return site_rows(per_day, site_of, table), site_rows(per_month, site_of, table)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
+import os
 import json
 import signal
 import sys
@@ -268,35 +270,118 @@ def export_rows(db: Any, since: float | None = None, until: float | None = None)
         yield row
 
 
+# The time as iso() writes it: UTC to the millisecond (times are stored to the millisecond).
+_CSV_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', t, 'unixepoch')"
+# Flags hold commas ("stuck,retried"): quoted then, as the csv module does.
+_CSV_FLAGS = "CASE WHEN instr(flags, ',') THEN '\"' || flags || '\"' ELSE flags END"
+# One printf per line (one string built, not twenty joined): %s writes NULL as '' and a number as SQLite does.
+_CSV_VALUES = ["seq", "sensor", _CSV_TIME, "t", "t_source", _CSV_FLAGS, *store.METRIC_COLUMNS]
+_CSV_LINE = "printf('%s', %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
+
+
+def export_csv(db: Any, out: IO[str], since: float | None = None, until: float | None = None, jobs: int = 1) -> int:
+    """The open-data export as CSV (EXPORT_COLUMNS), device by device in sequence order; returns rows written.
+    SQLite formats each line: a month of a city's readings (millions) streams in seconds, in constant memory.
+    jobs > 1: that many processes format devices side by side into temporary files, copied out in order."""
+    names = [c[0] for c in EXPORT_COLUMNS]
+    if names[4:] != ["seq", "sensor", "time", "t", "t_source", "flags", *store.METRIC_COLUMNS]:
+        raise RuntimeError("EXPORT_COLUMNS and the CSV line disagree")  # a column added to one but not the other
+    header = io.StringIO()
+    writer = csv.writer(header, lineterminator="\n")
+    writer.writerow(names)
+    out.write(header.getvalue())
+    devices = store.list_devices(db)
+    if jobs <= 1 or len(devices) < 2:
+        return sum(_device_csv(db, d, since, until, out) for d in devices)
+    return _export_csv_jobs(db, devices, out, since, until, jobs)
+
+
+def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str]) -> int:
+    """One device's CSV lines (no header) written to out; returns how many."""
+    where, params = ["device = ?"], [d["id"]]
+    if since is not None:
+        where.append("t >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("t < ?")
+        params.append(until)
+    prefix = io.StringIO()
+    csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
+    head = prefix.getvalue() + ","
+    cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq" % (_CSV_LINE, " AND ".join(where)), params)
+    written = 0
+    while True:
+        chunk = cur.fetchmany(10_000)
+        if not chunk:
+            return written
+        out.write("".join([head + line + "\n" for (line,) in chunk]))
+        written += len(chunk)
+
+
+def _device_csv_file(db_file: str, d: dict, since: float | None, until: float | None, path: str) -> int:
+    """_device_csv in a worker process, into the file `path`, on its own read-only connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(Path(db_file).resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            return _device_csv(conn, d, since, until, f)
+    finally:
+        conn.close()
+
+
+def _export_csv_jobs(db: Any, devices: list[dict], out: IO[str], since: float | None, until: float | None,
+                     jobs: int) -> int:
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    db_file = db.execute("PRAGMA database_list").fetchone()[2]
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="airwatt-export-") as tmp, ProcessPoolExecutor(
+            max_workers=min(jobs, len(devices)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        # at most 2 x jobs device files waiting at a time: disk use stays a few devices' worth
+        pending: list[tuple[Any, str]] = []
+        todo = iter(enumerate(devices))
+        for n, d in todo:
+            path = str(Path(tmp) / ("%d.csv" % n))
+            pending.append((pool.submit(_device_csv_file, db_file, d, since, until, path), path))
+            if len(pending) >= 2 * jobs:
+                break
+        while pending:
+            fut, path = pending.pop(0)
+            written += fut.result()
+            with open(path, encoding="utf-8", newline="") as f:
+                while True:
+                    block = f.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+            os.unlink(path)
+            for n, d in todo:
+                path = str(Path(tmp) / ("%d.csv" % n))
+                pending.append((pool.submit(_device_csv_file, db_file, d, since, until, path), path))
+                break
+    return written
+
+
 def _export(args: argparse.Namespace) -> int:
     db = _open_existing(args.data_dir)
     out: IO[str] = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
-    written = [0]
-
-    def counted(rows: Iterable[dict]) -> Iterator[dict]:
-        for row in rows:
-            written[0] += 1
-            yield row
-
     try:
-        rows = counted(export_rows(db, args.since, args.until))
-        names = [c[0] for c in EXPORT_COLUMNS]
         if args.format == "csv":
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(names)
-            for row in rows:
-                writer.writerow(_csv(row[n]) for n in names)
+            written = export_csv(db, out, args.since, args.until, args.jobs)
         else:
             out.write('{"columns":')
             out.write(json.dumps([{"name": n, "unit": u, "description": d} for n, u, d in EXPORT_COLUMNS]))
             out.write(',"readings":')
-            _json_rows(out, rows)
+            written = _json_rows(out, export_rows(db, args.since, args.until))
             out.write("}\n")
     finally:
         if args.out:
             out.close()
     if args.out:
-        print("wrote %d readings to %s (%s)" % (written[0], Path(args.out).absolute(), args.format), file=sys.stderr)
+        print("wrote %d readings to %s (%s)" % (written, Path(args.out).absolute(), args.format), file=sys.stderr)
     return 0
 
 
@@ -304,13 +389,15 @@ def _csv(value: Any) -> Any:
     return "" if value is None else value
 
 
-def _json_rows(out: IO[str], rows: Iterable[dict]) -> None:
-    """A JSON array written row by row, so a big export never sits in memory."""
+def _json_rows(out: IO[str], rows: Iterable[dict]) -> int:
+    """A JSON array written row by row, so a big export never sits in memory; returns how many rows."""
     out.write("[")
-    for i, row in enumerate(rows):
-        out.write(",\n" if i else "\n")
+    count = 0
+    for count, row in enumerate(rows, 1):
+        out.write(",\n" if count > 1 else "\n")
         out.write(json.dumps(row, separators=(",", ":")))
     out.write("\n]\n")
+    return count
 
 
 def _table(rows: list[dict], columns: tuple[str, ...]) -> None:
@@ -363,6 +450,58 @@ def _bench_ingest(args: argparse.Namespace) -> int:
 
 INTERVAL_HELP = ("longest expected seconds between the board's uploads, for online/late/offline "
                  "(`airwatt flash` sets it from --upload-s and --intervals)")
+
+
+# -- backup / restore -----------------------------------------------------------------------------------
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from .backup import BackupError, backup
+
+    try:
+        info = backup(args.data_dir, args.to)
+    except BackupError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    print("backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s"
+          % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
+             info["bytes"], args.to))
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from .backup import BackupError, restore
+
+    try:
+        info = restore(args.data_dir, args.from_)
+    except BackupError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    print("restored %s into %s: %d devices, readings up to id %d, schema %d -> %d"
+          % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
+             info["schema_version"], info["schema_version_now"]))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from .retention import db_bytes
+
+    db = _open_existing(args.data_dir)
+    sizes = db_bytes(db.conn)
+    kept = db.execute("SELECT count(*), min(t), max(t) FROM readings").fetchone()
+    stored = sum(store.reading_counts(db).values())
+    raw = sum(v for k, v in sizes.items() if k == "readings" or k.startswith("readings_"))
+    rollups = sum(v for k, v in sizes.items() if k.startswith("rollup_"))
+    free = db.execute("PRAGMA freelist_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    print("readings kept:    %d of %d stored (older synced ones deleted by retention), %s to %s"
+          % (kept[0], stored, iso(kept[1]) or "-", iso(kept[2]) or "-"))
+    print("bytes per reading: %.1f (readings table and its indexes: %.1f MB)" % (raw / max(kept[0], 1), raw / 1e6))
+    print("rollups:          %.1f MB; free pages for reuse: %.1f MB; file %.1f MB"
+          % (rollups / 1e6, free / 1e6, store.db_path(args.data_dir).stat().st_size / 1e6))
+    for name, size in sorted(sizes.items(), key=lambda kv: -kv[1]):
+        if size >= 50_000:
+            print("  %-32s %10.1f MB" % (name, size / 1e6))
+    return 0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -419,7 +558,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", help="file to write (default: stdout)")
     ex.add_argument("--since", type=parse_time)
     ex.add_argument("--until", type=parse_time)
+    ex.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="CSV: processes formatting devices side by side (default: one per CPU)")
     ex.set_defaults(func=_export)
+
+    st = commands.add_parser("stats", help="the store's size: bytes per reading with indexes, rollups, retention")
+    _data_dir(st)
+    st.set_defaults(func=_stats)
+
+    bk = commands.add_parser("backup", help="consistent copy of the store, also while the agent runs")
+    _data_dir(bk)
+    bk.add_argument("--to", required=True, help="the backup file to write (must not exist)")
+    bk.set_defaults(func=_backup)
+    rs = commands.add_parser("restore", help="replace the store with a backup, also while the agent runs")
+    _data_dir(rs)
+    rs.add_argument("--from", dest="from_", required=True, help="a file written by `airwatt backup`")
+    rs.set_defaults(func=_restore)
 
     sync = _group(commands, "sync", "sync to the city platform")
     status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")

@@ -16,6 +16,19 @@ Example (every key optional; a missing file means all defaults):
     tenant = "khonkaen"       # NGSILD-Tenant header when set
     batch_size = 100
     timeout_s = 10.0
+
+    [alerts]                  # every key optional: these are the defaults
+    co2_ppm = 1000            # CO2 above 1000 ppm for co2_minutes = 15
+    pm25_aqi_level = 3        # the 24-h PM2.5 Thai AQI orange (3) or worse (4: red)
+    offline_intervals = 3     # no upload for 3 reading intervals
+    buffer_fraction = 0.5     # a board's flash buffer over half full (of buffer_capacity = 20000 readings)
+    sync_lag_s = 3600         # the oldest unsynced reading older than an hour (when a platform is set)
+    meter_missing_intervals = 10  # a board with a meter and no energy reading for 10 intervals
+    webhook_url = "http://127.0.0.1:9093/airwatt"  # optional: alerts firing and resolved are POSTed here
+
+    [store]
+    keep_synced_days = 90     # raw readings are deleted this long after the platform confirmed them (never
+                              # before); hourly and daily rollups are kept for good
 """
 
 from __future__ import annotations
@@ -51,6 +64,32 @@ class PlatformConfig(BaseModel):
         return self
 
 
+class StoreConfig(BaseModel):
+    """How long raw readings stay (agent/retention.py); rollups are kept for good."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep_synced_days: float = Field(default=90.0, gt=0, le=36500,
+                                    description="Days a raw reading stays after the platform confirmed it")
+    prune_every_s: float = Field(default=600.0, gt=0, le=86400, description="Seconds between retention passes")
+
+
+class AlertsConfig(BaseModel):
+    """The alert rules' thresholds (agent/alerts.py) and where to send alerts."""
+
+    model_config = ConfigDict(extra="forbid")
+    co2_ppm: float = Field(default=1000, gt=0, description="CO2 above this ...")
+    co2_minutes: float = Field(default=15, gt=0, le=1440, description="... for this long")
+    pm25_aqi_level: int = Field(default=3, ge=1, le=4, description="Thai AQI level index (3: orange) or worse")
+    offline_intervals: float = Field(default=3, gt=0, description="No upload for this many reading intervals")
+    buffer_capacity: int = Field(default=20000, ge=10, description="The boards' flash buffer (firmware default)")
+    buffer_fraction: float = Field(default=0.5, gt=0, le=1, description="Buffer fuller than this")
+    sync_lag_s: float = Field(default=3600, gt=0, description="Oldest unsynced reading older than this")
+    meter_missing_intervals: float = Field(default=10, gt=0,
+                                           description="A board with a meter sends no energy reading this long")
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://", description="POST alerts here (JSON)")
+    every_s: float = Field(default=30, gt=0, le=3600, description="Seconds between evaluations")
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
@@ -60,6 +99,8 @@ class Config(BaseModel):
     emission_factor: float | None = Field(default=None, ge=0, le=5)
     emission_factor_year: int = Field(default=2026, ge=2000, le=2100)
     platform: PlatformConfig = PlatformConfig()
+    store: StoreConfig = StoreConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class ConfigError(ValueError):

@@ -28,12 +28,18 @@ def read_gauges(db_file: str | Path) -> dict:
             "SELECT count(*), min(received) FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
         ).fetchone()
         stored = conn.execute("SELECT max(id) FROM readings").fetchone()[0] or 0
+        row = conn.execute("SELECT value FROM meta WHERE key = 'rollup_upto'").fetchone()
+        rolled = int(row[0]) if row else 0
         row = conn.execute("SELECT value FROM meta WHERE key = 'last_sync_ok'").fetchone()
         last_ok = float(row[0]) if row else None
         seen = conn.execute("SELECT id, last_seen FROM devices ORDER BY id").fetchall()
+        has_alerts = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alerts'").fetchone()
+        alerts = conn.execute("SELECT rule, device, acked_at IS NOT NULL, since FROM alerts WHERE cleared_at IS NULL"
+                              " ORDER BY rule, device").fetchall() if has_alerts else []
     finally:
         conn.close()
-    return {"pending": pending, "oldest_pending": oldest, "stored": stored, "last_sync_ok": last_ok, "seen": seen}
+    return {"pending": pending, "oldest_pending": oldest, "stored": stored, "last_sync_ok": last_ok, "seen": seen,
+            "alerts": alerts, "rollup_behind": max(stored - rolled, 0)}
 
 
 def render(stats: Stats, gauges: dict, now: float) -> str:
@@ -92,6 +98,19 @@ def render(stats: Stats, gauges: dict, now: float) -> str:
         "gauge",
         "Unix time of each device's last accepted upload (devices never heard from are left out).",
         [('{device="%s"}' % _label(dev), seen) for dev, seen in gauges["seen"] if seen is not None],
+    )
+    metric(
+        "airwatt_rollup_behind_readings",
+        "gauge",
+        "Readings stored but not yet in the hourly/daily rollups (the pages lag by these).",
+        [("", gauges.get("rollup_behind", 0))],
+    )
+    metric(
+        "airwatt_alert_active",
+        "gauge",
+        "1 for each open alert (see GET /alerts); acked=\"1\" once an operator acknowledged it.",
+        [('{rule="%s",device="%s",acked="%d"}' % (_label(rule), _label(dev), acked), 1)
+         for rule, dev, acked, _since in gauges.get("alerts", [])],
     )
     return "\n".join(lines) + "\n"
 

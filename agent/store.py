@@ -78,8 +78,30 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m2_rollups(db: sqlite_utils.Database) -> None:
+    """Hourly and daily rollups and per-device counters (agent/rollup.py), filled by the roller from id 0."""
+    for table in ("rollup_hour", "rollup_day"):
+        db.execute(
+            "CREATE TABLE %s (device TEXT NOT NULL, metric TEXT NOT NULL, start INTEGER NOT NULL, n INTEGER NOT NULL,"
+            " min REAL, max REAL, sum REAL NOT NULL, PRIMARY KEY (device, metric, start)) WITHOUT ROWID" % table
+        )
+    db.execute(
+        "CREATE TABLE rollup_state (device TEXT PRIMARY KEY, readings INTEGER NOT NULL DEFAULT 0,"
+        " e_seq INTEGER, e_t REAL, e_wh INTEGER)"
+    )
+
+
+def _m3_alerts(db: sqlite_utils.Database) -> None:
+    """Alerts (agent/alerts.py): one row per alert from when it fires until it clears, kept as a history."""
+    db.execute(
+        "CREATE TABLE alerts (id INTEGER PRIMARY KEY, rule TEXT NOT NULL, device TEXT NOT NULL DEFAULT '',"
+        " since REAL NOT NULL, value REAL, threshold REAL, acked_at REAL, cleared_at REAL)"
+    )
+    db.execute("CREATE INDEX alerts_open ON alerts(rule, device) WHERE cleared_at IS NULL")
+
+
 # Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_rollups, _m3_alerts]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -243,14 +265,29 @@ def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
 
 
 def list_devices(db: sqlite_utils.Database) -> list[dict]:
-    """Every device without its key, with its count of stored readings."""
+    """Every device without its key, with its count of readings stored (ever: retention does not lower it)."""
     cur = db.execute(
         "SELECT d.id, d.name, d.site, d.lat, d.lon, d.sensors, d.interval_s, d.firmware, d.first_seen,"
-        " d.last_seen, d.last_status, d.created,"
-        " (SELECT count(*) FROM readings r WHERE r.device = d.id) AS readings"
-        " FROM devices d ORDER BY d.id"
+        " d.last_seen, d.last_status, d.created FROM devices d ORDER BY d.id"
     )
-    return _dicts(cur)
+    devices = _dicts(cur)
+    counts = reading_counts(db)
+    for d in devices:
+        d["readings"] = counts.get(d["id"], 0)
+    return devices
+
+
+def reading_counts(db: sqlite_utils.Database) -> dict[str, int]:
+    """Readings stored per device: the rollups' counters plus the few stored since the roller last ran (a scan
+    of that tail only, never of the whole table)."""
+    counts: dict[str, int] = dict(db.execute("SELECT device, readings FROM rollup_state").fetchall())
+    row = db.execute("SELECT value FROM meta WHERE key = 'rollup_upto'").fetchone()
+    upto = int(row[0]) if row else 0
+    # NOT INDEXED: a range of the rowid, not a scan of an index over every reading
+    for device, n in db.execute("SELECT device, count(*) FROM readings NOT INDEXED WHERE id > ? GROUP BY device",
+                                (upto,)):
+        counts[device] = counts.get(device, 0) + n
+    return counts
 
 
 # -- readings --------------------------------------------------------------------------------------------
@@ -268,6 +305,11 @@ def iter_readings(
     db: sqlite_utils.Database, device: str | None = None, since: float | None = None, until: float | None = None
 ) -> Iterator[dict]:
     """Stream readings (optionally of one device) in (device, seq) order without loading them all."""
+    if device is None and (since is not None or until is not None):
+        # Device by device: each a search of (device, t), where one query would walk (device, seq) over all.
+        for (dev,) in db.execute("SELECT id FROM devices ORDER BY id").fetchall():
+            yield from iter_readings(db, dev, since, until)
+        return
     where, params = [], []
     if device is not None:
         where.append("device = ?")
@@ -334,7 +376,7 @@ def sync_state(db: sqlite_utils.Database, errors: int = 5) -> dict:
     pending_n, oldest = db.execute(
         "SELECT count(*), min(received) FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
     ).fetchone()
-    total = db.execute("SELECT count(*) FROM readings").fetchone()[0]
+    total = sum(reading_counts(db).values())
     last_ok = get_meta(db, "last_sync_ok")
     cur = db.execute("SELECT * FROM sync_log WHERE ok = 0 ORDER BY id DESC LIMIT ?", (errors,))
     return {

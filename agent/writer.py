@@ -150,7 +150,8 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
             if off is None:
                 row = row[:5] + ("unknown",) + row[6:]
             else:
-                row = row[:4] + (off + row[6] / 1000.0, "ticks") + row[6:]
+                # to the millisecond (the board's tick): the offset's microseconds are network noise
+                row = row[:4] + (round(off + row[6] / 1000.0, 3), "ticks") + row[6:]
         rows.append(row)
     before = conn.total_changes
     conn.execute(insert_rows(len(rows)), list(chain.from_iterable(rows)))
@@ -159,7 +160,7 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
         # Readings of this boot stored earlier without a time (sent after a reboot, before the agent had heard
         # from that boot) can be timed now.
         conn.execute(
-            "UPDATE readings SET t = ? + ticks / 1000.0, t_source = 'ticks'"
+            "UPDATE readings SET t = round(? + ticks / 1000.0, 3), t_source = 'ticks'"
             " WHERE device = ? AND boot = ? AND t IS NULL",
             (offset, job.device, job.boot),
         )

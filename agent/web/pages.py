@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import sqlite_utils
 from aiohttp import web
 
-from .. import aqi, carbon, store
+from .. import alerts, aqi, carbon, rollup, store
 from . import svg
 from .i18n import label, lang_of
 
@@ -73,6 +73,7 @@ FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
 DATA_DIR_PATH_KEY = web.AppKey("airwatt_pages_data_dir", str)  # absolute, for the commands the pages suggest
+CONFIG_KEY_ALERTS = web.AppKey("airwatt_pages_alerts_config", object)
 
 
 def operator_token(data_dir: Path, configured: str | None) -> str:
@@ -242,11 +243,63 @@ def no_location_data(db: sqlite_utils.Database) -> tuple[list[str], dict[str, in
     return devices, store.waiting_for_location(db) if devices else {}
 
 
+def _alert_rule(lang: str, a: dict, cfg: Any) -> str:
+    """The rule of an alert, with its threshold, in the page's language."""
+    rule, threshold = a["rule"], a["threshold"] or 0
+    if rule == "co2":
+        args: tuple = ("%g" % threshold, "%g" % cfg.co2_minutes)
+    elif rule == "pm25_aqi":
+        args = ("%d" % threshold,)
+    elif rule in ("offline", "sync_lag", "meter_missing"):
+        args = (_fmt_age(threshold),)
+    else:
+        args = ("%d" % threshold,)
+    return label(lang, "rule_" + rule) % args
+
+
+def _alert_value(a: dict) -> str:
+    v = a["value"] or 0
+    return {"co2": "%d ppm" % v, "pm25_aqi": "AQI %d" % v, "buffer": "%d" % v, "meter_missing": "-"}.get(
+        a["rule"], _fmt_age(v))
+
+
+def alerts_box(request: web.Request, open_: list[dict]) -> str:
+    """The open alerts as a table, each with an acknowledge form (operator token)."""
+    lang = _lang(request)
+    notice = ('<p class="ok" id="ack-ok">%s</p>' % escape(label(lang, "ack_done"))
+              if request.query.get("acked") else "")
+    title = '<h2 id="alerts-title">%s (%d)</h2>' % (escape(label(lang, "alerts")), len(open_))
+    if not open_:
+        return title + notice + '<p id="alerts-none">%s</p>' % escape(label(lang, "no_alerts"))
+    heads = "".join("<th>%s</th>" % escape(label(lang, k)) for k in (
+        "alert_rule", "device", "alert_value", "alert_since", "ack"))
+    rows = []
+    for a in open_:
+        if a["acked_at"] is not None:
+            ack = '<span class="muted">%s %s</span>' % (escape(label(lang, "acked")), _fmt_time(a["acked_at"]))
+        else:
+            ack = ('<form method="post" class="inline" action="%s"><input type="hidden" name="id" value="%d">'
+                   '<input type="password" name="token" class="ack-token" placeholder="%s" '
+                   'autocomplete="current-password"> <button type="submit" class="ack">%s</button></form>'
+                   % (escape(_url("/alerts/ack", lang)), a["id"], escape(label(lang, "operator_token")),
+                      escape(label(lang, "ack"))))
+        dev = a["device"]
+        rows.append('<tr class="err" data-alert-id="%d" data-rule="%s" data-device="%s" data-acked="%d">'
+                    '<td>%s</td><td>%s</td><td class="num" data-value="%s">%s</td><td>%s</td><td>%s</td></tr>'
+                    % (a["id"], escape(a["rule"]), escape(dev), a["acked_at"] is not None,
+                       escape(_alert_rule(lang, a, request.app[CONFIG_KEY_ALERTS])),
+                       '<a href="%s">%s</a>' % (escape(_url("/device/" + dev, lang)), escape(dev)) if dev else "-",
+                       a["value"], escape(_alert_value(a)), _fmt_time(a["since"]), ack))
+    return (title + notice + '<table id="alerts"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
+            % (heads, "".join(rows)))
+
+
 async def fleet(request: web.Request) -> web.Response:
     lang = _lang(request)
     site = request.query.get("site") or None
     now = time.time()
     rows, sites = await request.app[READER_KEY].run(fleet_rows, site, now)
+    open_ = await request.app[READER_KEY].run(alerts.open_alerts)
     options = '<option value="">%s</option>' % escape(label(lang, "all_sites")) + "".join(
         '<option value="%s"%s>%s</option>' % (escape(s), " selected" if s == site else "", escape(s or "-"))
         for s in sites)
@@ -287,7 +340,7 @@ async def fleet(request: web.Request) -> web.Response:
     note = '<p class="note">%s</p>' % escape(label(lang, "state_note") % (ONLINE_INTERVALS, LATE_INTERVALS))
     unlocated = no_location_block(lang, *await request.app[READER_KEY].run(no_location_data),
                                   request.app[DATA_DIR_PATH_KEY])
-    return _page(request, "fleet", label(lang, "fleet"), form + table + note + unlocated)
+    return _page(request, "fleet", label(lang, "fleet"), alerts_box(request, open_) + form + table + note + unlocated)
 
 
 # -- Device ------------------------------------------------------------------------------------------------
@@ -306,19 +359,37 @@ def _parse_end(value: str | None, now: float) -> float:
         raise web.HTTPBadRequest(text="end must be Unix seconds or YYYY-MM-DDTHH:MM (Thai time)") from None
 
 
+RAW_MAX_S = 86400  # ranges up to a day are drawn reading by reading; longer ones from the hourly rollups
+PLOTTED = ("pm25", "co2", "temperature", "humidity", "power")
+
+
 def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float) -> dict | None:
     row = store.get_device(db, device)
     if row is None:
         return None
-    rows = store.readings(db, device, since, until + 1e-6)
-    # from a day earlier, so the first day's first difference has the reading before it
-    energy = [r for r in store.readings(db, device, kwh_since - 86400, until + 1e-6) if r["sensor"] == "energy"]
-    return {"device": row, "rows": rows, "energy": energy}
+    out: dict[str, Any] = {"device": row, "rows": [], "hours": None, "range": (since, until)}
+    if until - since <= RAW_MAX_S:
+        # only what the plots draw, as tuples: (t, sensor, flags, *PLOTTED)
+        out["rows"] = db.execute("SELECT t, sensor, flags, %s FROM readings WHERE device = ? AND t >= ? AND t < ?"
+                                 % ", ".join(PLOTTED), (device, since, until + 1e-6)).fetchall()
+    else:
+        # hours that start in the range; the last one may reach past `until` (a partial hour at the end)
+        out["hours"] = rollup.hours(db, device, PLOTTED, since - since % 3600, until)
+    out["wh"] = rollup.daily_wh(db, kwh_since, until + 1e-6, device).get(device, {})
+    return out
 
 
-def _points(rows: list[dict], metric: str) -> list[tuple[float, float, bool]]:
-    return [(r["t"], float(r[metric]), bool(r["flags"])) for r in rows
-            if r.get(metric) is not None and r["t"] is not None]
+def _series(data: dict, metric: str, label_: str, colour: str) -> svg.Series:
+    """A plot's series: the readings themselves, or hourly means (data-n, data-b0, data-b1) for long ranges."""
+    if data["hours"] is None:
+        k = 3 + PLOTTED.index(metric)
+        return svg.Series(metric, label_, colour, [(r[0], float(r[k]), bool(r[2])) for r in data["rows"]
+                                                   if r[k] is not None])
+    # drawn mid-hour, kept inside the plot for the partial hours at either end of the range
+    t0, t1 = data["range"]
+    return svg.Series(metric, label_, colour, means=[
+        {"t": max(t0, min(start + 1800, t1)), "v": mean, "n": n, "b0": start, "b1": start + 3600}
+        for start, n, _lo, _hi, mean in data["hours"][metric] if n])
 
 
 async def device_page(request: web.Request) -> web.Response:
@@ -341,14 +412,16 @@ async def device_page(request: web.Request) -> web.Response:
         kinds = set(json.loads(data["device"]["sensors"] or "[]"))
     except ValueError:
         kinds = set()
-    kinds |= {r["sensor"] for r in rows} | ({"energy"} if data["energy"] else set())
+    kinds |= {r[1] for r in rows} | ({"energy"} if data["wh"] else set())
+    sensor_of_metric = {"pm25": "pm", "co2": "co2", "temperature": "co2", "humidity": "co2", "power": "energy"}
+    kinds |= {sensor_of_metric[m] for m, hs in (data["hours"] or {}).items() if hs}
     flagged = label(lang, "flagged")
     nodata = label(lang, "no_data")
     kw = {"flagged_label": flagged, "no_data": nodata}
     pm_bands = aqi.pm25_bands()
     plots = []
     plots.append(("pm25_plot", svg.time_plot(
-        [svg.Series("pm25", "PM2.5", "#222", _points(rows, "pm25"))], since, until, plot_id="plot-pm25",
+        [_series(data, "pm25", "PM2.5", "#222")], since, until, plot_id="plot-pm25",
         unit="µg/m³", bands=pm_bands, y_floor=0, y_min_top=40, **kw)
         + '<div class="bands">%s</div>' % "".join(
             '<span><i class="chip" style="background:%s"></i>%s (AQI %d-%s, PM2.5 %s-%s)</span>'
@@ -356,19 +429,19 @@ async def device_page(request: web.Request) -> web.Response:
                aqi.BREAKPOINTS["pm25"][n][0], aqi.BREAKPOINTS["pm25"][n][1])
             for n, lvl in enumerate(aqi.LEVELS))))
     plots.append(("co2_plot", svg.time_plot(
-        [svg.Series("co2", "CO2", "#6a3d9a", _points(rows, "co2"))], since, until, plot_id="plot-co2", unit="ppm",
+        [_series(data, "co2", "CO2", "#6a3d9a")], since, until, plot_id="plot-co2", unit="ppm",
         guides=[(1000, "#c77700", label(lang, "guide_1000")), (1500, "#c00000", label(lang, "guide_1500"))],
         y_floor=0, **kw)))
     plots.append(("temp_plot", svg.time_plot(
-        [svg.Series("temperature", label(lang, "temp_plot"), "#d95f02", _points(rows, "temperature"))],
+        [_series(data, "temperature", label(lang, "temp_plot"), "#d95f02")],
         since, until, plot_id="plot-temperature", unit="°C", **kw)))
     plots.append(("hum_plot", svg.time_plot(
-        [svg.Series("humidity", label(lang, "hum_plot"), "#1b9e77", _points(rows, "humidity"))],
+        [_series(data, "humidity", label(lang, "hum_plot"), "#1b9e77")],
         since, until, plot_id="plot-humidity", unit="%RH", **kw)))
     plots.append(("power_plot", svg.time_plot(
-        [svg.Series("power", label(lang, "power_plot"), "#3b7dd8", _points(rows, "power"))],
+        [_series(data, "power", label(lang, "power_plot"), "#3b7dd8")],
         since, until, plot_id="plot-power", unit="W", y_floor=0, **kw)))
-    days = carbon.daily_wh(data["energy"])
+    days = data["wh"]
     day_keys = []
     d = first_day.replace(hour=0, minute=0, second=0, microsecond=0)
     while d.timestamp() <= until:
@@ -392,6 +465,8 @@ async def device_page(request: web.Request) -> web.Response:
     sensor_of = {"pm25_plot": "pm", "co2_plot": "co2", "temp_plot": "co2", "hum_plot": "co2", "power_plot": "energy",
                  "kwh_plot": "energy"}
     body = head + "".join("<h2>%s</h2>%s" % (escape(label(lang, k)), p) for k, p in plots if sensor_of[k] in kinds)
+    if data["hours"] is not None:
+        body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
     return _page(request, "device", "%s %s" % (label(lang, "device"), device), body,
                  refresh=not request.query.get("end"))
@@ -528,9 +603,8 @@ async def carbon_page(request: web.Request) -> web.Response:
     now = time.time()
     today = datetime.fromtimestamp(now, svg.THAILAND).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days - 1)
-    # read from one day earlier so the first day's first difference has a reading before it
     table = request.app[FACTORS_KEY]
-    daily, monthly = await request.app[READER_KEY].run(carbon_data, start.timestamp() - 86400, now, table)
+    daily, monthly = await request.app[READER_KEY].run(carbon_data, start.timestamp(), now, table)
     first = start.strftime("%Y-%m-%d")
     daily = [r for r in daily if r.period >= first]
     month_sum: dict[tuple[str, str], list[float]] = {}
@@ -579,13 +653,13 @@ async def carbon_page(request: web.Request) -> web.Response:
 
 
 def air_data(db: sqlite_utils.Database, now: float) -> list[dict]:
+    """Per device, the 24-h PM means (of the hourly means of the last 24 clock hours, from the rollups) and AQI."""
     out = []
+    first, last = aqi.clock_hours(now)
     for d in store.list_devices(db):
-        rows = [dict(zip(("t", "pm25", "pm10", "flags"), r)) for r in db.execute(
-            "select t, pm25, pm10, flags from readings where device = ? and sensor = 'pm' and t > ? and t <= ?",
-            [d["id"], now - 86400, now]).fetchall()]
-        pm25, h25 = aqi.daily_mean(rows, "pm25", now)
-        pm10, h10 = aqi.daily_mean(rows, "pm10", now)
+        hours = rollup.hours(db, d["id"], ("pm25", "pm10"), first, last + 1)
+        pm25, h25 = aqi.mean_of_hours([h[4] for h in hours["pm25"]])
+        pm10, h10 = aqi.mean_of_hours([h[4] for h in hours["pm10"]])
         best, subs = aqi.overall(pm25, pm10)
         out.append({"device": d, "pm25": pm25, "pm10": pm10, "hours": max(h25, h10), "best": best, "subs": subs})
     return out
@@ -656,6 +730,7 @@ def setup_pages(app: web.Application) -> None:
     extra = {} if config.emission_factor is None else {config.emission_factor_year: config.emission_factor}
     app[FACTORS_KEY] = carbon.factors_table(extra)
     app[WRITE_DB_KEY] = app[DB_KEY]
+    app[CONFIG_KEY_ALERTS] = config.alerts
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
     app.router.add_get("/", index)

@@ -22,11 +22,14 @@ class Series:
     label: str
     colour: str
     points: list[tuple[float, float, bool]] = field(default_factory=list)  # (t, value, flagged)
+    means: list[dict] | None = None  # already bucket means (t, v, n, b0, b1; from the rollups): drawn as they are
 
 
 def _num(v: float) -> str:
     """A short, exact-enough number for attributes and coordinates."""
-    return ("%.6f" % v).rstrip("0").rstrip(".") if not float(v).is_integer() else str(int(v))
+    if float(v).is_integer():
+        return str(int(v))
+    return ("%.6f" % v).rstrip("0").rstrip(".")
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -56,12 +59,21 @@ def downsample(points: list[tuple[float, float, bool]], t0: float, t1: float, ma
         out += [{"t": t, "v": v, "flagged": False, "n": 1} for t, v, _ in good]
     else:
         width = (t1 - t0) / max_points
-        buckets: dict[int, list[tuple[float, float]]] = {}
+        # running sums per bucket (a day of readings is thousands of points per plot)
+        count, tsum, vsum = [0] * max_points, [0.0] * max_points, [0.0] * max_points
+        last = max_points - 1
         for t, v, _ in good:
-            buckets.setdefault(min(int((t - t0) // width), max_points - 1), []).append((t, v))
-        for b, pts in sorted(buckets.items()):
-            out.append({"t": sum(p[0] for p in pts) / len(pts), "v": sum(p[1] for p in pts) / len(pts),
-                        "flagged": False, "n": len(pts), "b0": t0 + b * width, "b1": t0 + (b + 1) * width})
+            b = int((t - t0) // width)
+            if b > last:
+                b = last
+            count[b] += 1
+            tsum[b] += t
+            vsum[b] += v
+        for b in range(max_points):
+            n = count[b]
+            if n:
+                out.append({"t": tsum[b] / n, "v": vsum[b] / n, "flagged": False, "n": n, "b0": t0 + b * width,
+                            "b1": t0 + (b + 1) * width})
     out.sort(key=lambda m: m["t"])
     return out
 
@@ -94,7 +106,8 @@ def time_plot(series: list[Series], t0: float, t1: float, *, plot_id: str, unit:
               no_data: str = "no data", width: int = 880, height: int = 230, max_points: int = 720,
               tz: timezone = THAILAND) -> str:
     """An SVG time plot. bands: (low, high, colour) drawn behind; guides: (value, colour, label) lines."""
-    markers = {s.key: downsample(s.points, t0, t1, max_points) for s in series}
+    markers = {s.key: ([dict(m, flagged=False) for m in s.means] if s.means is not None
+                       else downsample(s.points, t0, t1, max_points)) for s in series}
     values = [m["v"] for ms in markers.values() for m in ms]
     lo = min(values + [g[0] for g in guides]) if values or guides else 0.0
     hi = max(values + [g[0] for g in guides]) if values or guides else 1.0

@@ -219,11 +219,22 @@ async def test_air_page_aqi_from_database(agent, shots):
             bg: a.style.backgroundColor, means: Array.from(tr.querySelectorAll('td[data-mean]')).map(td =>
             td.dataset.mean)}]}))""")
     db = _db(data_dir)
+    first, last = aqi.clock_hours(facts["now"])
+
+    def hourly_means(rows, metric):  # the PCD way, from the raw readings: mean of each clock hour's mean
+        hours = {}
+        for r in rows:
+            hour = int(r["t"] // 3600 * 3600)
+            if first <= hour <= last and r[metric] is not None and not {"stuck", "out_of_range"} & set(
+                    r["flags"].split(",")):
+                hours.setdefault(hour, []).append(r[metric])
+        return [sum(v) / len(v) for v in hours.values()]
+
     for device in ("hall-01", "hall-02"):
         rows = [r for r in store.readings(db, device) if r["sensor"] == "pm"]
         # independent of the page's clock: the page used its own "now", which is at most seconds after ours
-        pm25, _ = aqi.daily_mean(rows, "pm25", facts["now"])
-        pm10, _ = aqi.daily_mean(rows, "pm10", facts["now"])
+        pm25, _ = aqi.mean_of_hours(hourly_means(rows, "pm25"))
+        pm10, _ = aqi.mean_of_hours(hourly_means(rows, "pm10"))
         best, _ = aqi.overall(pm25, pm10)
         got = cells[device]
         assert float(got["means"][0]) == pytest.approx(pm25, rel=0.02)

@@ -157,3 +157,28 @@ async def test_a_device_without_location_is_shown_with_the_command_that_fixes_it
         db.close()
         async with http.get(base + "/fleet?lang=" + lang) as r:
             assert 'id="no-location"' not in await r.text()
+
+
+async def test_long_ranges_plot_hourly_means_of_the_readings(agent):
+    base, data_dir, facts = agent
+    now = facts["now"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/device/hall-01?lang=en&range=7d&end=%d" % now) as r:
+            html = await r.text()
+    assert 'id="hourly-note"' in html
+    db = store.open_db(data_dir)
+    rows = store.readings(db, "hall-01", now - 7 * 86400, now + 1)
+    db.close()
+    for plot, metric in (("plot-co2", "co2"), ("plot-pm25", "pm25"), ("plot-power", "power")):
+        svg_text = html.split('id="%s"' % plot)[1].split("</svg>")[0]
+        got = {int(b0): (float(v), int(n)) for v, n, b0 in re.findall(
+            r'data-value="([\d.]+)" data-n="(\d+)" data-b0="(\d+)"', svg_text)}
+        want: dict[int, list[float]] = {}
+        for r in rows:
+            if r[metric] is not None and not {"stuck", "out_of_range"} & set(r["flags"].split(",")):
+                want.setdefault(int(r["t"] // 3600 * 3600), []).append(r[metric])
+        want = {h: v for h, v in want.items() if h >= (now - 7 * 86400) // 3600 * 3600}
+        assert sorted(got) == sorted(want) and len(want) >= 26
+        for h, values in want.items():
+            assert got[h][1] == len(values)
+            assert got[h][0] == pytest.approx(sum(values) / len(values), abs=1e-6)

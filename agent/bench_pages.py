@@ -1,0 +1,285 @@
+"""`airwatt bench pages`: the pages on a grown store beside a 1-day store, measured in the same run.
+
+Grows two stores for the same boards (default 20 boards at 0.15 readings/s each, the boards' default rate):
+one of 1 day and one of `--days` days (default 90: 23.3 M readings), every reading synced but the last hour's,
+with realistic values (daily rhythms of power, CO2 and PM, a meter counter that keeps counting). Rows go in
+with executemany in big transactions; then the roller builds the rollups, as a running agent would have.
+For each store a real `airwatt serve` process answers each page `--requests` times over HTTP on 127.0.0.1
+(median reported); then its peak RSS. On the big store a 30-day CSV export runs as `airwatt export` (time and
+peak RSS). Also: the database's bytes per reading, tables and indexes included. Figures only; nothing here is
+asserted by tests (a test runs it at a tiny size to prove it works).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from . import bench, retention, rollup, store, writer
+
+RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
+SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",
+         "Bus Terminal 3")
+INSERT = "INSERT INTO readings(%s, synced_at) VALUES (%s)" % (
+    ",".join('"%s"' % c for c in writer.COLUMNS), ",".join("?" * (len(writer.COLUMNS) + 1)))
+ROWS_PER_TX = 400_000
+GOALS = {"median_s": 0.5, "growth": 3.0, "rss_mb": 300.0, "export_s": 20.0}
+
+
+def _status(k: int) -> str:
+    return json.dumps({"uptime_s": 86400 + k, "free_heap": 81000 + k, "rssi": -60 - k % 20, "buffer_depth": k % 5,
+                       "dropped": 0, "errors": {}, "time_sync": "ntp"}, sort_keys=True, separators=(",", ":"))
+
+
+def grow(data_dir: Path, boards: int, days: float, now: float, seed: int = 1) -> int:
+    """A store of `boards` boards with `days` of readings ending at `now`; returns how many readings."""
+    db = store.open_db(data_dir)
+    devices = ["board-%03d" % i for i in range(boards)]
+    for i, d in enumerate(devices):
+        store.add_device(db, d, name="Floor %d" % (i % 7 + 1), site=SITES[i % len(SITES)],
+                         lat=16.43 + i * 0.003, lon=102.83 + i * 0.002, interval_s=20)
+    conn = db.conn
+    conn.execute("PRAGMA synchronous = OFF")  # a bench store: rebuilt if the machine crashes meanwhile
+    conn.execute("PRAGMA cache_size = -262144")
+    rng = random.Random(seed)
+    step = 1.0 / RATE
+    start = now - days * 86400
+    per_board = int(days * 86400 * RATE)
+    counters = [rng.randint(10_000, 5_000_000) for _ in devices]
+    boots = ["%08x" % rng.getrandbits(32) for _ in devices]
+    unsynced_from = now - 3600
+    total = 0
+    rows: list[tuple] = []
+    none6, none3 = (None,) * 6, (None,) * 3
+    for k in range(per_board):
+        t = start + k * step
+        hour = ((t + 7 * 3600) % 86400) / 3600  # Thai local hour
+        day_shape = max(0.0, math.sin((hour - 6) / 12 * math.pi))  # 0 at night, 1 at noon
+        kind = k % 3
+        synced = t + 35 if t < unsynced_from else None
+        for b, device in enumerate(devices):
+            tb = float(int(t + b * 0.37))  # board time is whole seconds; received too, as the agent stores it
+            head = (device, k + 1, boots[b], ("energy", "pm", "co2")[kind], tb, "board", k * 6667, tb + 3.0,
+                    "retried" if rng.random() < 0.002 else "")
+            if kind == 0:
+                power = round(180 + 2400 * day_shape * (0.8 + 0.4 * rng.random()) + 30 * b, 1)
+                counters[b] += int(power * 3 * step / 3600 + rng.random())
+                volt = round(226 + 8 * rng.random(), 1)
+                pf = round(0.86 + 0.12 * rng.random(), 2)
+                values = (volt, round(power / volt / pf, 3), power, counters[b] % 4294967296,
+                          round(49.9 + 0.2 * rng.random(), 1), pf) + none6
+            elif kind == 1:
+                pm25 = int(8 + 30 * (1 - day_shape) + 25 * rng.random() + b % 5 * 4)
+                values = none6 + (max(pm25 - 4, 0), pm25, pm25 + int(12 * rng.random()) + 5) + none3
+            else:
+                values = none6 + none3 + (int(420 + 900 * day_shape * rng.random() + 20 * b),
+                                          round(27 + 5 * day_shape + rng.random(), 2),
+                                          round(70 - 15 * day_shape + 5 * rng.random(), 2))
+            rows.append(head + values + (synced,))
+        if len(rows) >= ROWS_PER_TX:
+            total += _insert(conn, rows)
+            rows = []
+    total += _insert(conn, rows)
+    with store.transaction(db):
+        for i, d in enumerate(devices):
+            db.execute("UPDATE devices SET firmware = '0.1.0', first_seen = ?, last_seen = ?, last_status = ?"
+                       " WHERE id = ?", [start, now - 5, _status(i), d])
+            db.execute('INSERT INTO boots(device, boot, "offset", learnt) VALUES (?, ?, ?, ?)',
+                       [d, boots[i], start, start])
+        db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", [repr(unsynced_from)])
+    rollup.catch_up(conn)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return total
+
+
+def _insert(conn, rows: list[tuple]) -> int:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(INSERT, rows)
+    conn.execute("COMMIT")
+    return len(rows)
+
+
+def bytes_per_reading(data_dir: Path) -> tuple[float, dict[str, int]]:
+    conn = store.connect(store.db_path(data_dir))
+    try:
+        sizes = retention.db_bytes(conn)
+        n = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    finally:
+        conn.close()
+    raw = sum(v for k, v in sizes.items() if k == "readings" or k.startswith("readings_"))
+    return raw / max(n, 1), sizes
+
+
+def pages(days: int, now: float) -> list[tuple[str, str]]:
+    today = datetime.fromtimestamp(now, bench_tz()).day
+    return [("fleet /", "/fleet"), ("device, 24 h", "/device/board-000?range=24h"),
+            ("device, 30 d", "/device/board-000?range=30d"), ("/air", "/air"),
+            ("/carbon, this month", "/carbon?days=%d" % today),
+            ("/carbon, whole period", "/carbon?days=%d" % min(max(days, 1), 400)), ("/sync", "/sync"),
+            ("/metrics", "/metrics")]
+
+
+def bench_tz():
+    from .carbon import THAILAND
+
+    return THAILAND
+
+
+def _get(url: str) -> float:
+    began = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=600) as resp:
+        resp.read()
+        if resp.status != 200:
+            raise RuntimeError("%s answered %d" % (url, resp.status))
+    return time.perf_counter() - began
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MB, from /proc."""
+    got = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                got[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return got.get("VmRSS", 0.0), got.get("VmHWM", 0.0)
+
+
+def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
+    """Median seconds per page over real HTTP to a real agent; the agent's peak RSS after them."""
+    proc, url = bench.start_agent(data_dir)
+    try:
+        out = {}
+        for name, path in pages(days, now):
+            _get(url + path)  # warm-up: the first request after start opens the reader connection
+            out[name] = statistics.median(_get(url + path) for _ in range(requests))
+        rss, peak = _rss_mb(proc.pid)
+    finally:
+        bench.stop_agent(proc)
+    return {"pages": out, "rss_mb": rss, "peak_rss_mb": peak}
+
+
+def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:
+    """`airwatt export --format csv` of the last `days` days: seconds, rows, peak RSS of the export process."""
+    code = ("import resource, sys; from airwatt.agent.cli import main; rc = main(sys.argv[1:]); "
+            "print(max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)),"
+            " file=sys.stderr); sys.exit(rc)")
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, "export", "--data-dir", str(data_dir), "--format", "csv",
+                           "--since", repr(now - days * 86400), "--until", repr(now + 1), "--out", str(out_file)],
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - began
+    if done.returncode != 0:
+        raise RuntimeError("export failed: %s" % done.stderr[-2000:])
+    with open(out_file, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    return {"seconds": elapsed, "rows": lines - 1, "peak_rss_mb": int(done.stderr.split()[-1]) / 1024,
+            "bytes": out_file.stat().st_size}
+
+
+def run(boards: int = 20, days: int = 90, requests: int = 5, export_days: float = 30, data_dir: str | None = None,
+        log=print, reuse: bool = False) -> dict:
+    """reuse: time the stores a previous run left in data_dir (grown then; the time since shows as no data)."""
+    now = time.time()
+    with tempfile.TemporaryDirectory(prefix="airwatt-bench-pages-") as tmp:
+        base = Path(data_dir) if data_dir else Path(tmp)
+        small, big = base / "store-1d", base / ("store-%dd" % days)
+        for d in (small, big):
+            if store.db_path(d).exists() != reuse:
+                raise SystemExit("bench: %s %s a database; give %s --data-dir" % (
+                    d, "already holds" if not reuse else "holds no", "an empty" if not reuse else "the same"))
+        result: dict = {"boards": boards, "days": days, "requests": requests}
+        for label, d, n_days in (("1d", small, 1), ("big", big, days)):
+            began = time.perf_counter()
+            if reuse:
+                conn = store.connect(store.db_path(d))
+                n = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+                conn.close()
+            else:
+                n = grow(d, boards, n_days, now)
+            result[label + "_readings"] = n
+            result[label + "_grow_s"] = time.perf_counter() - began
+            log("%s %s: %d readings in %.0f s" % ("counted" if reuse else "grew", d.name, n,
+                                                  result[label + "_grow_s"]))
+        result["bytes_per_reading"], result["sizes"] = bytes_per_reading(big)
+        result["file_bytes"] = store.db_path(big).stat().st_size
+        for label, d, n_days in (("1d", small, 1), ("big", big, days)):
+            result[label] = time_pages(d, n_days, now, requests)
+            log("timed the pages on %s" % d.name)
+        result["export"] = time_export(big, min(export_days, days), now, base / "export.csv")
+        (base / "export.csv").unlink()
+    return result
+
+
+def format_result(r: dict) -> str:
+    small, big = r["1d"], r["big"]
+    lines = ["pages bench: %d boards at %.2f readings/s each; medians of %d requests over HTTP (cpu count %s)"
+             % (r["boards"], RATE, r["requests"], os.cpu_count()),
+             "| page | 1 day | %d days | growth |" % r["days"], "|---|---|---|---|"]
+    worst_time, worst_growth = 0.0, 0.0
+    for name in small["pages"]:
+        a, b = small["pages"][name], big["pages"][name]
+        growth = b / a if a else float("inf")
+        worst_time, worst_growth = max(worst_time, b), max(worst_growth, growth)
+        lines.append("| %s | %.3f s | %.3f s | %.1fx |" % (name, a, b, growth))
+    ex = r["export"]
+    lines += [
+        "stores: %d readings (1 day), %d readings (%d days); built in %.0f s and %.0f s"
+        % (r["1d_readings"], r["big_readings"], r["days"], r["1d_grow_s"], r["big_grow_s"]),
+        "database: %.1f bytes per reading (readings table and its indexes), file %.1f MB; by part: %s"
+        % (r["bytes_per_reading"], r["file_bytes"] / 1e6,
+           ", ".join("%s %.1f MB" % (k, v / 1e6) for k, v in sorted(r["sizes"].items(), key=lambda kv: -kv[1])
+                     if v >= 1e5)),
+        "agent RSS after the pages: %.0f MB (peak %.0f MB) on the %d-day store, %.0f MB (peak %.0f MB) on 1 day"
+        % (big["rss_mb"], big["peak_rss_mb"], r["days"], small["rss_mb"], small["peak_rss_mb"]),
+        "CSV export of the last %d days: %d rows, %.1f MB in %.1f s (%.0f rows/s), export process peak RSS %.0f MB"
+        % (min(30, r["days"]), ex["rows"], ex["bytes"] / 1e6, ex["seconds"], ex["rows"] / ex["seconds"],
+           ex["peak_rss_mb"]),
+        "goals: every page < %.1f s: %s (worst %.3f s); growth <= %.0fx: %s (worst %.1fx); RSS < %.0f MB: %s; "
+        "30-day export < %.0f s: %s"
+        % (GOALS["median_s"], _yes(worst_time < GOALS["median_s"]), worst_time, GOALS["growth"],
+           _yes(worst_growth <= GOALS["growth"]), worst_growth, GOALS["rss_mb"],
+           _yes(big["peak_rss_mb"] < GOALS["rss_mb"]), GOALS["export_s"], _yes(ex["seconds"] < GOALS["export_s"])),
+    ]
+    return "\n".join(lines)
+
+
+def _yes(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _bench_pages(args: argparse.Namespace) -> int:
+    if args.quick:
+        args.boards, args.days, args.requests = 2, 3, 1
+    if args.reuse and not args.data_dir:
+        raise SystemExit("bench: --reuse needs the --data-dir of an earlier run")
+    result = run(args.boards, args.days, args.requests, args.export_days, args.data_dir,
+                 log=lambda m: print(m, file=sys.stderr, flush=True), reuse=args.reuse)
+    print(format_result(result))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from .commands import verbs_of
+
+    bp = verbs_of(commands, "bench").add_parser(
+        "pages", help="page times on a grown store beside a 1-day store, agent RSS, a 30-day CSV export")
+    bp.add_argument("--boards", type=int, default=20)
+    bp.add_argument("--days", type=int, default=90, help="days of readings in the grown store (default 90)")
+    bp.add_argument("--requests", type=int, default=5, help="requests per page; the median is shown")
+    bp.add_argument("--export-days", type=float, default=30, help="days of readings the CSV export covers")
+    bp.add_argument("--quick", action="store_true", help="2 boards, 3 days, 1 request: to see that it works")
+    bp.add_argument("--data-dir", default=None, help="where to build the stores (default: a temp dir)")
+    bp.add_argument("--reuse", action="store_true", help="time the stores an earlier run left in --data-dir")
+    bp.set_defaults(func=_bench_pages)

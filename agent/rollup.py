@@ -1,0 +1,261 @@
+"""Hourly and daily rollups of the readings, so that pages and reports cost what their range shows.
+
+Per device, metric and hour (`rollup_hour`, Unix start of the hour) and per Thai local day (`rollup_day`, Unix
+start of the day in UTC+7): the count, min, max and sum of the readings' values, and under the metric `wh` the
+energy used, from the meter's cumulative counter with wraps, resets and replaced meters handled as in carbon.py
+(each difference split over the hours it spans in proportion to time: summed by day this is carbon.daily_wh).
+`rollup_state` keeps per device the readings stored (counted here, so no page counts the readings table) and
+the last counter reading taken in (the energy cursor). Rollups are kept for good; raw readings may be deleted
+(retention) once rolled up.
+
+Readings flagged 'stuck' or 'out_of_range' are left out of the aggregates, as the AQI and carbon leave them out;
+a reading with no wall time is counted but in no hour.
+
+The roller takes the readings stored since its watermark (meta.rollup_upto, a readings id) in id order, in
+chunks, each chunk in one transaction: a crash repeats nothing and loses nothing. A counter reading that arrives
+after later ones of its device (a board's old buffer) replaces the difference between its neighbours by two,
+so the energy is the same as if it had come in order. The agent runs the roller every few seconds
+(`run_forever`), and at start-up before it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import carbon, store
+
+log = logging.getLogger("airwatt.rollup")
+
+CHUNK = 100_000  # readings per roller transaction: short enough that ingest never waits long for the lock
+EVERY_S = 5.0
+LOCAL = 7 * 3600  # Thailand, UTC+7, no daylight saving: local days start at 17:00 UTC
+METRICS: tuple[str, ...] = store.METRIC_COLUMNS
+WH = "wh"  # the energy used, from the counter differences
+# readings that count in the aggregates: not flagged stuck or out_of_range
+GOOD_FLAGS_SQL = ("(flags = '' OR (',' || flags || ',' NOT LIKE '%,stuck,%' AND ',' || flags || ',' NOT LIKE "
+                  "'%,out_of_range,%'))")
+# NOT INDEXED: a range of the rowid (the new readings), never a walk of an index over all of them
+_AGG_SQL = ("SELECT device, CAST(t / 3600 AS INTEGER) * 3600 AS hour, "
+            + ", ".join("count(%s), min(%s), max(%s), total(%s)" % (m, m, m, m) for m in METRICS)
+            + " FROM readings NOT INDEXED WHERE id > ? AND id <= ? AND t > 0 AND " + GOOD_FLAGS_SQL
+            + " GROUP BY device, hour")
+_MERGE = ("INSERT INTO rollup_hour(device, metric, start, n, min, max, sum) VALUES (?, ?, ?, ?, ?, ?, ?)"
+          " ON CONFLICT(device, metric, start) DO UPDATE SET n = n + excluded.n, min = min(min, excluded.min),"
+          " max = max(max, excluded.max), sum = sum + excluded.sum")
+_MERGE_WH = ("INSERT INTO rollup_hour(device, metric, start, n, min, max, sum) VALUES (?, 'wh', ?, 1, NULL, NULL, ?)"
+             " ON CONFLICT(device, metric, start) DO UPDATE SET n = n + 1, sum = sum + excluded.sum")
+_DAY = ("INSERT OR REPLACE INTO rollup_day(device, metric, start, n, min, max, sum)"
+        " SELECT device, metric, ?, sum(n), min(min), max(max), sum(sum) FROM rollup_hour"
+        " WHERE device = ? AND metric = ? AND start >= ? AND start < ? GROUP BY device, metric")
+
+
+def day_start(t: float) -> int:
+    """Unix start of the Thai local day holding t."""
+    return int((t + LOCAL) // 86400 * 86400 - LOCAL)
+
+
+def watermark(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'rollup_upto'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def catch_up(conn: sqlite3.Connection, chunk: int = CHUNK, budget_s: float | None = None) -> int:
+    """Roll up every reading stored since the watermark, a chunk per transaction; returns readings taken in.
+    budget_s: stop after the chunk that passes this many seconds (the rest waits for the next call)."""
+    began = time.monotonic()
+    done = 0
+    while True:
+        top = conn.execute("SELECT max(id) FROM readings").fetchone()[0] or 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            lo = watermark(conn)
+            if lo >= top:
+                conn.execute("COMMIT")
+                return done
+            hi = min(top, lo + chunk)
+            done += _roll(conn, lo, hi)
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rollup_upto', ?)", (str(hi),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if budget_s is not None and time.monotonic() - began > budget_s:
+            return done
+
+
+def _roll(conn: sqlite3.Connection, lo: int, hi: int) -> int:
+    """Take readings with lo < id <= hi into the rollups (inside the caller's transaction)."""
+    counts = conn.execute("SELECT device, count(*) FROM readings NOT INDEXED WHERE id > ? AND id <= ? GROUP BY device",
+                          (lo, hi)).fetchall()
+    conn.executemany("INSERT INTO rollup_state(device, readings) VALUES (?, ?) ON CONFLICT(device)"
+                     " DO UPDATE SET readings = readings + excluded.readings", counts)
+    touched: set[tuple[str, str, int]] = set()
+    merges = []
+    for row in conn.execute(_AGG_SQL, (lo, hi)):
+        device, hour = row[0], row[1]
+        for k, metric in enumerate(METRICS):
+            n = row[2 + 4 * k]
+            if n:
+                merges.append((device, metric, hour, n, row[3 + 4 * k], row[4 + 4 * k], row[5 + 4 * k]))
+                touched.add((device, metric, day_start(hour)))
+    conn.executemany(_MERGE, merges)
+    wh: dict[tuple[str, int], float] = {}
+    _energy(conn, lo, hi, wh)
+    conn.executemany(_MERGE_WH, [(device, hour, v) for (device, hour), v in wh.items()])
+    touched.update((device, WH, day_start(hour)) for device, hour in wh)
+    conn.executemany(_DAY, [(day, device, metric, day, day + 86400) for device, metric, day in touched])
+    return sum(n for _d, n in counts)
+
+
+def _energy(conn: sqlite3.Connection, lo: int, hi: int, wh: dict[tuple[str, int], float]) -> None:
+    """Counter differences of the new counter readings, split over hours into wh[(device, hour start)]."""
+    cursors: dict[str, Any] = {}
+    moved: set[str] = set()
+
+    def add(device: str, a: tuple, b: tuple, sign: float) -> None:
+        _kind, used = carbon.classify(int(a[2]), int(b[2]), b[1] - a[1])
+        if used:
+            hours: dict[int, float] = {}
+            carbon.split_hours(a[1], b[1], used, hours)
+            for hour, v in hours.items():
+                wh[(device, hour)] = wh.get((device, hour), 0.0) + sign * v
+
+    rows = conn.execute("SELECT id, device, seq, t, energy_wh, flags FROM readings WHERE id > ? AND id <= ?"
+                        " AND sensor = 'energy' AND energy_wh IS NOT NULL ORDER BY id", (lo, hi)).fetchall()
+    for rid, device, seq, t, counter, flags in rows:
+        if not carbon.usable(t, counter, flags):
+            continue
+        if device not in cursors:
+            got = conn.execute("SELECT e_seq, e_t, e_wh FROM rollup_state WHERE device = ?", (device,)).fetchone()
+            cursors[device] = (got[0], got[1], got[2]) if got and got[0] is not None else None
+        cur = cursors[device]
+        x = (seq, t, counter)
+        if cur is None or seq > cur[0]:
+            if cur is not None:
+                add(device, cur, x, 1.0)
+            cursors[device] = x
+            moved.add(device)
+            continue
+        # A late reading: it goes between the usable readings taken in before it (lower ids) on either side.
+        pred = _neighbour(conn, device, seq, rid, "<", "DESC")
+        succ = _neighbour(conn, device, seq, rid, ">", "ASC")
+        if pred is not None and succ is not None:
+            add(device, pred, succ, -1.0)
+        if pred is not None:
+            add(device, pred, x, 1.0)
+        if succ is not None:
+            add(device, x, succ, 1.0)
+    conn.executemany("UPDATE rollup_state SET e_seq = ?, e_t = ?, e_wh = ? WHERE device = ?",
+                     [cursors[d] + (d,) for d in moved])
+
+
+def _neighbour(conn: sqlite3.Connection, device: str, seq: int, rid: int, op: str, order: str) -> tuple | None:
+    sql = ("SELECT seq, t, energy_wh, flags FROM readings WHERE device = ? AND seq %s ? AND id < ?"
+           " AND sensor = 'energy' ORDER BY seq %s" % (op, order))
+    for s, t, counter, flags in conn.execute(sql, (device, seq, rid)):
+        if carbon.usable(t, counter, flags):
+            return (s, t, counter)
+    return None
+
+
+# -- reading the rollups ---------------------------------------------------------------------------------
+
+
+def hours(db: Any, device: str, metrics: Iterable[str], since: float, until: float) -> dict[str, list[tuple]]:
+    """Per metric, (hour start, n, min, max, mean) of one device for the hours starting in [since, until)."""
+    metrics = list(metrics)
+    out: dict[str, list[tuple]] = {m: [] for m in metrics}
+    sql = ("SELECT metric, start, n, min, max, sum FROM rollup_hour WHERE device = ? AND metric IN (%s)"
+           " AND start >= ? AND start < ? ORDER BY metric, start" % ",".join("?" * len(metrics)))
+    for metric, start, n, lo, hi, total in db.execute(sql, [device, *metrics, since, until]):
+        out[metric].append((start, n, lo, hi, total / n if n else None))
+    return out
+
+
+def daily_wh(db: Any, since: float, until: float, device: str | None = None) -> dict[str, dict[str, float]]:
+    """Per device, Wh per Thai local day ('YYYY-MM-DD') for the days starting in [since, until)."""
+    # "device IN devices": a search of the primary key per device, not a scan of every metric's days
+    sql = ("SELECT device, start, sum FROM rollup_day WHERE device IN (SELECT id FROM devices) AND metric = 'wh'"
+           " AND start >= ? AND start < ?")
+    params: list[Any] = [since, until]
+    if device is not None:
+        sql = "SELECT device, start, sum FROM rollup_day WHERE device = ? AND metric = 'wh' AND start >= ?" \
+              " AND start < ?"
+        params = [device, since, until]
+    out: dict[str, dict[str, float]] = {}
+    for dev, start, total in db.execute(sql, params):
+        out.setdefault(dev, {})[carbon.local_day(start + 1)] = total
+    return out
+
+
+def reading_counts(db: Any) -> dict[str, int]:
+    """Readings stored per device (ever, retention does not lower it), as of the last roller run."""
+    return dict(db.execute("SELECT device, readings FROM rollup_state").fetchall())
+
+
+START_BUDGET_S = 10.0  # at start-up, before serving: a store migrated with years unrolled catches up later
+
+
+class Roller:
+    """The agent's background roller: catches up at start-up (for up to START_BUDGET_S), then every EVERY_S
+    seconds, on its own connection in its own thread; also runs the retention passes (agent/retention.py)."""
+
+    def __init__(self, db_file: str, every: float = EVERY_S, keep_synced_s: float | None = None,
+                 prune_every_s: float = 600.0) -> None:
+        self.db_file = db_file
+        self.every = every
+        self.keep_synced_s = keep_synced_s  # None: no retention
+        self.prune_every_s = prune_every_s
+        self.pruned_at = 0.0
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-rollup")
+        self.conn: sqlite3.Connection | None = None
+        self.task: asyncio.Task | None = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def _catch_up(self, budget_s: float) -> int:
+        if self.conn is None:
+            self.conn = store.connect(self.db_file)
+        done = catch_up(self.conn, CHUNK, budget_s)
+        if self.keep_synced_s is not None and time.monotonic() - self.pruned_at >= self.prune_every_s:
+            from .retention import prune
+
+            self.pruned_at = time.monotonic()
+            deleted = prune(self.conn, self.keep_synced_s)
+            if deleted:
+                log.info("retention: %d raw readings synced over %.1f days ago deleted", deleted,
+                         self.keep_synced_s / 86400)
+        return done
+
+    async def start(self, _app: Any = None) -> None:
+        await self._call(self._catch_up, START_BUDGET_S)
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self._call(self._catch_up, 2.0)
+            except sqlite3.Error as err:  # busy, or a full disk: try again next time
+                log.warning("rollups not brought up to date: %s", err)
+
+    async def stop(self, _app: Any = None) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        def close() -> None:
+            if self.conn is not None:
+                self.conn.close()
+        await self._call(close)
+        self.pool.shutdown(wait=True)
