@@ -119,12 +119,12 @@ async def serve(data_dir: str | Path, config: Any) -> None:
 
     from .app import make_app
 
+    from . import server
+
     app = make_app(data_dir, config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = web.AppRunner(app, shutdown_timeout=5, **server.runner_options(config.idle_timeout_s))
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+    listener, host, port = await server.start(runner, config.host, config.port)
     store.tune_gc()
     print("airwatt: listening on http://%s:%d (data dir %s)" % (host, port, data_dir), flush=True)
     stop = asyncio.Event()
@@ -134,6 +134,7 @@ async def serve(data_dir: str | Path, config: Any) -> None:
     try:
         await stop.wait()
     finally:
+        listener.close()
         await runner.cleanup()
 
 
