@@ -25,7 +25,7 @@ import sqlite_utils
 from aiohttp import web
 
 from .. import aqi, carbon, store
-from . import svg
+from . import params, svg
 from .i18n import label, lang_of
 
 log = logging.getLogger("airwatt.pages")
@@ -71,6 +71,7 @@ LANG_KEY = web.AppKey("airwatt_pages_lang", str)
 FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
+FORM_TIMEOUT_KEY = web.AppKey("airwatt_pages_form_timeout", float)
 
 
 def operator_token(data_dir: Path, configured: str | None) -> str:
@@ -224,7 +225,7 @@ def fleet_rows(db: sqlite_utils.Database, site: str | None, now: float) -> tuple
 
 async def fleet(request: web.Request) -> web.Response:
     lang = _lang(request)
-    site = request.query.get("site") or None
+    site = params.text(request, "site")
     now = time.time()
     rows, sites = await request.app[READER_KEY].run(fleet_rows, site, now)
     options = '<option value="">%s</option>' % escape(label(lang, "all_sites")) + "".join(
@@ -271,19 +272,6 @@ async def fleet(request: web.Request) -> web.Response:
 # -- Device ------------------------------------------------------------------------------------------------
 
 
-def _parse_end(value: str | None, now: float) -> float:
-    if not value:
-        return now
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M").replace(tzinfo=svg.THAILAND).timestamp()
-    except ValueError:
-        raise web.HTTPBadRequest(text="end must be Unix seconds or YYYY-MM-DDTHH:MM (Thai time)") from None
-
-
 def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float) -> dict | None:
     row = store.get_device(db, device)
     if row is None:
@@ -303,10 +291,9 @@ async def device_page(request: web.Request) -> web.Response:
     lang = _lang(request)
     device = request.match_info["id"]
     now = time.time()
-    rng = request.query.get("range", "24h")
-    if rng not in RANGES:
-        raise web.HTTPBadRequest(text="range must be one of %s" % ", ".join(RANGES))
-    until = _parse_end(request.query.get("end"), now)
+    rng = params.choice(request, "range", RANGES, "24h")
+    end = params.moment(request, "end", svg.THAILAND, "Thai time")
+    until = now if end is None else end
     since = until - RANGES[rng]
     # daily kWh over at least the last 7 local days, from the start of the first day
     first_day = datetime.fromtimestamp(until - max(RANGES[rng], 7 * 86400) + 1, svg.THAILAND)
@@ -355,8 +342,7 @@ async def device_page(request: web.Request) -> web.Response:
     bars = [(k, days.get(k, 0.0) / 1000.0) for k in day_keys]
     plots.append(("kwh_plot", svg.bar_plot(bars, plot_id="plot-kwh", unit="kWh", no_data=nodata)))
     dev = data["device"]
-    end_param = request.query.get("end")
-    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=end_param)),
+    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
                                                   ' class="here"' if r == rng else "", r) for r in RANGES)
     end_value = datetime.fromtimestamp(until, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
     form = ('<form method="get" class="inline"><input type="hidden" name="lang" value="%s">'
@@ -371,8 +357,7 @@ async def device_page(request: web.Request) -> web.Response:
                  "kwh_plot": "energy"}
     body = head + "".join("<h2>%s</h2>%s" % (escape(label(lang, k)), p) for k, p in plots if sensor_of[k] in kinds)
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
-    return _page(request, "device", "%s %s" % (label(lang, "device"), device), body,
-                 refresh=not request.query.get("end"))
+    return _page(request, "device", "%s %s" % (label(lang, "device"), device), body, refresh=end is None)
 
 
 # -- Sync --------------------------------------------------------------------------------------------------
@@ -478,7 +463,7 @@ def request_retry(app: web.Application) -> bool:
 
 
 async def sync_retry(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await params.form(request, request.app[FORM_TIMEOUT_KEY])
     if not authorised(request, form):
         raise web.HTTPForbidden(text="operator token required")
     # recorded in any case (an audit trail, and a sync worker started later reads it); set the event if any
@@ -496,11 +481,7 @@ def carbon_data(db: sqlite_utils.Database, since: float, until: float, table: di
 
 async def carbon_page(request: web.Request) -> web.Response:
     lang = _lang(request)
-    try:
-        days = int(request.query.get("days", "31"))
-    except ValueError:
-        raise web.HTTPBadRequest(text="days must be a whole number") from None
-    days = min(max(days, 1), 400)
+    days = params.whole(request, "days", 31, 1, 400)
     now = time.time()
     today = datetime.fromtimestamp(now, svg.THAILAND).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days - 1)
@@ -631,6 +612,7 @@ def setup_pages(app: web.Application) -> None:
     extra = {} if config.emission_factor is None else {config.emission_factor_year: config.emission_factor}
     app[FACTORS_KEY] = carbon.factors_table(extra)
     app[WRITE_DB_KEY] = app[DB_KEY]
+    app[FORM_TIMEOUT_KEY] = config.body_timeout_s
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
     app.router.add_get("/", index)

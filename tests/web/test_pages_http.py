@@ -117,3 +117,32 @@ async def test_pages_refresh_themselves_except_a_fixed_past_range(agent):
             assert '<meta http-equiv="refresh" content="60">' in html, path  # without JS
         async with http.get(base + "/device/hall-01?end=%d" % facts["now"]) as r:
             assert "location.reload" not in await r.text()  # a chosen past range stays put
+
+
+async def test_no_query_value_or_form_is_a_500(agent):
+    """Every parameter of every page against values that once broke them (NaN and far-off times, huge numbers,
+    control characters, broken forms): each is answered, a value the page cannot use is a 400 naming it."""
+    base, _, _ = agent
+    hostile = ["nan", "inf", "-inf", "1e20", "-1e20", "1e309", "-5", "0", "0001-01-01T00:00", "9999-12-31T23:59",
+               "2026-13-01T00:00", "%00", "%FF%FE", "x" * 5000, "9" * 40, "1e5", "%0A", "%ED%A0%80"]
+    pages_params = {"/fleet": ("site", "lang"), "/device/hall-01": ("end", "range", "lang"),
+                    "/carbon": ("days", "lang"), "/air": ("lang",), "/sync": ("retry", "lang"), "/": ("lang",)}
+    async with aiohttp.ClientSession() as http:
+        for path, names in pages_params.items():
+            for name in names:
+                for value in hostile:
+                    url = "%s%s?%s=%s" % (base, path, name, value)
+                    async with http.get(url, allow_redirects=False) as r:
+                        assert r.status in (200, 302, 400), (url, r.status)
+                        if r.status == 400:
+                            assert (await r.text()).startswith(name + " "), url
+        for value in ("nan", "inf", "1e20", "-1e20", "1e309", "0001-01-01T00:00", "9999-12-31T23:59"):
+            async with http.get(base + "/device/hall-01?end=" + value) as r:
+                assert r.status == 400 and "end must be Unix seconds or YYYY-MM-DDTHH:MM" in await r.text(), value
+        async with http.get(base + "/device/hall-01?end=%d" % int(time.time() - 3600)) as r:
+            assert r.status == 200  # a sane end still works
+        for ctype, data in (("multipart/form-data", b"x"), ("multipart/form-data; boundary=zz", b"x"),
+                            ("application/x-www-form-urlencoded; charset=bogus", b"token=abc")):
+            async with http.post(base + "/sync/retry", data=data, headers={"Content-Type": ctype},
+                                 allow_redirects=False) as r:
+                assert r.status == 400 and "the form could not be read" in await r.text(), ctype
