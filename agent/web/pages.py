@@ -1,7 +1,8 @@
 """The operators' pages: Fleet, Device, Sync, Carbon, Air (server-rendered HTML with SVG plots).
 
 Reading is open; every action that changes something (POST) needs the operator token, as the form field
-`token` or `Authorization: Bearer <token>`, else 403. Queries run on a read-only connection in one worker
+`token` or `Authorization: Bearer <token>`, else 403; a form POST must also come from these pages (security.py).
+Queries run on a read-only connection in one worker
 thread so a slow page never holds up ingest on the event loop.
 """
 
@@ -25,7 +26,7 @@ import sqlite_utils
 from aiohttp import web
 
 from .. import aqi, carbon, store
-from . import params, svg
+from . import params, security, svg
 from .i18n import label, lang_of
 
 log = logging.getLogger("airwatt.pages")
@@ -128,6 +129,7 @@ var desc=th.classList.contains('sorted-asc');sortTable(th,desc);
 history.replaceState(null,'','#sort='+th.dataset.key+':'+(desc?'desc':'asc'));});});
 var m=/sort=([a-z_0-9]+):(asc|desc)/.exec(location.hash);
 if(m){var th=document.querySelector('th[data-key="'+m[1]+'"]');if(th)sortTable(th,m[2]=='desc');}
+var sf=document.getElementById('site-filter');if(sf)sf.addEventListener('change',function(){sf.form.submit();});
 """
 
 
@@ -152,17 +154,21 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
     switch = '<a class="lang" id="lang-switch" href="%s">%s</a>' % (
         escape(request.path + "?" + urlencode(query)), escape(label(lang, "lang_other")))
     # reload (keeping #sort=...) rather than <meta refresh> so a sorted table stays sorted
-    reload_js = ('<script>setTimeout(function(){location.reload();},%d);</script>'
+    nonce, policy = security.page_policy()
+    script = '<script nonce="%s">' % nonce  # the page's CSP runs no other script
+    reload_js = (script + 'setTimeout(function(){location.reload();},%d);</script>'
                  '<noscript><meta http-equiv="refresh" content="%d"></noscript>' % (REFRESH_S * 1000, REFRESH_S)
                  if refresh else "")
     now = datetime.fromtimestamp(time.time(), svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
     html = ('<!DOCTYPE html><html lang="%s"><head><meta charset="utf-8"><title>%s - AirWatt</title>'
-            '<meta name="viewport" content="width=device-width, initial-scale=1"><style>%s</style>%s</head>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="icon" href="data:,"><style>%s</style>%s</head>'
             '<body><header><span class="brand">AirWatt</span>%s%s</header><main><h1>%s</h1>%s'
-            '<p class="note">%s %s (UTC+7)</p></main><script>%s</script></body></html>'
+            '<p class="note">%s %s (UTC+7)</p></main>%s%s</script></body></html>'
             % (lang, escape(title), CSS, reload_js, nav, switch, escape(title), body,
-               escape(label(lang, "updated")), now, SORT_JS))
-    return web.Response(text=html, content_type="text/html", charset="utf-8")
+               escape(label(lang, "updated")), now, script, SORT_JS))
+    return web.Response(text=html, content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": policy})
 
 
 def _fmt_time(t: float | None) -> str:
@@ -232,7 +238,7 @@ async def fleet(request: web.Request) -> web.Response:
         '<option value="%s"%s>%s</option>' % (escape(s), " selected" if s == site else "", escape(s or "-"))
         for s in sites)
     form = ('<form method="get" action="/fleet"><input type="hidden" name="lang" value="%s">%s: '
-            '<select name="site" id="site-filter" onchange="this.form.submit()">%s</select> '
+            '<select name="site" id="site-filter">%s</select> '
             '<noscript><button>%s</button></noscript></form>'
             % (lang, escape(label(lang, "site")), options, escape(label(lang, "show"))))
     cols = [("device", "device"), ("name", "name"), ("site", "site"), ("state", "state"),
@@ -615,6 +621,7 @@ def setup_pages(app: web.Application) -> None:
     app[FORM_TIMEOUT_KEY] = config.body_timeout_s
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
+    security.setup_security(app)
     app.router.add_get("/", index)
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/device/{id}", device_page)
