@@ -161,7 +161,7 @@ def _device_add(args: argparse.Namespace) -> int:
     print("key: %s" % key)
     print(
         "This key is shown once: put it in the board's config.json now. It signs every upload; "
-        "the agent keeps it in %s." % store.db_path(args.data_dir),
+        "the agent keeps it in %s (mode 0600), apart from the readings." % store.keys_path(args.data_dir),
         file=sys.stderr,
     )
     return 0

@@ -113,9 +113,9 @@ def device_key(data_dir: str, device: str, sensors: list[str], name: str | None,
     """The device's key from the agent's store, registering the device when new; (key, created)."""
     db = store.open_db(data_dir)
     try:
-        row = store.get_device(db, device)
-        if row is not None:
-            return row["key"], False
+        key = store.device_key(db, device)
+        if key is not None:
+            return key.hex(), False
         try:
             return store.add_device(db, device, name=name, site=site, sensors=sensors), True
         except ValueError as err:
