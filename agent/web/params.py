@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
 from aiohttp import web
-from multidict import MultiDictProxy
-
 from airwatt.protocol import fields
 
 # Times the pages can show: the protocol's wall-time range (readings never lie outside it).
 EARLIEST, LATEST = fields.MIN_WALL_TIME, fields.MAX_WALL_TIME
 MAX_TEXT = 200
+_WHOLE = re.compile(r"-?[0-9]{1,12}")
 
 
 def bad(name: str, why: str) -> web.HTTPBadRequest:
@@ -47,7 +47,7 @@ def whole(request: web.Request, name: str, default: int, lo: int, hi: int) -> in
     value = request.query.get(name)
     if value is None or value == "":
         return default
-    if not (value.isascii() and value.lstrip("-").isdigit() and len(value) <= 12):
+    if not _WHOLE.fullmatch(value):
         raise bad(name, "must be a whole number (%d to %d)" % (lo, hi))
     return min(max(int(value), lo), hi)
 
@@ -73,7 +73,7 @@ def moment(request: web.Request, name: str, tz: tzinfo, tz_name: str) -> float |
     return t
 
 
-async def form(request: web.Request, timeout_s: float) -> MultiDictProxy[Any]:
+async def form(request: web.Request, timeout_s: float) -> Mapping[str, Any]:
     """The POSTed form; 400 when it cannot be read (broken multipart, unknown charset), 408 when it is slow."""
     try:
         async with asyncio.timeout(timeout_s):
