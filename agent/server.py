@@ -6,13 +6,16 @@
 - A request body gets `body_timeout_s` to arrive (`read_limited` below; the ingest and the pages' forms use it).
 - At most `connection_limit()` connections are open, below RLIMIT_NOFILE so accept() keeps working: a new
   connection beyond it closes the one that has been quiet longest (an idle flood pushes out only itself).
-- accept() failures (EMFILE and the like) are one log line per 10 s, not a traceback per try; a malformed request
-  is one line naming the peer and what was wrong.
+  Should accept() still run out of descriptors (the limit lowered later, descriptors held elsewhere), the
+  quietest SHED connections are closed and the cap lowered, so the retry a second later gets in.
+- accept() failures (EMFILE and the like) are one log line per 10 s, not a traceback per try (asyncio's own
+  retry loop logs up to 100 per tick); a malformed request is one line naming the peer and what was wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import resource
 import time
@@ -25,6 +28,7 @@ log = logging.getLogger("airwatt.server")
 
 FILES_RESERVED = 128  # for SQLite files, the writer, the sync worker's sockets, logs
 MAX_CONNECTIONS = 4096  # above this, memory rather than file descriptors is the limit
+SHED = 64  # connections closed when accept() finds no descriptor left
 
 
 def connection_limit() -> int:
@@ -73,20 +77,32 @@ class _Guard:
         self.server, self.limit = server, limit
         self.open: set[_Tracked] = set()
         self.evicted = 0
-        self._said = 0.0
+        self._said = self._shed = 0.0
 
     def __call__(self) -> _Tracked:
         return _Tracked(self, self.server())
 
     def admit(self, conn: _Tracked) -> None:
         self.open.add(conn)
-        if len(self.open) <= self.limit:
+        if len(self.open) > self.limit:
+            self._close_quietest(len(self.open) - self.limit, keep=conn)
+
+    def out_of_files(self) -> None:
+        """accept() failed for want of descriptors (the limit was lowered, or something else holds them): make
+        room now and keep below this many connections from here on."""
+        now = time.monotonic()
+        if now - self._shed < 1:  # asyncio reports each of up to 100 failed accept() calls of one tick
             return
-        quietest = min((c for c in self.open if c is not conn), key=lambda c: c.heard)
-        self.open.discard(quietest)
-        if quietest.transport is not None:
-            quietest.transport.abort()  # frees its descriptor now; aiohttp's handler sees connection_lost
-        self.evicted += 1
+        self._shed = now
+        self.limit = max(16, len(self.open) - SHED)
+        self._close_quietest(len(self.open) - self.limit)
+
+    def _close_quietest(self, n: int, keep: _Tracked | None = None) -> None:
+        for quiet in heapq.nsmallest(n, (c for c in self.open if c is not keep), key=lambda c: c.heard):
+            self.open.discard(quiet)
+            if quiet.transport is not None:
+                quiet.transport.abort()  # frees its descriptor now; aiohttp's handler sees connection_lost
+            self.evicted += 1
         now = time.monotonic()
         if now - self._said >= 10:
             self._said = now
@@ -123,18 +139,18 @@ class _OneLine(logging.Filter):
         return True
 
 
-def _loop_errors(loop: asyncio.AbstractEventLoop) -> None:
+def _loop_errors(loop: asyncio.AbstractEventLoop, guard: _Guard) -> None:
     last = [0.0]
 
     def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         if context.get("message") != "socket.accept() out of system resource":
             loop.default_exception_handler(context)
             return
+        guard.out_of_files()  # asyncio retries accept() a second later; this makes room for it
         now = time.monotonic()
         if now - last[0] >= 10:
             last[0] = now
-            log.warning("accept() failed: %s (open files at RLIMIT_NOFILE?); retrying each second",
-                        context.get("exception"))
+            log.warning("accept() failed: %s; now at most %d connections", context.get("exception"), guard.limit)
 
     loop.set_exception_handler(handle)
 
@@ -142,11 +158,11 @@ def _loop_errors(loop: asyncio.AbstractEventLoop) -> None:
 async def start(runner: web.AppRunner, host: str, port: int, backlog: int = 1024) -> tuple[asyncio.Server, str, int]:
     """Listen on host:port for a set-up AppRunner; returns the asyncio server and the address it got."""
     loop = asyncio.get_running_loop()
-    _loop_errors(loop)
+    guard = _Guard(runner.server, connection_limit())
+    _loop_errors(loop, guard)
     logger = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _OneLine) for f in logger.filters):
         logger.addFilter(_OneLine())
-    guard = _Guard(runner.server, connection_limit())
     server = await loop.create_server(guard, host, port, backlog=backlog, reuse_address=True)
     got = server.sockets[0].getsockname()
     return server, got[0], got[1]

@@ -29,14 +29,15 @@ def _limit_files() -> None:  # runs in the agent's process before exec
 def start(tmp_path: Path):
     procs = []
 
-    def run(idle_s: float, body_s: float) -> tuple[str, bytes, Path]:
+    def run(idle_s: float, body_s: float, limited: bool = True) -> tuple[str, bytes, Path]:
         data_dir = tmp_path / ("data%d" % len(procs))
         db = store.open_db(data_dir)
         key = bytes.fromhex(store.add_device(db, "dev-1"))
         db.close()
         (data_dir / "airwatt.toml").write_text("idle_timeout_s = %s\nbody_timeout_s = %s\n" % (idle_s, body_s))
-        proc, url = bench.start_agent(data_dir, preexec_fn=_limit_files)
+        proc, url = bench.start_agent(data_dir, preexec_fn=_limit_files if limited else None)
         procs.append(proc)
+        (data_dir / "agent.pid").write_text(str(proc.pid))
         return url, key, data_dir / "serve.log"
 
     yield run
@@ -106,6 +107,27 @@ def test_an_idle_flood_above_the_file_limit_locks_nobody_out_and_times_out(start
     assert _get(url + "/healthz", timeout=5)[0] == 200
     text = log.read_text(errors="replace")
     assert "Traceback" not in text and len(text) < 10_000, text[-3000:]
+
+
+def test_a_file_limit_lowered_under_a_running_agent_makes_it_shed_connections_not_lock_up(start, room_for_sockets):
+    """The cap is taken from RLIMIT_NOFILE at start; lowered later (prlimit), accept() runs out of descriptors:
+    the agent closes its quietest connections and lowers its cap instead of refusing everyone."""
+    url, key, log = start(30.0, 5.0, limited=False)  # idle connections alone would hold on for 30 s
+    proc_pid = int(log.with_name("agent.pid").read_text())
+    resource.prlimit(proc_pid, resource.RLIMIT_NOFILE, (FILES, FILES))
+    port = int(url.rsplit(":", 1)[1])
+    flood = []
+    try:
+        for _ in range(FLOOD):
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        status, took = _get(url + "/healthz", timeout=10)
+        assert status == 200 and took < 5, took
+        assert _upload(url, key, range(1, 4), timeout=10) == 200
+    finally:
+        for s in flood:
+            s.close()
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and text.count("accept() failed") <= 2 and len(text) < 10_000, text[-3000:]
 
 
 def test_slow_headers_and_slow_bodies_are_cut_off_and_bad_requests_are_one_line_each(start):
