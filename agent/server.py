@@ -6,8 +6,9 @@
 - A request body gets `body_timeout_s` to arrive (`read_limited` below; the ingest and the pages' forms use it).
 - At most `connection_limit()` connections are open, below RLIMIT_NOFILE so accept() keeps working: a new
   connection beyond it closes the one that has been quiet longest (an idle flood pushes out only itself).
-  Should accept() still run out of descriptors (the limit lowered later, descriptors held elsewhere), the
-  quietest SHED connections are closed and the cap lowered, so the retry a second later gets in.
+  Should accept() still run out of descriptors (the limit lowered later, descriptors held elsewhere), the cap
+  is taken from the limit again and the quietest connections (SHED at least) are closed, so the retry a second
+  later gets in.
 - accept() failures (EMFILE and the like) are one log line per 10 s, not a traceback per try (asyncio's own
   retry loop logs up to 100 per tick); a malformed request is one line naming the peer and what was wrong.
 """
@@ -26,7 +27,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger("airwatt.server")
 
-FILES_RESERVED = 128  # for SQLite files, the writer, the sync worker's sockets, logs
+# asyncio accepts up to `backlog` connections per loop pass before any reaches the guard, and the ones closed
+# to make room free their descriptors only on the next pass: so the listen backlog stays small, and twice it
+# is kept free, beside the ~25 descriptors of the agent's own (SQLite files, the writer's pipes, logs) and the
+# sync worker's sockets.
+ACCEPT_BATCH = 100
+FILES_RESERVED = 2 * ACCEPT_BATCH + 56
 MAX_CONNECTIONS = 4096  # above this, memory rather than file descriptors is the limit
 SHED = 64  # connections closed when accept() finds no descriptor left
 
@@ -88,14 +94,14 @@ class _Guard:
             self._close_quietest(len(self.open) - self.limit, keep=conn)
 
     def out_of_files(self) -> None:
-        """accept() failed for want of descriptors (the limit was lowered, or something else holds them): make
-        room now and keep below this many connections from here on."""
+        """accept() failed for want of descriptors (the limit was lowered, or something else holds them): take
+        the cap from the limit as it is now, and make room."""
         now = time.monotonic()
         if now - self._shed < 1:  # asyncio reports each of up to 100 failed accept() calls of one tick
             return
         self._shed = now
-        self.limit = max(16, len(self.open) - SHED)
-        self._close_quietest(len(self.open) - self.limit)
+        self.limit = min(self.limit, connection_limit())
+        self._close_quietest(max(SHED, len(self.open) - self.limit))
 
     def _close_quietest(self, n: int, keep: _Tracked | None = None) -> None:
         for quiet in heapq.nsmallest(n, (c for c in self.open if c is not keep), key=lambda c: c.heard):
@@ -155,7 +161,7 @@ def _loop_errors(loop: asyncio.AbstractEventLoop, guard: _Guard) -> None:
     loop.set_exception_handler(handle)
 
 
-async def start(runner: web.AppRunner, host: str, port: int, backlog: int = 1024) -> tuple[asyncio.Server, str, int]:
+async def start(runner: web.AppRunner, host: str, port: int) -> tuple[asyncio.Server, str, int]:
     """Listen on host:port for a set-up AppRunner; returns the asyncio server and the address it got."""
     loop = asyncio.get_running_loop()
     guard = _Guard(runner.server, connection_limit())
@@ -163,7 +169,7 @@ async def start(runner: web.AppRunner, host: str, port: int, backlog: int = 1024
     logger = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _OneLine) for f in logger.filters):
         logger.addFilter(_OneLine())
-    server = await loop.create_server(guard, host, port, backlog=backlog, reuse_address=True)
+    server = await loop.create_server(guard, host, port, backlog=ACCEPT_BATCH, reuse_address=True)
     got = server.sockets[0].getsockname()
     return server, got[0], got[1]
 
