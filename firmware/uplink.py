@@ -46,6 +46,13 @@ class Uplink:
 
     def _batch(self):
         """(body, first seq, last seq) of the next batch, or None when nothing is pending."""
+        if getattr(self.store, "uncommitted", 0):
+            # Readings still in the log's RAM window go out now: commit them first (never send what a power
+            # cut could take back: its seqs would be reused).
+            try:
+                self.store.flush()
+            except Exception as e:
+                self.log("STORE commit failed: %r" % (e,))
         gc.collect()  # the body needs contiguous RAM: collect first rather than fail in a fragmented heap
         status = self.status() if self.status else None
         room = MAX_BODY - 96 - len(self.device) - len(FIRMWARE) - (len(status) if status else 0)
@@ -177,7 +184,8 @@ class Uplink:
                 self.failures = 0
                 self.sent += stored - first + 1
                 self.last = "ok %d" % (stored - first + 1)
-                return self.last, 0 if self.store.depth else self.upload_ms
+                more = self.store.depth - getattr(self.store, "uncommitted", 0)
+                return self.last, 0 if more > 0 else self.upload_ms
         elif code == 429 or code == 503:
             code = "busy %d" % code
             if retry is not None and retry >= 0:

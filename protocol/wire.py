@@ -49,7 +49,13 @@ def render(value, decimals):
     """A number as canonical JSON text with exactly the field's precision: render(230.14, 1) == '230.1'."""
     if decimals == 0:
         return str(int(round(value)))
-    q = int(round(value * 10 ** decimals))
+    return render_quanta(int(round(value * 10 ** decimals)), decimals)
+
+
+def render_quanta(q, decimals):
+    """An integer number of quanta as canonical JSON text: render_quanta(2301, 1) == '230.1'."""
+    if decimals == 0:
+        return str(q)
     sign_ = "-" if q < 0 else ""
     digits = str(abs(q))
     if len(digits) <= decimals:
@@ -115,6 +121,20 @@ def encode_reading(seq, t, ticks, boot, sensor, values, flags=()):
     return (
         '{"boot":%s,"flags":%s,"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":%s}'
         % (_string(boot), dumps(flags), sensor, seq, "null" if t is None else str(int(t)), ticks, vals)
+    ).encode()
+
+
+def encode_reading_quanta(seq, t, ticks, boot, sensor, quanta, flags):
+    """encode_reading from values already in quanta ({metric: int}, in range), as the flash log keeps them."""
+    parts = []
+    for row in fields.metrics(sensor):
+        if row[1] in quanta:
+            parts.append('"%s":%s' % (row[1], render_quanta(quanta[row[1]], row[7])))
+    parts.sort()
+    flags = sorted(flags)
+    return (
+        '{"boot":%s,"flags":%s,"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":{%s}}'
+        % (_string(boot), dumps(flags), sensor, seq, "null" if t is None else str(int(t)), ticks, ",".join(parts))
     ).encode()
 
 

@@ -121,7 +121,7 @@ def test_board_keeps_readings_on_flash_while_the_agent_refuses(tmp_path, monkeyp
         server.plan[:] = [answer()]
         r2 = vm([str(HERE / "board_life.py"), "boot", str(path), "4000"], monkeypatch)
         assert r2.returncode == 0, r2.stdout + r2.stderr
-        assert re.search(r"^STORE .* next seq %d pending %d dropped 0$" % (int(end.group(1)) + 1, int(end.group(1))),
+        assert re.search(r"^STORE .* next seq %d pending %d dropped 0 capacity \d+$" % (int(end.group(1)) + 1, int(end.group(1))),
                          r2.stdout, re.M), r2.stdout
     finally:
         server.close()
