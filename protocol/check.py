@@ -83,8 +83,10 @@ def check_values(sensor, values, path):
             raise ProtocolError(where, "%s is above the maximum %s %s" % (x, row[6], row[2]))
 
 
-def check_reading(r, path):
-    _object(r, path, ("seq", "t", "ticks", "boot", "sensor", "values", "flags"))
+def check_reading(r, path, instance=False):
+    _object(r, path, ("seq", "t", "ticks", "boot", "sensor", "values", "flags"), ("instance",) if instance else ())
+    if "instance" in r:
+        _int(r["instance"], _join(path, "instance"), 1, fields.MAX_INSTANCE)
     _int(r["seq"], _join(path, "seq"), 1, fields.MAX_SEQ)
     _int(r["t"], _join(path, "t"), fields.MIN_WALL_TIME, fields.MAX_WALL_TIME, nullable=True)
     _int(r["ticks"], _join(path, "ticks"), 0, fields.MAX_TICKS)
@@ -123,10 +125,13 @@ def check_status(s, path="status"):
 
 
 def check_batch(b):
-    """Check a parsed upload batch; raises ProtocolError naming the first problem."""
+    """Check a parsed upload batch (v1 or v2); raises ProtocolError naming the first problem. Returns the
+    readings (for v2 decoded from `data`)."""
+    if isinstance(b, dict) and b.get("v") == 2 and _is_int(b["v"]) and "data" in b:
+        return check_batch_v2(b)
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "readings"), ("status",))
     if b["v"] != fields.VERSION or not _is_int(b["v"]):
-        raise ProtocolError("v", "protocol version %s is not supported (this side speaks %d)" % (b["v"], fields.VERSION))
+        raise ProtocolError("v", "protocol version %s is not supported here (1 carries readings, 2 data)" % (b["v"],))
     _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, DEVICE_ALPHABET)
     _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
     _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
@@ -147,12 +152,40 @@ def check_batch(b):
             raise ProtocolError(_join(path, "ticks"), "is later than the batch's sent_ticks")
     if "status" in b:
         check_status(b["status"])
+    return readings
+
+
+def check_batch_v2(b):
+    _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
+    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, DEVICE_ALPHABET)
+    _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
+    _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
+    _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
+    _int(b["first_seq"], "first_seq", 1, fields.MAX_SEQ)
+    _int(b["n"], "n", 1, fields.MAX_READINGS_V2)
+    if not isinstance(b["data"], str):
+        raise ProtocolError("data", "must be a string")
+    from . import wire
+    try:
+        readings = wire.readings_v2(b)
+    except ValueError as e:
+        raise ProtocolError("data", str(e))
+    if len(readings) != b["n"]:
+        raise ProtocolError("n", "says %d readings, data holds %d" % (b["n"], len(readings)))
+    for i, r in enumerate(readings):
+        path = _join("readings", i)
+        check_reading(r, path, True)
+        if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
+            raise ProtocolError(_join(path, "ticks"), "is later than the batch's sent_ticks")
+    if "status" in b:
+        check_status(b["status"])
+    return readings
 
 
 def check_answer(a):
-    """Check the agent's answer to an upload."""
+    """Check the agent's answer to an upload (v1 or v2: a board takes its own version)."""
     _object(a, "", ("v", "stored_seq", "server_time"), ("settings",))
-    _int(a["v"], "v", fields.VERSION, fields.VERSION)
+    _int(a["v"], "v", 1, 2)
     _int(a["stored_seq"], "stored_seq", 0, fields.MAX_SEQ)
     _int(a["server_time"], "server_time", fields.MIN_WALL_TIME, fields.MAX_WALL_TIME)
     if "settings" in a:

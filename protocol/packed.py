@@ -102,9 +102,8 @@ class Packer:
         self.t0 = self.last = 0
         self._e.clear()
 
-    def add(self, boot, t, ticks, kind, values, flags, instance=0):
-        """Add one reading: values by metric name (numbers, or quanta when given as ints for int metrics);
-        flags a list. False when it does not fit this frame (full, another boot, another clock): commit the
+    def add(self, boot, t, ticks, kind, values, flags, instance=0, q=False):
+        """Add one reading: values by metric name (numbers, or integer quanta when q); flags a list. False when it does not fit this frame (full, another boot, another clock): commit the
         frame, clear() and add again. Raises ValueError for what no frame can hold."""
         k = fields.SENSORS.index(kind) if kind in fields.SENSORS else -1
         if k < 0:
@@ -135,8 +134,8 @@ class Packer:
         for j in range(len(rows)):
             name = rows[j][0]
             if name in values and values[name] is not None:
-                q = quanta(values[name], rows[j][3])
-                if q < rows[j][1] or q > rows[j][2]:
+                x = values[name] if q else quanta(values[name], rows[j][3])
+                if x < rows[j][1] or x > rows[j][2]:
                     fl |= _FLAG_BIT["out_of_range"]
                 else:
                     mask |= 1 << j
@@ -162,12 +161,12 @@ class Packer:
         for j in range(len(rows)):
             if mask & (1 << j):
                 row = rows[j]
-                q = quanta(values[row[0]], row[3])
+                x = values[row[0]] if q else quanta(values[row[0]], row[3])
                 if row[4]:
-                    e = q
-                    i = put_uv(rec, i, zz(q - self._e.get(instance, 0)))
+                    e = x
+                    i = put_uv(rec, i, zz(x - self._e.get(instance, 0)))
                 else:
-                    i = put_uv(rec, i, q - row[1])
+                    i = put_uv(rec, i, x - row[1])
         head = 0 if self.count else self._head_len(boot, hi, ticks)
         if HEAD + head + self._ctx_len() + self.n + i + 4 > self.size:
             return False
@@ -271,4 +270,49 @@ def unpack(buf, first_seq, out, skip_to=0, max_count=255):
             out.append((seq, (w - 1 + ticks) // 1000 if w else None, ticks, boot, fields.SENSORS[h & 3], inst,
                         vals, flags))
             got += 1
+    if i != len(buf) - 4 and len(buf) == HEAD + (buf[2] | buf[3] << 8) + 4:
+        raise ValueError("frame has bytes after its readings")
     return got
+
+
+def pack(readings, size=8192):
+    """Frames (bytes) of readings given as unpack gives them, oldest first with consecutive seqs: what a v2
+    batch carries in `data`. Deterministic: the same readings give the same bytes on every runtime."""
+    pk = Packer(size)
+    out = bytearray()
+    buf = bytearray(size)
+    for r in readings:
+        ok = pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True)
+        if not ok:
+            n = pk.frame(buf)
+            out.extend(memoryview(buf)[:n])
+            pk.clear()
+            if not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                raise ValueError("reading %d does not fit a frame" % r[0])
+    if pk.count:
+        n = pk.frame(buf)
+        out.extend(memoryview(buf)[:n])
+    return bytes(out)
+
+
+def unpack_all(data, first_seq):
+    """Every reading of concatenated frames, seqs from first_seq on; ValueError naming the damaged frame."""
+    out = []
+    i = 0
+    k = 0
+    seq = first_seq
+    while i < len(data):
+        if len(data) - i < HEAD + 4:
+            raise ValueError("frame %d is cut short" % k)
+        n = HEAD + (data[i + 2] | data[i + 3] << 8) + 4
+        fr = data[i:i + n]
+        if not frame_ok(fr, len(fr)) or fr[1] == 0:
+            raise ValueError("frame %d is damaged (bad magic, length or CRC)" % k)
+        try:
+            unpack(fr, seq, out)
+        except (IndexError, ValueError):
+            raise ValueError("frame %d does not decode" % k)
+        seq += fr[1]
+        i += n
+        k += 1
+    return out

@@ -55,7 +55,8 @@ def test_wal_and_full_sync(data_dir):
 
 def test_migrations_run_once_in_order_and_record_the_version(data_dir, monkeypatch):
     db = store.open_db(data_dir)
-    assert store.schema_version(db) == len(store.MIGRATIONS) == 1
+    n = len(store.MIGRATIONS)
+    assert store.schema_version(db) == n >= 1
     store.add_device(db, "keep-me")
     db.close()
     ran = []
@@ -70,7 +71,7 @@ def test_migrations_run_once_in_order_and_record_the_version(data_dir, monkeypat
 
     monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [m2, m3])
     db = store.open_db(data_dir)
-    assert ran == [2, 3] and store.schema_version(db) == 3
+    assert ran == [2, 3] and store.schema_version(db) == n + 2
     assert "note" in {c.name for c in db["readings"].columns}
     assert store.get_device(db, "keep-me") is not None  # data survives
     db.close()
@@ -91,7 +92,7 @@ def test_a_failing_migration_leaves_the_file_as_it_was(data_dir, monkeypatch):
         store.open_db(data_dir)
     monkeypatch.undo()
     db = store.open_db(data_dir)
-    assert store.schema_version(db) == 1
+    assert store.schema_version(db) == len(store.MIGRATIONS)
     assert "half" not in {c.name for c in db["readings"].columns}
 
 
