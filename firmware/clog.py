@@ -60,6 +60,8 @@ class Log:
         self._tmp = root + "/log.tmp"
         self._hint = (0, 0, 0)  # (file's first seq, byte offset, seq of the frame there)
         self.commits = 0
+        self._wpk = None  # the uplink's packer, made at the first pack_pending
+        self._tmpl = []
         try:
             os.mkdir(root)
         except OSError:
@@ -161,7 +163,7 @@ class Log:
             if n > 0:
                 own += (n + bsize - 1) // bsize
         room = (free + own - int(total * KEEP_FREE)) * bsize
-        return max(room // BYTES_PER_READING, 100)
+        return min(max(room // BYTES_PER_READING, 100), 10000000)  # 10M: a host's disk (unix port), not flash
 
     def _write_state(self, floor, dropped):
         struct.pack_into("<III", self._st, 0, floor, dropped, self.capacity)
@@ -346,6 +348,61 @@ class Log:
             i += 1
         return out
 
+    def pack_pending(self, out, room, max_count=1000):
+        """Pack the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py) into
+        bytearray out, at most room bytes: one log frame's readings in RAM at a time, so a full batch costs no
+        more heap than its bytes. Returns (first seq, count, bytes); count 0 when nothing is pending."""
+        if self._wpk is None:
+            self._wpk = packed.Packer(2048)
+        pk, tmp = self._wpk, self._tmpl
+        pk.clear()
+        want = self.cursor + 1
+        first, count, k = want, 0, 0
+        files = self._files
+        if not files or want >= self._committed:
+            return first, 0, 0
+        i = len(files) - 1
+        while i > 0 and files[i][0] > want:
+            i -= 1
+        full = False
+        while i < len(files) and not full:
+            fl = files[i]
+            off, seq = 0, fl[0]
+            with open(self._path(fl), "rb") as f:
+                while not full:
+                    n = self._read_frame(f, off)
+                    if not n:
+                        break
+                    c = self._fb[1]
+                    if seq + c > want:
+                        del tmp[:]
+                        packed.unpack(self._fb, seq, tmp, want)
+                        for r in tmp:
+                            if count == max_count:
+                                full = True
+                                break
+                            pk.size = min(2048, room - k)
+                            if pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                                count += 1
+                                continue
+                            if pk.count:
+                                k += pk.frame(memoryview(out)[k:])
+                                pk.clear()
+                                pk.size = min(2048, room - k)
+                                if pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                                    count += 1
+                                    continue
+                            full = True
+                            break
+                        del tmp[:]
+                    off += n
+                    seq += c
+            i += 1
+        if pk.count:
+            k += pk.frame(memoryview(out)[k:])
+            pk.clear()
+        return first, count, k
+
     def pending(self, max_count=50, max_bytes=4096):
         """Oldest-first [(seq, canonical v1 JSON)] committed after the cursor; at least one when any is."""
         out, total = [], 0
@@ -360,34 +417,10 @@ class Log:
     # -- the old store's log
 
     def migrate(self):
-        """Take over the pending readings of an old store.Store in the same folder, seqs kept: write the state
-        with the old cursor first, then copy what is not yet here, then delete the old files. A cut anywhere
-        resumes here at the next boot; nothing is copied twice (seqs below next_seq are skipped)."""
-        root = self.root
-        old = []
-        for name in os.listdir(root):
-            if name.startswith("seg-") and name.endswith(".log"):
-                old.append(int(name[4:-4]))
-        if not old and _fsize(root + "/state") < 0:
-            return 0
-        import store
-        s = store.Store(root, capacity=1 << 30)  # no drops on the way: keep all it holds
-        if not self._files and self._floor < s.cursor and self._pk.count == 0:
-            self.next_seq = self._committed = s.cursor + 1
-            self._write_state(s.cursor, s.dropped)
-        moved = 0
-        while True:
-            recs = s.pending(50, 1 << 20)
-            todo = [r for r in recs if r[0] >= self.next_seq]
-            if not recs:
-                break
-            for seq, p in todo:
-                self.append(seq, p)
-                moved += 1
-            self.commit()
-            s.ack(recs[-1][0])
-        for name in os.listdir(root):
-            if name.startswith("seg-") and name.endswith(".log"):
-                os.remove(root + "/" + name)
-        os.remove(root + "/state")
-        return moved
+        """Take over the pending readings of an old store.Store in this folder (clog_migrate.py, loaded only
+        when its files are there); returns how many were copied."""
+        for name in os.listdir(self.root):
+            if name == "state" or name.startswith("seg-"):
+                import clog_migrate
+                return clog_migrate.migrate(self)
+        return 0

@@ -16,7 +16,7 @@ _KIND = {
     "pm": ("uart", None, 60, 120),
     "co2": ("i2c", 0x62, 30, 20),
 }
-_TOP = ("device", "key", "wifi", "agent_url", "sensors", "capacity", "commit_s", "batch_max", "upload_s", "ntp",
+_TOP = ("device", "key", "wifi", "agent_url", "sensors", "capacity", "commit_s", "protocol", "batch_max", "upload_s", "ntp",
         "data_dir", "wdt_s", "stall_s", "selftest_s", "http_timeout_s")
 _SENSOR = ("kind", "uart", "tx", "rx", "i2c", "scl", "sda", "freq", "addr", "interval_s", "warmup_s", "stuck_n")
 
@@ -168,6 +168,7 @@ def validate(raw):
         _fail("capacity", "0 (size from the flash) or an integer 10..10000000", cfg["capacity"])
     # Readings wait in RAM at most this long before they are committed to flash (what a power cut can lose).
     cfg["commit_s"] = _int(raw, "commit_s", "", 0, 3600, 60)
+    cfg["protocol"] = _int(raw, "protocol", "", 1, 2, 1)  # 2: packed batches (protocol/README.md)
     cfg["batch_max"] = _int(raw, "batch_max", "", 1, 100, 50)
     cfg["upload_s"] = _int(raw, "upload_s", "", 1, 86400, 30)
     ntp = raw.get("ntp", "")

@@ -5,49 +5,11 @@ way the agent reports it (e.g. "readings[3].values.pm25") and whose message says
 """
 
 from . import fields
-
-
-class ProtocolError(ValueError):
-    def __init__(self, path, why):
-        super().__init__("%s: %s" % (path or "body", why))
-        self.path = path
-        self.why = why
-
-
-def _join(path, key):
-    if isinstance(key, int):
-        return "%s[%d]" % (path, key)
-    return key if not path else path + "." + key
-
-
-def _is_int(x):
-    return isinstance(x, int) and not isinstance(x, bool)
+from .answer import ProtocolError, _int, _is_int, _join, _object, check_answer  # noqa: F401
 
 
 def _is_number(x):
     return (isinstance(x, (int, float))) and not isinstance(x, bool)
-
-
-def _object(obj, path, required, optional=()):
-    if not isinstance(obj, dict):
-        raise ProtocolError(path, "must be an object")
-    for key in required:
-        if key not in obj:
-            raise ProtocolError(_join(path, key), "is required")
-    for key in obj:
-        if key not in required and key not in optional:
-            raise ProtocolError(_join(path, key), "is not a known field")
-
-
-def _int(x, path, lo, hi, nullable=False):
-    if x is None and nullable:
-        return
-    if not _is_int(x):
-        raise ProtocolError(path, "must be an integer")
-    if x < lo:
-        raise ProtocolError(path, "%d is below the minimum %d" % (x, lo))
-    if x > hi:
-        raise ProtocolError(path, "%d is above the maximum %d" % (x, hi))
 
 
 def _text(x, path, lo, hi, alphabet=None):
@@ -128,7 +90,9 @@ def check_batch(b):
     """Check a parsed upload batch (v1 or v2); raises ProtocolError naming the first problem. Returns the
     readings (for v2 decoded from `data`)."""
     if isinstance(b, dict) and b.get("v") == 2 and _is_int(b["v"]) and "data" in b:
-        return check_batch_v2(b)
+        from . import v2  # only the agent's side checks v2 batches: the board never loads it
+
+        return v2.check_batch(b)
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "readings"), ("status",))
     if b["v"] != fields.VERSION or not _is_int(b["v"]):
         raise ProtocolError("v", "protocol version %s is not supported here (1 carries readings, 2 data)" % (b["v"],))
@@ -153,51 +117,3 @@ def check_batch(b):
     if "status" in b:
         check_status(b["status"])
     return readings
-
-
-def check_batch_v2(b):
-    _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
-    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, DEVICE_ALPHABET)
-    _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
-    _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
-    _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
-    _int(b["first_seq"], "first_seq", 1, fields.MAX_SEQ)
-    _int(b["n"], "n", 1, fields.MAX_READINGS_V2)
-    if not isinstance(b["data"], str):
-        raise ProtocolError("data", "must be a string")
-    from . import wire
-    try:
-        readings = wire.readings_v2(b)
-    except ValueError as e:
-        raise ProtocolError("data", str(e))
-    if len(readings) != b["n"]:
-        raise ProtocolError("n", "says %d readings, data holds %d" % (b["n"], len(readings)))
-    for i, r in enumerate(readings):
-        path = _join("readings", i)
-        check_reading(r, path, True)
-        if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
-            raise ProtocolError(_join(path, "ticks"), "is later than the batch's sent_ticks")
-    if "status" in b:
-        check_status(b["status"])
-    return readings
-
-
-def check_answer(a):
-    """Check the agent's answer to an upload (v1 or v2: a board takes its own version)."""
-    _object(a, "", ("v", "stored_seq", "server_time"), ("settings",))
-    _int(a["v"], "v", 1, 2)
-    _int(a["stored_seq"], "stored_seq", 0, fields.MAX_SEQ)
-    _int(a["server_time"], "server_time", fields.MIN_WALL_TIME, fields.MAX_WALL_TIME)
-    if "settings" in a:
-        s = a["settings"]
-        _object(s, "settings", (), ("intervals", "batch_max"))
-        if "intervals" in s:
-            iv = s["intervals"]
-            if not isinstance(iv, dict):
-                raise ProtocolError("settings.intervals", "must be an object")
-            for sensor in iv:
-                if sensor not in fields.SENSORS:
-                    raise ProtocolError("settings.intervals." + sensor, "is not a sensor kind")
-                _int(iv[sensor], "settings.intervals." + sensor, 5, 86400)
-        if "batch_max" in s:
-            _int(s["batch_max"], "settings.batch_max", 1, fields.MAX_READINGS)

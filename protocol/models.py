@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, create_model, field_validator
 
-from . import fields, wire
+from . import fields, v2
 from .check import ProtocolError
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -207,7 +207,7 @@ def validate_batch_v2(data: dict) -> Batch:
     except ValidationError as err:
         raise _first_error(err) from None
     try:
-        readings = wire.readings_v2(data)
+        readings = v2.readings_v2(data)
     except ValueError as err:
         raise ProtocolError("data", str(err)) from None
     if len(readings) != data["n"]:

@@ -6,7 +6,7 @@ same reading gives the same bytes on a float32 ESP32, the unix port and CPython.
 """
 
 import hashlib
-from binascii import a2b_base64, b2a_base64, hexlify, unhexlify
+from binascii import b2a_base64, hexlify, unhexlify
 
 from . import fields
 
@@ -205,42 +205,3 @@ def batch_body_v2(device, firmware, boot, sent_ticks, first_seq, n, data, status
     if len(out) > fields.MAX_BODY_V2:
         raise ValueError("batch of %d bytes exceeds %d: send fewer readings" % (len(out), fields.MAX_BODY_V2))
     return bytes(out)
-
-
-def readings_v2(batch):
-    """The readings of a parsed v2 batch as v1 reading objects (values as numbers with the table's decimals,
-    "instance" only when not 0). Raises ValueError when `data` does not decode."""
-    from . import packed
-    try:
-        data = a2b_base64(batch["data"])
-    except Exception:
-        raise ValueError("is not base64")
-    out = []
-    for r in packed.unpack_all(data, batch["first_seq"]):
-        vals = {}
-        for row in fields.metrics(r[4]):
-            if row[1] in r[6]:
-                q = r[6][row[1]]
-                vals[row[1]] = q if row[7] == 0 else q / 10 ** row[7]
-        d = {"boot": r[3], "flags": r[7], "sensor": r[4], "seq": r[0], "t": r[1], "ticks": r[2], "values": vals}
-        if r[5]:
-            d["instance"] = r[5]
-        out.append(d)
-    return out
-
-
-def canonical_batch_v2(batch, readings):
-    """Canonical bytes of a parsed, valid v2 batch whose readings (readings_v2) are given."""
-    from . import packed
-    rows = []
-    for r in readings:
-        q = {}
-        for row in fields.metrics(r["sensor"]):
-            if row[1] in r["values"]:
-                q[row[1]] = packed.quanta(r["values"][row[1]], row[7])
-        rows.append((r["seq"], r["t"], r["ticks"], r["boot"], r["sensor"], r.get("instance", 0), q, r["flags"]))
-    status = batch.get("status")
-    if status is not None:
-        status = dumps(status).encode()
-    return batch_body_v2(batch["device"], batch["fw"], batch["boot"], batch["sent_ticks"], batch["first_seq"],
-                         len(rows), packed.pack(rows), status)

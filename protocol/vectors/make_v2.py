@@ -5,7 +5,7 @@ import json
 from binascii import b2a_base64
 from pathlib import Path
 
-from protocol import packed, wire
+from protocol import packed, v2, wire
 
 DEVICE, FW, BOOT = "kk-city-hall-01", "0.2.0", "0a1b2c3d"
 STATUS = {"buffer_depth": 3, "dropped": 0, "errors": {"co2": 0, "energy": 0, "pm": 2}, "free_heap": 81234,
@@ -45,7 +45,7 @@ def rows_full(n=500):
 
 
 def body(rows, status=STATUS, sent=4000000):
-    return wire.batch_body_v2(DEVICE, FW, BOOT, sent, rows[0][0], len(rows), packed.pack(rows),
+    return wire.batch_body_v2(DEVICE, FW, BOOT, sent, rows[0][0], len(rows), v2.pack(rows),
                               wire.dumps(status).encode() if status else None)
 
 
@@ -69,7 +69,7 @@ def main():
     m = json.loads(small)
     m["data"] = "not base64!"
     vectors.append(vec("v2_data_not_base64", m, False, "data"))
-    raw = bytearray(packed.pack(rows_small()))
+    raw = bytearray(v2.pack(rows_small()))
     raw[12] ^= 1
     m = json.loads(small)
     m["data"] = b2a_base64(bytes(raw))[:-1].decode()

@@ -531,7 +531,7 @@ async def test_busy_agent_answers_503_with_retry_after_and_stores_nothing(client
 
 def v2_body(device: str, first: int, n: int, sent_ticks: int = 900000) -> bytes:
     """A v2 batch as the new firmware builds it: three meters (instances 0, 1, 2), PM and CO2, packed."""
-    from airwatt.protocol import packed
+    from airwatt.protocol import v2
 
     rows = []
     for i in range(n):
@@ -546,7 +546,7 @@ def v2_body(device: str, first: int, n: int, sent_ticks: int = 900000) -> bytes:
         else:
             rows.append((seq, None if i < 5 else T0 + ticks // 1000, ticks, BOOT, kind, 0,
                          {"co2": 700, "temperature": 2500, "humidity": 5000}, ["retried"]))
-    return wire.batch_body_v2(device, "0.2.0", BOOT, sent_ticks, first, n, packed.pack(rows))
+    return wire.batch_body_v2(device, "0.2.0", BOOT, sent_ticks, first, n, v2.pack(rows))
 
 
 async def test_a_v1_board_and_a_v2_board_upload_to_the_same_agent(client, devices, data_dir):

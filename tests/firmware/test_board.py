@@ -84,7 +84,7 @@ def test_board_boots_samples_and_uploads_signed_batches_with_status(tmp_path, mo
         server.close()
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
-    boot = re.search(r"^AIRWATT firmware 0\.1\.0 device kk-test-01 boot ([0-9a-f]{8}) reset PWRON_RESET "
+    boot = re.search(r"^AIRWATT firmware 0\.2\.0 device kk-test-01 boot ([0-9a-f]{8}) reset PWRON_RESET "
                      r"clock unset$", r.stdout, re.M)
     assert boot, out
     lines = selftest_lines(r.stdout)

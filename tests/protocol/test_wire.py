@@ -3,9 +3,9 @@
 import json
 
 try:
-    from airwatt.protocol import check, fields, wire
+    from airwatt.protocol import check, fields, v2, wire
 except ImportError:  # MicroPython: the repository root is on MICROPYPATH
-    from protocol import check, fields, wire
+    from protocol import check, fields, v2, wire
 
 VECTORS = __file__[: __file__.rfind("/tests/")] + "/protocol/vectors/batches.json"
 
@@ -137,7 +137,7 @@ def test_golden_v2_vectors_verdicts_and_canonical_bytes():
             verdict, path = False, err.path
         assert verdict == vec["valid"], vec["name"]
         if vec["valid"]:
-            assert wire.canonical_batch_v2(vec["message"], readings).decode() == vec["canonical"], vec["name"]
+            assert v2.canonical_batch_v2(vec["message"], readings).decode() == vec["canonical"], vec["name"]
         else:
             assert path == vec["error_at"], "%s: %s" % (vec["name"], path)
 
