@@ -87,7 +87,7 @@ class Uplink:
         head = b'{"boot":"%s","data":"' % self.boot
         h = len(head)
         b[:h] = head
-        end = MAX_BODY - 100 - len(self.device) - len(FIRMWARE) - (len(status) if status else 0)
+        end = MAX_BODY - 110 - len(self.device) - len(FIRMWARE) - (len(status) if status else 0)
         raw = (end - h) * 3 // 4 // 48 * 48
         r = end - raw
         first, n, k = self.store.pack_pending(memoryview(b)[r:], raw, self.v2_max)
@@ -105,8 +105,9 @@ class Uplink:
         b[w:w + len(tail)] = tail
         w += len(tail)
         if status:
-            b[w:w + len(status)] = status
-            w += len(status)
+            b[w:w + 9] = b'"status":'
+            b[w + 9:w + 9 + len(status)] = status
+            w += 9 + len(status)
             b[w] = 44
             w += 1
         b[w:w + 6] = b'"v":2}'
