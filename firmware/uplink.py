@@ -38,6 +38,7 @@ class Uplink:
         self.sampler = sampler_  # takes the agent's settings.intervals
         self.log = log
         self.on_clock = on_clock  # (unix seconds): also set the RTC once the agent gave the time
+        self.on_settings = None  # (the answer's settings): the board applies and acknowledges them
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.sent = 0  # readings acknowledged by the agent since boot
@@ -141,6 +142,8 @@ class Uplink:
             if iv and self.sampler is not None:
                 for kind in iv:
                     self.sampler.set_interval(kind, iv[kind])
+            if self.on_settings is not None:
+                self.on_settings(s)
 
     async def upload_once(self):
         """Try one batch. Returns (outcome, ms to wait before the next attempt); never raises for I/O trouble."""

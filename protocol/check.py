@@ -107,7 +107,7 @@ def check_reading(r, path):
 
 def check_status(s, path="status"):
     names = tuple(row[0] for row in fields.STATUS_FIELDS)
-    _object(s, path, names + ("errors", "time_sync"))
+    _object(s, path, names + ("errors", "time_sync"), ("settings",))
     for name, lo, hi, nullable in fields.STATUS_FIELDS:
         _int(s[name], _join(path, name), lo, hi, nullable)
     errors = s["errors"]
@@ -120,6 +120,10 @@ def check_status(s, path="status"):
         _int(errors[sensor], _join(where, sensor), 0, 4294967295)
     if s["time_sync"] not in fields.TIME_SYNC:
         raise ProtocolError(_join(path, "time_sync"), "must be one of %s" % ", ".join(fields.TIME_SYNC))
+    if "settings" in s:
+        from . import settings  # only when there are any: the board's heap is small
+
+        settings.check_applied(s["settings"], _join(path, "settings"))
 
 
 def check_batch(b):
@@ -156,15 +160,6 @@ def check_answer(a):
     _int(a["stored_seq"], "stored_seq", 0, fields.MAX_SEQ)
     _int(a["server_time"], "server_time", fields.MIN_WALL_TIME, fields.MAX_WALL_TIME)
     if "settings" in a:
-        s = a["settings"]
-        _object(s, "settings", (), ("intervals", "batch_max"))
-        if "intervals" in s:
-            iv = s["intervals"]
-            if not isinstance(iv, dict):
-                raise ProtocolError("settings.intervals", "must be an object")
-            for sensor in iv:
-                if sensor not in fields.SENSORS:
-                    raise ProtocolError("settings.intervals." + sensor, "is not a sensor kind")
-                _int(iv[sensor], "settings.intervals." + sensor, 5, 86400)
-        if "batch_max" in s:
-            _int(s["batch_max"], "settings.batch_max", 1, fields.MAX_READINGS)
+        from . import settings  # only when there are any: the board's heap is small
+
+        settings.check_settings(a["settings"])
