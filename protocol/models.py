@@ -190,6 +190,19 @@ def validate_batch(data: object) -> Batch:
     return batch
 
 
+def validate_answer(data: object) -> Answer:
+    """A parsed upload answer as an Answer; raises ProtocolError(path, why) on the first problem (the agent
+    checks the settings it is about to send with it)."""
+    try:
+        answer = Answer.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    care = answer.settings.co2 if answer.settings is not None else None
+    if care is not None and care.altitude is not None and care.pressure is not None:
+        raise ProtocolError("settings.co2.pressure", "give altitude or pressure, not both")
+    return answer
+
+
 def parse_batch(body: bytes) -> Batch:
     """Parse and validate an upload body; raises ProtocolError for anything the agent must refuse."""
     try:
