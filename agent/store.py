@@ -78,8 +78,14 @@ def _m1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m2_device_settings(db: sqlite_utils.Database) -> None:
+    from . import device_settings  # it needs this module
+
+    device_settings.migration(db)
+
+
 # Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_device_settings]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
