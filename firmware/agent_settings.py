@@ -7,6 +7,12 @@ import asyncio
 import json
 import os
 
+try:
+    _sleep_ms = asyncio.sleep_ms
+except AttributeError:  # CPython (tests)
+    async def _sleep_ms(ms):
+        await asyncio.sleep(ms / 1000)
+
 PATH = "/settings.json"
 _KEEP = ("rev", "intervals", "upload_s", "batch_max", "humid_rh", "co2")
 
@@ -37,6 +43,9 @@ class Settings:
         self.path = path
         self.log = log
         self.kept = load(path)
+        self.device = board.cfg["device"]
+        if self.kept.get("device") != self.device:
+            self.kept = {}  # another device's (the board was flashed as a new one): its revs mean nothing here
         self.applied = self.kept.get("applied")  # {"rev", "frc", "error"}: sent in every status
         self.humid_rh = 0
         self._care = None  # (rev, care, frc) waiting for the care task
@@ -49,6 +58,7 @@ class Settings:
         if self.pm is not None and hasattr(self.pm, "humid"):
             self.pm.humid = self._humid
         self._use(self.kept)
+        self._boot_care = self.kept.get("co2")  # applied again by run(): the sensor may have lost it
         if self.kept.get("rev"):
             self.log("SETTINGS rev %d kept from %s" % (self.kept["rev"], path))
 
@@ -84,6 +94,7 @@ class Settings:
             kept["co2"] = care
         elif "co2" in kept:
             del kept["co2"]
+        kept["device"] = self.device
         self.kept = kept
         self.log("SETTINGS rev %d from the agent: %s" % (rev, json.dumps(s)))
         if care or frc is not None:
@@ -115,9 +126,9 @@ class Settings:
 
     async def run(self):
         """Re-apply the kept SCD4x care at boot (only what the sensor lost is written), then apply new care."""
-        care = self.kept.get("co2")
+        care = self._boot_care
         if care:
-            await asyncio.sleep_ms(1000)  # after the sampler's start of the sensor
+            await _sleep_ms(1000)  # after the sampler's start of the sensor
             _, error = await self._apply_care(care, None)
             self.log("SETTINGS co2 care re-applied at boot%s" % (": " + error if error else ""))
         while True:
@@ -127,4 +138,4 @@ class Settings:
                 if self._care is not None and self._care[0] == rev:
                     self._care = None
                 self._done(rev, corr, error)
-            await asyncio.sleep_ms(500)
+            await _sleep_ms(500)
