@@ -120,6 +120,11 @@ class Publisher:
         self.settings = settings
         self.client: aiomqtt.Client | None = None
         self._connecting: asyncio.Lock | None = None
+        # device -> (seq, payload) of its newest confirmed reading's status. Batches in flight together finish in
+        # any order, and a retained status must never step back to an older reading; a status whose publish
+        # failed (or went out on a connection since lost) is due again on the next send, and at close.
+        self._status: dict[str, tuple[int, str]] = {}
+        self._status_due: set[str] = set()
 
     async def _connected(self, timeout_s: float) -> aiomqtt.Client:
         if self._connecting is None:
@@ -137,9 +142,12 @@ class Publisher:
                 except aiomqtt.MqttError as err:
                     raise SendError("cannot connect to the MQTT broker %s:%d: %s" % (s["host"], s["port"], err))
                 self.client = client
+                self._status_due.update(self._status)  # a broker that lost its state gets them again
             return self.client
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._publish_due(2.0)  # the last batch's status, if its publish failed
         client, self.client = self.client, None
         if client is not None:
             with contextlib.suppress(Exception):
@@ -167,18 +175,25 @@ class Publisher:
         return outcome
 
     async def publish_status(self, rows: Sequence[Mapping], confirmed: set[int], timeout_s: float) -> None:
-        latest: dict[str, Mapping] = {}
         for row in rows:
-            if row["id"] in confirmed:
-                latest[row["device"]] = row
-        if not latest or self.client is None:
+            device = row["device"]
+            if row["id"] in confirmed and row["seq"] > self._status.get(device, (0, ""))[0]:
+                self._status[device] = (row["seq"], json.dumps(status(row), separators=(",", ":")))
+                self._status_due.add(device)
+        await self._publish_due(timeout_s)
+
+    async def _publish_due(self, timeout_s: float) -> None:
+        due, client = sorted(self._status_due), self.client
+        if not due or client is None:
             return
+        self._status_due.difference_update(due)
         prefix = self.settings["prefix"]
-        await asyncio.gather(*(
-            self.client.publish(status_topic(prefix, device), json.dumps(status(row), separators=(",", ":")),
-                                qos=1, retain=True, timeout=timeout_s)
-            for device, row in latest.items()
-        ), return_exceptions=True)  # the status is a courtesy: a lost one is replaced by the next batch's
+        results = await asyncio.gather(*(
+            client.publish(status_topic(prefix, device), self._status[device][1], qos=1, retain=True,
+                           timeout=timeout_s)
+            for device in due
+        ), return_exceptions=True)
+        self._status_due.update(d for d, r in zip(due, results) if isinstance(r, BaseException))
 
 
 def make(url: str, token: str | None = None) -> Adapter:
