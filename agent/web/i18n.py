@@ -7,6 +7,7 @@ LANGS = ("th", "en")
 LABELS: dict[str, tuple[str, str]] = {
     # key: (Thai, English)
     "title": ("AirWatt ผู้ดูแลระบบ", "AirWatt operators"),
+    "city": ("ภาพรวมเมือง", "City"),
     "fleet": ("อุปกรณ์", "Fleet"),
     "device": ("อุปกรณ์", "Device"),
     "sync": ("การซิงค์ข้อมูล", "Sync"),
@@ -114,6 +115,26 @@ LABELS: dict[str, tuple[str, str]] = {
                     "Ranges over a day show hourly means (stuck and out-of-range readings left out)"),
     "energy_note": ("คำนวณจากมิเตอร์สะสม: ตัวนับรีเซ็ตหรือวนรอบไม่ทำให้ค่าติดลบหรือนับซ้ำ",
                     "From cumulative meter counters: resets and rollovers never give negative or doubled kWh"),
+    "kw_now": ("กำลังไฟฟ้าขณะนี้ (kW)", "kW now"),
+    "kwh_today": ("พลังงานวันนี้ (kWh)", "kWh today"),
+    "kg_today": ("คาร์บอนวันนี้ (kgCO2e)", "kgCO2e today"),
+    "kwh_month": ("พลังงานเดือนนี้ (kWh)", "kWh this month"),
+    "kg_month": ("คาร์บอนเดือนนี้ (kgCO2e)", "kgCO2e this month"),
+    "aqi_now": ("ดัชนีคุณภาพอากาศ (AQI) ขณะนี้", "Thai AQI now"),
+    "co2_now": ("CO2 ขณะนี้ (ppm)", "CO2 now (ppm)"),
+    "boards_state": ("บอร์ด ออนไลน์ / ล่าช้า / ออฟไลน์", "Boards online / late / offline"),
+    "city_total": ("รวมทั้งเมือง", "City total"),
+    "city_note": ("วันนี้ %s, เดือนนี้ %s (เวลาประเทศไทย ICT, UTC+7) · kW และ CO2: ค่าล่าสุดของแต่ละบอร์ดใน 3 รอบการส่ง"
+                  "ล่าสุด (kW รวมกัน, CO2 ค่าสูงสุด) · AQI: ค่าสูงสุดของบอร์ด จากค่าเฉลี่ย 24 ชั่วโมง · kgCO2e = kWh x "
+                  "%.4f kgCO2e/kWh (ค่า TGO ปี %d, ไฟฟ้าจากโครงข่าย ขอบเขต 2)",
+                  "Today %s, this month %s (Thai time, ICT, UTC+7) · kW and CO2: each board's newest reading of its "
+                  "last 3 upload intervals (kW summed, CO2 the highest) · AQI: the highest of the boards, from 24-h "
+                  "means · kgCO2e = kWh x %.4f kgCO2e/kWh (TGO factor of %d, scope 2 grid electricity)"),
+    "map": ("แผนที่บอร์ด", "Map of the boards"),
+    "map_legend": ("ขอบ: สถานะ, สี: AQI", "Ring: state, fill: AQI"),
+    "map_note": ("ไม่มีภาพแผนที่พื้นหลัง (ไม่ต่อเซิร์ฟเวอร์แผนที่ภายนอก)",
+                 "No background tiles (no outside map server is contacted)"),
+    "map_unlocated": ("%d บอร์ดยังไม่มีพิกัด", "%d boards have no location yet"),
 }
 
 

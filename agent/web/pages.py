@@ -33,6 +33,7 @@ log = logging.getLogger("airwatt.pages")
 
 TOKEN_FILE = "operator_token"
 REFRESH_S = 60
+NAV = (("city", "/"), ("fleet", "/fleet"), ("air", "/air"), ("carbon", "/carbon"), ("sync", "/sync"))
 RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 # online while the last upload is at most ONLINE_INTERVALS reading intervals old, late up to LATE_INTERVALS,
 # offline beyond: boards upload a batch every few readings, so one missed interval is not yet "late".
@@ -143,14 +144,16 @@ def _url(path: str, lang: str, **params: Any) -> str:
     return "%s?%s" % (path, urlencode(q))
 
 
-def _page(request: web.Request, key: str, title: str, body: str, refresh: bool = True) -> web.Response:
+def _page(request: web.Request, key: str, title: str, body: str, refresh: bool = True, head: str = "",
+          script: str = "") -> web.Response:
+    """The page around `body`; `head` goes into <head>, `script` runs after the page's own script."""
     lang = _lang(request)
     other = "en" if lang == "th" else "th"
     query = dict(request.query)
     query["lang"] = other
-    nav = "".join('<a href="%s" class="%s">%s</a>' % (escape(_url("/" + k, lang)), "here" if k == key else "",
+    nav = "".join('<a href="%s" class="%s">%s</a>' % (escape(_url(path, lang)), "here" if k == key else "",
                                                       escape(label(lang, k)))
-                  for k in ("fleet", "air", "carbon", "sync"))
+                  for k, path in NAV)
     switch = '<a class="lang" id="lang-switch" href="%s">%s</a>' % (
         escape(request.path + "?" + urlencode(query)), escape(label(lang, "lang_other")))
     # reload (keeping #sort=...) rather than <meta refresh> so a sorted table stays sorted
@@ -159,11 +162,11 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
                  if refresh else "")
     now = datetime.fromtimestamp(time.time(), svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
     html = ('<!DOCTYPE html><html lang="%s"><head><meta charset="utf-8"><title>%s - AirWatt</title>'
-            '<meta name="viewport" content="width=device-width, initial-scale=1"><style>%s</style>%s</head>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><style>%s</style>%s%s</head>'
             '<body><header><span class="brand">AirWatt</span>%s%s</header><main><h1>%s</h1>%s'
-            '<p class="note">%s %s (UTC+7)</p></main><script>%s</script></body></html>'
-            % (lang, escape(title), CSS, reload_js, nav, switch, escape(title), body,
-               escape(label(lang, "updated")), now, SORT_JS))
+            '<p class="note">%s %s (UTC+7)</p></main><script>%s%s</script></body></html>'
+            % (lang, escape(title), CSS, reload_js, head, nav, switch, escape(title), body,
+               escape(label(lang, "updated")), now, SORT_JS, script))
     return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
@@ -713,10 +716,6 @@ async def air_page(request: web.Request) -> web.Response:
     return _page(request, "air", label(lang, "air"), table + legend)
 
 
-async def index(request: web.Request) -> web.Response:
-    raise web.HTTPFound(_url("/fleet", _lang(request)))
-
-
 def setup_pages(app: web.Application) -> None:
     """Add the operators' pages to the agent's app (needs the app's data dir, config and database keys)."""
     from ..app import CONFIG_KEY, DATA_DIR_KEY, DB_KEY
@@ -733,7 +732,9 @@ def setup_pages(app: web.Application) -> None:
     app[CONFIG_KEY_ALERTS] = config.alerts
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
-    app.router.add_get("/", index)
+    from .city import setup_city
+
+    setup_city(app)
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/device/{id}", device_page)
     app.router.add_get("/sync", sync_page)
