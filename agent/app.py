@@ -69,9 +69,9 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
     # Bodies are read and size-checked by the ingest handler itself; this only caps request.read() elsewhere.
     app = web.Application(client_max_size=fields.MAX_BODY_BYTES + 1024)
     app[DATA_DIR_KEY] = data_dir
-    app[CONFIG_KEY] = config or Config()
+    app[CONFIG_KEY] = config = config or Config()
     app[DB_KEY] = db
-    app[INGEST_KEY] = Ingest(db, store.db_path(data_dir))
+    app[INGEST_KEY] = Ingest(db, store.db_path(data_dir), config.body_timeout_s)
     app.router.add_post("/v1/batches", make_handler(INGEST_KEY))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)

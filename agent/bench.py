@@ -56,7 +56,8 @@ def build_batches(devices: list[str], batches: int, size: int, t0: int) -> dict[
     return out
 
 
-def start_agent(data_dir: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_agent(data_dir: Path, extra: list[str] | None = None,
+                preexec_fn: Any = None) -> tuple[subprocess.Popen, str]:
     """Run `airwatt serve` on 127.0.0.1, port 0; returns the process and its base URL once it listens.
     Its log goes to serve.log in the data dir (a pipe nobody reads could fill up and stall the agent)."""
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,7 @@ def start_agent(data_dir: Path, extra: list[str] | None = None) -> tuple[subproc
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,
+            preexec_fn=preexec_fn,  # e.g. resource limits for the agent process alone
         )
     line = proc.stdout.readline() if proc.stdout else ""
     match = re.search(r"http://127\.0\.0\.1:(\d+)", line)

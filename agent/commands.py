@@ -121,12 +121,12 @@ async def serve(data_dir: str | Path, config: Any) -> None:
 
     from .app import make_app
 
+    from . import server
+
     app = make_app(data_dir, config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = web.AppRunner(app, shutdown_timeout=5, **server.runner_options(config.idle_timeout_s))
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+    listener, host, port = await server.start(runner, config.host, config.port)
     store.tune_gc()
     print("airwatt: listening on http://%s:%d (data dir %s)" % (host, port, data_dir), flush=True)
     stop = asyncio.Event()
@@ -136,6 +136,7 @@ async def serve(data_dir: str | Path, config: Any) -> None:
     try:
         await stop.wait()
     finally:
+        listener.close()
         await runner.cleanup()
 
 
@@ -162,7 +163,7 @@ def _device_add(args: argparse.Namespace) -> int:
     print("key: %s" % key)
     print(
         "This key is shown once: put it in the board's config.json now. It signs every upload; "
-        "the agent keeps it in %s." % store.db_path(args.data_dir),
+        "the agent keeps it in %s (mode 0600), apart from the readings." % store.keys_path(args.data_dir),
         file=sys.stderr,
     )
     return 0

@@ -8,6 +8,8 @@ Example (every key optional; a missing file means all defaults):
     language = "th"           # the pages' default language ("th" or "en"; ?lang= switches)
     emission_factor = 0.4750  # grid kgCO2e/kWh for emission_factor_year (unset: agent/carbon.py's TGO table)
     emission_factor_year = 2026
+    idle_timeout_s = 10.0     # a connection's time to send a request's headers, and to idle between requests
+    body_timeout_s = 30.0     # a request body's time to arrive in full (a board's 32 KB on a weak link)
 
     [platform]
     url = "https://city.example/ngsi-ld/v1"
@@ -98,6 +100,8 @@ class Config(BaseModel):
     language: Literal["th", "en"] = "th"
     emission_factor: float | None = Field(default=None, ge=0, le=5)
     emission_factor_year: int = Field(default=2026, ge=2000, le=2100)
+    idle_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     platform: PlatformConfig = PlatformConfig()
     store: StoreConfig = StoreConfig()
     alerts: AlertsConfig = AlertsConfig()

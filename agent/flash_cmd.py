@@ -146,12 +146,12 @@ def device_key(data_dir: str, device: str, sensors: list[str], name: str | None,
     device takes the given sensors, interval and any of name, site, lat/lon given (a re-flash changes them)."""
     db = store.open_db(data_dir)
     try:
-        row = store.get_device(db, device)
+        key = store.device_key(db, device)
         try:
-            if row is not None:
+            if key is not None:
                 store.set_device(db, device, name=name, site=site, lat=lat, lon=lon, sensors=sensors,
                                  interval_s=interval_s)
-                return row["key"], False
+                return key.hex(), False
             extra = {} if interval_s is None else {"interval_s": interval_s}
             return store.add_device(db, device, name=name, site=site, lat=lat, lon=lon, sensors=sensors,
                                     **extra), True

@@ -31,6 +31,7 @@ from airwatt.protocol.check import ProtocolError
 from airwatt.protocol.models import Batch, parse_batch
 
 from . import store
+from .server import read_limited
 from .writer import Job, WriteFailed, Writer
 
 log = logging.getLogger("airwatt.ingest")
@@ -95,8 +96,9 @@ def job_from_batch(batch: Batch, received: float) -> Job:
 class Ingest:
     """What POST /v1/batches needs: the writer, a device-key cache, counters."""
 
-    def __init__(self, db: sqlite_utils.Database, db_file: str | Path) -> None:
+    def __init__(self, db: sqlite_utils.Database, db_file: str | Path, body_timeout_s: float = 30.0) -> None:
         self.db = db
+        self.body_timeout_s = body_timeout_s
         self.stats = Stats()
         self.writer = Writer(db_file, self.stats)
         self._keys: dict[str, bytes] = {}
@@ -129,18 +131,6 @@ class Ingest:
 _REASONS = {401: "unauthorized", 413: "body too large", 503: "busy, retry later"}
 
 
-async def _read_body(request: web.Request) -> bytes | None:
-    """The body, or None when it exceeds MAX_BODY_BYTES (checked as it arrives, chunked uploads included)."""
-    buf = bytearray()
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > fields.MAX_BODY_BYTES:
-            return None
-
-
 def make_handler(ingest_key: web.AppKey) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The POST /v1/batches handler, reading its Ingest from the app under ingest_key."""
 
@@ -148,7 +138,7 @@ def make_handler(ingest_key: web.AppKey) -> Callable[[web.Request], Awaitable[we
         ingest: Ingest = request.app[ingest_key]
         if request.content_length is not None and request.content_length > fields.MAX_BODY_BYTES:
             return ingest.reject(413, "too_large")
-        body = await _read_body(request)
+        body = await read_limited(request, fields.MAX_BODY_BYTES, ingest.body_timeout_s)
         if body is None:
             return ingest.reject(413, "too_large")
         device = request.headers.get(DEVICE_HEADER, "")

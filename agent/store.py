@@ -3,6 +3,11 @@
 One file, `airwatt.db` in the data dir, WAL mode with synchronous=FULL so a commit survives a power cut.
 Plain columns and ISO-free REAL Unix times, so the file reads well in `sqlite3` and Datasette.
 Schema changes are migration functions applied in order; `meta.schema_version` says how many ran.
+
+The device keys, which sign every upload, are NOT in that file (it is opened in Datasette and handed to data
+people): they live in `keys.db` beside it, attached to the connections `open_db` makes as schema `keys`.
+The data dir is created 0700, and both files (with their -wal/-shm, which SQLite creates with the file's
+mode) are 0600.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sqlite_utils
 from airwatt.protocol import fields
 
 DB_NAME = "airwatt.db"
+KEYS_NAME = "keys.db"
 # One nullable column per metric of the protocol's field table (never retyped here).
 METRIC_COLUMNS: tuple[str, ...] = tuple(row[1] for row in fields.METRICS)
 _METRIC_TYPES = {row[1]: (int if row[4] == "int" else float) for row in fields.METRICS}
@@ -100,8 +106,20 @@ def _m3_alerts(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX alerts_open ON alerts(rule, device) WHERE cleared_at IS NULL")
 
 
+def _m4_keys_apart(db: sqlite_utils.Database) -> None:
+    """Device keys leave the readings database: open_db has already copied them into keys.db (committed on
+    their own, so no crash can lose one); drop the column, with secure_delete on so the old bytes are zeroed."""
+    unsafe = db.execute(
+        "SELECT count(*) FROM devices d LEFT JOIN keys.device_keys k ON k.device = d.id WHERE k.key IS NOT d.key"
+    ).fetchone()[0]
+    if unsafe:
+        raise RuntimeError("%d device keys are not yet in %s: not removing them from %s" % (unsafe, KEYS_NAME, DB_NAME))
+    db.execute("PRAGMA main.secure_delete = ON")
+    db.execute("ALTER TABLE devices DROP COLUMN key")
+
+
 # Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_rollups, _m3_alerts]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -150,12 +168,50 @@ def db_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / DB_NAME
 
 
+def keys_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / KEYS_NAME
+
+
+def private_file(path: Path) -> None:
+    """Create path empty with mode 0600 if missing, else make it 0600 (with its -wal/-shm, if any): readable by
+    the agent's user alone. SQLite gives the -wal/-shm it creates later the database file's mode."""
+    try:
+        # O_EXCL: an existing file is never opened here, because closing any descriptor of a database file
+        # drops every POSIX lock this process holds on it, those of open SQLite connections included.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
+        if p.exists():
+            os.chmod(p, 0o600)
+
+
 def open_db(data_dir: str | Path) -> sqlite_utils.Database:
-    """Open (creating and migrating if needed) the data dir's database."""
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    """Open (creating and migrating if needed) the data dir's database, with the key store attached."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # mode: when created here; an existing dir is kept
+    private_file(db_path(data_dir))
+    private_file(keys_path(data_dir))
     db = sqlite_utils.Database(connect(db_path(data_dir)))
+    db.execute("ATTACH DATABASE ? AS keys", (str(keys_path(data_dir)),))
+    db.execute("PRAGMA keys.journal_mode = WAL")
+    db.execute("PRAGMA keys.synchronous = FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS keys.device_keys (device TEXT PRIMARY KEY, key TEXT NOT NULL)")
+    moved = _copy_keys_out(db)
     migrate(db)
+    if moved:
+        db.execute("PRAGMA main.wal_checkpoint(TRUNCATE)")  # the WAL's old pages held the keys too
     return db
+
+
+def _copy_keys_out(db: sqlite_utils.Database) -> bool:
+    """Before migration 2: copy the keys of a database that still holds them into keys.db, in a transaction
+    that writes keys.db alone (WAL commits of several files are not atomic together)."""
+    if not db["devices"].exists() or "key" not in {c.name for c in db["devices"].columns}:
+        return False
+    with _transaction(db):
+        db.execute("INSERT OR REPLACE INTO keys.device_keys(device, key) SELECT id, key FROM main.devices")
+    return True
 
 
 # -- devices ---------------------------------------------------------------------------------------------
@@ -178,15 +234,20 @@ def add_device(
     check_location(lat, lon)
     check_interval(interval_s)
     key = secrets.token_hex(32)
-    try:
-        with _transaction(db):
-            db.execute(
-                "INSERT INTO devices(id, key, name, site, lat, lon, sensors, interval_s, created)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (id, key, name, site, lat, lon, json.dumps(sensors), interval_s, time.time()),
-            )
-    except sqlite3.IntegrityError:
-        raise ValueError("device %s already exists" % id) from None
+    with _transaction(db):
+        row = db.execute(
+            "SELECT k.key FROM devices d LEFT JOIN keys.device_keys k ON k.device = d.id WHERE d.id = ?", (id,)
+        ).fetchone()
+        if row is not None and row[0] is not None:
+            raise ValueError("device %s already exists" % id)
+        # A device without a key (a crash between the two files' commits) is registered afresh.
+        db.execute("DELETE FROM devices WHERE id = ?", (id,))
+        db.execute(
+            "INSERT INTO devices(id, name, site, lat, lon, sensors, interval_s, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, name, site, lat, lon, json.dumps(sensors), interval_s, time.time()),
+        )
+        db.execute("INSERT OR REPLACE INTO keys.device_keys(device, key) VALUES (?, ?)", (id, key))
     return key
 
 
@@ -252,15 +313,17 @@ def check_device_id(id: str) -> None:
 
 
 def get_device(db: sqlite_utils.Database, id: str) -> dict | None:
-    """The device row (with its key), or None."""
+    """The device row (its key is in the key store: `device_key`), or None."""
     cur = db.execute("SELECT * FROM devices WHERE id = ?", (id,))
     row = cur.fetchone()
     return None if row is None else dict(zip([c[0] for c in cur.description], row))
 
 
 def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
-    """The device's HMAC key as bytes, or None for an unknown device."""
-    row = db.execute("SELECT key FROM devices WHERE id = ?", (id,)).fetchone()
+    """The device's HMAC key as bytes, or None for an unknown device (db from open_db: the key store attached)."""
+    row = db.execute(
+        "SELECT k.key FROM keys.device_keys k JOIN devices d ON d.id = k.device WHERE k.device = ?", (id,)
+    ).fetchone()
     return None if row is None else bytes.fromhex(row[0])
 
 

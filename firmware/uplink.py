@@ -4,7 +4,6 @@
 # is honoured; a 400 keeps the readings (nothing is ever dropped here). Kept small: it lives in the heap.
 import asyncio
 import gc
-import json
 import random
 from binascii import unhexlify
 from micropython import const
@@ -161,7 +160,7 @@ class Uplink:
         self.progress = self.clock.ms()
         if code == 200:
             try:
-                a = json.loads(data)
+                a = check.parse_body(data)  # UTF-8 JSON, bounded nesting, else ProtocolError (ValueError)
                 check.check_answer(a)
                 stored = a["stored_seq"]
                 if stored > last:

@@ -4,7 +4,14 @@ Runs on MicroPython and CPython. Each check raises ProtocolError whose `path` na
 way the agent reports it (e.g. "readings[3].values.pm25") and whose message says why.
 """
 
+import json
+
 from . import fields
+
+try:
+    _TOO_DEEP = RecursionError  # CPython's json recurses; MicroPython's has no such error (and does not recurse)
+except NameError:
+    _TOO_DEEP = RuntimeError
 
 
 class ProtocolError(ValueError):
@@ -62,6 +69,46 @@ def _text(x, path, lo, hi, alphabet=None):
 
 DEVICE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 HEX = "0123456789abcdef"
+
+
+def _depth_over(value, limit):
+    """True when value nests objects/lists deeper than limit (iterative: deep input must not recurse here)."""
+    stack = [(value, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if isinstance(x, dict):
+            x = x.values()
+        elif not isinstance(x, list):
+            continue
+        if depth > limit:
+            return True
+        for y in x:
+            if isinstance(y, (dict, list)):
+                stack.append((y, depth + 1))
+    return False
+
+
+def parse_body(body):
+    """The JSON value of a message body (bytes): UTF-8 without a byte order mark, nesting at most
+    fields.MAX_DEPTH levels. Raises ProtocolError with path "" and the reason otherwise."""
+    if body[:3] == b"\xef\xbb\xbf":
+        raise ProtocolError("", "starts with a byte order mark: send UTF-8 JSON without one")
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body:
+        raise ProtocolError("", "is UTF-16 or UTF-32 (has NUL bytes or their byte order mark): send UTF-8 JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeError:
+        raise ProtocolError("", "is not valid UTF-8: send UTF-8 JSON")
+    too_deep = "nests objects and lists deeper than %d levels" % fields.MAX_DEPTH
+    try:
+        value = json.loads(text)
+    except _TOO_DEEP:
+        raise ProtocolError("", too_deep)
+    except ValueError as err:
+        raise ProtocolError("", "is not valid JSON (%s)" % err)
+    if _depth_over(value, fields.MAX_DEPTH):
+        raise ProtocolError("", too_deep)
+    return value
 
 
 def check_values(sensor, values, path):

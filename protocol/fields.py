@@ -39,6 +39,7 @@ FLAGS = (
 TIME_SYNC = ("none", "agent", "ntp")
 
 MAX_BODY_BYTES = 32768
+MAX_DEPTH = 8  # nesting of objects and lists in a message body; the deepest message nests 4
 MAX_READINGS = 100
 MAX_SEQ = 9007199254740991  # 2**53 - 1: exact in every JSON parser
 MIN_WALL_TIME = 1577836800  # 2020-01-01T00:00:00Z: earlier wall times mean the board's clock was never set

@@ -6,13 +6,12 @@ field and the reason, with the same paths as `check.check_batch` (the reference 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, create_model, field_validator
 
 from . import fields
-from .check import ProtocolError
+from .check import ProtocolError, parse_body
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _TEXT = r"^[ !#-\[\]-~]*$"  # printable ASCII without quote or backslash
@@ -162,8 +161,4 @@ def validate_batch(data: object) -> Batch:
 
 def parse_batch(body: bytes) -> Batch:
     """Parse and validate an upload body; raises ProtocolError for anything the agent must refuse."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ProtocolError("", "is not valid JSON (%s)" % err) from None
-    return validate_batch(data)
+    return validate_batch(parse_body(body))

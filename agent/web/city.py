@@ -210,9 +210,9 @@ async def city_page(request: web.Request) -> web.Response:
                     escape(label(lang, "map_note")),
                     (" " + escape(label(lang, "map_unlocated") % unlocated)) if unlocated else "", payload))
     head_extra = ('<style>%s #map{height:420px;max-width:1200px;background:#eef2f5;border:1px solid #d5d8dc}'
-                  '.leaflet-tooltip{font-size:11px}</style><script src="%s"></script>'
-                  % (leaflet_css(), LEAFLET_JS))
-    return _page(request, "city", label(lang, "city"), table + note + map_block, head=head_extra, script=MAP_JS)
+                  '.leaflet-tooltip{font-size:11px}</style>' % leaflet_css())
+    return _page(request, "city", label(lang, "city"), table + note + map_block, head=head_extra, js=MAP_JS,
+                 scripts=(LEAFLET_JS,))
 
 
 def setup_city(app: web.Application) -> None:

@@ -1,7 +1,8 @@
 """The operators' pages: Fleet, Device, Sync, Carbon, Air (server-rendered HTML with SVG plots).
 
 Reading is open; every action that changes something (POST) needs the operator token, as the form field
-`token` or `Authorization: Bearer <token>`, else 403. Queries run on a read-only connection in one worker
+`token` or `Authorization: Bearer <token>`, else 403; a form POST must also come from these pages (security.py).
+Queries run on a read-only connection in one worker
 thread so a slow page never holds up ingest on the event loop.
 """
 
@@ -26,7 +27,7 @@ import sqlite_utils
 from aiohttp import web
 
 from .. import alerts, aqi, carbon, rollup, store
-from . import svg
+from . import params, security, svg
 from .i18n import label, lang_of
 
 log = logging.getLogger("airwatt.pages")
@@ -75,6 +76,7 @@ WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
 DATA_DIR_PATH_KEY = web.AppKey("airwatt_pages_data_dir", str)  # absolute, for the commands the pages suggest
 CONFIG_KEY_ALERTS = web.AppKey("airwatt_pages_alerts_config", object)
+FORM_TIMEOUT_KEY = web.AppKey("airwatt_pages_form_timeout", float)
 
 
 def operator_token(data_dir: Path, configured: str | None) -> str:
@@ -131,6 +133,7 @@ var desc=th.classList.contains('sorted-asc');sortTable(th,desc);
 history.replaceState(null,'','#sort='+th.dataset.key+':'+(desc?'desc':'asc'));});});
 var m=/sort=([a-z_0-9]+):(asc|desc)/.exec(location.hash);
 if(m){var th=document.querySelector('th[data-key="'+m[1]+'"]');if(th)sortTable(th,m[2]=='desc');}
+var sf=document.getElementById('site-filter');if(sf)sf.addEventListener('change',function(){sf.form.submit();});
 """
 
 
@@ -145,8 +148,9 @@ def _url(path: str, lang: str, **params: Any) -> str:
 
 
 def _page(request: web.Request, key: str, title: str, body: str, refresh: bool = True, head: str = "",
-          script: str = "") -> web.Response:
-    """The page around `body`; `head` goes into <head>, `script` runs after the page's own script."""
+          js: str = "", scripts: tuple[str, ...] = ()) -> web.Response:
+    """The page around `body`: `head` (styles) goes into <head> with the scripts at the URLs `scripts`; `js` runs
+    after the page's own script. Every script gets the page's CSP nonce."""
     lang = _lang(request)
     other = "en" if lang == "th" else "th"
     query = dict(request.query)
@@ -157,17 +161,22 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
     switch = '<a class="lang" id="lang-switch" href="%s">%s</a>' % (
         escape(request.path + "?" + urlencode(query)), escape(label(lang, "lang_other")))
     # reload (keeping #sort=...) rather than <meta refresh> so a sorted table stays sorted
-    reload_js = ('<script>setTimeout(function(){location.reload();},%d);</script>'
+    nonce, policy = security.page_policy()
+    script = '<script nonce="%s">' % nonce  # the page's CSP runs no other script
+    reload_js = (script + 'setTimeout(function(){location.reload();},%d);</script>'
                  '<noscript><meta http-equiv="refresh" content="%d"></noscript>' % (REFRESH_S * 1000, REFRESH_S)
                  if refresh else "")
     now = datetime.fromtimestamp(time.time(), svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
     html = ('<!DOCTYPE html><html lang="%s"><head><meta charset="utf-8"><title>%s - AirWatt</title>'
-            '<meta name="viewport" content="width=device-width, initial-scale=1"><style>%s</style>%s%s</head>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="icon" href="data:,"><style>%s</style>%s%s%s</head>'
             '<body><header><span class="brand">AirWatt</span>%s%s</header><main><h1>%s</h1>%s'
-            '<p class="note">%s %s (UTC+7)</p></main><script>%s%s</script></body></html>'
-            % (lang, escape(title), CSS, reload_js, head, nav, switch, escape(title), body,
-               escape(label(lang, "updated")), now, SORT_JS, script))
-    return web.Response(text=html, content_type="text/html", charset="utf-8")
+            '<p class="note">%s %s (UTC+7)</p></main>%s%s%s</script></body></html>'
+            % (lang, escape(title), CSS, reload_js, head,
+               "".join('<script nonce="%s" src="%s"></script>' % (nonce, escape(u)) for u in scripts),
+               nav, switch, escape(title), body, escape(label(lang, "updated")), now, script, SORT_JS, js))
+    return web.Response(text=html, content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": policy})
 
 
 def _fmt_time(t: float | None) -> str:
@@ -299,7 +308,7 @@ def alerts_box(request: web.Request, open_: list[dict]) -> str:
 
 async def fleet(request: web.Request) -> web.Response:
     lang = _lang(request)
-    site = request.query.get("site") or None
+    site = params.text(request, "site")
     now = time.time()
     rows, sites = await request.app[READER_KEY].run(fleet_rows, site, now)
     open_ = await request.app[READER_KEY].run(alerts.open_alerts)
@@ -307,7 +316,7 @@ async def fleet(request: web.Request) -> web.Response:
         '<option value="%s"%s>%s</option>' % (escape(s), " selected" if s == site else "", escape(s or "-"))
         for s in sites)
     form = ('<form method="get" action="/fleet"><input type="hidden" name="lang" value="%s">%s: '
-            '<select name="site" id="site-filter" onchange="this.form.submit()">%s</select> '
+            '<select name="site" id="site-filter">%s</select> '
             '<noscript><button>%s</button></noscript></form>'
             % (lang, escape(label(lang, "site")), options, escape(label(lang, "show"))))
     cols = [("device", "device"), ("name", "name"), ("site", "site"), ("state", "state"),
@@ -349,19 +358,6 @@ async def fleet(request: web.Request) -> web.Response:
 # -- Device ------------------------------------------------------------------------------------------------
 
 
-def _parse_end(value: str | None, now: float) -> float:
-    if not value:
-        return now
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M").replace(tzinfo=svg.THAILAND).timestamp()
-    except ValueError:
-        raise web.HTTPBadRequest(text="end must be Unix seconds or YYYY-MM-DDTHH:MM (Thai time)") from None
-
-
 RAW_MAX_S = 86400  # ranges up to a day are drawn reading by reading; longer ones from the hourly rollups
 PLOTTED = ("pm25", "co2", "temperature", "humidity", "power")
 
@@ -399,10 +395,9 @@ async def device_page(request: web.Request) -> web.Response:
     lang = _lang(request)
     device = request.match_info["id"]
     now = time.time()
-    rng = request.query.get("range", "24h")
-    if rng not in RANGES:
-        raise web.HTTPBadRequest(text="range must be one of %s" % ", ".join(RANGES))
-    until = _parse_end(request.query.get("end"), now)
+    rng = params.choice(request, "range", RANGES, "24h")
+    end = params.moment(request, "end", svg.THAILAND, "Thai time")
+    until = now if end is None else end
     since = until - RANGES[rng]
     # daily kWh over at least the last 7 local days, from the start of the first day
     first_day = datetime.fromtimestamp(until - max(RANGES[rng], 7 * 86400) + 1, svg.THAILAND)
@@ -453,8 +448,7 @@ async def device_page(request: web.Request) -> web.Response:
     bars = [(k, days.get(k, 0.0) / 1000.0) for k in day_keys]
     plots.append(("kwh_plot", svg.bar_plot(bars, plot_id="plot-kwh", unit="kWh", no_data=nodata)))
     dev = data["device"]
-    end_param = request.query.get("end")
-    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=end_param)),
+    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
                                                   ' class="here"' if r == rng else "", r) for r in RANGES)
     end_value = datetime.fromtimestamp(until, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
     form = ('<form method="get" class="inline"><input type="hidden" name="lang" value="%s">'
@@ -471,8 +465,7 @@ async def device_page(request: web.Request) -> web.Response:
     if data["hours"] is not None:
         body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
-    return _page(request, "device", "%s %s" % (label(lang, "device"), device), body,
-                 refresh=not request.query.get("end"))
+    return _page(request, "device", "%s %s" % (label(lang, "device"), device), body, refresh=end is None)
 
 
 # -- Sync --------------------------------------------------------------------------------------------------
@@ -580,7 +573,7 @@ def request_retry(app: web.Application) -> bool:
 
 
 async def sync_retry(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await params.form(request, request.app[FORM_TIMEOUT_KEY])
     if not authorised(request, form):
         raise web.HTTPForbidden(text="operator token required")
     # recorded in any case (an audit trail, and a sync worker started later reads it); set the event if any
@@ -598,11 +591,7 @@ def carbon_data(db: sqlite_utils.Database, since: float, until: float, table: di
 
 async def carbon_page(request: web.Request) -> web.Response:
     lang = _lang(request)
-    try:
-        days = int(request.query.get("days", "31"))
-    except ValueError:
-        raise web.HTTPBadRequest(text="days must be a whole number") from None
-    days = min(max(days, 1), 400)
+    days = params.whole(request, "days", 31, 1, 400)
     now = time.time()
     today = datetime.fromtimestamp(now, svg.THAILAND).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days - 1)
@@ -730,8 +719,10 @@ def setup_pages(app: web.Application) -> None:
     app[FACTORS_KEY] = carbon.factors_table(extra)
     app[WRITE_DB_KEY] = app[DB_KEY]
     app[CONFIG_KEY_ALERTS] = config.alerts
+    app[FORM_TIMEOUT_KEY] = config.body_timeout_s
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
+    security.setup_security(app)
     from .city import setup_city
 
     setup_city(app)

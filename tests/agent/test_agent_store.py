@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -37,8 +39,8 @@ def test_schema_has_the_contract_tables_and_plain_columns(data_dir):
     sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'readings_unsynced'").fetchone()[0]
     assert "WHERE synced_at IS NULL" in sql
     assert db["boots"].pks == ["device", "boot"]
-    assert {c.name for c in db["devices"].columns} == {
-        "id", "key", "name", "site", "lat", "lon", "sensors", "interval_s", "firmware", "first_seen", "last_seen",
+    assert {c.name for c in db["devices"].columns} == {  # the key is in keys.db
+        "id", "name", "site", "lat", "lon", "sensors", "interval_s", "firmware", "first_seen", "last_seen",
         "last_status", "created",
     }
 
@@ -55,7 +57,8 @@ def test_wal_and_full_sync(data_dir):
 
 def test_migrations_run_once_in_order_and_record_the_version(data_dir, monkeypatch):
     db = store.open_db(data_dir)
-    assert store.schema_version(db) == len(store.MIGRATIONS) >= 2
+    shipped = len(store.MIGRATIONS)
+    assert store.schema_version(db) == shipped
     store.add_device(db, "keep-me")
     db.close()
     ran = []
@@ -70,7 +73,7 @@ def test_migrations_run_once_in_order_and_record_the_version(data_dir, monkeypat
 
     monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [m2, m3])
     db = store.open_db(data_dir)
-    assert ran == [2, 3] and store.schema_version(db) == len(store.MIGRATIONS)
+    assert ran == [2, 3] and store.schema_version(db) == shipped + 2
     assert "note" in {c.name for c in db["readings"].columns}
     assert store.get_device(db, "keep-me") is not None  # data survives
     db.close()
@@ -102,8 +105,8 @@ def test_add_device_makes_a_32_byte_key_and_refuses_bad_input(data_dir):
     assert len(bytes.fromhex(key)) == 32
     assert store.add_device(db, "hall-02") != key
     dev = store.get_device(db, "hall-01")
-    assert (dev["key"], dev["name"], dev["site"], dev["lat"], dev["lon"], dev["interval_s"]) == (
-        key, "Hall", "City Hall", 16.4, 102.8, 30)
+    assert (dev["name"], dev["site"], dev["lat"], dev["lon"], dev["interval_s"]) == (
+        "Hall", "City Hall", 16.4, 102.8, 30)
     assert json.loads(dev["sensors"]) == ["pm"]
     assert store.device_key(db, "hall-01") == bytes.fromhex(key)
     assert store.device_key(db, "nope") is None and store.get_device(db, "nope") is None
@@ -194,3 +197,90 @@ def test_file_reads_well_in_plain_sqlite3(data_dir):
     ).fetchone()
     assert row == ("City Hall", 1, "2026-09-21 14:13:21", "pm", 27, None)
     plain.close()
+
+
+def _mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def _readings_files(data_dir) -> list:
+    return [p for p in data_dir.iterdir() if p.name.startswith(store.DB_NAME)]
+
+
+def test_data_dir_is_0700_and_the_databases_0600_with_their_wal_and_shm(data_dir):
+    db = store.open_db(data_dir)
+    key = store.add_device(db, "dev-1")
+    _ingest(db, "dev-1", [1, 2, 3])
+    assert _mode(data_dir) == 0o700
+    files = {p.name: _mode(p) for p in data_dir.iterdir()}
+    for name in (store.DB_NAME, store.KEYS_NAME):
+        for suffix in ("", "-wal", "-shm"):
+            assert files.get(name + suffix) == 0o600, (name + suffix, files)
+    # the readings database, as Datasette would open it, holds no key: not as a column, not as bytes
+    assert "key" not in {c.name for c in db["devices"].columns}
+    assert all(key.encode() not in p.read_bytes() for p in _readings_files(data_dir))
+    keys = sqlite3.connect(store.keys_path(data_dir))
+    assert keys.execute("SELECT device, key FROM device_keys").fetchall() == [("dev-1", key)]
+    keys.close()
+    db.close()
+
+
+def test_an_older_data_dir_is_tightened_and_its_keys_move_out_of_the_readings_database(data_dir, monkeypatch):
+    """A data dir from before the key store: keys in airwatt.db, files 0644. Opening it moves each key to keys.db,
+    removes it from airwatt.db (column and bytes), and the same key still opens the same device."""
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS[:1])
+    store.open_db(data_dir).close()
+    old_keys = {"dev-%d" % n: "%064x" % (0xC0FFEE00 + n) for n in range(500)}
+    conn = sqlite3.connect(store.db_path(data_dir))
+    conn.executemany("INSERT INTO devices(id, key, sensors, created) VALUES (?, ?, '[\"pm\"]', 0)", old_keys.items())
+    conn.commit()
+    conn.close()
+    for p in data_dir.iterdir():
+        p.chmod(0o644)
+    (data_dir / "airwatt.db-wal").unlink(missing_ok=True)
+    assert any(old_keys["dev-1"].encode() in p.read_bytes() for p in _readings_files(data_dir))
+    monkeypatch.undo()
+
+    db = store.open_db(data_dir)
+    assert store.schema_version(db) == len(store.MIGRATIONS)
+    assert {d: store.device_key(db, d).hex() for d in old_keys} == old_keys
+    assert "key" not in {c.name for c in db["devices"].columns}
+    _ingest(db, "dev-1", [1, 2])  # readings go on as before
+    db.close()
+    for p in _readings_files(data_dir):
+        assert all(k.encode() not in p.read_bytes() for k in old_keys.values()), p
+        assert _mode(p) == 0o600, p
+    assert _mode(store.keys_path(data_dir)) == 0o600
+    db = store.open_db(data_dir)  # reopening changes nothing
+    assert {d: store.device_key(db, d).hex() for d in old_keys} == old_keys
+    db.close()
+
+
+def test_a_device_left_without_a_key_can_be_added_again(data_dir):
+    db = store.open_db(data_dir)
+    store.add_device(db, "dev-1")
+    db.execute("DELETE FROM keys.device_keys WHERE device = 'dev-1'")  # as a crash between the two commits would
+    assert store.device_key(db, "dev-1") is None
+    key = store.add_device(db, "dev-1", site="Library")
+    assert store.device_key(db, "dev-1") == bytes.fromhex(key) and store.get_device(db, "dev-1")["site"] == "Library"
+    with pytest.raises(ValueError, match="already exists"):
+        store.add_device(db, "dev-1")
+    db.close()
+
+
+def test_opening_the_store_again_in_one_process_keeps_the_other_connections_locks(data_dir):
+    """The app and its sync worker each open_db in one process; other processes read the file all the while.
+    Setting the files' modes must not open and close the database file: that drops the process's POSIX locks,
+    a reader elsewhere then takes itself for the last one and removes the WAL, and later commits vanish."""
+    a = store.open_db(data_dir)
+    store.add_device(a, "dev-1")
+    b = store.open_db(data_dir)
+    count = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]);"
+             "print(c.execute('SELECT count(*) FROM readings').fetchone()[0]); c.close()")
+    for n in range(1, 4):
+        _ingest(a, "dev-1", [n])
+        seen = subprocess.run([sys.executable, "-c", count, str(store.db_path(data_dir))], capture_output=True,
+                              text=True, check=True).stdout
+        assert int(seen) == n
+    a.close()
+    b.close()

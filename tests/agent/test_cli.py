@@ -52,7 +52,9 @@ def test_device_add_prints_the_key_once_and_list_never_shows_it(tmp_path, capsys
     assert len(bytes.fromhex(key)) == 32 and "shown once" in err
     db = store.open_db(d)
     dev = store.get_device(db, "hall-01")
-    assert (dev["key"], json.loads(dev["sensors"]), dev["interval_s"]) == (key, ["energy", "pm"], 30)
+    assert (store.device_key(db, "hall-01").hex(), json.loads(dev["sensors"]), dev["interval_s"]) == (
+        key, ["energy", "pm"], 30)
+    assert "keys.db (mode 0600)" in err
     code, out, _ = run(capsys, "device", "list", "--data-dir", d)
     assert code == 0 and "hall-01" in out and "City Hall" in out and "16.43000,102.83000" in out and key not in out
     code, out, _ = run(capsys, "device", "list", "--data-dir", d, "--format", "json")
@@ -147,7 +149,7 @@ def test_parse_time_accepts_iso_and_unix_and_refuses_the_rest():
 def test_export_csv_and_json_are_open_data_without_keys(tmp_path, capsys):
     d = str(tmp_path / "data")
     _seed(d)
-    keys = [store.get_device(store.open_db(d), dev)["key"] for dev in ("dev-1", "dev-2")]
+    keys = [store.device_key(store.open_db(d), dev).hex() for dev in ("dev-1", "dev-2")]
     out_file = tmp_path / "open.csv"
     code, out, err = run(capsys, "export", "--format", "csv", "--out", str(out_file), "--data-dir", d)
     assert code == 0 and out == "" and err == "wrote 7 readings to %s (csv)\n" % out_file

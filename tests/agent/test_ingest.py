@@ -527,3 +527,23 @@ async def test_busy_agent_answers_503_with_retry_after_and_stores_nothing(client
     assert resp.status == 503 and resp.headers["Retry-After"] == "1"
     assert dump(store.db_path(data_dir)) == before
     assert client.server.app[INGEST_KEY].stats.rejected["busy"] == 1
+
+
+async def test_deeply_nested_and_non_utf8_bodies_are_400_with_a_reason(client, devices, data_dir):
+    key = devices["dev-1"]
+    good = body("dev-1", range(1, 4))
+    cases = [
+        (b"[" * 16000 + b"]" * 16000, "deeper than 8 levels"),  # 32 KB, signed: once a RecursionError and a 500
+        (b"\xef\xbb\xbf" + good, "byte order mark"),
+        (good.decode().encode("utf-16"), "UTF-16"),
+        (good.decode().encode("utf-16-be"), "UTF-16"),
+        (good.replace(b'"fw":"0.1.0"', b'"fw":"0.1.\xe9"'), "not valid UTF-8"),
+    ]
+    for data, why in cases:
+        assert len(data) <= fields.MAX_BODY_BYTES
+        resp = await post(client, "dev-1", key, data)
+        answer = await resp.json()
+        assert resp.status == 400 and why in answer["error"] and answer["path"] == "", (why, answer)
+    assert rows(data_dir) == []
+    resp = await post(client, "dev-1", key, good)  # the same batch as plain UTF-8 is stored
+    assert resp.status == 200 and [r["seq"] for r in rows(data_dir)] == [1, 2, 3]

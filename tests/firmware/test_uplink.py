@@ -79,8 +79,12 @@ class Server:
                 return
             if what[0] == "drop_after_request":
                 return
+            if what[0] == "raw":  # a 200 with these exact answer bytes
+                what = ("answer", 200, {}, None, None, what[1])
             _, code, extra_headers, stored, server_time, extra = what
-            if code == 200:
+            if isinstance(extra, bytes):
+                payload = extra
+            elif code == 200:
                 if stored == "last":
                     stored = json.loads(body)["readings"][-1]["seq"]
                 payload = json.dumps({"v": 1, "stored_seq": stored, "server_time": server_time, **extra}).encode()
@@ -222,3 +226,17 @@ def test_413_halves_the_batch(serve):
     assert results[0]["outcome"] == "too large 413" and results[0]["batch_max"] == 2
     assert results[1]["acks"] == [2]
     assert [seqs(b) for b in server.batches()] == [[1, 2, 3, 4], [1, 2]]
+
+
+def test_answers_that_are_not_utf8_json_or_nest_too_deep_ack_nothing(serve):
+    good = b'{"server_time":1790000123,"stored_seq":4,"v":1}'
+    server = serve(("raw", b"\xef\xbb\xbf" + good),  # UTF-8 byte order mark
+                   ("raw", good.decode().encode("utf-16")),
+                   ("raw", b"[" * 2000 + b"]" * 2000),  # 4000 bytes: fits the board's answer limit
+                   answer())
+    results = board(server, 4, "once", 4)
+    outcomes = [r["outcome"] for r in results]
+    assert "byte order mark" in outcomes[0] and "UTF-16" in outcomes[1] and "deeper than" in outcomes[2], outcomes
+    assert [r["acks"] for r in results[:3]] == [[], [], []]
+    assert outcomes[3] == "ok 4" and results[3]["acks"] == [4]
+    assert [seqs(b) for b in server.batches()] == [[1, 2, 3, 4]] * 4

@@ -24,6 +24,21 @@ def test_models_give_the_vectors_verdict_and_path(vec):
         assert err.value.path == vec["error_at"], str(err.value)
 
 
+BODIES = json.loads((schema.SCHEMA_DIR.parent / "vectors" / "batches.json").read_text())["bodies"]
+
+
+@pytest.mark.parametrize("vec", BODIES, ids=[v["name"] for v in BODIES])
+def test_parse_batch_refuses_the_golden_bodies_like_the_checker(vec):
+    with pytest.raises(check.ProtocolError) as err:
+        models.parse_batch(vec["body"].encode("latin-1"))
+    assert err.value.path == vec["error_at"] and vec["why"] in err.value.why, str(err.value)
+
+
+def test_parse_batch_refuses_16000_nested_lists():
+    with pytest.raises(check.ProtocolError, match="deeper than 8 levels"):
+        models.parse_batch(b"[" * 16000 + b"]" * 16000)
+
+
 def test_models_follow_the_field_table():
     """Fails when someone edits models or the table without the other."""
     for sensor, model in models.VALUES_MODELS.items():

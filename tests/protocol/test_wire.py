@@ -82,6 +82,23 @@ def test_golden_vectors_canonical_bytes():
             assert wire.canonical_batch(vec["message"]).decode() == vec["canonical"], vec["name"]
 
 
+def test_golden_bodies_are_refused_where_and_why_the_vectors_say():
+    for vec in _vectors()["bodies"]:
+        body = bytes(ord(ch) for ch in vec["body"])
+        try:
+            check.check_batch(check.parse_body(body))
+            assert False, "%s: accepted" % vec["name"]
+        except check.ProtocolError as err:
+            assert err.path == vec["error_at"] and vec["why"] in err.why, "%s: %s" % (vec["name"], err)
+
+
+def test_parse_body_takes_plain_utf8_json():
+    for vec in _vectors()["vectors"]:
+        if vec["valid"]:
+            assert check.parse_body(vec["canonical"].encode()) == vec["message"], vec["name"]
+    assert check.parse_body('{"fw":"caf\u00e9"}'.encode()) == {"fw": "caf\u00e9"}  # UTF-8 itself is fine
+
+
 def test_built_batch_parses_back_and_checks():
     readings = [
         wire.encode_reading(7, 1790000000, 10, "00c0ffee", "energy",

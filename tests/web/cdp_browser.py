@@ -63,6 +63,7 @@ class Browser:
         self.reader = asyncio.create_task(self._read())
         await self.send("Page.enable")
         await self.send("Runtime.enable")
+        await self.send("Log.enable")  # CSP violations and failed loads are reported here
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -85,6 +86,8 @@ class Browser:
             if "id" in data and data["id"] in self.pending:
                 self.pending.pop(data["id"]).set_result(data)
             elif "method" in data:
+                if data["method"] in ("Log.entryAdded", "Runtime.exceptionThrown"):
+                    self.events.append(data)
                 for name, fut in list(self.event_waiters):
                     if name == data["method"] and not fut.done():
                         fut.set_result(data)
@@ -104,6 +107,17 @@ class Browser:
         fut = asyncio.get_running_loop().create_future()
         self.event_waiters.append((event, fut))
         return fut
+
+    def problems(self) -> list[str]:
+        """Errors the pages caused so far: log entries of level error (a CSP violation is one) and exceptions."""
+        out = []
+        for e in self.events:
+            p = e["params"]
+            if e["method"] == "Runtime.exceptionThrown":
+                out.append(str(p["exceptionDetails"]))
+            elif p["entry"]["level"] == "error":
+                out.append(p["entry"]["text"])
+        return out
 
     async def goto(self, url: str) -> None:
         loaded = self._expect("Page.loadEventFired")

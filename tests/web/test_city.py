@@ -91,9 +91,11 @@ async def test_city_view_figures_and_map_match_database(agent, shots, lang):
         markers = await b.js(MARKERS)
         title = await b.js("document.querySelector('h1').textContent")
         note = await b.js("document.getElementById('city-note').textContent")
+        problems = b.problems()  # the map's scripts run under the pages' CSP (nonce), nothing refused
     db = store.open_db(data_dir)
     want, per = expected(db, facts["now"])
     db.close()
+    assert problems == []
     assert title == label(lang, "city")
     assert heads[1] == label(lang, "kw_now") and heads[-1] == label(lang, "boards_state")
     assert set(cells) == set(want) == {"city-hall", "school", "city-total"}
@@ -124,7 +126,7 @@ async def test_city_view_is_the_first_page_and_serves_leaflet(agent):
         async with http.get(base + "/?lang=en", allow_redirects=False) as r:
             text = await r.text()
             assert r.status == 200 and 'id="city"' in text and 'id="map"' in text
-        src = text.split('<script src="')[1].split('"')[0]
+        src = text.split('" src="')[1].split('"')[0]
         async with http.get(base + src) as r:
             assert r.status == 200 and "leafletjs.com" in (await r.text())[:400]
         async with http.get(base + "/fleet?lang=en") as r:

@@ -49,9 +49,11 @@ async def test_token_generated_into_data_dir_once_and_required(tmp_path):
     token = path.read_text().strip()
     assert len(token) >= 16 and stat.S_IMODE(path.stat().st_mode) == 0o600
     async with serve(app) as base, aiohttp.ClientSession() as http:
-        async with http.post(base + "/sync/retry", data={"token": token[:-1]}, allow_redirects=False) as r:
+        page = {"Origin": base}  # what a browser sends with the sync page's form
+        async with http.post(base + "/sync/retry", data={"token": token[:-1]}, headers=page,
+                             allow_redirects=False) as r:
             assert r.status == 403
-        async with http.post(base + "/sync/retry", data={"token": token}, allow_redirects=False) as r:
+        async with http.post(base + "/sync/retry", data={"token": token}, headers=page, allow_redirects=False) as r:
             assert r.status == 303
     # a restart keeps the same token; a configured token wins over the file
     assert make_app(data_dir, Config())[pages.TOKEN_KEY] == token
@@ -180,3 +182,60 @@ async def test_long_ranges_plot_hourly_means_of_the_readings(agent):
         for h, values in want.items():
             assert got[h][1] == len(values)
             assert got[h][0] == pytest.approx(sum(values) / len(values), abs=1e-6)
+
+
+async def test_no_query_value_or_form_is_a_500(agent):
+    """Every parameter of every page against values that once broke them (NaN and far-off times, huge numbers,
+    control characters, broken forms): each is answered, a value the page cannot use is a 400 naming it."""
+    base, _, _ = agent
+    hostile = ["nan", "inf", "-inf", "1e20", "-1e20", "1e309", "-5", "0", "0001-01-01T00:00", "9999-12-31T23:59",
+               "2026-13-01T00:00", "--5", "%00", "%FF%FE", "x" * 5000, "9" * 40, "1e5", "%0A", "%ED%A0%80"]
+    pages_params = {"/fleet": ("site", "lang"), "/device/hall-01": ("end", "range", "lang"),
+                    "/carbon": ("days", "lang"), "/air": ("lang",), "/sync": ("retry", "lang"), "/": ("lang",)}
+    async with aiohttp.ClientSession() as http:
+        for path, names in pages_params.items():
+            for name in names:
+                for value in hostile:
+                    url = "%s%s?%s=%s" % (base, path, name, value)
+                    async with http.get(url, allow_redirects=False) as r:
+                        assert r.status in (200, 302, 400), (url, r.status)
+                        if r.status == 400:
+                            assert (await r.text()).startswith(name + " "), url
+        for value in ("nan", "inf", "1e20", "-1e20", "1e309", "0001-01-01T00:00", "9999-12-31T23:59"):
+            async with http.get(base + "/device/hall-01?end=" + value) as r:
+                assert r.status == 400 and "end must be Unix seconds or YYYY-MM-DDTHH:MM" in await r.text(), value
+        async with http.get(base + "/device/hall-01?end=%d" % int(time.time() - 3600)) as r:
+            assert r.status == 200  # a sane end still works
+        for ctype, data in (("multipart/form-data", b"x"), ("multipart/form-data; boundary=zz", b"x"),
+                            ("application/x-www-form-urlencoded; charset=bogus", b"token=abc")):
+            async with http.post(base + "/sync/retry", data=data, headers={"Content-Type": ctype, "Origin": base},
+                                 allow_redirects=False) as r:
+                assert r.status == 400 and "the form could not be read" in await r.text(), ctype
+
+
+async def test_answers_carry_security_headers_and_actions_must_come_from_the_pages(agent):
+    base, data_dir, facts = agent
+    async with aiohttp.ClientSession() as http:
+        for path in ("/fleet", "/device/hall-01", "/sync", "/carbon", "/air", "/healthz", "/device/nope", "/carbon?days=x"):
+            async with http.get(base + path) as r:
+                h = r.headers
+                assert h["X-Content-Type-Options"] == "nosniff" and h["X-Frame-Options"] == "DENY", path
+                assert h["Referrer-Policy"] == "same-origin", path
+                csp = h["Content-Security-Policy"]
+                assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, path
+                if r.status == 200 and r.content_type == "text/html":
+                    nonce = re.search(r"script-src 'nonce-([^']+)'", csp).group(1)
+                    html = await r.text()
+                    scripts = re.findall(r"<script[^>]*>", html)
+                    assert scripts and all(s == '<script nonce="%s">' % nonce for s in scripts), path
+                    assert not re.search(r"\son[a-z]+=", html), "inline event handlers do not run under the CSP"
+        token = {"token": facts["app"][pages.TOKEN_KEY]}
+        for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "null"},
+                        {"Referer": "http://evil.example/sync"}, {"Origin": base.replace("127.0.0.1", "localhost")}):
+            async with http.post(base + "/sync/retry", data=token, headers=headers, allow_redirects=False) as r:
+                assert r.status == 403 and "own pages" in await r.text(), headers
+                assert r.headers["X-Frame-Options"] == "DENY"
+        assert store.get_meta(store.open_db(data_dir), "sync_retry_requested") is None
+        for headers in ({"Origin": base}, {"Referer": base + "/sync?lang=en"}):
+            async with http.post(base + "/sync/retry", data=token, headers=headers, allow_redirects=False) as r:
+                assert r.status == 303, headers
