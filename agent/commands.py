@@ -281,10 +281,14 @@ def _readings(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_rows(db: Any, since: float | None = None, until: float | None = None) -> Iterator[dict]:
-    """Readings as open-data rows (EXPORT_COLUMNS), device by device, in sequence order."""
+def export_rows(db: Any, since: float | None = None, until: float | None = None, device: str | None = None,
+                sensor: str | None = None) -> Iterator[dict]:
+    """Readings as open-data rows (EXPORT_COLUMNS), device by device, in sequence order (optionally of one
+    device, of one sensor)."""
     devices = {d["id"]: d for d in store.list_devices(db)}
-    for r in store.iter_readings(db, None, since, until):
+    for r in store.iter_readings(db, device, since, until):
+        if sensor is not None and r["sensor"] != sensor:
+            continue
         d = devices.get(r["device"], {})
         row = {"device": r["device"], "site": d.get("site"), "lat": d.get("lat"), "lon": d.get("lon")}
         row.update({"seq": r["seq"], "sensor": r["sensor"], "time": iso(r["t"]) or None, "t": r["t"]})
@@ -319,9 +323,13 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     return _export_csv_jobs(db, devices, out, since, until, jobs)
 
 
-def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str]) -> int:
-    """One device's CSV lines (no header) written to out; returns how many."""
+def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str],
+                sensor: str | None = None) -> int:
+    """One device's CSV lines (no header) written to out, optionally of one sensor; returns how many."""
     where, params = ["device = ?"], [d["id"]]
+    if sensor is not None:
+        where.append("sensor = ?")
+        params.append(sensor)
     if since is not None:
         where.append("t >= ?")
         params.append(since)

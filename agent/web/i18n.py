@@ -130,6 +130,16 @@ LABELS: dict[str, tuple[str, str]] = {
                   "Today %s, this month %s (Thai time, ICT, UTC+7) · kW and CO2: each board's newest reading of its "
                   "last 3 upload intervals (kW summed, CO2 the highest) · AQI: the highest of the boards, from 24-h "
                   "means · kgCO2e = kWh x %.4f kgCO2e/kWh (TGO factor of %d, scope 2 grid electricity)"),
+    "download": ("ดาวน์โหลด", "Download"),
+    "tco2e": ("tCO2e", "tCO2e"),
+    "report_title": ("รายงานคาร์บอนฟุตพริ้นท์ของเมือง", "City Carbon Footprint"),
+    "report_link": ("รายงานคาร์บอนฟุตพริ้นท์รายเดือน (พิมพ์ได้)", "Monthly City Carbon Footprint report (printable)"),
+    "report_scope": ("ขอบเขต 2: ไฟฟ้าที่ซื้อจากโครงข่าย เดือน %s (เวลาประเทศไทย ICT, UTC+7)",
+                     "Scope 2: grid electricity bought, month %s (Thai time, ICT, UTC+7)"),
+    "report_note": ("kWh จากมิเตอร์สะสมของแต่ละบอร์ด (ข้อมูลสรุปรายวัน) · tCO2e = kWh x ค่าการปล่อยก๊าซเรือนกระจกของ"
+                    "ไฟฟ้าจากโครงข่าย (TGO) ของปีนั้น / 1000",
+                    "kWh from each board's cumulative meter (daily rollups) · tCO2e = kWh x the TGO grid emission "
+                    "factor of that year / 1000"),
     "map": ("แผนที่บอร์ด", "Map of the boards"),
     "map_legend": ("ขอบ: สถานะ, สี: AQI", "Ring: state, fill: AQI"),
     "map_note": ("ไม่มีภาพแผนที่พื้นหลัง (ไม่ต่อเซิร์ฟเวอร์แผนที่ภายนอก)",

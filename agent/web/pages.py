@@ -28,6 +28,7 @@ from aiohttp import web
 
 from .. import alerts, aqi, carbon, rollup, store
 from . import params, security, svg
+from .downloads import download_links
 from .i18n import label, lang_of
 
 log = logging.getLogger("airwatt.pages")
@@ -133,6 +134,19 @@ var desc=th.classList.contains('sorted-asc');sortTable(th,desc);
 history.replaceState(null,'','#sort='+th.dataset.key+':'+(desc?'desc':'asc'));});});
 var m=/sort=([a-z_0-9]+):(asc|desc)/.exec(location.hash);
 if(m){var th=document.querySelector('th[data-key="'+m[1]+'"]');if(th)sortTable(th,m[2]=='desc');}
+document.querySelectorAll('main table[id]').forEach(function(t){
+var heads=Array.prototype.map.call(t.tHead.rows[0].cells,function(c){return c.textContent.trim();});
+var rows=function(){return Array.prototype.map.call(t.querySelectorAll('tbody tr, tfoot tr'),function(r){
+return Array.prototype.map.call(r.cells,function(c){return c.textContent.trim();});});};
+var q=function(v){return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;};
+var make={csv:function(){return [heads].concat(rows()).map(function(r){return r.map(q).join(',');}).join('\\n')+'\\n';},
+json:function(){return JSON.stringify(rows().map(function(r){var o={};heads.forEach(function(h,i){o[h]=r[i];});return o;}));}};
+var p=document.createElement('p');p.className='note table-downloads';p.dataset.table=t.id;
+['csv','json'].forEach(function(f){var a=document.createElement('a');a.textContent=f.toUpperCase();a.href='#';
+a.className='dl-table';a.dataset.format=f;a.download=t.id+'.'+f;a.style.marginRight='8px';
+a.addEventListener('click',function(){a.href=URL.createObjectURL(new Blob([make[f]()],
+{type:f=='csv'?'text/csv':'application/json'}));});p.appendChild(a);});
+t.parentNode.insertBefore(p,t.nextSibling);t.airwattDownload=make;});
 var sf=document.getElementById('site-filter');if(sf)sf.addEventListener('change',function(){sf.form.submit();});
 """
 
@@ -461,7 +475,13 @@ async def device_page(request: web.Request) -> web.Response:
                ranges, form))
     sensor_of = {"pm25_plot": "pm", "co2_plot": "co2", "temp_plot": "co2", "hum_plot": "co2", "power_plot": "energy",
                  "kwh_plot": "energy"}
-    body = head + "".join("<h2>%s</h2>%s" % (escape(label(lang, k)), p) for k, p in plots if sensor_of[k] in kinds)
+    def links(k: str) -> str:  # the plot's readings as `airwatt export` writes them
+        a = kwh_since if k == "kwh_plot" else since
+        return '<p class="note">%s</p>' % download_links(lang, "/download/readings", device=device,
+                                                          sensor=sensor_of[k], **{"from": "%.3f" % a,
+                                                                                  "to": "%.3f" % (until + 0.001)})
+    body = head + "".join("<h2>%s</h2>%s%s" % (escape(label(lang, k)), p, links(k)) for k, p in plots
+                          if sensor_of[k] in kinds)
     if data["hours"] is not None:
         body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
@@ -628,7 +648,9 @@ async def carbon_page(request: web.Request) -> web.Response:
         plots += "<h2>%s: %s</h2>%s" % (escape(label(lang, "kwh_plot")), escape(site or "-"), svg.bar_plot(
             [(d, per.get(d, 0.0)) for d in day_list], plot_id="plot-kwh-%d" % n, unit="kWh",
             no_data=label(lang, "no_data")))
-    body = ('<p id="factor">%s: %s kgCO2e/kWh</p><p class="note">%s</p><p>%s</p>'
+    body = ('<p><a id="report-link" href="%s">%s</a></p>' % (escape(_url("/carbon/report", lang)),
+                                                            escape(label(lang, "report_link")))
+            + '<p id="factor">%s: %s kgCO2e/kWh</p><p class="note">%s</p><p>%s</p>'
             % (escape(label(lang, "factor_note")), escape(factors), escape(label(lang, "energy_note")),
                " ".join('<a href="%s">%d %s</a>' % (escape(_url("/carbon", lang, days=n)), n,
                                                      escape(label(lang, "days"))) for n in (7, 31, 92, 366)))
@@ -724,8 +746,10 @@ def setup_pages(app: web.Application) -> None:
     app[READER_KEY] = reader
     security.setup_security(app)
     from .city import setup_city
+    from .downloads import setup_downloads
 
     setup_city(app)
+    setup_downloads(app)
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/device/{id}", device_page)
     app.router.add_get("/sync", sync_page)
