@@ -376,11 +376,34 @@ RAW_MAX_S = 86400  # ranges up to a day are drawn reading by reading; longer one
 PLOTTED = ("pm25", "co2", "temperature", "humidity", "power")
 
 
-def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float) -> dict | None:
+MAX_SPAN_S = 400 * 86400
+MIN_FIT_S = 300  # a fitted range shows at least 5 minutes
+
+
+def first_reading(db: sqlite_utils.Database, device: str, since: float, until: float) -> float | None:
+    """When the device has nothing stored before `since` (raw or rolled up), the time of its first reading in
+    [since, until]: a board installed within the range. None otherwise. Index seeks only."""
+    older = db.execute("SELECT 1 FROM readings WHERE device = ? AND t > 0 AND t < ? LIMIT 1",
+                       (device, since)).fetchone() or db.execute(
+        "SELECT 1 FROM rollup_hour WHERE device = ? AND start < ? LIMIT 1", (device, since - 3600)).fetchone()
+    if older:
+        return None
+    return db.execute("SELECT min(t) FROM readings WHERE device = ? AND t >= ? AND t <= ?",
+                      (device, since, until)).fetchone()[0]
+
+
+def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float,
+                fit: bool = False) -> dict | None:
+    """What the device page draws; fit: start the range at the board's first reading when it came within it."""
     row = store.get_device(db, device)
     if row is None:
         return None
-    out: dict[str, Any] = {"device": row, "rows": [], "hours": None, "range": (since, until)}
+    if fit:
+        first = first_reading(db, device, since, until)
+        if first is not None:
+            since = min(max(since, first - 60), until - MIN_FIT_S)
+    out: dict[str, Any] = {"device": row, "rows": [], "hours": None, "range": (since, until), "fitted": fit and
+                           since > until - 86400}
     if until - since <= RAW_MAX_S:
         # only what the plots draw, as tuples: (t, sensor, flags, *PLOTTED)
         out["rows"] = db.execute("SELECT t, sensor, flags, %s FROM readings WHERE device = ? AND t >= ? AND t < ?"
@@ -411,14 +434,27 @@ async def device_page(request: web.Request) -> web.Response:
     now = time.time()
     rng = params.choice(request, "range", RANGES, "24h")
     end = params.moment(request, "end", svg.THAILAND, "Thai time")
-    until = now if end is None else end
-    since = until - RANGES[rng]
+    frm = params.moment(request, "from", svg.THAILAND, "ICT, UTC+7")
+    to = params.moment(request, "to", svg.THAILAND, "ICT, UTC+7")
+    if frm is not None or to is not None:  # the from/to picker
+        until = now if to is None else to
+        since = until - RANGES[rng] if frm is None else frm
+        if since >= until:
+            raise params.bad("from", "must be before to")
+        if until - since > MAX_SPAN_S:
+            raise params.bad("from", "must be at most %d days before to" % (MAX_SPAN_S // 86400))
+    else:
+        until = now if end is None else end
+        since = until - RANGES[rng]
+    # nothing chosen: the last day, or less when the board has not been there that long
+    fit = frm is None and to is None and end is None and not request.query.get("range")
     # daily kWh over at least the last 7 local days, from the start of the first day
-    first_day = datetime.fromtimestamp(until - max(RANGES[rng], 7 * 86400) + 1, svg.THAILAND)
+    first_day = datetime.fromtimestamp(until - max(until - since, 7 * 86400) + 1, svg.THAILAND)
     kwh_since = first_day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    data = await request.app[READER_KEY].run(device_data, device, since, until, kwh_since)
+    data = await request.app[READER_KEY].run(device_data, device, since, until, kwh_since, fit)
     if data is None:
         raise web.HTTPNotFound(text="%s: %s" % (label(lang, "unknown_device"), device))
+    since, until = data["range"]
     rows = data["rows"]
     try:
         kinds = set(json.loads(data["device"]["sensors"] or "[]"))
@@ -462,12 +498,19 @@ async def device_page(request: web.Request) -> web.Response:
     bars = [(k, days.get(k, 0.0) / 1000.0) for k in day_keys]
     plots.append(("kwh_plot", svg.bar_plot(bars, plot_id="plot-kwh", unit="kWh", no_data=nodata)))
     dev = data["device"]
-    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
-                                                  ' class="here"' if r == rng else "", r) for r in RANGES)
-    end_value = datetime.fromtimestamp(until, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
-    form = ('<form method="get" class="inline"><input type="hidden" name="lang" value="%s">'
-            '<input type="hidden" name="range" value="%s"><input type="datetime-local" name="end" value="%s">'
-            '<button>%s</button></form>' % (lang, rng, end_value, escape(label(lang, "show"))))
+    picked = frm is None and to is None and not data["fitted"]
+    ranges = " ".join('<a href="%s"%s data-range="%s">%s</a>' % (
+        escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
+        ' class="here"' if picked and r == rng else "", r, escape(label(lang, "r_" + r))) for r in RANGES)
+    local = lambda t: datetime.fromtimestamp(t, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")  # noqa: E731
+    form = ('<form method="get" class="inline" id="range-form"><input type="hidden" name="lang" value="%s">'
+            '<label>%s <input type="datetime-local" name="from" id="range-from" value="%s"></label> '
+            '<label>%s <input type="datetime-local" name="to" id="range-to" value="%s"></label> '
+            '<span class="muted">ICT (UTC+7)</span> <button>%s</button></form>'
+            % (lang, escape(label(lang, "from")), local(since), escape(label(lang, "to")), local(until),
+               escape(label(lang, "show"))))
+    if data["fitted"]:
+        form += '<p class="note" id="fitted-note">%s</p>' % escape(label(lang, "fitted_note"))
     head = ('<p>%s: <b>%s</b> &middot; %s: %s &middot; %s: %s &middot; %s: %s &ndash; %s</p><p>%s: %s %s</p>'
             % (escape(label(lang, "name")), escape(dev["name"] or dev["id"]), escape(label(lang, "site")),
                escape(dev["site"] or "-"), escape(label(lang, "firmware")), escape(dev["firmware"] or "-"),

@@ -1,0 +1,90 @@
+"""Time on the device page in headless Chromium, in both languages: the from/to picker, the time zone on the axes,
+a default range that fits a board installed minutes ago, and guide labels clear of the data."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import aiohttp
+import pytest
+
+from airwatt.agent import store
+from airwatt.agent.web import svg
+from airwatt.agent.web.i18n import label
+from cdp_browser import Browser
+
+PLOT = """(() => { const s = document.getElementById('plot-co2'); return {t0: parseFloat(s.dataset.t0),
+    t1: parseFloat(s.dataset.t1), tz: s.querySelector('text.tz').textContent,
+    pts: Array.from(s.querySelectorAll('circle.pt')).map(c => parseFloat(c.dataset.t))}; })()"""
+
+
+def _local(t: float) -> str:
+    return datetime.fromtimestamp(t, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
+
+
+@pytest.mark.parametrize("lang", ["en", "th"])
+async def test_a_board_installed_ten_minutes_ago_shows_those_ten_minutes(agent, shots, lang):
+    base, data_dir, facts = agent
+    now = facts["now"]
+    db = store.open_db(data_dir)
+    store.add_device(db, "fresh-01", name="Installed just now", site="school", interval_s=60)
+    db["readings"].insert_all([{"device": "fresh-01", "seq": k + 1, "boot": "0a1b2c3d", "sensor": "co2",
+                                "t": now - 600 + 60 * k, "t_source": "board", "ticks": k, "received": now,
+                                "flags": "", "co2": 500 + k} for k in range(10)])
+    db.close()
+    async with Browser() as b:
+        await b.goto(base + "/device/fresh-01?lang=" + lang)
+        await b.screenshot(shots / ("device-fresh-%s.png" % lang))
+        plot = await b.js(PLOT)
+        note = await b.js("document.getElementById('fitted-note').textContent")
+        here = await b.js("document.querySelectorAll('a.here[data-range]').length")
+    assert note == label(lang, "fitted_note") and here == 0
+    assert plot["t0"] == pytest.approx(now - 660, abs=1) and plot["t1"] >= now
+    assert sorted(plot["pts"]) == [now - 600 + 60 * k for k in range(10)]
+    assert plot["tz"] == "ICT (UTC+7)"
+    # a board with more than a day behind it still shows the last 24 h
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/device/hall-01?lang=en") as r:
+            text = await r.text()
+    assert 'id="fitted-note"' not in text and 'class="here" data-range="24h"' in text
+
+
+@pytest.mark.parametrize("lang", ["en", "th"])
+async def test_from_to_picker_shows_that_range(agent, shots, lang):
+    base, data_dir, facts = agent
+    now = facts["now"]
+    since, until = now - 5 * 3600, now - 2 * 3600
+    since, until = since - since % 60, until - until % 60  # the picker's minutes
+    async with Browser() as b:
+        await b.goto(base + "/device/hall-01?lang=" + lang)
+        await b.js("document.getElementById('range-from').value = %r; document.getElementById('range-to').value = %r"
+                   % (_local(since), _local(until)))
+        await b.click_and_wait("#range-form button")
+        await b.screenshot(shots / ("device-from-to-%s.png" % lang))
+        plot = await b.js(PLOT)
+        labels = await b.js("Array.from(document.querySelectorAll('a[data-range]')).map(a => a.textContent)")
+        guide = await b.js("""(() => { const s = document.getElementById('plot-co2');
+            const frame = s.querySelector('rect').getBoundingClientRect();
+            return Array.from(s.querySelectorAll('text.guide-label')).map(t => {
+                const r = t.getBoundingClientRect(); return {bottom: r.bottom, top: frame.top,
+                value: t.dataset.value}; }); })()""")
+        problems = b.problems()
+    assert problems == []
+    assert (plot["t0"], plot["t1"]) == (since, until)
+    db = store.open_db(data_dir)
+    want = sorted(r["t"] for r in store.readings(db, "hall-01", since, until + 1e-6) if r["co2"] is not None)
+    db.close()
+    assert sorted(plot["pts"]) == want and len(want) == 3 * 3600 // 300
+    assert labels == [label(lang, "r_" + r) for r in ("15m", "1h", "6h", "24h", "7d", "30d")]
+    # the 1000 and 1500 ppm labels stand above the plot, clear of the readings drawn inside it
+    assert [g["value"] for g in guide] == ["1000", "1500"] and all(g["bottom"] <= g["top"] for g in guide)
+
+
+async def test_bad_from_to_are_400s(agent):
+    base, _, facts = agent
+    async with aiohttp.ClientSession() as http:
+        for query, text in [("from=soon", "from must be"), ("to=1e400", "to must be"),
+                            ("from=%d&to=%d" % (facts["now"], facts["now"] - 60), "from must be before to"),
+                            ("from=1700000000&to=1790000000", "from must be at most 400 days")]:
+            async with http.get(base + "/device/hall-01?" + query) as r:
+                assert r.status == 400 and text in await r.text(), query
