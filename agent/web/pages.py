@@ -541,11 +541,13 @@ def sync_data(db: sqlite_utils.Database) -> dict:
     state["retry_requested"] = store.get_meta(db, "sync_retry_requested")
     state["held"] = []
     if db["sync_held"].exists():
-        state["held"] = [dict(zip(("device", "seq", "sensor", "tries", "held_until", "status", "error"), r))
-                         for r in db.execute(
-            "select r.device, r.seq, r.sensor, h.tries, h.held_until, h.status, h.error from sync_held h"
-            " join readings r on r.id = h.reading where h.held_until > ? and r.synced_at is null"
-            " order by h.reading limit 20", [time.time()]).fetchall()]
+        # grouped: a platform that refuses a device's readings refuses them by the hundred, for one reason
+        state["held"] = [dict(zip(("device", "status", "error", "count", "first", "last", "sensors", "tries",
+                                   "held_until"), r)) for r in db.execute(
+            "select r.device, h.status, h.error, count(*), min(r.seq), max(r.seq), group_concat(distinct r.sensor),"
+            " max(h.tries), max(h.held_until) from sync_held h join readings r on r.id = h.reading"
+            " where h.held_until > ? and r.synced_at is null group by r.device, h.status, h.error"
+            " order by r.device, min(h.reading) limit 50", [time.time()]).fetchall()]
     return state
 
 
@@ -599,11 +601,15 @@ async def sync_page(request: web.Request) -> web.Response:
         wtext = escape(label(lang, "disabled"))
     cards += '<p id="worker">%s: %s</p>' % (escape(label(lang, "worker")), wtext)
     if s["held"]:
-        cards += ('<h2>%s</h2><table id="sync-held"><tbody>%s</tbody></table>' % (
-            escape(label(lang, "held")), "".join(
-                "<tr><td>%s #%s (%s)</td><td>%s x</td><td>%s</td><td>%s</td></tr>"
-                % (escape(h["device"]), h["seq"], escape(h["sensor"]), h["tries"], h["status"] or "-",
-                   escape((h["error"] or "")[:200])) for h in s["held"])))
+        hheads = "".join("<th>%s</th>" % escape(label(lang, k)) for k in (
+            "device", "held_count", "held_seqs", "sensors", "tries", "status", "detail", "held_until"))
+        cards += ('<h2>%s</h2><table id="sync-held"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (
+            escape(label(lang, "held")), hheads, "".join(
+                '<tr data-device="%s" data-count="%d"><td>%s</td><td class="num">%d</td><td>#%s&ndash;%s</td>'
+                "<td>%s</td><td class=\"num\">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
+                % (escape(h["device"]), h["count"], escape(h["device"]), h["count"], h["first"], h["last"],
+                   escape(h["sensors"] or ""), h["tries"], h["status"] or "-", escape((h["error"] or "")[:200]),
+                   _fmt_time(h["held_until"])) for h in s["held"])))
     cards += no_location_block(lang, *await request.app[READER_KEY].run(no_location_data),
                                request.app[DATA_DIR_PATH_KEY])
     body = (cards + notice + "<h2>%s</h2>%s" % (escape(label(lang, "retry_now")), form)

@@ -8,7 +8,7 @@ from datetime import datetime
 import aiohttp
 import pytest
 
-from airwatt.agent import store
+from airwatt.agent import store, sync
 from airwatt.agent.web import svg
 from airwatt.agent.web.i18n import label
 from cdp_browser import Browser
@@ -88,3 +88,35 @@ async def test_bad_from_to_are_400s(agent):
                             ("from=1700000000&to=1790000000", "from must be at most 400 days")]:
             async with http.get(base + "/device/hall-01?" + query) as r:
                 assert r.status == 400 and text in await r.text(), query
+
+
+@pytest.mark.parametrize("lang", ["en", "th"])
+async def test_held_readings_are_grouped_under_a_header(agent, shots, lang):
+    base, data_dir, facts = agent
+    now = facts["now"]
+    db = store.open_db(data_dir)
+    db.execute(sync._HELD_TABLE)
+    pending = [r["id"] for r in store.pending(db, 40)]
+    with store.transaction(db):
+        for n, rid in enumerate(pending):
+            status, error = (400, "BadRequestData: location missing") if n < 37 else (422, "bad unit")
+            db.execute("INSERT INTO sync_held(reading, tries, held_until, status, error, at) VALUES (?,?,?,?,?,?)",
+                       (rid, 1 + n % 3, now + 3600, status, error, now))
+    groups: dict = {}
+    for rid in pending:
+        device, seq = db.execute("SELECT device, seq FROM readings WHERE id = ?", (rid,)).fetchone()
+        status = db.execute("SELECT status FROM sync_held WHERE reading = ?", (rid,)).fetchone()[0]
+        groups.setdefault((device, status), []).append(seq)
+    db.close()
+    async with Browser() as b:
+        await b.goto(base + "/sync?lang=" + lang)
+        await b.screenshot(shots / ("sync-held-%s.png" % lang))
+        heads = await b.js("Array.from(document.querySelectorAll('#sync-held thead th')).map(t => t.textContent)")
+        rows = await b.js("""Array.from(document.querySelectorAll('#sync-held tbody tr')).map(tr =>
+            Array.from(tr.cells).map(c => c.textContent))""")
+    assert heads == [label(lang, k) for k in ("device", "held_count", "held_seqs", "sensors", "tries", "status",
+                                              "detail", "held_until")]
+    assert len(pending) == 40 and len(rows) == len(groups) == 2
+    for row in rows:
+        seqs = groups[(row[0], int(row[5]))]
+        assert int(row[1]) == len(seqs) and row[2] == "#%d–%d" % (min(seqs), max(seqs))
