@@ -560,6 +560,21 @@ def _worker_state(app: web.Application) -> Any:
     return app[key] if key is not None and key in app else None
 
 
+def sync_status_text(lang: str, status: int | None, ok: bool) -> str:
+    """A sync round's HTTP status with what it means, in the page's language (the detail is the platform's own)."""
+    if ok:
+        key = "st_ok"
+    elif status is None or status == 0:
+        key = "st_none"
+    elif status in (207, 400, 401, 403, 404, 409, 413, 422, 429):
+        key = "st_%d" % status
+    elif status >= 500:
+        key = "st_5xx"
+    else:
+        key = "st_other"
+    return "%s (%s)" % ("-" if status is None else status, label(lang, key))
+
+
 async def sync_page(request: web.Request) -> web.Response:
     lang = _lang(request)
     now = time.time()
@@ -575,7 +590,7 @@ async def sync_page(request: web.Request) -> web.Response:
     def log_rows(entries: list[dict], with_ok: bool) -> str:
         return "".join('<tr class="%s"><td>%s</td><td>%s</td><td class="num">%s</td><td>%s</td></tr>'
                        % ("ok" if e["ok"] else "err", _fmt_time(e["at"]),
-                          escape(str(e["status"]) if e["status"] is not None else "-"), e["count"] or 0,
+                          escape(sync_status_text(lang, e["status"], bool(e["ok"]))), e["count"] or 0,
                           escape((e["detail"] or "")[:300])) for e in entries)
     errors = ('<table id="sync-errors"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
               % (heads, log_rows(s["last_errors"], False)) if s["last_errors"]
@@ -769,11 +784,42 @@ async def air_page(request: web.Request) -> web.Response:
         for n, lvl in enumerate(aqi.LEVELS))
     legend = ('<h2>%s</h2><table id="aqi-bands"><thead><tr><th>AQI</th><th>%s</th><th>PM2.5 (µg/m³)</th>'
               '<th>PM10 (µg/m³)</th></tr></thead><tbody>%s</tbody></table>'
-              '<p class="note">PCD 2023. * %s</p>'
+              '<p class="note" id="aqi-footnote">%s</p>'
               % (escape(label(lang, "legend")), escape(label(lang, "level")), legend_rows,
-                 "AQI > 200: PCD publishes no upper end; AirWatt maps 201-500 to PM2.5 75.1-500 and PM10 181-600 "
-                 "µg/m³ and caps at 500 (see agent/aqi.py)"))
+                 escape(label(lang, "aqi_footnote"))))
     return _page(request, "air", label(lang, "air"), table + legend)
+
+
+ERROR_TITLES = {400: "err_400", 403: "err_403", 404: "err_404"}
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """A browser (Accept: text/html) gets a 400, 403 or 404 as a page in its language, with what to do; scripts
+    keep the plain-text answer."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status not in ERROR_TITLES or "text/html" not in request.headers.get("Accept", ""):
+            raise
+        lang = _lang(request)
+        detail = err.text or ""
+        if err.status == 400:
+            name = detail.split(" ", 1)[0]
+            what = label(lang, "err_400_param") % name if name in PARAM_NAMES else label(lang, "err_400_text")
+        else:
+            what = label(lang, "err_%d_text" % err.status)
+        body = ('<p id="error-text">%s</p><p class="note">%s: <code id="error-detail">%s</code></p>'
+                '<p><a href="%s">%s</a></p>'
+                % (escape(what), escape(label(lang, "err_detail")), escape(detail), escape(_url("/", lang)),
+                   escape(label(lang, "city"))))
+        resp = _page(request, "", "%d %s" % (err.status, label(lang, ERROR_TITLES[err.status])), body,
+                     refresh=False)
+        resp.set_status(err.status)
+        return resp
+
+
+PARAM_NAMES = ("from", "to", "end", "range", "days", "month", "site", "sensor", "device", "era")
 
 
 def setup_pages(app: web.Application) -> None:
@@ -794,6 +840,7 @@ def setup_pages(app: web.Application) -> None:
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
     security.setup_security(app)
+    app.middlewares.append(error_pages)
     from .city import setup_city
     from .downloads import setup_downloads
 

@@ -120,3 +120,43 @@ async def test_held_readings_are_grouped_under_a_header(agent, shots, lang):
     for row in rows:
         seqs = groups[(row[0], int(row[5]))]
         assert int(row[1]) == len(seqs) and row[2] == "#%d–%d" % (min(seqs), max(seqs))
+
+
+@pytest.mark.parametrize("lang", ["en", "th"])
+async def test_errors_are_pages_in_the_language(agent, shots, lang):
+    base, _, facts = agent
+    html = {"Accept": "text/html,application/xhtml+xml"}
+    async with aiohttp.ClientSession() as http:
+        for path, status, text in [("/device/hall-01?from=soon", 400, label(lang, "err_400_param") % "from"),
+                                   ("/carbon/report?month=13", 400, label(lang, "err_400_param") % "month"),
+                                   ("/device/nope", 404, label(lang, "err_404_text"))]:
+            async with http.get(base + path + "&lang=" + lang if "?" in path else base + path + "?lang=" + lang,
+                                headers=html) as r:
+                page = await r.text()
+                assert r.status == status and r.content_type == "text/html", path
+                assert '<html lang="%s">' % lang in page and escape_html(text) in page, path
+                assert label(lang, "err_%d" % status) in page and "Content-Security-Policy" in r.headers
+        # a script (no text/html in Accept) keeps the plain answer
+        async with http.get(base + "/device/hall-01?from=soon") as r:
+            assert r.status == 400 and r.content_type == "text/plain"
+    async with Browser() as b:  # a wrong token from the sync page's form: a 403 page in the page's language
+        await b.goto(base + "/sync?lang=" + lang)
+        await b.js("document.getElementById('token').value = 'wrong-token'")
+        await b.click_and_wait("#retry")
+        await b.screenshot(shots / ("error-403-%s.png" % lang))
+        title = await b.js("document.querySelector('h1').textContent")
+        text = await b.js("document.getElementById('error-text').textContent")
+        await b.goto(base + "/air?lang=" + lang)
+        footnote = await b.js("document.getElementById('aqi-footnote').textContent")
+        await b.goto(base + "/sync?lang=" + lang)
+        statuses = await b.js("Array.from(document.querySelectorAll('#sync-errors tbody tr')).map(tr =>"
+                              " tr.cells[1].textContent)")
+    assert title == "403 " + label(lang, "err_403") and text == label(lang, "err_403_text")
+    assert footnote == label(lang, "aqi_footnote") and ("คพ." in footnote) == (lang == "th")
+    assert statuses == ["207 (%s)" % label(lang, "st_207"), "503 (%s)" % label(lang, "st_5xx")]
+
+
+def escape_html(text: str) -> str:
+    from html import escape
+
+    return escape(text)
