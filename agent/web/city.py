@@ -165,7 +165,7 @@ def leaflet_css() -> str:
 
 
 async def city_page(request: web.Request) -> web.Response:
-    from .pages import FACTORS_KEY, READER_KEY, STATE_COLOURS, _lang, _page, _url
+    from .pages import FACTORS_KEY, READER_KEY, STATE_COLOURS, _lang, _page, _url, period
 
     lang = _lang(request)
     now = time.time()
@@ -180,7 +180,7 @@ async def city_page(request: web.Request) -> web.Response:
     table = ('<table id="city"><thead><tr>%s</tr></thead><tbody>%s</tbody><tfoot>%s</tfoot></table>'
              % (head, rows, total))
     note = '<p class="note" id="city-note">%s</p>' % escape(label(lang, "city_note") % (
-        data["today"], data["month"], data["factor"], data["factor_year"]))
+        period(data["today"]), period(data["month"]), data["factor"], data["factor_year"]))
     located = []
     for b in data["boards"]:
         if b["lat"] is None or b["lon"] is None:

@@ -157,7 +157,7 @@ def _month(request: web.Request) -> str:
 
 async def report(request: web.Request) -> web.StreamResponse:
     """GET /carbon/report (printable page), /carbon/report.csv, /carbon/report.json?month=YYYY-MM."""
-    from .pages import FACTORS_KEY, READER_KEY, _lang, _page, _url
+    from .pages import FACTORS_KEY, READER_KEY, _lang, _page, _url, period
 
     lang = _lang(request)
     month = _month(request)
@@ -193,8 +193,8 @@ async def report(request: web.Request) -> web.StreamResponse:
             % (escape(_url("/carbon/report", lang, month=prev)), prev, escape(_url("/carbon/report", lang,
                                                                                      month=nxt)), nxt,
                download_links(lang, "/carbon/report", month=month),
-               escape(label(lang, "report_scope") % month), heads, body_rows, escape(label(lang, "report_note"))))
-    return _page(request, "carbon", "%s %s" % (label(lang, "report_title"), month), body, refresh=False,
+               escape(label(lang, "report_scope") % period(month)), heads, body_rows, escape(label(lang, "report_note"))))
+    return _page(request, "carbon", "%s %s" % (label(lang, "report_title"), period(month)), body, refresh=False,
                  head="<style>@media print{header,.noprint,.downloads,.table-downloads{display:none}body{background:#fff}}</style>")
 
 

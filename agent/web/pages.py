@@ -9,6 +9,7 @@ thread so a slow page never holds up ingest on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import json
 import logging
@@ -72,6 +73,7 @@ class Reader:
 READER_KEY = web.AppKey("airwatt_pages_reader", Reader)
 TOKEN_KEY = web.AppKey("airwatt_operator_token", str)
 LANG_KEY = web.AppKey("airwatt_pages_lang", str)
+ERA_KEY = web.AppKey("airwatt_pages_thai_era", str)
 FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
@@ -103,7 +105,7 @@ body{font-family:"Garuda","Loma","Noto Sans Thai","DejaVu Sans",sans-serif;margi
 header{background:#1f3b57;color:#fff;padding:8px 16px;display:flex;gap:18px;align-items:center;flex-wrap:wrap}
 header a{color:#fff;text-decoration:none;padding:4px 8px;border-radius:4px}
 header a.here{background:#3d6690} header .brand{font-weight:bold;margin-right:12px}
-header .lang{margin-left:auto;border:1px solid #fff}
+header .lang{margin-left:auto;border:1px solid #fff} header .era + .lang{margin-left:0}
 main{padding:12px 16px} h1{font-size:20px;margin:6px 0 12px} h2{font-size:16px;margin:18px 0 6px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;white-space:nowrap}
@@ -151,6 +153,38 @@ var sf=document.getElementById('site-filter');if(sf)sf.addEventListener('change'
 """
 
 
+BE_OFFSET = 543  # Buddhist Era year = Common Era year + 543
+ERA: contextvars.ContextVar[str] = contextvars.ContextVar("airwatt_pages_era", default="ce")
+
+
+@web.middleware
+async def era_of_request(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Years in Buddhist Era on Thai pages when ?era=be (or the config's thai_era), for this request."""
+    default = request.app[ERA_KEY] if ERA_KEY in request.app else "ce"
+    era = params.choice(request, "era", ("ce", "be"), default) if "era" in request.query else default
+    token = ERA.set(era if _lang(request) == "th" else "ce")
+    try:
+        return await handler(request)
+    finally:
+        ERA.reset(token)
+
+
+def local_date(d: datetime, with_time: bool = True) -> str:
+    """A Thai local date (and time) as the pages write it: YYYY-MM-DD, or DD/MM/YYYY in Buddhist Era."""
+    if ERA.get() == "be":
+        return "%02d/%02d/%d%s" % (d.day, d.month, d.year + BE_OFFSET, d.strftime(" %H:%M:%S") if with_time else "")
+    return d.strftime("%Y-%m-%d %H:%M:%S" if with_time else "%Y-%m-%d")
+
+
+def period(text: str) -> str:
+    """A day 'YYYY-MM-DD' or month 'YYYY-MM' as shown: in Buddhist Era 'DD/MM/YYYY' or 'MM/YYYY'."""
+    if ERA.get() != "be":
+        return text
+    parts = text.split("-")
+    parts[0] = str(int(parts[0]) + BE_OFFSET)
+    return "/".join(reversed(parts))
+
+
 def _lang(request: web.Request) -> str:
     return lang_of(request.query.get("lang"), request.app[LANG_KEY])
 
@@ -158,6 +192,8 @@ def _lang(request: web.Request) -> str:
 def _url(path: str, lang: str, **params: Any) -> str:
     q = {k: v for k, v in params.items() if v not in (None, "")}
     q["lang"] = lang
+    if lang == "th" and ERA.get() == "be":
+        q["era"] = "be"
     return "%s?%s" % (path, urlencode(q))
 
 
@@ -180,7 +216,12 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
     reload_js = (script + 'setTimeout(function(){location.reload();},%d);</script>'
                  '<noscript><meta http-equiv="refresh" content="%d"></noscript>' % (REFRESH_S * 1000, REFRESH_S)
                  if refresh else "")
-    now = datetime.fromtimestamp(time.time(), svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
+    now = _fmt_time(time.time())
+    if lang == "th":  # the era switch: Buddhist Era (พ.ศ.) or Common Era (ค.ศ.) years
+        eq = dict(request.query)
+        eq["era"] = "ce" if ERA.get() == "be" else "be"
+        switch = '<a class="lang era" id="era-switch" href="%s">%s</a>' % (
+            escape(request.path + "?" + urlencode(eq)), "ค.ศ." if ERA.get() == "be" else "พ.ศ.") + switch
     html = ('<!DOCTYPE html><html lang="%s"><head><meta charset="utf-8"><title>%s - AirWatt</title>'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<link rel="icon" href="data:,"><style>%s</style>%s%s%s</head>'
@@ -196,7 +237,7 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
 def _fmt_time(t: float | None) -> str:
     if t is None:
         return "-"
-    return datetime.fromtimestamp(t, svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
+    return local_date(datetime.fromtimestamp(t, svg.THAILAND))
 
 
 def _fmt_age(seconds: float | None) -> str:
@@ -692,7 +733,8 @@ async def carbon_page(request: web.Request) -> web.Response:
         "site", first_col, "kwh", "kgco2e", "factor", "factor_year"))
     drows = "".join('<tr data-site="%s" data-day="%s"><td>%s</td><td>%s</td><td class="num" data-kwh="%.6f">%.3f</td>'
                     '<td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
-                    % (escape(r.site), r.period, escape(r.site or "-"), r.period, r.kwh, r.kwh, r.kgco2e, r.kgco2e,
+                    % (escape(r.site), r.period, escape(r.site or "-"), period(r.period), r.kwh, r.kwh, r.kgco2e,
+                       r.kgco2e,
                        r.factor, r.factor_year) for r in daily)
     this_month = today.strftime("%Y-%m")
     mrows = []
@@ -701,7 +743,7 @@ async def carbon_page(request: web.Request) -> web.Response:
         partial = month == this_month or (month == first[:7] and not first.endswith("-01"))
         mrows.append('<tr data-site="%s" data-month="%s"><td>%s</td><td>%s%s</td><td class="num" data-kwh="%.6f">'
                      '%.3f</td><td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
-                     % (escape(site), month, escape(site or "-"), month,
+                     % (escape(site), month, escape(site or "-"), period(month),
                         ' <span class="muted">(%s)</span>' % escape(label(lang, "partial")) if partial else "",
                         kwh, kwh, kg, kg, factor, year))
     factors = ", ".join("%d: %.4f" % (y, v) for y, v in sorted(table.items()))
@@ -840,6 +882,8 @@ def setup_pages(app: web.Application) -> None:
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
     security.setup_security(app)
+    app[ERA_KEY] = config.thai_era
+    app.middlewares.append(era_of_request)
     app.middlewares.append(error_pages)
     from .city import setup_city
     from .downloads import setup_downloads

@@ -160,3 +160,30 @@ def escape_html(text: str) -> str:
     from html import escape
 
     return escape(text)
+
+
+async def test_buddhist_era_dates_on_thai_pages(agent, shots):
+    base, data_dir, facts = agent
+    now = facts["now"]
+    d = datetime.fromtimestamp(now, svg.THAILAND)
+    async with Browser() as b:
+        await b.goto(base + "/device/hall-01?lang=th&era=be&range=24h")
+        await b.screenshot(shots / "device-be-th.png")
+        header = await b.js("document.querySelector('main p').textContent")
+        nav = await b.js("Array.from(document.querySelectorAll('header a:not(.lang)')).map(a => a.getAttribute('href'))")
+        await b.click_and_wait("#era-switch")  # back to Common Era years
+        header_ce = await b.js("document.querySelector('main p').textContent")
+        await b.goto(base + "/carbon?lang=th&era=be&days=7")
+        months = await b.js("Array.from(document.querySelectorAll('#carbon-months tbody tr')).map(tr =>"
+                            " [tr.dataset.month, tr.cells[1].textContent])")
+        await b.goto(base + "/device/hall-01?lang=en&era=be")  # English pages keep Common Era years
+        header_en = await b.js("document.querySelector('main p').textContent")
+    be = "%02d/%02d/%d" % (d.day, d.month, d.year + 543)
+    assert be in header and str(d.year) not in header
+    assert len(nav) == 5 and all("era=be" in href for href in nav)  # the choice follows the links
+    assert d.strftime("%Y-%m-%d") in header_ce and str(d.year + 543) not in header_ce
+    assert months and all(shown.startswith("%s/%d" % (m[5:7], int(m[:4]) + 543)) for m, shown in months)
+    assert d.strftime("%Y-%m-%d") in header_en
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/device/hall-01?lang=th&era=bc") as r:
+            assert r.status == 400 and "era must be one of" in await r.text()
