@@ -236,9 +236,10 @@ async def alerts_json(request: web.Request) -> web.Response:
 
 
 async def alerts_ack(request: web.Request) -> web.Response:
-    from .web.pages import _lang, _url, authorised
+    from .web import params
+    from .web.pages import FORM_TIMEOUT_KEY, _lang, _url, authorised
 
-    form = await request.post()
+    form = await params.form(request, request.app[FORM_TIMEOUT_KEY])
     if not authorised(request, form):
         raise web.HTTPForbidden(text="operator token required")
     try:

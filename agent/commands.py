@@ -499,9 +499,9 @@ def _backup(args: argparse.Namespace) -> int:
     except BackupError as err:
         print("airwatt: %s" % err, file=sys.stderr)
         return 1
-    print("backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s"
+    print("backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s (device keys: %s)"
           % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
-             info["bytes"], args.to))
+             info["bytes"], args.to, info["keys"]))
     return 0
 
 
@@ -513,9 +513,9 @@ def _restore(args: argparse.Namespace) -> int:
     except BackupError as err:
         print("airwatt: %s" % err, file=sys.stderr)
         return 1
-    print("restored %s into %s: %d devices, readings up to id %d, schema %d -> %d"
+    print("restored %s into %s: %d devices, readings up to id %d, schema %d -> %d; device keys %s"
           % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
-             info["schema_version"], info["schema_version_now"]))
+             info["schema_version"], info["schema_version_now"], info["keys"]))
     return 0
 
 

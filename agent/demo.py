@@ -243,6 +243,7 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
     """Run the demo until --duration or SIGINT/SIGTERM; returns the exit status (1: a board delivered nothing)."""
     from aiohttp import web
 
+    from airwatt.agent import server
     from airwatt.agent.app import make_app
     from airwatt.emulator.esp32 import EmulatedBoard
     from airwatt.emulator.platform import start_platform
@@ -269,15 +270,16 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
     if not args.platform_url:
         platform_runner, url = await start_platform("127.0.0.1", 0, data_dir / "platform.db")
         overrides["platform.url"] = url
-    runner = None
+    runner = listener = None
     boards: dict[str, EmulatedBoard] = {}
     tasks: list[asyncio.Task] = []
     try:
         config = load_config(data_dir, overrides)
-        runner = web.AppRunner(make_app(data_dir, config), access_log=None, shutdown_timeout=3)
+        runner = web.AppRunner(make_app(data_dir, config), shutdown_timeout=3,
+                               **server.runner_options(config.idle_timeout_s))
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        agent_url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+        listener, _, port = await server.start(runner, "127.0.0.1", args.port)  # serve's timeouts and cap
+        agent_url = "http://127.0.0.1:%d" % port
         say("dashboard: %s/   (Ctrl-C stops the demo)" % agent_url)
         say("data dir: %s (store, platform, board flash images and consoles)" % data_dir)
         say("city platform: %s (%s%s)" % (overrides["platform.url"], args.platform_kind,
@@ -326,6 +328,8 @@ async def run_demo(args: argparse.Namespace, say=print) -> int:
             task.cancel()
         for board in boards.values():
             await asyncio.to_thread(board.stop)
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await runner.cleanup()
         if platform_runner is not None:

@@ -205,7 +205,7 @@ def open_db(data_dir: str | Path) -> sqlite_utils.Database:
 
 
 def _copy_keys_out(db: sqlite_utils.Database) -> bool:
-    """Before migration 2: copy the keys of a database that still holds them into keys.db, in a transaction
+    """Before _m4_keys_apart: copy the keys of a database that still holds them into keys.db, in a transaction
     that writes keys.db alone (WAL commits of several files are not atomic together)."""
     if not db["devices"].exists() or "key" not in {c.name for c in db["devices"].columns}:
         return False

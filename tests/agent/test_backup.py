@@ -140,3 +140,26 @@ def test_backup_and_restore_refuse_what_they_cannot_do(tmp_path, capsys):
     assert "not an AirWatt database" in capsys.readouterr().err
     with pytest.raises(backup.BackupError, match="no database"):
         backup.backup(tmp_path / "empty", tmp_path / "b.db")
+
+
+def test_a_backup_brings_the_device_keys_to_a_new_machine(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    db = store.open_db(old)
+    keys = {d: store.add_device(db, d) for d in ("hall-01", "school-01")}
+    db.close()
+    info = backup.backup(old, tmp_path / "b.db")
+    assert info["keys"] == tmp_path / "b.db.keys"
+    for f in (tmp_path / "b.db", tmp_path / "b.db.keys"):  # the keys sign every upload: private like the store
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    assert b"hall-01" in (tmp_path / "b.db.keys").read_bytes()
+    restored = backup.restore(new, tmp_path / "b.db")
+    assert restored["keys"].startswith("restored from")
+    db = store.open_db(new)
+    assert {d: store.device_key(db, d).hex() for d in keys} == keys  # the boards' uploads verify again
+    db.close()
+    # Without the keys file, the live keys stay as they are, and restore says so.
+    (tmp_path / "b.db.keys").unlink()
+    assert backup.restore(new, tmp_path / "b.db")["keys"].startswith("kept")
+    db = store.open_db(new)
+    assert store.device_key(db, "hall-01").hex() == keys["hall-01"]
+    db.close()

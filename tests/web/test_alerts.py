@@ -137,14 +137,15 @@ async def test_alerts_json_metrics_webhook_and_ack(alerting):
             assert 'airwatt_alert_active{rule="%s",device="%s",acked="0"} 1' % (rule, dev) in text
         assert "\nairwatt_rollup_behind_readings 0\n" in text  # the agent rolled the store up at start
         ident = rows[0]["id"]
-        for headers, data in [({}, {"id": str(ident)}), ({}, {"id": str(ident), "token": "nope"})]:
+        page = {"Origin": base}  # a form posted from the agent's own pages
+        for headers, data in [(page, {"id": str(ident)}), (page, {"id": str(ident), "token": "nope"}),
+                              ({}, {"id": str(ident), "token": TOKEN})]:  # the token, but not from the pages
             async with http.post(base + "/alerts/ack", data=data, headers=headers, allow_redirects=False) as r:
                 assert r.status == 403
-        same = {"Origin": base}  # a form POST is taken only from the agent's own pages (web/security.py)
-        async with http.post(base + "/alerts/ack", data={"id": "x", "token": TOKEN}, headers=same,
+        async with http.post(base + "/alerts/ack", data={"id": "x", "token": TOKEN}, headers=page,
                              allow_redirects=False) as r:
             assert r.status == 400 and "open alert" in await r.text()
-        async with http.post(base + "/alerts/ack", data={"id": "99999", "token": TOKEN}, headers=same,
+        async with http.post(base + "/alerts/ack", data={"id": "99999", "token": TOKEN}, headers=page,
                              allow_redirects=False) as r:
             assert r.status == 404
         async with http.post(base + "/alerts/ack", data={"id": str(ident)},
