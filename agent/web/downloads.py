@@ -26,6 +26,7 @@ from . import params, svg
 from .i18n import label
 
 DAY = 86400
+MAX_DAYS = 400
 _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
@@ -51,6 +52,8 @@ def _range(request: web.Request, default_s: float = DAY) -> tuple[float, float]:
     since = until - default_s if since is None else since
     if since >= until:
         raise params.bad("from", "must be before to")
+    if until - since > MAX_DAYS * DAY:  # the export command is there for more
+        raise params.bad("from", "must be at most %d days before to (airwatt export takes any range)" % MAX_DAYS)
     return since, until
 
 

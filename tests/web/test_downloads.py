@@ -74,6 +74,8 @@ async def test_bad_download_parameters_are_400s(agent):
         for path, status, text in [("/download/readings.csv?from=nope", 400, "from must be"),
                                    ("/download/readings.csv?from=1790000000&to=1780000000", 400, "from must be before"),
                                    ("/download/readings.json?sensor=gas", 400, "sensor must be one of"),
+                                   ("/download/readings.csv?from=1600000000&to=1790000000", 400,
+                                    "from must be at most 400 days before to"),
                                    ("/download/readings.csv?device=nope", 404, "unknown device"),
                                    ("/carbon/report.csv?month=2026-13", 400, "month must be YYYY-MM")]:
             async with http.get(base + path) as r:
