@@ -46,6 +46,9 @@ _REGISTRARS.append(_bench_sync.register)
 from airwatt.agent import bench_pages as _bench_pages  # noqa: E402  bench pages
 
 _REGISTRARS.append(_bench_pages.register)
+from airwatt.agent import bench_board as _bench_board  # noqa: E402  bench board
+
+_REGISTRARS.append(_bench_board.register)
 from airwatt.agent import flash_cmd as _flash_cmd  # noqa: E402  flash, console
 
 _REGISTRARS.append(_flash_cmd.register)

@@ -86,7 +86,7 @@ def job_from_batch(batch: Batch, received: float) -> Job:
     for r in batch.readings:
         t = r.t
         head = (device, r.seq, r.boot, r.sensor, t, "board" if t is not None else None, r.ticks, received_s)
-        rows.append(head + (",".join(r.flags),) + _EXTRACT[r.sensor](r.values.__dict__))
+        rows.append(head + (",".join(r.flags),) + _EXTRACT[r.sensor](r.values.__dict__) + (r.instance,))
     status = None
     if batch.status is not None:
         status = json.dumps(batch.status.model_dump(), sort_keys=True, separators=(",", ":"))
@@ -165,6 +165,7 @@ def make_handler(ingest_key: web.AppKey) -> Callable[[web.Request], Awaitable[we
         stats.batches_accepted += 1
         stats.readings_received += len(batch.readings)
         stats.readings_accepted += inserted
-        return web.json_response({"v": fields.VERSION, "stored_seq": stored_seq, "server_time": int(time.time())})
+        # Each board in its own version: boards in the field keep speaking v1.
+        return web.json_response({"v": batch.v, "stored_seq": stored_seq, "server_time": int(time.time())})
 
     return post_batch

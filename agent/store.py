@@ -118,8 +118,14 @@ def _m4_keys_apart(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE devices DROP COLUMN key")
 
 
+def _m5_reading_instance(db: sqlite_utils.Database) -> None:
+    """Protocol v2 sensor instances: which sensor of its kind a reading came from (0: the only or first one)."""
+    db.execute("ALTER TABLE readings ADD COLUMN instance INTEGER NOT NULL DEFAULT 0")
+
+
 # Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -376,19 +376,30 @@ class Board:
 def start(cfg):
     """Build the real board from a validated config: store on flash, sensors on their buses, Wi-Fi, WDT."""
     import machine
-    import store as store_mod
+    import clog
     import uplink
     clock = sampler.Clock()
     boot = boot_id()
     kept = rtc_time(clock)
     log("AIRWATT firmware %s device %s boot %s reset %s clock %s" % (
         uplink.FIRMWARE, cfg["device"], boot, _reset_cause(), "rtc" if kept else "unset"))
-    st = store_mod.Store(root=cfg["data_dir"], capacity=cfg["capacity"])
-    log("STORE %s next seq %d pending %d dropped %d" % (cfg["data_dir"], st.next_seq, st.depth, st.dropped))
+    st = clog.Log(root=cfg["data_dir"], capacity=cfg["capacity"], window_s=cfg["commit_s"])
+    log("STORE %s next seq %d pending %d dropped %d capacity %d" % (
+        cfg["data_dir"], st.next_seq, st.depth, st.dropped, st.capacity))
     sensors = build_sensors(cfg)
     wifi = Wifi(cfg["ssid"], cfg["password"])
     wdt = machine.WDT(timeout=cfg["wdt_s"] * 1000) if cfg["wdt_s"] else None
     return Board(cfg, st, sensors, wifi, wdt, clock, boot)
+
+
+def flush(st):
+    """Commit the readings still waiting in RAM before the board stops."""
+    try:
+        n = st.uncommitted
+        st.flush()
+        log("STORE committed %d readings before stopping" % n)
+    except Exception as e:
+        log("STORE could not commit before stopping: %r" % (e,))
 
 
 def main(path=config.PATH):
@@ -400,13 +411,18 @@ def main(path=config.PATH):
         # No config, no board: stay at the REPL so a technician can fix it (airwatt flash / mpremote).
         log("CONFIG ERROR " + str(e))
         return
+    b = None
     try:
         b = start(cfg)
         asyncio.run(b.run())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C on the console, a soft reset: a deliberate stop
+        if b is not None:
+            flush(b.store)
         log("AIRWATT stopped")
     except Exception as e:
         sys.print_exception(e)
+        if b is not None:
+            flush(b.store)  # what was read is good even if the board is not: keep it
         log("AIRWATT crashed: reset in 10 s")
         import time
         import machine

@@ -16,8 +16,8 @@ _KIND = {
     "pm": ("uart", None, 60, 120),
     "co2": ("i2c", 0x62, 30, 20),
 }
-_TOP = ("device", "key", "wifi", "agent_url", "sensors", "capacity", "batch_max", "upload_s", "ntp", "data_dir",
-        "wdt_s", "stall_s", "selftest_s", "http_timeout_s")
+_TOP = ("device", "key", "wifi", "agent_url", "sensors", "capacity", "commit_s", "protocol", "batch_max", "upload_s", "ntp",
+        "data_dir", "wdt_s", "stall_s", "selftest_s", "http_timeout_s")
 _SENSOR = ("kind", "uart", "tx", "rx", "i2c", "scl", "sda", "freq", "addr", "interval_s", "warmup_s", "stuck_n")
 
 
@@ -162,7 +162,13 @@ def validate(raw):
     for u in uarts:
         if uarts.count(u) > 1:
             _fail("sensors", "a different uart id for each UART sensor (uart %d is used twice)" % u)
-    cfg["capacity"] = _int(raw, "capacity", "", 10, 10000000, 20000)
+    # 0: as many readings as the flash holds (clog.Log sizes it when the log is created).
+    cfg["capacity"] = _int(raw, "capacity", "", 0, 10000000, 0)
+    if 0 < cfg["capacity"] < 10:
+        _fail("capacity", "0 (size from the flash) or an integer 10..10000000", cfg["capacity"])
+    # Readings wait in RAM at most this long before they are committed to flash (what a power cut can lose).
+    cfg["commit_s"] = _int(raw, "commit_s", "", 0, 3600, 60)
+    cfg["protocol"] = _int(raw, "protocol", "", 1, 2, 1)  # 2: packed batches (protocol/README.md)
     cfg["batch_max"] = _int(raw, "batch_max", "", 1, 100, 50)
     cfg["upload_s"] = _int(raw, "upload_s", "", 1, 86400, 30)
     ntp = raw.get("ntp", "")

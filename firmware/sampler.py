@@ -76,6 +76,7 @@ class Sampler:
         self.errors = {}  # per sensor kind: OSError/ValueError/timeouts, as in the status' errors
         self.store_errors = 0
         self.progress = clock.ms()
+        self._tick = getattr(store, "tick", None)  # a log that commits readings in windows (clog.Log)
         for s in sensors:
             self.errors[s.kind] = 0
 
@@ -191,6 +192,12 @@ class Sampler:
                 slot -= s.warmup_ms + _POLL_MS
             s.due = slot if slot > now else now
         self.progress = now
+        if self._tick is not None:
+            try:
+                self._tick(now)
+            except Exception as e:
+                self.store_errors += 1
+                self.log("STORE commit failed: %r" % (e,))
         nap = _MAX_NAP_MS
         for s in self.sensors:
             wait = s.due - now

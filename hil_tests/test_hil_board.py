@@ -58,7 +58,7 @@ def test_readings_of_every_sensor_reach_the_agent(board, agent):
 def test_flashing_again_copies_nothing_unchanged(board, agent):
     result = flash(board, agent, DEVICE, "--no-wait")
     assert result.returncode == 0, result.stderr
-    assert "0 of 15 files changed" in result.stdout
+    assert "0 of 18 files changed" in result.stdout
     assert "known device, key kept" in result.stdout
 
 

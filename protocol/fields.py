@@ -6,6 +6,7 @@ resolution is 10 ** -decimals. A value is valid when it is a number of its type 
 """
 
 VERSION = 1
+VERSIONS = (1, 2)  # v2: readings packed (protocol/packed.py) in base64; an agent answers each board in its own
 
 METRICS = (
     # PZEM-004T v3 energy meter (100 A model): ranges from its datasheet.
@@ -41,6 +42,9 @@ TIME_SYNC = ("none", "agent", "ntp")
 MAX_BODY_BYTES = 32768
 MAX_DEPTH = 8  # nesting of objects and lists in a message body; the deepest message nests 4
 MAX_READINGS = 100
+MAX_READINGS_V2 = 1000
+MAX_BODY_V2 = 8192  # a v2 batch's body: what a board's heap can build and sign
+MAX_INSTANCE = 255  # v2 sensor instances: several sensors of one kind on one board (0: the only or first one)
 MAX_SEQ = 9007199254740991  # 2**53 - 1: exact in every JSON parser
 MIN_WALL_TIME = 1577836800  # 2020-01-01T00:00:00Z: earlier wall times mean the board's clock was never set
 MAX_WALL_TIME = 4102444800  # 2100-01-01T00:00:00Z

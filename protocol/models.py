@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, create_model, field_validator
 
-from . import fields
+from . import fields, v2
 from .check import ProtocolError, parse_body
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -46,6 +46,8 @@ class _ReadingBase(BaseModel):
     ticks: Ticks = Field(description="Milliseconds since this reading's boot")
     boot: BootId
     flags: list[Flag]
+    instance: Annotated[StrictInt, Field(ge=1, le=fields.MAX_INSTANCE)] = Field(
+        0, description="v2 only: which sensor of this kind (several meters on one bus); absent for the first")
 
     @field_validator("flags")
     @classmethod
@@ -101,6 +103,28 @@ class Batch(BaseModel):
         return v
 
 
+class BatchV2(BaseModel):
+    """A v2 upload: the readings packed (protocol/packed.py) and base64-encoded in `data`, seqs first_seq on."""
+
+    model_config = _STRICT
+    v: Literal[2]
+    device: Annotated[str, Field(min_length=1, max_length=fields.DEVICE_ID_MAX, pattern="^[a-z0-9_-]+$")]
+    fw: Annotated[str, Field(min_length=1, max_length=fields.FIRMWARE_MAX, pattern=_TEXT)]
+    boot: BootId
+    sent_ticks: Ticks = Field(description="The board's ticks (ms since boot) when it sent the batch")
+    first_seq: Seq = Field(description="Seq of the first reading in data; the others follow with no gap")
+    n: Annotated[StrictInt, Field(ge=1, le=fields.MAX_READINGS_V2)] = Field(description="Readings in data")
+    data: str = Field(description="Base64 of packed frames (protocol/packed.py): integer quanta, deltas, CRC-32")
+    status: Status | None = None
+
+
+class DecodedBatch(Batch):
+    """A v2 upload after its data is decoded: a Batch with up to MAX_READINGS_V2 readings."""
+
+    v: Literal[2]  # type: ignore[assignment]
+    readings: Annotated[list[Reading], Field(min_length=1, max_length=fields.MAX_READINGS_V2)]
+
+
 class Settings(BaseModel):
     model_config = _STRICT
     intervals: dict[SensorKind, Annotated[StrictInt, Field(ge=5, le=86400)]] | None = None
@@ -111,7 +135,7 @@ class Answer(BaseModel):
     """The agent's answer to a stored upload."""
 
     model_config = _STRICT
-    v: Literal[fields.VERSION]  # type: ignore[valid-type]
+    v: Literal[fields.VERSIONS]  # type: ignore[valid-type]
     stored_seq: Annotated[StrictInt, Field(ge=0, le=fields.MAX_SEQ)] = Field(
         description="Highest sequence number stored for this device: the board may forget readings up to it"
     )
@@ -143,12 +167,17 @@ def _first_error(err: ValidationError) -> ProtocolError:
 
 def validate_batch(data: object) -> Batch:
     """A parsed upload as a Batch; raises ProtocolError(path, why) on the first problem."""
-    try:
-        batch = Batch.model_validate(data)
-    except ValidationError as err:
-        raise _first_error(err) from None
+    if isinstance(data, Batch):
+        batch = data
+    else:
+        try:
+            batch = Batch.model_validate(data)
+        except ValidationError as err:
+            raise _first_error(err) from None
     last = 0
     for i, r in enumerate(batch.readings):
+        if batch.v == 1 and "instance" in r.model_fields_set:
+            raise ProtocolError("readings[%d].instance" % i, "is not a known field")
         if r.seq <= last:
             raise ProtocolError("readings[%d].seq" % i, "must be greater than the previous reading's %d" % last)
         last = r.seq
@@ -161,4 +190,28 @@ def validate_batch(data: object) -> Batch:
 
 def parse_batch(body: bytes) -> Batch:
     """Parse and validate an upload body; raises ProtocolError for anything the agent must refuse."""
-    return validate_batch(parse_body(body))
+    data = parse_body(body)
+    if isinstance(data, dict) and data.get("v") == 2 and not isinstance(data["v"], bool) and "data" in data:
+        return validate_batch_v2(data)
+    return validate_batch(data)
+
+
+def validate_batch_v2(data: dict) -> Batch:
+    """A parsed v2 upload, decoded, as a DecodedBatch; ProtocolError(path, why) on the first problem."""
+    try:
+        BatchV2.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    try:
+        readings = v2.readings_v2(data)
+    except ValueError as err:
+        raise ProtocolError("data", str(err)) from None
+    if len(readings) != data["n"]:
+        raise ProtocolError("n", "says %d readings, data holds %d" % (data["n"], len(readings)))
+    decoded = {k: v for k, v in data.items() if k not in ("data", "first_seq", "n")}
+    decoded["readings"] = readings
+    try:
+        batch = DecodedBatch.model_validate(decoded)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    return validate_batch(batch)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .models import Answer, Batch, Status
+from .models import Answer, Batch, BatchV2, Status
 
 SCHEMA_DIR = Path(__file__).parent / "schema"
-MESSAGES = {"batch": Batch, "answer": Answer, "status": Status}
+MESSAGES = {"batch": Batch, "batch_v2": BatchV2, "answer": Answer, "status": Status}
 
 
 def render_schemas() -> dict[str, str]:

@@ -6,7 +6,7 @@ same reading gives the same bytes on a float32 ESP32, the unix port and CPython.
 """
 
 import hashlib
-from binascii import hexlify, unhexlify
+from binascii import b2a_base64, hexlify, unhexlify
 
 from . import fields
 
@@ -49,7 +49,13 @@ def render(value, decimals):
     """A number as canonical JSON text with exactly the field's precision: render(230.14, 1) == '230.1'."""
     if decimals == 0:
         return str(int(round(value)))
-    q = int(round(value * 10 ** decimals))
+    return render_quanta(int(round(value * 10 ** decimals)), decimals)
+
+
+def render_quanta(q, decimals):
+    """An integer number of quanta as canonical JSON text: render_quanta(2301, 1) == '230.1'."""
+    if decimals == 0:
+        return str(q)
     sign_ = "-" if q < 0 else ""
     digits = str(abs(q))
     if len(digits) <= decimals:
@@ -118,6 +124,20 @@ def encode_reading(seq, t, ticks, boot, sensor, values, flags=()):
     ).encode()
 
 
+def encode_reading_quanta(seq, t, ticks, boot, sensor, quanta, flags):
+    """encode_reading from values already in quanta ({metric: int}, in range), as the flash log keeps them."""
+    parts = []
+    for row in fields.metrics(sensor):
+        if row[1] in quanta:
+            parts.append('"%s":%s' % (row[1], render_quanta(quanta[row[1]], row[7])))
+    parts.sort()
+    flags = sorted(flags)
+    return (
+        '{"boot":%s,"flags":%s,"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":{%s}}'
+        % (_string(boot), dumps(flags), sensor, seq, "null" if t is None else str(int(t)), ticks, ",".join(parts))
+    ).encode()
+
+
 def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync):
     """The device status (protocol's status object) as canonical JSON bytes."""
     return dumps(
@@ -166,3 +186,22 @@ def canonical_batch(batch):
     if status is not None:
         status = dumps(status).encode()
     return batch_body(batch["device"], batch["fw"], batch["boot"], batch["sent_ticks"], readings, status)
+
+
+def batch_body_v2(device, firmware, boot, sent_ticks, first_seq, n, data, status=None):
+    """A v2 upload body: n readings from first_seq on, packed (protocol/packed.py) as bytes data, sent as
+    base64. Raises ValueError when it breaks a limit: send fewer readings."""
+    if not 1 <= n <= fields.MAX_READINGS_V2:
+        raise ValueError("a v2 batch holds 1 to %d readings, not %d" % (fields.MAX_READINGS_V2, n))
+    out = bytearray(b'{"boot":%s,"data":"' % _string(boot).encode())
+    out.extend(b2a_base64(data)[:-1])  # without the newline
+    out.extend(b'","device":%s,"first_seq":%d,"fw":%s,"n":%d,"sent_ticks":%d,' % (
+        _string(device).encode(), first_seq, _string(firmware).encode(), n, sent_ticks))
+    if status is not None:
+        out.extend(b'"status":')
+        out.extend(status)
+        out.append(44)
+    out.extend(b'"v":2}')
+    if len(out) > fields.MAX_BODY_V2:
+        raise ValueError("batch of %d bytes exceeds %d: send fewer readings" % (len(out), fields.MAX_BODY_V2))
+    return bytes(out)

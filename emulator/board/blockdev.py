@@ -1,6 +1,10 @@
-# An emulated flash chip for os.VfsLfs2: the MicroPython extended block-device protocol over a bytearray,
+# An emulated NOR flash chip for os.VfsLfs2: the MicroPython extended block-device protocol over a bytearray,
 # optionally written through to a file so the flash survives restarts, with a power-cut fault.
 # Runs on MicroPython and CPython.
+#
+# NOR, as on the ESP32's SPI flash: programming only clears bits (the flash keeps old & new), and only an erase
+# sets them again, a whole sector at a time. A store that rewrites bytes in place without an erase reads back
+# the AND of both, here as on the chip. `erases` counts erases per sector, for wear figures.
 #
 #   bdev = BlockDev("flash.bin", block_size=4096, block_count=256)
 #   os.VfsLfs2.mkfs(bdev); os.mount(os.VfsLfs2(bdev), "/data")
@@ -28,6 +32,8 @@ class BlockDev:
         self.path = path
         self._file = None
         self.writes = 0  # write and erase calls since this device was created (powered on)
+        self.erases = None  # per-sector erase counts (a bytearray of u32, see erase_count), on demand: track_wear()
+        self.programmed = 0  # bytes programmed since power-on
         self.cut_after_writes = None  # cut the write/erase call that makes `writes` reach this number
         self.cut_keep = 0  # bytes of the cut write (or of the erased block) that still land
         self.dead = False
@@ -58,7 +64,20 @@ class BlockDev:
         """A new device over the flash as the cut left it (cuts now if this one is still alive)."""
         if not self.dead:
             self._die()
-        return BlockDev(self.path, self.block_size, self.block_count, self._flash)
+        on = BlockDev(self.path, self.block_size, self.block_count, self._flash)
+        on.erases = self.erases  # wear is the chip's, not the power cycle's
+        return on
+
+    def track_wear(self):
+        """Count erases per sector from now on (erase_count(block), max_erases())."""
+        if self.erases is None:
+            self.erases = [0] * self.block_count
+
+    def erase_count(self, block):
+        return self.erases[block]
+
+    def max_erases(self):
+        return max(self.erases)
 
     def close(self):
         if self._file is not None:
@@ -133,11 +152,18 @@ class BlockDev:
         start = block * self.block_size + off
         if self._is_cut():
             keep = min(max(self.cut_keep, 0), n)
-            self._copy(self.data, start, buf, 0, keep)
+            self._program(start, buf, keep)
             self._persist(start, keep)
             self._cut("write")
-        self._copy(self.data, start, buf, 0, n)
+        self._program(start, buf, n)
         self._persist(start, n)
+
+    def _program(self, start, buf, n):
+        # NOR programming clears bits only: what lands is old & new.
+        d = self.data
+        self.programmed += n
+        for i in range(n):  # allocates nothing: also safe in a GC finaliser with the heap locked
+            d[start + i] &= buf[i]
 
     def _erase(self, block):
         self._check(block, 0, self.block_size)
@@ -149,6 +175,8 @@ class BlockDev:
             self._cut("erase")
         self._fill(start, self.block_size)
         self._persist(start, self.block_size)
+        if self.erases is not None:
+            self.erases[block] += 1
 
     def ioctl(self, op, arg):
         if op == 4:  # MP_BLOCKDEV_IOCTL_BLOCK_COUNT

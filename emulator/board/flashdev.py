@@ -3,6 +3,7 @@
 # keeps its flash outside RAM too) and survives restarts. The 'power_cut_at_write' fault (N) cuts the power at
 # the Nth write or erase after it is set: half of that operation lands, then the board dies on the spot.
 # (emulator/board/blockdev.py is the store's in-RAM test device; this one is the board's, file-backed.)
+# NOR like the chip: programming only clears bits (old & new lands), only an erase sets a whole sector again.
 import boardstate as _bs
 
 _ERASED = b"\xff" * 256
@@ -16,6 +17,7 @@ class FlashDev:
         self.writes = 0
         self.cut_at = None
         self._fault = None
+        self._old = bytearray(256)  # scratch for the AND of programming, preallocated: no heap per write
         fresh = False
         try:
             f = open(path, "r+b")
@@ -60,9 +62,22 @@ class FlashDev:
             off = 0
         start = block * self.block_size + off
         if self._count():
-            self._put(start, bytes(buf[: len(buf) // 2]))
+            self._program(start, buf, len(buf) // 2)
             _bs.die(_bs.EXIT_POWERCUT, "powercut write %d" % self.writes)
-        self._put(start, buf)
+        self._program(start, buf, len(buf))
+
+    def _program(self, start, buf, n):
+        old, f, i = self._old, self._f, 0
+        while i < n:
+            k = n - i if n - i < 256 else 256
+            mv = memoryview(old)[:k]
+            f.seek(start + i)
+            f.readinto(mv)
+            for j in range(k):
+                old[j] &= buf[i + j]
+            f.seek(start + i)
+            f.write(mv)
+            i += k
 
     def _erase(self, block):
         start = block * self.block_size

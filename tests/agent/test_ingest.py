@@ -547,3 +547,58 @@ async def test_deeply_nested_and_non_utf8_bodies_are_400_with_a_reason(client, d
     assert rows(data_dir) == []
     resp = await post(client, "dev-1", key, good)  # the same batch as plain UTF-8 is stored
     assert resp.status == 200 and [r["seq"] for r in rows(data_dir)] == [1, 2, 3]
+
+
+def v2_body(device: str, first: int, n: int, sent_ticks: int = 900000) -> bytes:
+    """A v2 batch as the new firmware builds it: three meters (instances 0, 1, 2), PM and CO2, packed."""
+    from airwatt.protocol import v2
+
+    rows = []
+    for i in range(n):
+        seq, ticks = first + i, 1000 + i * 3000
+        kind = ("energy", "energy", "energy", "pm", "co2")[i % 5]
+        if kind == "energy":
+            v = {"voltage": 2300 + i, "current": 1000 + i, "power": 2300, "energy_wh": 5000 + i, "frequency": 500,
+                 "pf": 100}
+            rows.append((seq, T0 + ticks // 1000, ticks, BOOT, kind, i % 5, v, []))
+        elif kind == "pm":
+            rows.append((seq, T0 + ticks // 1000, ticks, BOOT, kind, 0, {"pm1": 1, "pm25": 2, "pm10": 3}, []))
+        else:
+            rows.append((seq, None if i < 5 else T0 + ticks // 1000, ticks, BOOT, kind, 0,
+                         {"co2": 700, "temperature": 2500, "humidity": 5000}, ["retried"]))
+    return wire.batch_body_v2(device, "0.2.0", BOOT, sent_ticks, first, n, v2.pack(rows))
+
+
+async def test_a_v1_board_and_a_v2_board_upload_to_the_same_agent(client, devices, data_dir):
+    v1 = body("dev-1", range(1, 7))
+    resp = await post(client, "dev-1", devices["dev-1"], v1)
+    assert resp.status == 200 and (await resp.json())["v"] == 1  # each board answered in its own version
+    v2 = v2_body("dev-2", 1, 300)
+    assert len(v2) <= 16 * 300
+    resp = await post(client, "dev-2", devices["dev-2"], v2)
+    answer = await resp.json()
+    assert resp.status == 200 and answer["v"] == 2 and answer["stored_seq"] == 300, answer
+    Answer.model_validate(answer)
+    resp = await post(client, "dev-2", devices["dev-2"], v2)  # a replay stores nothing twice
+    assert resp.status == 200 and (await resp.json())["stored_seq"] == 300
+    got = rows(data_dir)
+    assert [r["seq"] for r in got if r["device"] == "dev-1"] == list(range(1, 7))
+    two = [r for r in got if r["device"] == "dev-2"]
+    assert [r["seq"] for r in two] == list(range(1, 301))
+    meters = [(r["instance"], r["energy_wh"]) for r in two[:5] if r["sensor"] == "energy"]
+    assert meters == [(0, 5000), (1, 5001), (2, 5002)]
+    assert two[0]["voltage"] == 230.0 and two[4]["temperature"] == 25.0 and two[4]["t_source"] != "board"
+    assert two[4]["flags"] == "retried" and all(r["instance"] == 0 for r in got if r["device"] == "dev-1")
+
+
+async def test_a_broken_v2_batch_is_refused_with_its_path(client, devices, data_dir):
+    v2 = json.loads(v2_body("dev-2", 1, 10))
+    v2["n"] = 11
+    data = json.dumps(v2).encode()
+    resp = await post(client, "dev-2", devices["dev-2"], data)
+    assert resp.status == 400 and (await resp.json())["path"] == "n"
+    v2["n"], v2["data"] = 10, v2["data"][:-8] + "AAAAAAA="
+    data = json.dumps(v2).encode()
+    resp = await post(client, "dev-2", devices["dev-2"], data)
+    assert resp.status == 400 and (await resp.json())["path"] == "data"
+    assert rows(data_dir) == []

@@ -21,6 +21,7 @@ def boot(path, ms):
     cfg = config.load(path)
     b = board.start(cfg)
     asyncio.run(_for(b.run(), ms))
+    board.flush(b.store)  # the run ends as a deliberate stop does (board.main on Ctrl-C)
     import machine
     print("RTC year %d" % machine.RTC().datetime()[0])
     print("END uplink %s sent %d depth %d sync %s errors %s" % (b.uplink.last, b.uplink.sent, b.store.depth,

@@ -19,7 +19,7 @@ from protocol import fields  # noqa: E402,F401
 gc.collect()
 from protocol import wire  # noqa: E402,F401
 gc.collect()
-from protocol import check  # noqa: E402,F401
+from protocol import answer  # noqa: E402,F401
 gc.collect()
 import sampler  # noqa: E402
 gc.collect()

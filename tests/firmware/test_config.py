@@ -43,7 +43,7 @@ def test_minimal_config_gets_defaults():
     cfg = config.validate(raw)
     assert cfg["password"] == "" and cfg["prefix"] == "/api"
     assert cfg["sensors"][0]["interval_s"] == 30 and cfg["sensors"][0]["addr"] == 0x62
-    assert cfg["capacity"] == 20000 and cfg["wdt_s"] == 60 and cfg["ntp"] == ""
+    assert cfg["capacity"] == 0 and cfg["commit_s"] == 60 and cfg["wdt_s"] == 60 and cfg["ntp"] == ""
 
 
 def _mutated(path, value):
@@ -85,7 +85,7 @@ BAD = (
     (("sensors", 2, "uart"), 1, "sensors[2].uart: expected no UART keys on an I2C sensor"),
     (("sensors", 2, "warmup_s"), 5, "sensors[2].warmup_s: expected warmup_s only for kind pm"),
     (("sensors", 1, "uart"), 2, "sensors: expected a different uart id for each UART sensor (uart 2"),
-    (("capacity",), 5, "capacity: expected an integer 10..10000000, got 5"),
+    (("capacity",), 5, "capacity: expected 0 (size from the flash) or an integer 10..10000000, got 5"),
     (("batch_max",), 101, "batch_max: expected an integer 1..100, got 101"),
     (("batch_max",), True, "batch_max: expected an integer 1..100, got true"),
     (("ntp",), 5, "ntp: expected an NTP host name"),

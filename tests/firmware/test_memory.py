@@ -31,7 +31,7 @@ def compile_board(out: Path) -> None:
     (out / "protocol").mkdir(parents=True)
     sources = [(ROOT / "firmware" / (m + ".py"), out / (m + ".mpy")) for m in ("sampler", "store", "uplink")]
     sources += [(ROOT / "protocol" / (m + ".py"), out / "protocol" / (m + ".mpy"))
-                for m in ("__init__", "fields", "wire", "check")]
+                for m in ("__init__", "fields", "wire", "answer", "check")]
     sources.append((HERE / "board_memory.py", out / "board_memory.mpy"))
     for src, dst in sources:
         subprocess.run([mpy_cross, "-s", src.stem, "-o", str(dst), str(src)], check=True, capture_output=True)

@@ -108,6 +108,15 @@ def test_blockdev_protocol_and_file_persistence(blockdev, tmp_path):
     assert buf[:9] == b"\xff\xffhello\xff\xff"
     bd.writeblocks(3, bytes(range(256)) * 2)  # simple protocol: erase + write a whole block
     assert bd.writes == 3  # the write above, then the implied erase and the write
+    bd.writeblocks(2, b"\x0f\xf0", 100)  # NOR: programming only clears bits, without an erase old & new lands
+    bd.readblocks(2, buf, 100)
+    assert buf[:5] == bytes([ord("h") & 0x0F, ord("e") & 0xF0]) + b"llo"
+    bd.track_wear()
+    bd.ioctl(6, 2)
+    bd.ioctl(6, 2)
+    bd.ioctl(6, 5)
+    assert (bd.erase_count(2), bd.erase_count(5), bd.max_erases()) == (2, 1, 2)
+    bd.writeblocks(2, b"hello", 100)
     bd.close()
     again = blockdev.BlockDev(path, block_size=512, block_count=8)
     again.readblocks(2, buf, 100)
@@ -143,8 +152,8 @@ def test_blockdev_power_cut_lands_a_prefix_then_stays_dead(blockdev, tmp_path):
     from_file = blockdev.BlockDev(path, block_size=512, block_count=4)
     from_file.readblocks(1, buf, 0)
     assert buf == b"sec\xff\xff\xff"  # and the file holds the same
-    from_file.writeblocks(1, b"x" * 512, 0)
-    from_file.cut_after_writes = 1
+    from_file.writeblocks(1, b"x" * 512)  # simple protocol: erase, then program
+    from_file.cut_after_writes = 3
     with pytest.raises(blockdev.PowerCut):
         from_file.ioctl(6, 1)  # a cut erase leaves the block as it was (cut_keep = 0)
     assert from_file.cut_kind == "erase"

@@ -95,3 +95,20 @@ def test_whatever_the_board_builds_the_agent_accepts(pm, temp, hum, co2):
     check.check_batch(batch)
     models.parse_batch(body)
     assert wire.canonical_batch(batch) == body
+
+
+VECTORS_V2 = json.loads((schema.SCHEMA_DIR.parent / "vectors" / "batches_v2.json").read_text())["vectors"]
+
+
+@pytest.mark.parametrize("vec", VECTORS_V2, ids=[v["name"] for v in VECTORS_V2])
+def test_models_give_the_v2_vectors_verdict_and_path(vec):
+    body = json.dumps(vec["message"]).encode()
+    if vec["valid"]:
+        batch = models.parse_batch(vec["canonical"].encode())
+        assert batch.v == 2 and len(batch.readings) == vec["message"]["n"]
+        assert [r.seq for r in batch.readings] == list(range(vec["message"]["first_seq"],
+                                                             vec["message"]["first_seq"] + vec["message"]["n"]))
+    else:
+        with pytest.raises(check.ProtocolError) as err:
+            models.parse_batch(body)
+        assert err.value.path == vec["error_at"], str(err.value)

@@ -3,9 +3,9 @@
 import json
 
 try:
-    from airwatt.protocol import check, fields, wire
+    from airwatt.protocol import check, fields, v2, wire
 except ImportError:  # MicroPython: the repository root is on MICROPYPATH
-    from protocol import check, fields, wire
+    from protocol import check, fields, v2, wire
 
 VECTORS = __file__[: __file__.rfind("/tests/")] + "/protocol/vectors/batches.json"
 
@@ -138,3 +138,35 @@ def test_unknown_metric_is_refused_when_building():
         assert False
     except ValueError as err:
         assert "pm4" in str(err)
+
+
+def _vectors_v2():
+    with open(VECTORS.replace("batches.json", "batches_v2.json")) as f:
+        return json.load(f)["vectors"]
+
+
+def test_golden_v2_vectors_verdicts_and_canonical_bytes():
+    for vec in _vectors_v2():
+        try:
+            readings = check.check_batch(vec["message"])
+            verdict, path = True, None
+        except check.ProtocolError as err:
+            verdict, path = False, err.path
+        assert verdict == vec["valid"], vec["name"]
+        if vec["valid"]:
+            assert v2.canonical_batch_v2(vec["message"], readings).decode() == vec["canonical"], vec["name"]
+        else:
+            assert path == vec["error_at"], "%s: %s" % (vec["name"], path)
+
+
+def test_v2_full_batch_is_at_most_16_bytes_per_reading_and_8_kb():
+    full = [v for v in _vectors_v2() if v["name"] == "v2_full_batch_500_readings"][0]
+    assert len(full["canonical"]) <= 16 * full["message"]["n"] and len(full["canonical"]) <= fields.MAX_BODY_V2
+
+
+def test_v2_carries_sensor_instances():
+    vec = _vectors_v2()[0]
+    readings = check.check_batch(vec["message"])
+    meters = [(r["seq"], r.get("instance", 0)) for r in readings if r["sensor"] == "energy"]
+    assert meters == [(41, 0), (42, 2), (45, 0)]
+    assert readings[1]["values"]["energy_wh"] == 98765 and readings[4]["values"]["energy_wh"] == 1234570

@@ -1,0 +1,113 @@
+"""Protocol v2 on the agent's side (runs on both runtimes; the board does not load it): decode, check and
+canonicalise a v2 batch, whose readings travel packed (protocol/packed.py) in base64 `data`."""
+
+from binascii import a2b_base64
+
+from . import check, fields, packed, wire
+
+
+def readings_v2(batch):
+    """The readings of a parsed v2 batch as v1 reading objects (values as numbers with the table's decimals,
+    "instance" only when not 0). Raises ValueError when `data` does not decode."""
+    try:
+        data = a2b_base64(batch["data"])
+    except Exception:
+        raise ValueError("is not base64")
+    out = []
+    for r in unpack_all(data, batch["first_seq"]):
+        vals = {}
+        for row in fields.metrics(r[4]):
+            if row[1] in r[6]:
+                q = r[6][row[1]]
+                vals[row[1]] = q if row[7] == 0 else q / 10 ** row[7]
+        d = {"boot": r[3], "flags": r[7], "sensor": r[4], "seq": r[0], "t": r[1], "ticks": r[2], "values": vals}
+        if r[5]:
+            d["instance"] = r[5]
+        out.append(d)
+    return out
+
+
+def canonical_batch_v2(batch, readings):
+    """Canonical bytes of a parsed, valid v2 batch whose readings (readings_v2) are given."""
+    rows = []
+    for r in readings:
+        q = {}
+        for row in fields.metrics(r["sensor"]):
+            if row[1] in r["values"]:
+                q[row[1]] = packed.quanta(r["values"][row[1]], row[7])
+        rows.append((r["seq"], r["t"], r["ticks"], r["boot"], r["sensor"], r.get("instance", 0), q, r["flags"]))
+    status = batch.get("status")
+    if status is not None:
+        status = wire.dumps(status).encode()
+    return wire.batch_body_v2(batch["device"], batch["fw"], batch["boot"], batch["sent_ticks"], batch["first_seq"],
+                              len(rows), pack(rows), status)
+
+
+def check_batch(b):
+    """check.check_batch for a v2 batch: returns its readings, decoded."""
+    check._object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
+    check._text(b["device"], "device", 1, fields.DEVICE_ID_MAX, check.DEVICE_ALPHABET)
+    check._text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
+    check._text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, check.HEX)
+    check._int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
+    check._int(b["first_seq"], "first_seq", 1, fields.MAX_SEQ)
+    check._int(b["n"], "n", 1, fields.MAX_READINGS_V2)
+    if not isinstance(b["data"], str):
+        raise check.ProtocolError("data", "must be a string")
+    try:
+        readings = readings_v2(b)
+    except ValueError as e:
+        raise check.ProtocolError("data", str(e))
+    if len(readings) != b["n"]:
+        raise check.ProtocolError("n", "says %d readings, data holds %d" % (b["n"], len(readings)))
+    for i, r in enumerate(readings):
+        path = check._join("readings", i)
+        check.check_reading(r, path, True)
+        if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
+            raise check.ProtocolError(check._join(path, "ticks"), "is later than the batch's sent_ticks")
+    if "status" in b:
+        check.check_status(b["status"])
+    return readings
+
+
+def pack(readings, size=8192):
+    """Frames (bytes) of readings given as unpack gives them, oldest first with consecutive seqs: what a v2
+    batch carries in `data`. Deterministic: the same readings give the same bytes on every runtime."""
+    pk = packed.Packer(size)
+    out = bytearray()
+    buf = bytearray(size)
+    for r in readings:
+        ok = pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True)
+        if not ok:
+            n = pk.frame(buf)
+            out.extend(memoryview(buf)[:n])
+            pk.clear()
+            if not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                raise ValueError("reading %d does not fit a frame" % r[0])
+    if pk.count:
+        n = pk.frame(buf)
+        out.extend(memoryview(buf)[:n])
+    return bytes(out)
+
+
+def unpack_all(data, first_seq):
+    """Every reading of concatenated frames, seqs from first_seq on; ValueError naming the damaged frame."""
+    out = []
+    i = 0
+    k = 0
+    seq = first_seq
+    while i < len(data):
+        if len(data) - i < packed.HEAD + 4:
+            raise ValueError("frame %d is cut short" % k)
+        n = packed.HEAD + (data[i + 2] | data[i + 3] << 8) + 4
+        fr = data[i:i + n]
+        if not packed.frame_ok(fr, len(fr)) or fr[1] == 0:
+            raise ValueError("frame %d is damaged (bad magic, length or CRC)" % k)
+        try:
+            packed.unpack(fr, seq, out)
+        except (IndexError, ValueError):
+            raise ValueError("frame %d does not decode" % k)
+        seq += fr[1]
+        i += n
+        k += 1
+    return out

@@ -1,0 +1,359 @@
+# MicroPython scripts for tests/firmware/test_clog.py: `micropython clog_cases.py CASE [ARGS]`.
+# Each case prints what it checked and ends with "OK"; a failed check raises (non-zero exit).
+# The compact log (firmware/clog.py) runs on a real LittleFS (os.VfsLfs2) on the emulated NOR flash of
+# emulator/board/blockdev.py.
+import gc
+import os
+import sys
+
+from blockdev import BlockDev, PowerCut
+from clog import Log
+from protocol import wire
+
+MNT = "/data"
+BOOT = "0a1b2c3d"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def reading(seq):
+    """(t, ticks, kind, values, flags) of reading seq: deterministic, varied, the clock set from seq 30 on."""
+    ticks = seq * 6700
+    t = None if seq < 30 else 1790000000 + ticks // 1000
+    k = seq % 9
+    if k < 6:
+        v = {"voltage": 220 + (seq * 37) % 200 / 10, "current": (seq * 7919) % 20000 / 1000,
+             "power": (seq * 104729) % 50000 / 10, "energy_wh": 1000000 + seq * 3 - (seq % 50 == 0) * 999000,
+             "frequency": 49.5 + (seq % 11) / 10, "pf": (seq % 100) / 100}
+        if seq % 13 == 0:
+            del v["pf"]
+        return t, ticks, "energy", v, ["alarm"] if seq % 17 == 0 else []
+    if k < 8:
+        return t, ticks, "co2", {"co2": 400 + seq % 3000, "temperature": -5 + (seq % 500) / 10,
+                                 "humidity": (seq * 31) % 10000 / 100}, ["retried"] if seq % 7 == 0 else []
+    return t, ticks, "pm", {"pm1": seq % 50, "pm25": seq % 300, "pm10": seq % 999}, []
+
+
+def payload(seq):
+    t, ticks, kind, v, flags = reading(seq)
+    return wire.encode_reading(seq, t, ticks, BOOT, kind, v, flags)
+
+
+def add(log):
+    seq = log.next_seq
+    t, ticks, kind, v, flags = reading(seq)
+    log.add(seq, BOOT, t, ticks, kind, v, list(flags))
+
+
+def mount(bd):
+    try:
+        os.umount(MNT)
+    except OSError:
+        pass
+    os.mount(os.VfsLfs2(bd), MNT)
+
+
+def fresh(block_size=4096, block_count=32):
+    bd = BlockDev(None, block_size=block_size, block_count=block_count)
+    os.VfsLfs2.mkfs(bd)
+    mount(bd)
+    return bd
+
+
+def state(log):
+    """What must survive a power cut: (last committed seq, cursor, dropped)."""
+    return (log._committed - 1, log.cursor, log.dropped)
+
+
+def verify(log, what):
+    """Every pending committed reading is there once, in order, intact, from cursor + 1 with no gap."""
+    last = log._committed - 1
+    got = log.pending(100000, 1 << 30)
+    seqs = [r[0] for r in got]
+    check(seqs == list(range(log.cursor + 1, last + 1)), "%s: pending seqs %r..%r (%d), expected %d..%d" % (
+        what, seqs[:1], seqs[-1:], len(seqs), log.cursor + 1, last))
+    for seq, p in got:
+        check(p == payload(seq), "%s: reading %d damaged: %r != %r" % (what, seq, p, payload(seq)))
+    check(log.depth == log.next_seq - 1 - log.cursor, "%s: depth" % what)
+
+
+def workload():
+    """Adds (committed by window and by full frames), flushes, acks, merges into segments, drops by
+    capacity, reboots with other capacities."""
+    ops = [("open", 60)]
+    a = lambda k: ops.extend([("add", 0)] * k)
+    a(20); ops += [("pending", 0), ("ack", 5)]
+    a(25); ops += [("flush", 0), ("ack", 30)]  # segments merged, then acknowledged
+    a(40)  # committed depth > 60: drops
+    ops += [("pending", 0), ("ack", 85)]  # everything acked: files deleted, next_seq from the state
+    a(9); ops += [("open", 60)]  # a plain reboot: the uncommitted readings are gone
+    a(30); ops += [("flush", 0), ("open", 20)]  # shrink: fold drops and persist at boot
+    a(12); ops += [("open", 90)]  # grow
+    a(50); ops += [("ack", 150), ("flush", 0), ("ack", 1000)]  # ack beyond the last committed is clamped
+    a(8)
+    return ops
+
+
+def new_log(cap):
+    return Log(MNT, capacity=cap, window_s=60, seg_chunks=4)
+
+
+def step(log, op):
+    if op[0] == "open":
+        return new_log(op[1])
+    if op[0] == "add":
+        add(log)
+    elif op[0] == "flush":
+        log.flush()
+    elif op[0] == "ack":
+        log.ack(op[1])
+    elif op[0] == "pending":
+        verify(log, "pending")
+    return log
+
+
+def reference(ops, image):
+    """The workload without cuts: per op, (floor, dropped at floor, last committed) after it."""
+    bd = BlockDev(None, block_size=4096, block_count=32, data=bytearray(image))
+    mount(bd)
+    log, out = None, []
+    for op in ops:
+        log = step(log, op)
+        out.append((log._floor, log._drop0, log._committed - 1, log.capacity))
+    return out, bd.writes
+
+
+def rebooted(ref, cap):
+    floor, drop0, last, _ = ref
+    cursor = max(floor, last - cap)
+    return (last, cursor, drop0 + cursor - floor)
+
+
+def case_power_cuts():
+    """Cut the power at every flash write and erase of the workload; after each, reboot: the log holds the
+    committed state from just before or just after the operation in flight, every reading intact, no gap,
+    and it keeps working (3 more readings, flush, ack, reboot)."""
+    keep = int(sys.argv[2])
+    ops = workload()
+    image = bytes(fresh().data)
+    ref, total = reference(ops, image)
+    tried, kinds = 0, {}
+    for n in range(1, total + 1):
+        bd = BlockDev(None, block_size=4096, block_count=32, data=bytearray(image))
+        mount(bd)
+        bd.cut_after_writes, bd.cut_keep = n, keep
+        log, i = None, 0
+        try:
+            for i in range(len(ops)):
+                log = step(log, ops[i])
+        except PowerCut:
+            pass
+        else:
+            raise AssertionError("cut %d never happened" % n)
+        tried += 1
+        op = ops[i][0]
+        merging = log is not None and log._nchunks >= 3 and op in ("add", "flush")
+        for k in (op + ("-merge" if merging else ""), bd.cut_kind):
+            kinds[k] = kinds.get(k, 0) + 1
+        cap = ref[i][3]
+        bd = bd.power_on()
+        mount(bd)
+        log = new_log(cap)
+        st = state(log)
+        ok = [rebooted(ref[i], cap)] + ([rebooted(ref[i - 1], cap)] if i else [(0, 0, 0)])
+        check(st in ok, "cut %d in op %d %r: (last, cursor, dropped) %r, expected one of %r" % (n, i, ops[i], st, ok))
+        verify(log, "cut %d in op %d %r" % (n, i, ops[i]))
+        for _ in range(3):
+            add(log)
+        log.flush()
+        log.ack(log.next_seq - 2)
+        st = state(log)
+        mount(bd)
+        log = new_log(cap)
+        check(state(log) == st, "cut %d: after 3 more, flush, ack, reboot: %r != %r" % (n, state(log), st))
+        verify(log, "cut %d, then 3 more, reboot" % n)
+        if n % 20 == 0:
+            gc.collect()
+    print("CUTS %d WRITES %d keep=%d %r" % (tried, total, keep, sorted(kinds.items())))
+
+
+def case_full_cuts():
+    """The flash fills up before capacity does: oldest files dropped (counted) for room. Cut at every write of
+    that: after reboot, every committed reading is there or was counted as dropped (oldest first), never both."""
+    keep = int(sys.argv[2])
+    image = bytes(fresh(512, 40).data)
+    # The writes before the flash first fills are the power_cuts case's ground: start 40 writes before that.
+    bd = BlockDev(None, block_size=512, block_count=40, data=bytearray(image))
+    mount(bd)
+    log = Log(MNT, capacity=100000, window_s=60, seg_chunks=3)
+    while not log.dropped:
+        w = bd.writes
+        add(log)
+    n, tried = max(1, w - 40), 0
+    while True:
+        bd = BlockDev(None, block_size=512, block_count=40, data=bytearray(image))
+        mount(bd)
+        bd.cut_after_writes, bd.cut_keep = n, keep
+        log, committed, cursor0, dropped0 = None, 0, 0, 0
+        try:
+            log = Log(MNT, capacity=100000, window_s=60, seg_chunks=3)
+            for _ in range(700):
+                cursor0, dropped0 = log.cursor, log.dropped
+                add(log)
+                committed = log._committed - 1
+        except PowerCut:
+            pass
+        else:
+            check(log.dropped > 0, "the flash never filled up")
+            break
+        tried += 1
+        bd = bd.power_on()
+        mount(bd)
+        log = Log(MNT, capacity=100000, window_s=60, seg_chunks=3)
+        last, what = log._committed - 1, "cut %d after seq %d committed" % (n, committed)
+        check(last >= committed and last <= committed + 20, "%s: last %d" % (what, last))
+        check(log.cursor == log.dropped and log.cursor >= cursor0 and log.dropped >= dropped0,
+              "%s: cursor %d dropped %d" % (what, log.cursor, log.dropped))
+        verify(log, what)
+        add(log)
+        log.flush()
+        verify(log, what + ", one more")
+        n += 1
+        gc.collect()
+    check(tried > 100, "only %d cuts" % tried)
+    print("FULLCUTS %d keep=%d dropped %d of %d" % (tried, keep, log.dropped, log.next_seq - 1))
+
+
+def old_store(n, acked):
+    import store
+    s = store.Store(MNT, capacity=100000, seg_records=16)
+    for seq in range(1, n + 1):
+        s.append(seq, payload(seq))
+    s.ack(acked)
+
+
+def case_migrate_cuts():
+    """A board on the old firmware (store.Store) holding pending readings is re-flashed: the new log takes them
+    over with their seqs. Cut at every write of the migration: after reboot, every pending reading is there."""
+    keep = int(sys.argv[2])
+    bd0 = BlockDev(None, block_size=4096, block_count=32)
+    os.VfsLfs2.mkfs(bd0)
+    mount(bd0)
+    old_store(150, 20)
+    image = bytes(bd0.data)
+    n, tried = 1, 0
+    while True:
+        bd = BlockDev(None, block_size=4096, block_count=32, data=bytearray(image))
+        mount(bd)
+        bd.cut_after_writes, bd.cut_keep = n, keep
+        try:
+            log = new_log(0)
+        except PowerCut:
+            pass
+        else:
+            bd.cut_after_writes = None
+            break
+        tried += 1
+        bd = bd.power_on()
+        mount(bd)
+        log = new_log(0)
+        check(log.cursor == 20 and log._committed - 1 == 150 and log.dropped == 0, "cut %d: %r" % (n, state(log)))
+        verify(log, "cut %d in the migration" % n)
+        check([x for x in os.listdir(MNT) if x.startswith("seg-") or x == "state"] == [], "old files left")
+        n += 1
+    check(log.cursor == 20 and log._committed - 1 == 150, "migrated: %r" % (state(log),))
+    verify(log, "migrated")
+    add(log)
+    log.flush()
+    check(log._committed - 1 == 151, "new readings follow on")
+    check(tried > 50, "only %d cuts" % tried)
+    print("MIGRATECUTS %d keep=%d" % (tried, keep))
+
+
+def case_basics():
+    bd = fresh()
+    log = new_log(1000)
+    check(log.next_seq == 1 and log.depth == 0 and log.pending(10, 1000) == [], "empty log")
+    try:
+        log.add(2, BOOT, None, 0, "pm", {"pm1": 1}, [])
+        check(False, "seq 2 accepted before 1")
+    except ValueError:
+        pass
+    for _ in range(5):
+        add(log)
+    check(log.depth == 5 and log.uncommitted == 5 and log.pending(10, 1 << 20) == [], "not committed yet")
+    mount(bd)  # a power cut: the window is lost, its seqs reused
+    log = new_log(1000)
+    check(log.next_seq == 1, "uncommitted readings gone after a cut")
+    for _ in range(200):
+        add(log)
+    check(log.uncommitted < 20 and log.commits > 10, "the window commits: %d commits" % log.commits)
+    log.flush()
+    verify(log, "200 readings")
+    log.ack(50)
+    verify(log, "after ack 50")
+    log.append(log.next_seq, payload(log.next_seq))  # the v1 JSON path
+    log.flush()
+    verify(log, "appended as JSON")
+    mount(bd)
+    log = new_log(1000)
+    verify(log, "reboot")
+    check(log.cursor == 50 and log._committed == 202, "state after reboot %r" % (state(log),))
+    print("basics checked")
+
+
+
+def _ack_trim_first(self, seq):
+    # Mutant: acknowledged files deleted before the new cursor is persisted.
+    seq = min(seq, self._committed - 1)
+    if seq > self.cursor:
+        floor, dropped = self._floor, self.dropped
+        self._floor = seq
+        self._trim()
+        self._floor = floor
+        self._write_state(seq, dropped)
+
+
+def _merge_in_place(self):
+    # Mutant: chunks merged straight into the segment's final name (no tmp + rename), chunks deleted first.
+    files = self._files
+    i = len(files) - self._nchunks
+    chunks = files[i:]
+    first = chunks[0][0]
+    count = chunks[-1][0] + chunks[-1][1] - first
+    frames = []
+    for c in chunks:
+        with open(self._chunk(c[0]), "rb") as f:
+            frames.append(f.read())
+        os.remove(self._chunk(c[0]))
+    with open(self._seg(first, count), "wb") as g:
+        for fr in frames:
+            g.write(fr)
+    del files[i:]
+    files.append([first, count, True])
+    self._nchunks = 0
+
+
+def case_mutant():
+    """The campaign must catch a log that breaks the rules: proof that it can fail."""
+    import clog
+    name = sys.argv[2]
+    if name == "ack_trim_first":
+        clog.Log.ack = _ack_trim_first
+    elif name == "merge_in_place":
+        clog.Log._consolidate = _merge_in_place
+    sys.argv[2] = "0"
+    try:
+        case_power_cuts()
+    except AssertionError as e:
+        print("CAUGHT %s: %s" % (name, e))
+        return
+    raise AssertionError("mutant %s survived" % name)
+
+
+if __name__ == "__main__":
+    globals()["case_" + sys.argv[1]]()
+    print("OK")
