@@ -86,7 +86,7 @@ def grow(data_dir: Path, boards: int, days: float, now: float, seed: int = 1) ->
                 values = none6 + none3 + (int(420 + 900 * day_shape * rng.random() + 20 * b),
                                           round(27 + 5 * day_shape + rng.random(), 2),
                                           round(70 - 15 * day_shape + 5 * rng.random(), 2))
-            rows.append(head + values + (synced,))
+            rows.append(head + values + (0, synced))  # instance 0: one sensor of each kind
         if len(rows) >= ROWS_PER_TX:
             total += _insert(conn, rows)
             rows = []
