@@ -17,6 +17,7 @@ import os
 import json
 import signal
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import IO, Any
 
 from airwatt.protocol import fields
 
-from . import store
+from . import device_settings, store
 
 # Open-data export columns (City Data Inventory): no keys, boot ids or board ticks.
 EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -196,11 +197,30 @@ def _device_set(args: argparse.Namespace) -> int:
     sensors = [s.strip() for s in args.sensors.split(",") if s.strip()] if args.sensors is not None else None
     changes = dict(name=args.name, site=args.site, lat=args.lat, lon=args.lon, sensors=sensors,
                    interval_s=args.interval)
-    if all(v is None for v in changes.values()):
-        print("airwatt: nothing to change: give --name, --site, --lat and --lon, --sensors or --interval",
-              file=sys.stderr)
+    try:
+        remote = dict(intervals=device_settings.parse_intervals(args.intervals) if args.intervals else None,
+                      upload_s=args.upload_s, batch_max=args.batch, humid_rh=args.humid_rh,
+                      asc=None if args.asc is None else args.asc == "on", temp_offset=args.temp_offset,
+                      altitude=args.altitude, pressure=args.pressure, frc=args.frc)
+    except ValueError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 1
+    if all(v is None for v in changes.values()) and all(v is None for v in remote.values()):
+        print("airwatt: nothing to change: give --name, --site, --lat and --lon, --sensors or --interval, or the "
+              "board's settings --intervals, --upload-s, --batch, --humid-rh, --asc, --temp-offset, --altitude, "
+              "--pressure or --frc", file=sys.stderr)
         return 1
     try:
+        if any(v is not None for v in remote.values()):
+            # Checked first, so that a bad setting changes nothing at all.
+            if store.get_device(db, args.id) is None:
+                raise ValueError("no device %s: register it with `airwatt device add %s` (or `airwatt flash`)"
+                                 % (args.id, args.id))
+            got = device_settings.change(db, args.id, remote, by="cli")
+            print("device %s: settings rev %d pending: the board gets them with its next upload's answer (%s)"
+                  % (args.id, got["rev"], json.dumps(got["settings"], sort_keys=True)))
+        if all(v is None for v in changes.values()):
+            return 0
         row = store.set_device(db, args.id, **changes)
     except ValueError as err:
         print("airwatt: %s" % err, file=sys.stderr)
@@ -209,6 +229,44 @@ def _device_set(args: argparse.Namespace) -> int:
     print("device %s: name %s, site %s, %s, interval %d s" % (row["id"], row["name"] or "-", row["site"] or "-",
                                                               where, row["interval_s"]))
     return 0
+
+
+def _device_settings(args: argparse.Namespace) -> int:
+    db = _open_existing(args.data_dir)
+    if store.get_device(db, args.id) is None:
+        print("airwatt: no device %s" % args.id, file=sys.stderr)
+        return 1
+    got = device_settings.state(db, args.id)
+    if args.format == "json":
+        print(json.dumps(got, sort_keys=True))
+        return 0
+    if got is None:
+        print("device %s: no settings from the agent (the board runs its config.json)" % args.id)
+        return 0
+    if got["state"] == "applied":
+        said = "applied at %s" % _when(got["applied_at"])
+    elif got["applied_rev"]:
+        said = "pending (the board applied rev %d at %s)" % (got["applied_rev"], _when(got["applied_at"]))
+    else:
+        said = "pending"
+    print("device %s: settings rev %d %s" % (args.id, got["rev"], said))
+    print("  %s" % json.dumps(got["settings"], sort_keys=True))
+    if got["error"]:
+        print("  board says: %s" % got["error"])
+    if got["frc_pending"] is not None:
+        print("  forced recalibration to %d ppm: pending" % got["frc_pending"])
+    if got["frc"] is not None:
+        f = got["frc"]
+        print("  forced recalibration to %d ppm at %s: %s" % (
+            f["target"], _when(f["at"]), "correction %+d ppm" % f["correction"] if f["correction"] is not None
+            else "failed"))
+    for name, c in got["changed"].items():
+        print("  %s set at %s by %s" % (name, _when(c["at"]), c["by"]))
+    return 0
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 def _device_list(args: argparse.Namespace) -> int:
@@ -569,7 +627,26 @@ def register(commands: argparse._SubParsersAction) -> None:
     edit.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
     edit.add_argument("--sensors", help="comma-separated sensor kinds")
     edit.add_argument("--interval", type=int, help=INTERVAL_HELP)
+    board = edit.add_argument_group("the board's settings (sent in its upload answers, acknowledged in its status)")
+    board.add_argument("--intervals", metavar="KIND=S,...", help="sampling intervals, e.g. energy=10,co2=30,pm=60")
+    board.add_argument("--upload-s", type=int, help="upload period in seconds")
+    board.add_argument("--batch", type=int, help="most readings in one upload (1-%d)" % fields.MAX_READINGS)
+    board.add_argument("--humid-rh", type=int, metavar="RH",
+                       help="PM readings taken above this %%RH (from the SCD4x) get the humid flag; 0: never")
+    care = edit.add_argument_group("SCD4x care (kept on the sensor, re-applied at boot)")
+    care.add_argument("--asc", choices=("on", "off"), help="automatic self-calibration")
+    care.add_argument("--temp-offset", type=float, metavar="C", help="temperature offset, degC (0-20)")
+    care.add_argument("--altitude", type=int, metavar="M", help="altitude above sea level, m (0-3000)")
+    care.add_argument("--pressure", type=int, metavar="PA", help="ambient pressure, Pa (replaces altitude)")
+    care.add_argument("--frc", type=int, metavar="PPM",
+                      help="forced recalibration to this reference (400-2000 ppm; the sensor must have run 3 "
+                           "minutes at it); the correction comes back in `airwatt device settings`")
     edit.set_defaults(func=_device_set)
+    show = device.add_parser("settings", help="a board's settings from the agent: pending or applied, FRC result")
+    _data_dir(show)
+    show.add_argument("id", help="the device's id")
+    show.add_argument("--format", choices=("text", "json"), default="text")
+    show.set_defaults(func=_device_settings)
     lst = device.add_parser("list", help="list boards (keys are never shown)")
     _data_dir(lst)
     lst.add_argument("--format", choices=("table", "json"), default="table")

@@ -32,7 +32,7 @@ from airwatt.firmware import config as board_rules
 
 FIRMWARE_DIR = Path(airwatt.firmware.__file__).parent
 PROTOCOL_DIR = Path(airwatt.protocol.__file__).parent
-BOARD_PROTOCOL = ("fields.py", "wire.py", "answer.py", "packed.py")
+BOARD_PROTOCOL = ("fields.py", "wire.py", "answer.py", "packed.py", "settings.py")
 AS_SOURCE = ("boot.py", "main.py")  # the board runs these two by name, so they stay .py at the root
 DEFAULT_WIRING = {s["kind"]: s for s in json.loads((FIRMWARE_DIR / "config.example.json").read_text())["sensors"]}
 
@@ -163,8 +163,8 @@ def device_key(data_dir: str, device: str, sensors: list[str], name: str | None,
 
 # What the board holds: (device of its config.json or None, its store's folder, readings not yet uploaded;
 # -1: some, how many unreadable).
-# Reads the store's own files (firmware/store.py's layout) rather than importing it: the board may run an
-# older firmware, or none.
+# Reads the store's own files (firmware/clog.py's layout, or the older store.py's) rather than importing
+# them: the board may run an older firmware, or none.
 _HELD = """
 import json, os, struct
 def _held():
@@ -176,9 +176,12 @@ def _held():
     except Exception:
         pass
     try:
-        segs = sorted(int(n[4:-4]) for n in os.listdir(root) if n.startswith('seg-') and n.endswith('.log'))
+        names = os.listdir(root)
     except OSError:
         return dev, root, 0
+    if 'log.state' in names:
+        return dev, root, _held_clog(root, names)
+    segs = sorted(int(n[4:-4]) for n in names if n.startswith('seg-') and n.endswith('.log'))
     if not segs:
         return dev, root, 0
     floor = segs[0] - 1
@@ -200,14 +203,40 @@ def _held():
         return dev, root, -1
     last = max(floor, segs[-1] + k - 1)
     return dev, root, last - max(floor, last - cap)
+def _held_clog(root, names):
+    # firmware/clog.py: segments s<first>_<count>, chunks j<first> (a frame: magic, count, ...), log.state
+    last = 0
+    for n in names:
+        try:
+            if n[0] == 's' and '_' in n:
+                last = max(last, int(n[1:9]) + int(n[10:]) - 1)
+            elif n[0] == 'j' and len(n) == 9:
+                with open(root + '/' + n, 'rb') as f:
+                    h = f.read(2)
+                if len(h) == 2:
+                    last = max(last, int(n[1:]) + h[1] - 1)
+        except ValueError:
+            pass
+    try:
+        with open(root + '/log.state', 'rb') as f:
+            floor, _, cap, _ = struct.unpack('<IIII', f.read(16))
+    except Exception:
+        return -1
+    return max(0, last - max(floor, last - cap))
 print(repr(_held()))
 """
 
 _WIPE = """
 import os
 for n in os.listdir(%r):
-    if n.startswith('seg-') or n in ('state', 'state.tmp'):
+    old = n.startswith('seg-') or n in ('state', 'state.tmp')  # store.py
+    log = n[:1] in 'sj' and n[1:9].isdigit() or n in ('log.tmp', 's.tmp')  # clog.py: chunks and segments
+    if old or log:
         os.remove(%r + '/' + n)
+try:
+    os.remove(%r + '/log.state')  # last: until it goes, a cut wipe leaves a log that recovers
+except OSError:
+    pass
 """
 
 
@@ -224,7 +253,7 @@ def board_holds(transport) -> tuple[str | None, str, int]:
 
 def discard_readings(transport, root: str) -> None:
     """Delete the board's reading log (its store starts again at seq 1)."""
-    transport.exec(_WIPE % (root, root))
+    transport.exec(_WIPE % (root, root, root))
 
 
 _HASHES = """

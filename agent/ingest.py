@@ -17,6 +17,7 @@ import json
 import logging
 import operator
 import secrets
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from airwatt.protocol import fields
 from airwatt.protocol.check import ProtocolError
 from airwatt.protocol.models import Batch, parse_batch
 
-from . import store
+from . import device_settings, store
 from .server import read_limited
 from .writer import Job, WriteFailed, Writer
 
@@ -89,7 +90,7 @@ def job_from_batch(batch: Batch, received: float) -> Job:
         rows.append(head + (",".join(r.flags),) + _EXTRACT[r.sensor](r.values.__dict__) + (r.instance,))
     status = None
     if batch.status is not None:
-        status = json.dumps(batch.status.model_dump(), sort_keys=True, separators=(",", ":"))
+        status = json.dumps(batch.status.model_dump(exclude_unset=True), sort_keys=True, separators=(",", ":"))
     return Job(device, batch.boot, batch.fw, batch.sent_ticks, status, received, rows)
 
 
@@ -166,6 +167,14 @@ def make_handler(ingest_key: web.AppKey) -> Callable[[web.Request], Awaitable[we
         stats.readings_received += len(batch.readings)
         stats.readings_accepted += inserted
         # Each board in its own version: boards in the field keep speaking v1.
-        return web.json_response({"v": batch.v, "stored_seq": stored_seq, "server_time": int(time.time())})
+        answer = {"v": batch.v, "stored_seq": stored_seq, "server_time": int(time.time())}
+        try:
+            settings = device_settings.exchange(ingest.db, device, batch.status.settings if batch.status else None)
+        except sqlite3.Error as err:  # the readings are stored: answer without settings, they go next time
+            log.warning("settings of %s not exchanged: %s", device, err)
+            settings = None
+        if settings is not None:
+            answer["settings"] = settings
+        return web.json_response(answer)
 
     return post_batch

@@ -123,9 +123,15 @@ def _m5_reading_instance(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE readings ADD COLUMN instance INTEGER NOT NULL DEFAULT 0")
 
 
+def _m6_device_settings(db: sqlite_utils.Database) -> None:
+    from . import device_settings  # it needs this module
+
+    device_settings.migration(db)
+
+
 # Append new migrations at the end; never edit one that has shipped.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance]
+    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -340,7 +340,8 @@ def rtc_time(clock):
 
 
 class Board:
-    def __init__(self, cfg, store, sensors, wifi=None, wdt=None, clock=None, boot=None):
+    def __init__(self, cfg, store, sensors, wifi=None, wdt=None, clock=None, boot=None, settings_path=None):
+        import agent_settings
         import uplink
         self.cfg = cfg
         self.clock = clock or sampler.Clock()
@@ -352,18 +353,20 @@ class Board:
         self.uplink = uplink.Uplink(cfg, store, self.clock, self.boot, status=self.status,
                                     online=wifi.isconnected if wifi is not None else None, sampler_=self.sampler,
                                     log=log, on_clock=set_rtc)
+        self.settings = agent_settings.Settings(self, settings_path or agent_settings.PATH, log)
+        self.uplink.on_settings = self.settings.take
 
     def status(self):
         """The protocol's device status, encoded: sent with each upload."""
         return wire.encode_status(self.clock.ms() // 1000, gc.mem_free(),
                                   self.wifi.rssi() if self.wifi is not None else None, self.store.depth,
-                                  self.store.dropped, self.sampler.errors, self.clock.sync)
+                                  self.store.dropped, self.sampler.errors, self.clock.sync, self.settings.applied)
 
     def report(self):
         log("STATUS " + self.status().decode() + " uplink " + str(self.uplink.last))
 
     async def run(self):
-        tasks = [self.sampler.run(), self.uplink.run(),
+        tasks = [self.sampler.run(), self.uplink.run(), self.settings.run(),
                  watchdog(self.wdt, (("sampler", self.sampler), ("uplink", self.uplink)), self.clock,
                           self.cfg["stall_s"] * 1000, self.report),
                  report_selftest(self.sampler.sensors, self.clock,

@@ -114,6 +114,7 @@ class PMS5003:
         for name in _COMMANDS:
             self._cmd[name] = command(name)
         self._woke_at = None  # None: asleep (or not started)
+        self.humid = None  # () -> True when the air is too humid for optical counts: readings get the humid flag
 
     def _drain(self):
         while self.uart.any():
@@ -145,7 +146,9 @@ class PMS5003:
         if _ticks_diff(self._clock(), self._woke_at) < self.warmup_ms:
             return None
         d = decode(await self._request())
-        return {"pm1": d["pm1"], "pm25": d["pm25"], "pm10": d["pm10"]}, []
+        # Fog and mist scatter the laser like particles: flagged, never "corrected".
+        flags = ["humid"] if self.humid is not None and self.humid() else []
+        return {"pm1": d["pm1"], "pm25": d["pm25"], "pm10": d["pm10"]}, flags
 
     async def _request(self):
         """Send a passive read and return the first data frame (a memoryview slice of the buffer)."""

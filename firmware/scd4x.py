@@ -1,5 +1,5 @@
 # Sensirion SCD4x (SCD40/SCD41) CO2, temperature and humidity over I2C (address 0x62).
-# Pure part: crc8, decode_measurement, command. I/O part: SCD4x.
+# Pure part: crc8, decode_measurement, command, care_plan. I/O part: SCD4x.
 import asyncio
 
 try:
@@ -7,6 +7,17 @@ try:
 except ImportError:  # CPython
     def const(x):
         return x
+
+try:
+    from time import ticks_diff as _ticks_diff, ticks_ms as _ticks_ms
+except ImportError:  # CPython
+    from time import monotonic as _monotonic
+
+    def _ticks_ms():
+        return int(_monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
 
 try:
     _sleep_ms = asyncio.sleep_ms
@@ -118,6 +129,35 @@ def temperature_offset(word):
     return round(word * 175 / 65536, 2)
 
 
+# Care settings that persist_settings keeps in the sensor's EEPROM: (care name, get command, set command).
+_KEPT = (
+    ("asc", "get_asc", "set_asc"),
+    ("temp_offset", "get_temperature_offset", "set_temperature_offset"),
+    ("altitude", "get_altitude", "set_altitude"),
+)
+
+
+def care_plan(want, have):
+    """The (command, value) steps that bring a sensor whose EEPROM settings are `have` (words, as the get_*
+    commands answer: {"asc": 0|1, "temp_offset": word, "altitude": m}) to the care settings `want` (the answer's
+    settings.co2). Only what differs is written, and persisted once: the EEPROM takes about 2000 writes.
+    Ambient pressure is not kept by the sensor, so it is always sent."""
+    steps = []
+    for name, _, setter in _KEPT:
+        if name not in want:
+            continue
+        value = want[name]
+        if name == "asc":
+            value = 1 if value else 0
+        if _word(value, setter) != have.get(name):
+            steps.append((setter, value))
+    if steps:
+        steps.append(("persist", None))
+    if "pressure" in want:
+        steps.append(("set_ambient_pressure", want["pressure"]))
+    return steps
+
+
 class SCD4x:
     """SCD4x in periodic mode (a reading every 5 s). read() -> (values, flags), or None when not ready."""
 
@@ -131,8 +171,15 @@ class SCD4x:
         self._mv = memoryview(self._rx)
         self._ready = command("data_ready")
         self._read = command("read")
+        self._lock = asyncio.Lock()  # care commands and reads must not interleave on the bus
+        self.rh = None  # the last humidity read, for the PM sensor's humid flag
+        self.rh_ms = 0  # ticks_ms of that reading
 
     async def start(self):
+        async with self._lock:
+            await self._restart()
+
+    async def _restart(self):
         # A sensor left in periodic mode (board reset without power cycle) refuses most commands: stop first.
         self.i2c.writeto(self.addr, command("stop_periodic"))
         await _sleep_ms(self.stop_wait_ms)
@@ -146,13 +193,44 @@ class SCD4x:
         return mv
 
     async def read(self):
-        ready = words(await self._query(self._ready, 1), 1)[0]
-        if ready & 0x07FF == 0:
-            return None
-        d = decode_measurement(await self._query(self._read, 3))
+        async with self._lock:
+            ready = words(await self._query(self._ready, 1), 1)[0]
+            if ready & 0x07FF == 0:
+                return None
+            d = decode_measurement(await self._query(self._read, 3))
         if d["co2"] == 0:
             return None  # Sensirion: a 0 ppm sample right after start is not a measurement
+        self.rh = d["humidity"]
+        self.rh_ms = _ticks_ms()
         return d, []
+
+    def humid_above(self, rh, within_ms=300000):
+        """True when the last humidity read, no older than within_ms, is above rh %RH (rh 0: never)."""
+        return (bool(rh) and self.rh is not None and self.rh > rh
+                and _ticks_diff(_ticks_ms(), self.rh_ms) <= within_ms)
+
+    async def care(self, want, frc=None):
+        """Apply care settings (settings.co2 without frc) with periodic measurement stopped, then FRC to `frc`
+        ppm when given (the sensor must have measured at that level for 3 minutes). Returns the FRC correction
+        in ppm (None without FRC); raises ValueError when the sensor refuses the FRC (answer 0xFFFF) and OSError
+        for bus trouble. Periodic measurement is restarted in every case."""
+        async with self._lock:
+            self.i2c.writeto(self.addr, command("stop_periodic"))
+            await _sleep_ms(self.stop_wait_ms)
+            try:
+                have = {}
+                for name, getter, _ in _KEPT:
+                    if name in want:
+                        have[name] = (await self.command(getter))[0]
+                for name, value in care_plan(want, have):
+                    await self.command(name, value)
+                correction = None
+                if frc is not None:
+                    correction = await self.forced_recalibration(frc)
+                    await self.command("persist")
+                return correction
+            finally:
+                self.i2c.writeto(self.addr, command("start_periodic"))
 
     async def command(self, name, value=None):
         """Send any command; returns the answer's words (a tuple, empty when there is none)."""

@@ -28,6 +28,20 @@ def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_number(x):
+    return (isinstance(x, (int, float))) and not isinstance(x, bool)
+
+
+def _text(x, path, lo, hi, alphabet=None):
+    if not isinstance(x, str):
+        raise ProtocolError(path, "must be a string")
+    if not lo <= len(x) <= hi:
+        raise ProtocolError(path, "must be %d to %d characters long" % (lo, hi))
+    for ch in x:
+        if ch < " " or ch > "~" or ch in "\"\\" or (alphabet is not None and ch not in alphabet):
+            raise ProtocolError(path, "has a character that is not allowed: %r" % ch)
+
+
 def _object(obj, path, required, optional=()):
     if not isinstance(obj, dict):
         raise ProtocolError(path, "must be an object")
@@ -97,15 +111,6 @@ def check_answer(a):
     _int(a["stored_seq"], "stored_seq", 0, fields.MAX_SEQ)
     _int(a["server_time"], "server_time", fields.MIN_WALL_TIME, fields.MAX_WALL_TIME)
     if "settings" in a:
-        s = a["settings"]
-        _object(s, "settings", (), ("intervals", "batch_max"))
-        if "intervals" in s:
-            iv = s["intervals"]
-            if not isinstance(iv, dict):
-                raise ProtocolError("settings.intervals", "must be an object")
-            for sensor in iv:
-                if sensor not in fields.SENSORS:
-                    raise ProtocolError("settings.intervals." + sensor, "is not a sensor kind")
-                _int(iv[sensor], "settings.intervals." + sensor, 5, 86400)
-        if "batch_max" in s:
-            _int(s["batch_max"], "settings.batch_max", 1, fields.MAX_READINGS)
+        from . import settings  # only when there are any: the board's heap is small
+
+        settings.check_settings(a["settings"])

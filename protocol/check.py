@@ -5,21 +5,8 @@ way the agent reports it (e.g. "readings[3].values.pm25") and whose message says
 """
 
 from . import fields
-from .answer import ProtocolError, _int, _is_int, _join, _object, check_answer, parse_body  # noqa: F401
-
-
-def _is_number(x):
-    return (isinstance(x, (int, float))) and not isinstance(x, bool)
-
-
-def _text(x, path, lo, hi, alphabet=None):
-    if not isinstance(x, str):
-        raise ProtocolError(path, "must be a string")
-    if not lo <= len(x) <= hi:
-        raise ProtocolError(path, "must be %d to %d characters long" % (lo, hi))
-    for ch in x:
-        if ch < " " or ch > "~" or ch in "\"\\" or (alphabet is not None and ch not in alphabet):
-            raise ProtocolError(path, "has a character that is not allowed: %r" % ch)
+from .answer import (  # noqa: F401  (check_answer, parse_body: the agent's side imports them from here too)
+    ProtocolError, _int, _is_int, _is_number, _join, _object, _text, check_answer, parse_body)
 
 
 DEVICE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -71,7 +58,7 @@ def check_reading(r, path, instance=False):
 
 def check_status(s, path="status"):
     names = tuple(row[0] for row in fields.STATUS_FIELDS)
-    _object(s, path, names + ("errors", "time_sync"))
+    _object(s, path, names + ("errors", "time_sync"), ("settings",))
     for name, lo, hi, nullable in fields.STATUS_FIELDS:
         _int(s[name], _join(path, name), lo, hi, nullable)
     errors = s["errors"]
@@ -84,6 +71,10 @@ def check_status(s, path="status"):
         _int(errors[sensor], _join(where, sensor), 0, 4294967295)
     if s["time_sync"] not in fields.TIME_SYNC:
         raise ProtocolError(_join(path, "time_sync"), "must be one of %s" % ", ".join(fields.TIME_SYNC))
+    if "settings" in s:
+        from . import settings  # only when there are any: the board's heap is small
+
+        settings.check_applied(s["settings"], _join(path, "settings"))
 
 
 def check_batch(b):

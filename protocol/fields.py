@@ -35,6 +35,7 @@ FLAGS = (
     "out_of_range",  # a decoded value lay outside the table's range and was left out of values
     "stuck",         # the sensor returned identical values for longer than is physically plausible
     "retried",       # the value came after one or more bad frames in the same read
+    "humid",         # PM taken above the humid_rh setting's relative humidity: optical counts read high in fog
 )
 
 TIME_SYNC = ("none", "agent", "ntp")

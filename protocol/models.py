@@ -10,7 +10,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, create_model, field_validator
 
-from . import fields, v2
+from . import fields, settings, v2
 from .check import ProtocolError, parse_body
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -70,6 +70,18 @@ READING_MODELS = {sensor: _reading_model(sensor) for sensor in fields.SENSORS}
 Reading = Annotated[Union[tuple(READING_MODELS.values())], Field(discriminator="sensor")]  # type: ignore[misc]
 
 
+class Applied(BaseModel):
+    """The board's acknowledgement of the agent's settings (status.settings)."""
+
+    model_config = _STRICT
+    rev: Annotated[StrictInt, Field(ge=settings.APPLIED[0][1], le=settings.APPLIED[0][2])] = Field(
+        description="The settings revision applied")
+    frc: Annotated[StrictInt, Field(ge=settings.APPLIED[1][1], le=settings.APPLIED[1][2])] | None = Field(
+        description="ppm correction of the last forced recalibration of this rev, else null")
+    error: Annotated[str, Field(max_length=settings.APPLIED[2][2], pattern=_TEXT)] = Field(
+        description="What could not be applied, or empty")
+
+
 class Status(BaseModel):
     """What the board reports of itself with each upload."""
 
@@ -81,6 +93,7 @@ class Status(BaseModel):
     dropped: Count = Field(description="Readings the flash buffer dropped (oldest first) when full")
     errors: dict[SensorKind, Count] = Field(description="Bad frames, timeouts and missing-sensor reads per sensor")
     time_sync: Literal[fields.TIME_SYNC]  # type: ignore[valid-type]
+    settings: Applied | None = None
 
 
 class Batch(BaseModel):
@@ -125,10 +138,27 @@ class DecodedBatch(Batch):
     readings: Annotated[list[Reading], Field(min_length=1, max_length=fields.MAX_READINGS_V2)]
 
 
-class Settings(BaseModel):
-    model_config = _STRICT
-    intervals: dict[SensorKind, Annotated[StrictInt, Field(ge=5, le=86400)]] | None = None
-    batch_max: Annotated[StrictInt, Field(ge=1, le=fields.MAX_READINGS)] | None = None
+def _care_model() -> type[BaseModel]:
+    columns: dict = {}
+    for name, lo, hi, kind in settings.CO2_CARE:
+        typ = {"bool": bool, "int": StrictInt, "float": StrictFloat}[kind]
+        columns[name] = (Annotated[typ, Field(ge=lo, le=hi)] if kind != "bool" else typ) | None, None
+    return create_model("Co2Care", __config__=_STRICT, **columns)
+
+
+Co2Care = _care_model()
+
+
+def _settings_model() -> type[BaseModel]:
+    columns: dict = {name: (Annotated[StrictInt, Field(ge=lo, le=hi)] | None, None)
+                     for name, lo, hi in settings.SETTINGS}
+    lo, hi = settings.SETTINGS[-1][1:]
+    columns["intervals"] = (dict[SensorKind, Annotated[StrictInt, Field(ge=lo, le=hi)]] | None, None)
+    columns["co2"] = (Co2Care | None, None)
+    return create_model("Settings", __config__=_STRICT, **columns)
+
+
+Settings = _settings_model()
 
 
 class Answer(BaseModel):
@@ -186,6 +216,19 @@ def validate_batch(data: object) -> Batch:
         if not r.values.model_fields_set and not r.flags:
             raise ProtocolError("readings[%d].values" % i, "is empty and no flag says why")
     return batch
+
+
+def validate_answer(data: object) -> Answer:
+    """A parsed upload answer as an Answer; raises ProtocolError(path, why) on the first problem (the agent
+    checks the settings it is about to send with it)."""
+    try:
+        answer = Answer.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err) from None
+    care = answer.settings.co2 if answer.settings is not None else None
+    if care is not None and care.altitude is not None and care.pressure is not None:
+        raise ProtocolError("settings.co2.pressure", "give altitude or pressure, not both")
+    return answer
 
 
 def parse_batch(body: bytes) -> Batch:

@@ -10,9 +10,10 @@ form. A frame is one boot's readings with consecutive seqs:
        uv   wall0 + 1: Unix ms at uptime 0 (t = (wall0 + ticks) // 1000), 0 when the clock was not set
        uv   ticks of the first reading (ms since boot)
        readings, each:
-         u8  kind index (bits 0-1) | flags (bits 2-5, fields.FLAGS order) | some metric absent (bit 6)
-             | instance byte follows (bit 7)
-         [u8 instance]  [u8 bitmask of the metrics present, table order]
+         u8  kind index (bits 0-1) | the first 4 flags (bits 2-5, fields.FLAGS order) | some metric absent
+             (bit 6) | extension byte follows (bit 7)
+         [u8 extension: flags 5-8 (bits 0-3) | instance (bits 4-7; 15: an instance byte follows)]
+         [u8 instance 15..255]  [u8 bitmask of the metrics present, table order]
          uv  ticks - previous reading's ticks (0 for the first)
          per present metric in table order: uv (quanta - table minimum), except energy_wh: zigzag delta from
          the previous energy_wh of the same instance in the frame (absolute for the first)
@@ -32,6 +33,9 @@ MAX_INSTANCE = 255
 _FLAG_BIT = {}
 for _i, _f in enumerate(fields.FLAGS):
     _FLAG_BIT[_f] = 1 << _i
+if len(fields.FLAGS) > 8:
+    raise ImportError("a packed reading holds 8 flags: fields.FLAGS has %d" % len(fields.FLAGS))
+_INSTANCE_BYTE = 15  # in the extension's high nibble: the instance does not fit there, a byte of its own follows
 
 # Per kind: ((name, quanta minimum, quanta maximum, decimals, is_counter), ...)
 KINDS = []
@@ -147,12 +151,15 @@ class Packer:
             if not ok:
                 raise ValueError("sensor %s has no metric %s" % (kind, name))
         full = (1 << len(rows)) - 1
-        h = k | fl << 2 | (0x40 if mask != full else 0) | (0x80 if instance else 0)
-        rec[0] = h
+        ext = fl >> 4 | (instance if instance < _INSTANCE_BYTE else _INSTANCE_BYTE) << 4
+        rec[0] = k | (fl & 0xF) << 2 | (0x40 if mask != full else 0) | (0x80 if ext else 0)
         i = 1
-        if instance:
-            rec[i] = instance
+        if ext:
+            rec[i] = ext
             i += 1
+            if instance >= _INSTANCE_BYTE:
+                rec[i] = instance
+                i += 1
         if mask != full:
             rec[i] = mask
             i += 1
@@ -244,9 +251,15 @@ def unpack(buf, first_seq, out, skip_to=0, max_count=255):
         i += 1
         rows = KINDS[h & 3]
         inst = 0
+        fl = h >> 2 & 0xF
         if h & 0x80:
-            inst = buf[i]
+            ext = buf[i]
             i += 1
+            fl |= (ext & 0xF) << 4
+            inst = ext >> 4
+            if inst == _INSTANCE_BYTE:
+                inst = buf[i]
+                i += 1
         mask = (1 << len(rows)) - 1
         if h & 0x40:
             mask = buf[i]
@@ -266,7 +279,7 @@ def unpack(buf, first_seq, out, skip_to=0, max_count=255):
                 vals[row[0]] = x
         seq = first_seq + r
         if seq >= skip_to and got < max_count:
-            flags = [f for f in fields.FLAGS if (h >> 2) & _FLAG_BIT[f]]
+            flags = [f for f in fields.FLAGS if fl & _FLAG_BIT[f]]
             out.append((seq, (w - 1 + ticks) // 1000 if w else None, ticks, boot, fields.SENSORS[h & 3], inst,
                         vals, flags))
             got += 1

@@ -138,19 +138,21 @@ def encode_reading_quanta(seq, t, ticks, boot, sensor, quanta, flags):
     ).encode()
 
 
-def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync):
-    """The device status (protocol's status object) as canonical JSON bytes."""
-    return dumps(
-        {
-            "buffer_depth": buffer_depth,
-            "dropped": dropped,
-            "errors": errors,
-            "free_heap": free_heap,
-            "rssi": rssi,
-            "time_sync": time_sync,
-            "uptime_s": uptime_s,
-        }
-    ).encode()
+def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync, applied=None):
+    """The device status (protocol's status object) as canonical JSON bytes; `applied` is the settings
+    acknowledgement {"rev", "frc", "error"}, left out when None."""
+    status = {
+        "buffer_depth": buffer_depth,
+        "dropped": dropped,
+        "errors": errors,
+        "free_heap": free_heap,
+        "rssi": rssi,
+        "time_sync": time_sync,
+        "uptime_s": uptime_s,
+    }
+    if applied is not None:
+        status["settings"] = applied
+    return dumps(status).encode()
 
 
 def batch_body(device, firmware, boot, sent_ticks, readings, status=None):

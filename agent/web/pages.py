@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import sqlite_utils
 from aiohttp import web
 
-from .. import alerts, aqi, carbon, rollup, store
+from .. import alerts, aqi, carbon, device_settings, rollup, store
 from . import params, security, svg
 from .downloads import download_links
 from .i18n import label, lang_of
@@ -453,6 +453,7 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
         # hours that start in the range; the last one may reach past `until` (a partial hour at the end)
         out["hours"] = rollup.hours(db, device, PLOTTED, since - since % 3600, until)
     out["wh"] = rollup.daily_wh(db, kwh_since, until + 1e-6, device).get(device, {})
+    out["settings"] = device_settings.state(db, device)
     return out
 
 
@@ -569,7 +570,126 @@ async def device_page(request: web.Request) -> web.Response:
     if data["hours"] is not None:
         body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
+    body += settings_block(request, lang, device, data["settings"])
     return _page(request, "device", "%s %s" % (label(lang, "device"), device), body, refresh=end is None)
+
+
+# -- Board settings (on the device page) ------------------------------------------------------------------
+
+_SETTING_INPUTS = (  # form field, settings name, how to read it
+    ("int_energy", "intervals.energy", int), ("int_co2", "intervals.co2", int), ("int_pm", "intervals.pm", int),
+    ("upload_s", "upload_s", int), ("batch_max", "batch_max", int), ("humid_rh", "humid_rh", int),
+    ("asc", "co2.asc", None), ("temp_offset", "co2.temp_offset", float), ("altitude", "co2.altitude", int),
+    ("pressure", "co2.pressure", int), ("frc", "co2.frc", int),
+)
+
+
+def _setting_value(settings: dict, name: str) -> Any:
+    head, _, tail = name.partition(".")
+    if not tail:
+        return settings.get(head)
+    return (settings.get(head) or {}).get(tail)
+
+
+def settings_block(request: web.Request, lang: str, device: str, st: dict | None) -> str:
+    """The device page's board settings: rev, applied or pending, the FRC result, who set what when, and the
+    form that changes them (operator token required)."""
+    out = ['<h2 id="board-settings">%s</h2>' % escape(label(lang, "board_settings"))]
+    if st is None:
+        out.append('<p id="settings-state">%s</p>' % escape(label(lang, "settings_none")))
+    else:
+        if st["state"] == "applied":
+            said = label(lang, "settings_applied") % (st["rev"], _fmt_time(st["applied_at"]))
+        else:
+            said = label(lang, "settings_pending") % st["rev"]
+            if st["applied_rev"]:
+                said += "; " + label(lang, "settings_last") % (st["applied_rev"], _fmt_time(st["applied_at"]))
+        out.append('<p id="settings-state" class="%s">%s</p>' % (st["state"], escape(said)))
+        if st["error"]:
+            out.append('<p id="settings-error" class="err">%s: %s</p>' % (escape(label(lang, "board_error")),
+                                                                         escape(st["error"])))
+        f = st["frc"]
+        if st["frc_pending"] is not None:
+            out.append('<p id="frc">%s</p>' % escape(label(lang, "frc_pending") % st["frc_pending"]))
+        elif f is not None:
+            key = "frc_done" if f["correction"] is not None else "frc_failed"
+            args = (f["target"], _fmt_time(f["at"])) + (("%+d" % f["correction"],) if f["correction"] is not None
+                                                         else ())
+            out.append('<p id="frc">%s</p>' % escape(label(lang, key) % args))
+        rows_ = []
+        for name, c in st["changed"].items():
+            value = "-" if name == "co2.frc" else _setting_value(st["settings"], name)
+            if value is None:
+                continue  # replaced since (altitude by pressure or the other way round)
+            rows_.append("<tr><td>%s</td><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+                escape(name), escape(json.dumps(value) if not isinstance(value, str) else value),
+                _fmt_time(c["at"]), escape(c["by"])))
+        heads = "".join("<th>%s</th>" % escape(label(lang, k)) for k in ("setting", "value", "set_at", "set_by"))
+        out.append('<table id="settings"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (heads,
+                                                                                                "".join(rows_)))
+    if request.query.get("settings") == "ok":
+        out.append('<p class="ok" id="settings-ok">%s</p>' % escape(label(lang, "settings_saved")))
+    current = st["settings"] if st else {}
+    inputs = []
+    for field, name, kind in _SETTING_INPUTS:
+        now_ = _setting_value(current, name)
+        if kind is None:
+            opts = "".join('<option value="%s">%s</option>' % (v, escape(t))
+                           for v, t in (("", label(lang, "unchanged")), ("on", "on"), ("off", "off")))
+            inputs.append('<label>%s <select name="%s" id="set-%s">%s</select></label>' % (
+                escape(name), field, field, opts))
+        else:
+            inputs.append('<label>%s <input name="%s" id="set-%s" size="7" placeholder="%s"></label>' % (
+                escape(name), field, field, escape("" if now_ is None else str(now_))))
+    out.append(
+        '<form method="post" action="%s" id="settings-form"><p>%s</p><p>%s</p><p>%s: <input name="operator" '
+        'id="operator" required> %s: <input type="password" name="token" id="settings-token" '
+        'autocomplete="current-password"> <button type="submit" id="settings-send">%s</button></p></form>'
+        '<p class="note">%s</p>'
+        % (escape(_url("/device/%s/settings" % device, lang)), escape(label(lang, "change_settings")),
+           " ".join(inputs), escape(label(lang, "operator_name")), escape(label(lang, "operator_token")),
+           escape(label(lang, "apply")), escape(label(lang, "token_where") % (request.app[TOKEN_PATH_KEY],))))
+    return "".join(out)
+
+
+async def device_settings_post(request: web.Request) -> web.Response:
+    device = request.match_info["id"]
+    form = await params.form(request, request.app[FORM_TIMEOUT_KEY])  # Origin/Referer: checked by security.py
+    if not authorised(request, form):
+        raise web.HTTPForbidden(text="operator token required")
+    operator = str(form.get("operator", "")).strip()
+    if not operator:
+        raise web.HTTPBadRequest(text="operator: give your name, it is shown beside the settings you change")
+    changes: dict[str, Any] = {}
+    intervals: dict[str, int] = {}
+    for field, name, kind in _SETTING_INPUTS:
+        raw = str(form.get(field, "")).strip()
+        if not raw:
+            continue
+        if kind is None:
+            if raw not in ("on", "off"):
+                raise web.HTTPBadRequest(text="%s: on or off, not %r" % (name, raw))
+            value: Any = raw == "on"
+        else:
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise web.HTTPBadRequest(text="%s: %r is not a %s" % (
+                    name, raw, "whole number" if kind is int else "number")) from None
+        head, _, tail = name.partition(".")
+        if head == "intervals":
+            intervals[tail] = value
+        else:
+            changes[tail or head] = value
+    if intervals:
+        changes["intervals"] = intervals
+    try:
+        device_settings.change(request.app[WRITE_DB_KEY], device, changes, by=operator)
+    except ValueError as err:
+        if store.get_device(request.app[WRITE_DB_KEY], device) is None:
+            raise web.HTTPNotFound(text=str(err)) from None
+        raise web.HTTPBadRequest(text=str(err)) from None
+    raise web.HTTPSeeOther(_url("/device/%s" % device, _lang(request), settings="ok") + "#board-settings")
 
 
 # -- Sync --------------------------------------------------------------------------------------------------
@@ -892,6 +1012,7 @@ def setup_pages(app: web.Application) -> None:
     setup_downloads(app)
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/device/{id}", device_page)
+    app.router.add_post("/device/{id}/settings", device_settings_post)
     app.router.add_get("/sync", sync_page)
     app.router.add_post("/sync/retry", sync_retry)
     app.router.add_get("/carbon", carbon_page)

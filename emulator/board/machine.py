@@ -3,6 +3,8 @@
 # sensor emulators (emulator/board/sensors.py) behind them, per the board's wiring (boardstate.DEFAULT_CONFIG),
 # Pin, WDT, RTC, reset, soft_reset, reset_cause, unique_id, deepsleep, lightsleep, freq, idle.
 # Resets, deep sleep, the watchdog and power cuts end the VM process; emulator/esp32.py starts it again.
+import json
+
 import boardstate as _bs
 from boardstate import PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET
 
@@ -299,7 +301,12 @@ class I2C:
         return found
 
     def writeto(self, addr, buf, stop=True):
-        self._dev(addr).i2c_write(bytes(buf))
+        d = self._dev(addr)
+        d.i2c_write(bytes(buf))
+        if getattr(d, "eeprom_changed", False):
+            # The sensor's EEPROM outlives the board's resets and power cuts: the bridge remembers it.
+            d.eeprom_changed = False
+            _bs.ctl("E %s %s" % (self._wired[addr], json.dumps({"eeprom": d.eeprom})))
         return len(buf)
 
     def writevto(self, addr, vector, stop=True):

@@ -409,24 +409,42 @@ class SCD4xEmulator(_Sensor):
     ADDR = 0x62
     PERIOD_MS = 5000
 
-    def __init__(self, clock_ms=None, day_s=None, co2_profile=None, seed=3, temp_profile=None, rh_profile=None):
+    # What persist_settings (0x3615) writes to the EEPROM, with the factory values: temperature offset word
+    # (4.0 degC), altitude m, automatic self-calibration, and the FRC correction the sensor applies.
+    FACTORY = {"offset_word": 1498, "altitude": 0, "asc": True, "frc_correction": 0}
+
+    def __init__(self, clock_ms=None, day_s=None, co2_profile=None, seed=3, temp_profile=None, rh_profile=None,
+                 eeprom=None, frc_warm_ms=180000):
         _Sensor.__init__(self, clock_ms, day_s, seed)
         self.addr = self.ADDR
         self.co2_profile = co2_profile or OFFICE_CO2_PPM
         self.temp_profile = temp_profile or OFFICE_TEMP_C
         self.rh_profile = rh_profile or OFFICE_RH
         self.periodic = False
-        self.offset_word = 1498  # 4.0 degC, the factory default
-        self.altitude = 0
-        self.pressure_hpa = 1013
-        self.asc = True
-        self.frc_correction = 0
+        self.eeprom = dict(self.FACTORY)
+        if eeprom:
+            for k in eeprom:
+                self.eeprom[k] = eeprom[k]
+        self._load()
+        self.pressure_hpa = 1013  # volatile: not kept by persist_settings
+        # Sensirion: FRC needs the sensor to have measured (periodic mode) for 3 minutes before it was stopped;
+        # otherwise it answers 0xFFFF.
+        self.frc_warm_ms = frc_warm_ms
+        self._ran_ms = 0  # how long the last periodic run lasted
         self.persisted = 0
+        self.eeprom_changed = False  # set by persist_settings: the bridge keeps the EEPROM across resets
         self.serial = (0xBEEF, 0x0123, 0x4567)
         self._started_at = 0
         self._taken = 0  # measurements taken since start
         self._read_count = 0  # index of the last one read
         self._answer = None
+
+    def _load(self):
+        e = self.eeprom
+        self.offset_word = e["offset_word"]
+        self.altitude = e["altitude"]
+        self.asc = e["asc"]
+        self.frc_correction = e["frc_correction"]
 
     def measure(self):
         d = self.day_s()
@@ -475,6 +493,7 @@ class SCD4xEmulator(_Sensor):
         elif code == 0x3F86:
             if self.periodic:
                 self._taken = self._measurements_due()
+                self._ran_ms = _diff(self.clock_ms(), self._started_at)
             self.periodic = False
         elif code == 0xE4B8:
             self._answer = self._words((0x8006 if self.data_ready() else 0x8000,))
@@ -498,16 +517,24 @@ class SCD4xEmulator(_Sensor):
         elif code == 0x2313:
             self._answer = self._words((1 if self.asc else 0,))
         elif code == 0x362F and arg is not None:
-            before = self.measure()[0]
-            self.frc_correction += before - arg
-            self._answer = self._words((max(0, min(0xFFFE, 0x8000 + arg - before)),))
+            if self._ran_ms < self.frc_warm_ms:
+                self._answer = self._words((0xFFFF,))  # failed FRC
+            else:
+                before = self.measure()[0]
+                self.frc_correction += before - arg
+                self._answer = self._words((max(0, min(0xFFFE, 0x8000 + arg - before)),))
         elif code == 0x3615:
             self.persisted += 1
+            self.eeprom = {"offset_word": self.offset_word, "altitude": self.altitude, "asc": self.asc,
+                           "frc_correction": self.frc_correction}
+            self.eeprom_changed = True
+        elif code == 0x3646:
+            self._load()  # reinit: settings back from the EEPROM
         elif code == 0x3682:
             self._answer = self._words(self.serial)
         elif code == 0x3639:
             self._answer = self._words((0,))
-        elif code in (0x36E0, 0x36F6, 0x3646, 0x219D):
+        elif code in (0x36E0, 0x36F6, 0x219D):
             pass
         else:
             raise OSError(EIO)  # unknown command

@@ -22,6 +22,8 @@ def rows_small():
         (44, 1790000020, 520000, BOOT, "co2", 0, {"co2": 1210, "humidity": 6120, "temperature": 2735}, ["retried"]),
         (45, 1790000020, 520100, BOOT, "energy", 0, {"voltage": 2297, "current": 4501, "energy_wh": 1234570},
          ["alarm"]),
+        # a flag past the header's four (the extension byte) and an instance past its nibble (a byte of its own)
+        (46, 1790000030, 530000, BOOT, "pm", 17, {"pm1": 30, "pm10": 90, "pm25": 61}, ["retried", "humid"]),
     ]
 
 

@@ -63,22 +63,22 @@ def test_migrations_run_once_in_order_and_record_the_version(data_dir, monkeypat
     db.close()
     ran = []
 
-    def m2(db):
-        ran.append(2)
+    def m_next(db):
+        ran.append(shipped + 1)
         db["readings"].add_column("note", str)
 
-    def m3(db):
-        ran.append(3)
+    def m_after(db):
+        ran.append(shipped + 2)
         db.execute("CREATE INDEX readings_note ON readings(note)")
 
-    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [m2, m3])
+    monkeypatch.setattr(store, "MIGRATIONS", store.MIGRATIONS + [m_next, m_after])
     db = store.open_db(data_dir)
-    assert ran == [2, 3] and store.schema_version(db) == shipped + 2
+    assert ran == [shipped + 1, shipped + 2] and store.schema_version(db) == shipped + 2
     assert "note" in {c.name for c in db["readings"].columns}
     assert store.get_device(db, "keep-me") is not None  # data survives
     db.close()
     db = store.open_db(data_dir)  # reopening applies nothing again
-    assert ran == [2, 3]
+    assert ran == [shipped + 1, shipped + 2]
     db.close()
 
 

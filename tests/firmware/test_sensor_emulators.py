@@ -365,6 +365,7 @@ def test_scd4x_settings_through_the_driver():
         raise AssertionError("accepted a setting during periodic measurement")
     except OSError as e:
         assert e.args[0] == errno.EIO
+    clock.advance(180000)  # FRC needs 3 minutes of measuring before the stop
     emu.i2c_write(scd4x.command("stop_periodic"))
     _run(s.command("set_temperature_offset", 5.4))
     assert scd4x.temperature_offset(_run(s.command("get_temperature_offset"))[0]) == 5.4

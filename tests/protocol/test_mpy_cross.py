@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BOARD_FILES = sorted(
     [p for p in (ROOT / "firmware").glob("*.py") if p.name != "__init__.py"]
     + [ROOT / "protocol" / name for name in ("__init__.py", "fields.py", "wire.py", "check.py", "answer.py", "packed.py",
-                                              "v2.py")]
+                                              "v2.py", "settings.py")]
 )
 
 
