@@ -124,7 +124,7 @@ def bytes_per_reading(data_dir: Path) -> tuple[float, dict[str, int]]:
 
 def pages(days: int, now: float) -> list[tuple[str, str]]:
     today = datetime.fromtimestamp(now, bench_tz()).day
-    return [("fleet /", "/fleet"), ("device, 24 h", "/device/board-000?range=24h"),
+    return [("city /", "/"), ("fleet /fleet", "/fleet"), ("device, 24 h", "/device/board-000?range=24h"),
             ("device, 30 d", "/device/board-000?range=30d"), ("/air", "/air"),
             ("/carbon, this month", "/carbon?days=%d" % today),
             ("/carbon, whole period", "/carbon?days=%d" % min(max(days, 1), 400)), ("/sync", "/sync"),

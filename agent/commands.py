@@ -42,6 +42,28 @@ EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = (
 ) + tuple((row[1], row[2], "%s reading, resolution %s" % (row[0], 10 ** -row[7])) for row in fields.METRICS)
 
 
+LICENCE = "https://creativecommons.org/licenses/by/4.0/"  # CC BY 4.0: what Thai open-data portals publish under
+_TYPES = {"lat": "double", "lon": "double", "seq": "integer", "t": "double", "time": "dateTime"}
+_TYPES.update({row[1]: "integer" if row[4] == "int" else "double" for row in fields.METRICS})
+
+
+def csvw_metadata(csv_url: str, licence: str = LICENCE, title: str = "AirWatt readings") -> dict:
+    """CSV on the Web (W3C CSVW) metadata of an open-data CSV export: its columns with datatypes, units and
+    descriptions, its key, and its licence, so a data portal can publish the CSV as it stands. By the CSVW
+    convention it sits beside the CSV as `<csv name>-metadata.json`."""
+    columns = []
+    for name, unit, description in EXPORT_COLUMNS:
+        col: dict[str, Any] = {"name": name, "titles": name, "dc:description": description,
+                               "datatype": _TYPES.get(name, "string"), "null": ""}
+        if unit:
+            col["schema:unitText"] = unit
+        columns.append(col)
+    return {"@context": ["http://www.w3.org/ns/csvw", {"@language": "en"}], "url": csv_url, "dc:title": title,
+            "dc:license": {"@id": licence}, "dc:publisher": "AirWatt site agent",
+            "dialect": {"header": True, "encoding": "utf-8"},
+            "tableSchema": {"columns": columns, "primaryKey": ["device", "seq"], "aboutUrl": "#{device}-{seq}"}}
+
+
 def verbs_of(commands: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
     """The sub-verb group of a command created here ("bench", "sync", "device"), for other parts to extend."""
     return commands.choices[name]._airwatt_verbs  # type: ignore[attr-defined]
@@ -317,10 +339,14 @@ def _readings(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_rows(db: Any, since: float | None = None, until: float | None = None) -> Iterator[dict]:
-    """Readings as open-data rows (EXPORT_COLUMNS), device by device, in sequence order."""
+def export_rows(db: Any, since: float | None = None, until: float | None = None, device: str | None = None,
+                sensor: str | None = None) -> Iterator[dict]:
+    """Readings as open-data rows (EXPORT_COLUMNS), device by device, in sequence order (optionally of one
+    device, of one sensor)."""
     devices = {d["id"]: d for d in store.list_devices(db)}
-    for r in store.iter_readings(db, None, since, until):
+    for r in store.iter_readings(db, device, since, until):
+        if sensor is not None and r["sensor"] != sensor:
+            continue
         d = devices.get(r["device"], {})
         row = {"device": r["device"], "site": d.get("site"), "lat": d.get("lat"), "lon": d.get("lon")}
         row.update({"seq": r["seq"], "sensor": r["sensor"], "time": iso(r["t"]) or None, "t": r["t"]})
@@ -355,9 +381,13 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     return _export_csv_jobs(db, devices, out, since, until, jobs)
 
 
-def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str]) -> int:
-    """One device's CSV lines (no header) written to out; returns how many."""
+def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str],
+                sensor: str | None = None) -> int:
+    """One device's CSV lines (no header) written to out, optionally of one sensor; returns how many."""
     where, params = ["device = ?"], [d["id"]]
+    if sensor is not None:
+        where.append("sensor = ?")
+        params.append(sensor)
     if since is not None:
         where.append("t >= ?")
         params.append(since)
@@ -441,6 +471,11 @@ def _export(args: argparse.Namespace) -> int:
             out.close()
     if args.out:
         print("wrote %d readings to %s (%s)" % (written, Path(args.out).absolute(), args.format), file=sys.stderr)
+        if args.format == "csv":
+            meta = Path(str(args.out) + "-metadata.json")
+            meta.write_text(json.dumps(csvw_metadata(Path(args.out).name, args.licence), indent=1,
+                                       ensure_ascii=False) + "\n", encoding="utf-8")
+            print("wrote its CSV on the Web metadata to %s" % meta.absolute(), file=sys.stderr)
     return 0
 
 
@@ -633,7 +668,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     _data_dir(ex)
     ex.add_argument("--format", choices=("csv", "json"), required=True)
-    ex.add_argument("--out", help="file to write (default: stdout)")
+    ex.add_argument("--out", help="file to write (default: stdout); a CSV gets its CSVW metadata beside it, "
+                    "as FILE-metadata.json")
+    ex.add_argument("--licence", default=LICENCE, help="licence URL in the CSVW metadata (default: CC BY 4.0)")
     ex.add_argument("--since", type=parse_time)
     ex.add_argument("--until", type=parse_time)
     ex.add_argument("--jobs", type=int, default=os.cpu_count() or 1,

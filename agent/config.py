@@ -6,6 +6,7 @@ Example (every key optional; a missing file means all defaults):
     port = 8080
     operator_token = "..."    # for the pages' actions; generated into the data dir when unset
     language = "th"           # the pages' default language ("th" or "en"; ?lang= switches)
+    thai_era = "ce"           # years on the Thai pages: "ce" (2026) or "be", Buddhist Era (2569); ?era= switches
     emission_factor = 0.4750  # grid kgCO2e/kWh for emission_factor_year (unset: agent/carbon.py's TGO table)
     emission_factor_year = 2026
     idle_timeout_s = 10.0     # a connection's time to send a request's headers, and to idle between requests
@@ -98,6 +99,7 @@ class Config(BaseModel):
     port: int = Field(default=8080, ge=0, le=65535)
     operator_token: str | None = Field(default=None, min_length=16)
     language: Literal["th", "en"] = "th"
+    thai_era: Literal["ce", "be"] = "ce"
     emission_factor: float | None = Field(default=None, ge=0, le=5)
     emission_factor_year: int = Field(default=2026, ge=2000, le=2100)
     idle_timeout_s: float = Field(default=10.0, gt=0, le=3600)

@@ -9,6 +9,7 @@ thread so a slow page never holds up ingest on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import json
 import logging
@@ -28,12 +29,14 @@ from aiohttp import web
 
 from .. import alerts, aqi, carbon, device_settings, rollup, store
 from . import params, security, svg
+from .downloads import download_links
 from .i18n import label, lang_of
 
 log = logging.getLogger("airwatt.pages")
 
 TOKEN_FILE = "operator_token"
 REFRESH_S = 60
+NAV = (("city", "/"), ("fleet", "/fleet"), ("air", "/air"), ("carbon", "/carbon"), ("sync", "/sync"))
 RANGES = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 # online while the last upload is at most ONLINE_INTERVALS reading intervals old, late up to LATE_INTERVALS,
 # offline beyond: boards upload a batch every few readings, so one missed interval is not yet "late".
@@ -70,6 +73,7 @@ class Reader:
 READER_KEY = web.AppKey("airwatt_pages_reader", Reader)
 TOKEN_KEY = web.AppKey("airwatt_operator_token", str)
 LANG_KEY = web.AppKey("airwatt_pages_lang", str)
+ERA_KEY = web.AppKey("airwatt_pages_thai_era", str)
 FACTORS_KEY = web.AppKey("airwatt_pages_factors", dict)
 WRITE_DB_KEY = web.AppKey("airwatt_pages_write_db", sqlite_utils.Database)
 TOKEN_PATH_KEY = web.AppKey("airwatt_operator_token_path", str)
@@ -101,7 +105,7 @@ body{font-family:"Garuda","Loma","Noto Sans Thai","DejaVu Sans",sans-serif;margi
 header{background:#1f3b57;color:#fff;padding:8px 16px;display:flex;gap:18px;align-items:center;flex-wrap:wrap}
 header a{color:#fff;text-decoration:none;padding:4px 8px;border-radius:4px}
 header a.here{background:#3d6690} header .brand{font-weight:bold;margin-right:12px}
-header .lang{margin-left:auto;border:1px solid #fff}
+header .lang{margin-left:auto;border:1px solid #fff} header .era + .lang{margin-left:0}
 main{padding:12px 16px} h1{font-size:20px;margin:6px 0 12px} h2{font-size:16px;margin:18px 0 6px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
 th,td{border:1px solid #d5d8dc;padding:4px 8px;text-align:left;white-space:nowrap}
@@ -132,8 +136,53 @@ var desc=th.classList.contains('sorted-asc');sortTable(th,desc);
 history.replaceState(null,'','#sort='+th.dataset.key+':'+(desc?'desc':'asc'));});});
 var m=/sort=([a-z_0-9]+):(asc|desc)/.exec(location.hash);
 if(m){var th=document.querySelector('th[data-key="'+m[1]+'"]');if(th)sortTable(th,m[2]=='desc');}
+document.querySelectorAll('main table[id]').forEach(function(t){
+var heads=Array.prototype.map.call(t.tHead.rows[0].cells,function(c){return c.textContent.trim();});
+var rows=function(){return Array.prototype.map.call(t.querySelectorAll('tbody tr, tfoot tr'),function(r){
+return Array.prototype.map.call(r.cells,function(c){return c.textContent.trim();});});};
+var q=function(v){return /[",\\n]/.test(v)?'"'+v.replace(/"/g,'""')+'"':v;};
+var make={csv:function(){return [heads].concat(rows()).map(function(r){return r.map(q).join(',');}).join('\\n')+'\\n';},
+json:function(){return JSON.stringify(rows().map(function(r){var o={};heads.forEach(function(h,i){o[h]=r[i];});return o;}));}};
+var p=document.createElement('p');p.className='note table-downloads';p.dataset.table=t.id;
+['csv','json'].forEach(function(f){var a=document.createElement('a');a.textContent=f.toUpperCase();a.href='#';
+a.className='dl-table';a.dataset.format=f;a.download=t.id+'.'+f;a.style.marginRight='8px';
+a.addEventListener('click',function(){a.href=URL.createObjectURL(new Blob([make[f]()],
+{type:f=='csv'?'text/csv':'application/json'}));});p.appendChild(a);});
+t.parentNode.insertBefore(p,t.nextSibling);t.airwattDownload=make;});
 var sf=document.getElementById('site-filter');if(sf)sf.addEventListener('change',function(){sf.form.submit();});
 """
+
+
+BE_OFFSET = 543  # Buddhist Era year = Common Era year + 543
+ERA: contextvars.ContextVar[str] = contextvars.ContextVar("airwatt_pages_era", default="ce")
+
+
+@web.middleware
+async def era_of_request(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """Years in Buddhist Era on Thai pages when ?era=be (or the config's thai_era), for this request."""
+    default = request.app[ERA_KEY] if ERA_KEY in request.app else "ce"
+    era = params.choice(request, "era", ("ce", "be"), default) if "era" in request.query else default
+    token = ERA.set(era if _lang(request) == "th" else "ce")
+    try:
+        return await handler(request)
+    finally:
+        ERA.reset(token)
+
+
+def local_date(d: datetime, with_time: bool = True) -> str:
+    """A Thai local date (and time) as the pages write it: YYYY-MM-DD, or DD/MM/YYYY in Buddhist Era."""
+    if ERA.get() == "be":
+        return "%02d/%02d/%d%s" % (d.day, d.month, d.year + BE_OFFSET, d.strftime(" %H:%M:%S") if with_time else "")
+    return d.strftime("%Y-%m-%d %H:%M:%S" if with_time else "%Y-%m-%d")
+
+
+def period(text: str) -> str:
+    """A day 'YYYY-MM-DD' or month 'YYYY-MM' as shown: in Buddhist Era 'DD/MM/YYYY' or 'MM/YYYY'."""
+    if ERA.get() != "be":
+        return text
+    parts = text.split("-")
+    parts[0] = str(int(parts[0]) + BE_OFFSET)
+    return "/".join(reversed(parts))
 
 
 def _lang(request: web.Request) -> str:
@@ -143,17 +192,22 @@ def _lang(request: web.Request) -> str:
 def _url(path: str, lang: str, **params: Any) -> str:
     q = {k: v for k, v in params.items() if v not in (None, "")}
     q["lang"] = lang
+    if lang == "th" and ERA.get() == "be":
+        q["era"] = "be"
     return "%s?%s" % (path, urlencode(q))
 
 
-def _page(request: web.Request, key: str, title: str, body: str, refresh: bool = True) -> web.Response:
+def _page(request: web.Request, key: str, title: str, body: str, refresh: bool = True, head: str = "",
+          js: str = "", scripts: tuple[str, ...] = ()) -> web.Response:
+    """The page around `body`: `head` (styles) goes into <head> with the scripts at the URLs `scripts`; `js` runs
+    after the page's own script. Every script gets the page's CSP nonce."""
     lang = _lang(request)
     other = "en" if lang == "th" else "th"
     query = dict(request.query)
     query["lang"] = other
-    nav = "".join('<a href="%s" class="%s">%s</a>' % (escape(_url("/" + k, lang)), "here" if k == key else "",
+    nav = "".join('<a href="%s" class="%s">%s</a>' % (escape(_url(path, lang)), "here" if k == key else "",
                                                       escape(label(lang, k)))
-                  for k in ("fleet", "air", "carbon", "sync"))
+                  for k, path in NAV)
     switch = '<a class="lang" id="lang-switch" href="%s">%s</a>' % (
         escape(request.path + "?" + urlencode(query)), escape(label(lang, "lang_other")))
     # reload (keeping #sort=...) rather than <meta refresh> so a sorted table stays sorted
@@ -162,14 +216,20 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
     reload_js = (script + 'setTimeout(function(){location.reload();},%d);</script>'
                  '<noscript><meta http-equiv="refresh" content="%d"></noscript>' % (REFRESH_S * 1000, REFRESH_S)
                  if refresh else "")
-    now = datetime.fromtimestamp(time.time(), svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
+    now = _fmt_time(time.time())
+    if lang == "th":  # the era switch: Buddhist Era (พ.ศ.) or Common Era (ค.ศ.) years
+        eq = dict(request.query)
+        eq["era"] = "ce" if ERA.get() == "be" else "be"
+        switch = '<a class="lang era" id="era-switch" href="%s">%s</a>' % (
+            escape(request.path + "?" + urlencode(eq)), "ค.ศ." if ERA.get() == "be" else "พ.ศ.") + switch
     html = ('<!DOCTYPE html><html lang="%s"><head><meta charset="utf-8"><title>%s - AirWatt</title>'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<link rel="icon" href="data:,"><style>%s</style>%s</head>'
+            '<link rel="icon" href="data:,"><style>%s</style>%s%s%s</head>'
             '<body><header><span class="brand">AirWatt</span>%s%s</header><main><h1>%s</h1>%s'
-            '<p class="note">%s %s (UTC+7)</p></main>%s%s</script></body></html>'
-            % (lang, escape(title), CSS, reload_js, nav, switch, escape(title), body,
-               escape(label(lang, "updated")), now, script, SORT_JS))
+            '<p class="note">%s %s (UTC+7)</p></main>%s%s%s</script></body></html>'
+            % (lang, escape(title), CSS, reload_js, head,
+               "".join('<script nonce="%s" src="%s"></script>' % (nonce, escape(u)) for u in scripts),
+               nav, switch, escape(title), body, escape(label(lang, "updated")), now, script, SORT_JS, js))
     return web.Response(text=html, content_type="text/html", charset="utf-8",
                         headers={"Content-Security-Policy": policy})
 
@@ -177,7 +237,7 @@ def _page(request: web.Request, key: str, title: str, body: str, refresh: bool =
 def _fmt_time(t: float | None) -> str:
     if t is None:
         return "-"
-    return datetime.fromtimestamp(t, svg.THAILAND).strftime("%Y-%m-%d %H:%M:%S")
+    return local_date(datetime.fromtimestamp(t, svg.THAILAND))
 
 
 def _fmt_age(seconds: float | None) -> str:
@@ -357,11 +417,34 @@ RAW_MAX_S = 86400  # ranges up to a day are drawn reading by reading; longer one
 PLOTTED = ("pm25", "co2", "temperature", "humidity", "power")
 
 
-def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float) -> dict | None:
+MAX_SPAN_S = 400 * 86400
+MIN_FIT_S = 300  # a fitted range shows at least 5 minutes
+
+
+def first_reading(db: sqlite_utils.Database, device: str, since: float, until: float) -> float | None:
+    """When the device has nothing stored before `since` (raw or rolled up), the time of its first reading in
+    [since, until]: a board installed within the range. None otherwise. Index seeks only."""
+    older = db.execute("SELECT 1 FROM readings WHERE device = ? AND t > 0 AND t < ? LIMIT 1",
+                       (device, since)).fetchone() or db.execute(
+        "SELECT 1 FROM rollup_hour WHERE device = ? AND start < ? LIMIT 1", (device, since - 3600)).fetchone()
+    if older:
+        return None
+    return db.execute("SELECT min(t) FROM readings WHERE device = ? AND t >= ? AND t <= ?",
+                      (device, since, until)).fetchone()[0]
+
+
+def device_data(db: sqlite_utils.Database, device: str, since: float, until: float, kwh_since: float,
+                fit: bool = False) -> dict | None:
+    """What the device page draws; fit: start the range at the board's first reading when it came within it."""
     row = store.get_device(db, device)
     if row is None:
         return None
-    out: dict[str, Any] = {"device": row, "rows": [], "hours": None, "range": (since, until)}
+    if fit:
+        first = first_reading(db, device, since, until)
+        if first is not None:
+            since = min(max(since, first - 60), until - MIN_FIT_S)
+    out: dict[str, Any] = {"device": row, "rows": [], "hours": None, "range": (since, until), "fitted": fit and
+                           since > until - 86400}
     if until - since <= RAW_MAX_S:
         # only what the plots draw, as tuples: (t, sensor, flags, *PLOTTED)
         out["rows"] = db.execute("SELECT t, sensor, flags, %s FROM readings WHERE device = ? AND t >= ? AND t < ?"
@@ -393,14 +476,27 @@ async def device_page(request: web.Request) -> web.Response:
     now = time.time()
     rng = params.choice(request, "range", RANGES, "24h")
     end = params.moment(request, "end", svg.THAILAND, "Thai time")
-    until = now if end is None else end
-    since = until - RANGES[rng]
+    frm = params.moment(request, "from", svg.THAILAND, "ICT, UTC+7")
+    to = params.moment(request, "to", svg.THAILAND, "ICT, UTC+7")
+    if frm is not None or to is not None:  # the from/to picker
+        until = now if to is None else to
+        since = until - RANGES[rng] if frm is None else frm
+        if since >= until:
+            raise params.bad("from", "must be before to")
+        if until - since > MAX_SPAN_S:
+            raise params.bad("from", "must be at most %d days before to" % (MAX_SPAN_S // 86400))
+    else:
+        until = now if end is None else end
+        since = until - RANGES[rng]
+    # nothing chosen: the last day, or less when the board has not been there that long
+    fit = frm is None and to is None and end is None and not request.query.get("range")
     # daily kWh over at least the last 7 local days, from the start of the first day
-    first_day = datetime.fromtimestamp(until - max(RANGES[rng], 7 * 86400) + 1, svg.THAILAND)
+    first_day = datetime.fromtimestamp(until - max(until - since, 7 * 86400) + 1, svg.THAILAND)
     kwh_since = first_day.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    data = await request.app[READER_KEY].run(device_data, device, since, until, kwh_since)
+    data = await request.app[READER_KEY].run(device_data, device, since, until, kwh_since, fit)
     if data is None:
         raise web.HTTPNotFound(text="%s: %s" % (label(lang, "unknown_device"), device))
+    since, until = data["range"]
     rows = data["rows"]
     try:
         kinds = set(json.loads(data["device"]["sensors"] or "[]"))
@@ -444,12 +540,19 @@ async def device_page(request: web.Request) -> web.Response:
     bars = [(k, days.get(k, 0.0) / 1000.0) for k in day_keys]
     plots.append(("kwh_plot", svg.bar_plot(bars, plot_id="plot-kwh", unit="kWh", no_data=nodata)))
     dev = data["device"]
-    ranges = " ".join('<a href="%s"%s>%s</a>' % (escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
-                                                  ' class="here"' if r == rng else "", r) for r in RANGES)
-    end_value = datetime.fromtimestamp(until, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")
-    form = ('<form method="get" class="inline"><input type="hidden" name="lang" value="%s">'
-            '<input type="hidden" name="range" value="%s"><input type="datetime-local" name="end" value="%s">'
-            '<button>%s</button></form>' % (lang, rng, end_value, escape(label(lang, "show"))))
+    picked = frm is None and to is None and not data["fitted"]
+    ranges = " ".join('<a href="%s"%s data-range="%s">%s</a>' % (
+        escape(_url(request.path, lang, range=r, end=request.query.get("end"))),
+        ' class="here"' if picked and r == rng else "", r, escape(label(lang, "r_" + r))) for r in RANGES)
+    local = lambda t: datetime.fromtimestamp(t, svg.THAILAND).strftime("%Y-%m-%dT%H:%M")  # noqa: E731
+    form = ('<form method="get" class="inline" id="range-form"><input type="hidden" name="lang" value="%s">'
+            '<label>%s <input type="datetime-local" name="from" id="range-from" value="%s"></label> '
+            '<label>%s <input type="datetime-local" name="to" id="range-to" value="%s"></label> '
+            '<span class="muted">ICT (UTC+7)</span> <button>%s</button></form>'
+            % (lang, escape(label(lang, "from")), local(since), escape(label(lang, "to")), local(until),
+               escape(label(lang, "show"))))
+    if data["fitted"]:
+        form += '<p class="note" id="fitted-note">%s</p>' % escape(label(lang, "fitted_note"))
     head = ('<p>%s: <b>%s</b> &middot; %s: %s &middot; %s: %s &middot; %s: %s &ndash; %s</p><p>%s: %s %s</p>'
             % (escape(label(lang, "name")), escape(dev["name"] or dev["id"]), escape(label(lang, "site")),
                escape(dev["site"] or "-"), escape(label(lang, "firmware")), escape(dev["firmware"] or "-"),
@@ -457,7 +560,13 @@ async def device_page(request: web.Request) -> web.Response:
                ranges, form))
     sensor_of = {"pm25_plot": "pm", "co2_plot": "co2", "temp_plot": "co2", "hum_plot": "co2", "power_plot": "energy",
                  "kwh_plot": "energy"}
-    body = head + "".join("<h2>%s</h2>%s" % (escape(label(lang, k)), p) for k, p in plots if sensor_of[k] in kinds)
+    def links(k: str) -> str:  # the plot's readings as `airwatt export` writes them
+        a = kwh_since if k == "kwh_plot" else since
+        return '<p class="note">%s</p>' % download_links(lang, "/download/readings", device=device,
+                                                          sensor=sensor_of[k], **{"from": "%.3f" % a,
+                                                                                  "to": "%.3f" % (until + 0.001)})
+    body = head + "".join("<h2>%s</h2>%s%s" % (escape(label(lang, k)), p, links(k)) for k, p in plots
+                          if sensor_of[k] in kinds)
     if data["hours"] is not None:
         body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
@@ -593,11 +702,13 @@ def sync_data(db: sqlite_utils.Database) -> dict:
     state["retry_requested"] = store.get_meta(db, "sync_retry_requested")
     state["held"] = []
     if db["sync_held"].exists():
-        state["held"] = [dict(zip(("device", "seq", "sensor", "tries", "held_until", "status", "error"), r))
-                         for r in db.execute(
-            "select r.device, r.seq, r.sensor, h.tries, h.held_until, h.status, h.error from sync_held h"
-            " join readings r on r.id = h.reading where h.held_until > ? and r.synced_at is null"
-            " order by h.reading limit 20", [time.time()]).fetchall()]
+        # grouped: a platform that refuses a device's readings refuses them by the hundred, for one reason
+        state["held"] = [dict(zip(("device", "status", "error", "count", "first", "last", "sensors", "tries",
+                                   "held_until"), r)) for r in db.execute(
+            "select r.device, h.status, h.error, count(*), min(r.seq), max(r.seq), group_concat(distinct r.sensor),"
+            " max(h.tries), max(h.held_until) from sync_held h join readings r on r.id = h.reading"
+            " where h.held_until > ? and r.synced_at is null group by r.device, h.status, h.error"
+            " order by r.device, min(h.reading) limit 50", [time.time()]).fetchall()]
     return state
 
 
@@ -608,6 +719,21 @@ def _worker_state(app: web.Application) -> Any:
         return None
     key = getattr(sync, "SYNC_STATE", None)
     return app[key] if key is not None and key in app else None
+
+
+def sync_status_text(lang: str, status: int | None, ok: bool) -> str:
+    """A sync round's HTTP status with what it means, in the page's language (the detail is the platform's own)."""
+    if ok:
+        key = "st_ok"
+    elif status is None or status == 0:
+        key = "st_none"
+    elif status in (207, 400, 401, 403, 404, 409, 413, 422, 429):
+        key = "st_%d" % status
+    elif status >= 500:
+        key = "st_5xx"
+    else:
+        key = "st_other"
+    return "%s (%s)" % ("-" if status is None else status, label(lang, key))
 
 
 async def sync_page(request: web.Request) -> web.Response:
@@ -625,7 +751,7 @@ async def sync_page(request: web.Request) -> web.Response:
     def log_rows(entries: list[dict], with_ok: bool) -> str:
         return "".join('<tr class="%s"><td>%s</td><td>%s</td><td class="num">%s</td><td>%s</td></tr>'
                        % ("ok" if e["ok"] else "err", _fmt_time(e["at"]),
-                          escape(str(e["status"]) if e["status"] is not None else "-"), e["count"] or 0,
+                          escape(sync_status_text(lang, e["status"], bool(e["ok"]))), e["count"] or 0,
                           escape((e["detail"] or "")[:300])) for e in entries)
     errors = ('<table id="sync-errors"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
               % (heads, log_rows(s["last_errors"], False)) if s["last_errors"]
@@ -651,11 +777,15 @@ async def sync_page(request: web.Request) -> web.Response:
         wtext = escape(label(lang, "disabled"))
     cards += '<p id="worker">%s: %s</p>' % (escape(label(lang, "worker")), wtext)
     if s["held"]:
-        cards += ('<h2>%s</h2><table id="sync-held"><tbody>%s</tbody></table>' % (
-            escape(label(lang, "held")), "".join(
-                "<tr><td>%s #%s (%s)</td><td>%s x</td><td>%s</td><td>%s</td></tr>"
-                % (escape(h["device"]), h["seq"], escape(h["sensor"]), h["tries"], h["status"] or "-",
-                   escape((h["error"] or "")[:200])) for h in s["held"])))
+        hheads = "".join("<th>%s</th>" % escape(label(lang, k)) for k in (
+            "device", "held_count", "held_seqs", "sensors", "tries", "status", "detail", "held_until"))
+        cards += ('<h2>%s</h2><table id="sync-held"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (
+            escape(label(lang, "held")), hheads, "".join(
+                '<tr data-device="%s" data-count="%d"><td>%s</td><td class="num">%d</td><td>#%s&ndash;%s</td>'
+                "<td>%s</td><td class=\"num\">%s</td><td>%s</td><td>%s</td><td>%s</td></tr>"
+                % (escape(h["device"]), h["count"], escape(h["device"]), h["count"], h["first"], h["last"],
+                   escape(h["sensors"] or ""), h["tries"], h["status"] or "-", escape((h["error"] or "")[:200]),
+                   _fmt_time(h["held_until"])) for h in s["held"])))
     cards += no_location_block(lang, *await request.app[READER_KEY].run(no_location_data),
                                request.app[DATA_DIR_PATH_KEY])
     body = (cards + notice + "<h2>%s</h2>%s" % (escape(label(lang, "retry_now")), form)
@@ -723,7 +853,8 @@ async def carbon_page(request: web.Request) -> web.Response:
         "site", first_col, "kwh", "kgco2e", "factor", "factor_year"))
     drows = "".join('<tr data-site="%s" data-day="%s"><td>%s</td><td>%s</td><td class="num" data-kwh="%.6f">%.3f</td>'
                     '<td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
-                    % (escape(r.site), r.period, escape(r.site or "-"), r.period, r.kwh, r.kwh, r.kgco2e, r.kgco2e,
+                    % (escape(r.site), r.period, escape(r.site or "-"), period(r.period), r.kwh, r.kwh, r.kgco2e,
+                       r.kgco2e,
                        r.factor, r.factor_year) for r in daily)
     this_month = today.strftime("%Y-%m")
     mrows = []
@@ -732,7 +863,7 @@ async def carbon_page(request: web.Request) -> web.Response:
         partial = month == this_month or (month == first[:7] and not first.endswith("-01"))
         mrows.append('<tr data-site="%s" data-month="%s"><td>%s</td><td>%s%s</td><td class="num" data-kwh="%.6f">'
                      '%.3f</td><td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
-                     % (escape(site), month, escape(site or "-"), month,
+                     % (escape(site), month, escape(site or "-"), period(month),
                         ' <span class="muted">(%s)</span>' % escape(label(lang, "partial")) if partial else "",
                         kwh, kwh, kg, kg, factor, year))
     factors = ", ".join("%d: %.4f" % (y, v) for y, v in sorted(table.items()))
@@ -743,7 +874,9 @@ async def carbon_page(request: web.Request) -> web.Response:
         plots += "<h2>%s: %s</h2>%s" % (escape(label(lang, "kwh_plot")), escape(site or "-"), svg.bar_plot(
             [(d, per.get(d, 0.0)) for d in day_list], plot_id="plot-kwh-%d" % n, unit="kWh",
             no_data=label(lang, "no_data")))
-    body = ('<p id="factor">%s: %s kgCO2e/kWh</p><p class="note">%s</p><p>%s</p>'
+    body = ('<p><a id="report-link" href="%s">%s</a></p>' % (escape(_url("/carbon/report", lang)),
+                                                            escape(label(lang, "report_link")))
+            + '<p id="factor">%s: %s kgCO2e/kWh</p><p class="note">%s</p><p>%s</p>'
             % (escape(label(lang, "factor_note")), escape(factors), escape(label(lang, "energy_note")),
                " ".join('<a href="%s">%d %s</a>' % (escape(_url("/carbon", lang, days=n)), n,
                                                      escape(label(lang, "days"))) for n in (7, 31, 92, 366)))
@@ -813,15 +946,42 @@ async def air_page(request: web.Request) -> web.Response:
         for n, lvl in enumerate(aqi.LEVELS))
     legend = ('<h2>%s</h2><table id="aqi-bands"><thead><tr><th>AQI</th><th>%s</th><th>PM2.5 (µg/m³)</th>'
               '<th>PM10 (µg/m³)</th></tr></thead><tbody>%s</tbody></table>'
-              '<p class="note">PCD 2023. * %s</p>'
+              '<p class="note" id="aqi-footnote">%s</p>'
               % (escape(label(lang, "legend")), escape(label(lang, "level")), legend_rows,
-                 "AQI > 200: PCD publishes no upper end; AirWatt maps 201-500 to PM2.5 75.1-500 and PM10 181-600 "
-                 "µg/m³ and caps at 500 (see agent/aqi.py)"))
+                 escape(label(lang, "aqi_footnote"))))
     return _page(request, "air", label(lang, "air"), table + legend)
 
 
-async def index(request: web.Request) -> web.Response:
-    raise web.HTTPFound(_url("/fleet", _lang(request)))
+ERROR_TITLES = {400: "err_400", 403: "err_403", 404: "err_404"}
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+    """A browser (Accept: text/html) gets a 400, 403 or 404 as a page in its language, with what to do; scripts
+    keep the plain-text answer."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status not in ERROR_TITLES or "text/html" not in request.headers.get("Accept", ""):
+            raise
+        lang = _lang(request)
+        detail = err.text or ""
+        if err.status == 400:
+            name = detail.split(" ", 1)[0]
+            what = label(lang, "err_400_param") % name if name in PARAM_NAMES else label(lang, "err_400_text")
+        else:
+            what = label(lang, "err_%d_text" % err.status)
+        body = ('<p id="error-text">%s</p><p class="note">%s: <code id="error-detail">%s</code></p>'
+                '<p><a href="%s">%s</a></p>'
+                % (escape(what), escape(label(lang, "err_detail")), escape(detail), escape(_url("/", lang)),
+                   escape(label(lang, "city"))))
+        resp = _page(request, "", "%d %s" % (err.status, label(lang, ERROR_TITLES[err.status])), body,
+                     refresh=False)
+        resp.set_status(err.status)
+        return resp
+
+
+PARAM_NAMES = ("from", "to", "end", "range", "days", "month", "site", "sensor", "device", "era")
 
 
 def setup_pages(app: web.Application) -> None:
@@ -842,7 +1002,14 @@ def setup_pages(app: web.Application) -> None:
     reader = Reader(store.db_path(data_dir))
     app[READER_KEY] = reader
     security.setup_security(app)
-    app.router.add_get("/", index)
+    app[ERA_KEY] = config.thai_era
+    app.middlewares.append(era_of_request)
+    app.middlewares.append(error_pages)
+    from .city import setup_city
+    from .downloads import setup_downloads
+
+    setup_city(app)
+    setup_downloads(app)
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/device/{id}", device_page)
     app.router.add_post("/device/{id}/settings", device_settings_post)

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from html import escape
 
 THAILAND = timezone(timedelta(hours=7), "ICT")
-LEFT, RIGHT, TOP, BOTTOM = 58, 14, 26, 30
+LEFT, RIGHT, TOP, BOTTOM = 58, 14, 26, 34
 TIME_STEPS = (600, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
 
 
@@ -104,7 +104,7 @@ def time_plot(series: list[Series], t0: float, t1: float, *, plot_id: str, unit:
               bands: list[tuple[float, float, str]] = (), guides: list[tuple[float, str, str]] = (),
               y_floor: float | None = None, y_min_top: float | None = None, flagged_label: str = "flagged",
               no_data: str = "no data", width: int = 880, height: int = 230, max_points: int = 720,
-              tz: timezone = THAILAND) -> str:
+              tz: timezone = THAILAND, tz_label: str = "ICT (UTC+7)") -> str:
     """An SVG time plot. bands: (low, high, colour) drawn behind; guides: (value, colour, label) lines."""
     markers = {s.key: ([dict(m, flagged=False) for m in s.means] if s.means is not None
                        else downsample(s.points, t0, t1, max_points)) for s in series}
@@ -150,13 +150,21 @@ def time_plot(series: list[Series], t0: float, t1: float, *, plot_id: str, unit:
                    '<text x="%.1f" y="%d" text-anchor="middle" class="tick">%s</text>'
                    % (x(t), x(t), TOP, TOP + ph, x(t), TOP + ph + 16, _time_label(t, step, tz)))
     out.append('<text x="6" y="%d" class="unit">%s</text>' % (TOP - 10, escape(unit)))
+    # the time zone of the time axis, under its first tick
+    out.append('<text x="%d" y="%d" class="tick tz">%s</text>' % (LEFT, height - 2, escape(tz_label)))
+    # Guides are lines across the plot; their labels sit in the strip above it, after the unit, each with a
+    # dashed swatch: a label on the line itself hid the data wherever the readings crossed it.
+    gx = LEFT + 6
     for value, colour, text in guides:
         if ymin <= value <= ymax:
             out.append('<line class="guide" data-value="%s" x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" '
-                       'stroke-width="1.5" stroke-dasharray="6 4"/><text x="%d" y="%.1f" text-anchor="end" '
-                       'class="guide-label" fill="%s">%s</text>'
-                       % (_num(value), LEFT, LEFT + pw, y(value), y(value), colour, LEFT + pw - 4, y(value) - 4,
-                          colour, escape(text)))
+                       'stroke-width="1.5" stroke-dasharray="6 4"/>'
+                       % (_num(value), LEFT, LEFT + pw, y(value), y(value), colour))
+            out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="1.5" stroke-dasharray="4 3"/>'
+                       '<text x="%d" y="%d" class="guide-label" data-value="%s" fill="%s">%s</text>'
+                       % (gx, gx + 16, TOP - 13, TOP - 13, colour, gx + 20, TOP - 9, _num(value), colour,
+                          escape(text)))
+            gx += 40 + int(7 * len(text))
     for s in series:
         ms = markers[s.key]
         good = [m for m in ms if not m["flagged"]]

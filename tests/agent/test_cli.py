@@ -10,12 +10,13 @@ import subprocess
 import sys
 import urllib.request
 
+import csvw
 import pytest
 
 from airwatt.agent import bench, ingest, store, writer
 from airwatt.agent.cli import main
 from airwatt.agent.config import Config, ConfigError, load_config
-from airwatt.agent.commands import EXPORT_COLUMNS, parse_time
+from airwatt.agent.commands import EXPORT_COLUMNS, LICENCE, parse_time
 from airwatt.protocol import fields
 from airwatt.protocol.models import parse_batch
 
@@ -152,7 +153,18 @@ def test_export_csv_and_json_are_open_data_without_keys(tmp_path, capsys):
     keys = [store.device_key(store.open_db(d), dev).hex() for dev in ("dev-1", "dev-2")]
     out_file = tmp_path / "open.csv"
     code, out, err = run(capsys, "export", "--format", "csv", "--out", str(out_file), "--data-dir", d)
-    assert code == 0 and out == "" and err == "wrote 7 readings to %s (csv)\n" % out_file
+    meta = tmp_path / "open.csv-metadata.json"
+    assert code == 0 and out == "" and err == "wrote 7 readings to %s (csv)\nwrote its CSV on the Web metadata to %s\n" % (
+        out_file, meta)
+    # the CSVW metadata, read by a CSVW library: the CSV's own columns, typed, each value valid for its datatype
+    table = csvw.Table.from_file(meta)
+    assert [c.name for c in table.tableSchema.columns] == [c[0] for c in EXPORT_COLUMNS]
+    assert table.common_props["dc:license"] == {"@id": LICENCE}
+    units = {c.name: c.common_props.get("schema:unitText") for c in table.tableSchema.columns}
+    assert all(units[row[1]] == row[2] for row in fields.METRICS)
+    typed = list(table.iterdicts())
+    assert len(typed) == 7 and typed[0]["pm25"] == 27 and typed[0]["lat"] == 16.43 and typed[6]["time"] is None
+    assert typed[0]["time"].isoformat().startswith("2026-09-21T14:13:21")
     text = out_file.read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == [c[0] for c in EXPORT_COLUMNS]

@@ -205,7 +205,7 @@ async def test_language_switch(agent, shots):
             titles[page] = await b.js("document.querySelector('h1').textContent")
     assert (th_lang, th_title, en_title, back) == ("th", "คุณภาพอากาศ", "Air", "คุณภาพอากาศ")
     assert "lang=en" in en_url
-    assert nav == ["Fleet", "Air", "Carbon", "Sync", "ภาษาไทย"]
+    assert nav == ["City", "Fleet", "Air", "Carbon", "Sync", "ภาษาไทย"]
     assert titles == {"fleet": "อุปกรณ์", "carbon": "คาร์บอนฟุตพริ้นท์", "sync": "การซิงค์ข้อมูล"}
 
 

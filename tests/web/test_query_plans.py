@@ -9,7 +9,7 @@ import time
 import sqlite_utils
 
 from airwatt.agent import carbon, commands, rollup, store
-from airwatt.agent.web import pages
+from airwatt.agent.web import city, downloads, pages
 from pages_fixture import fill
 
 BIG = ("readings", "rollup_hour", "rollup_day")
@@ -33,6 +33,11 @@ def test_page_queries_never_scan_a_big_table(tmp_path):
     pages.carbon_data(rdb, now - 31 * 86400, now, carbon.FACTORS)
     pages.sync_data(rdb)
     list(commands.export_rows(rdb, now - 3600, now))
+    city.city_data(rdb, now, carbon.FACTORS)
+    pages.first_reading(rdb, "hall-01", now - 86400, now)
+    downloads.footprint(rdb, carbon.local_day(now)[:7], carbon.FACTORS)
+    downloads._csv_chunk(rdb, store.get_device(rdb, "hall-01"), "pm", now - 86400, now)
+    downloads._json_chunk(rdb, "hall-01", None, now - 3600, now)
     conn.set_trace_callback(None)
     statements = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
     assert len(statements) > 10
