@@ -9,7 +9,18 @@ import pytest
 
 from airwatt.agent import store
 from airwatt.emulator.platform import PLATFORM, start_platform
-from sync_helpers import SITE
+from sync_helpers import SITE, STARTED
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_behind():
+    """Kill what a test started (an agent, a server) even when its assertion failed first."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.fixture

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 from airwatt.agent import store
 from airwatt.emulator.platform import Platform
 
+# Processes a test started (agents, servers): conftest kills what is left when the test ends.
+STARTED: list[subprocess.Popen] = []
 T0 = 1790000000.0  # 2026-09-21T...Z, a whole second
 SITE = {"kk-hall-01": (16.4419, 102.8360, "Khon Kaen City Hall"), "kk-school-02": (16.4300, 102.8200, "School 2")}
 

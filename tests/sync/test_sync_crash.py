@@ -21,20 +21,9 @@ import pytest
 
 from airwatt.agent import store
 from airwatt.agent.adapters import http_json, ngsi_ld
-from sync_helpers import SITE, add_readings
+from sync_helpers import STARTED, SITE, add_readings
 
 
-_STARTED: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left_behind():
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def start_platform(tmp: Path, faults: dict) -> tuple[subprocess.Popen, str]:
@@ -44,7 +33,7 @@ def start_platform(tmp: Path, faults: dict) -> tuple[subprocess.Popen, str]:
          "--port-file", str(port_file), "--faults", json.dumps(faults)],
         stdout=subprocess.DEVNULL,
     )
-    _STARTED.append(proc)
+    STARTED.append(proc)
     deadline = time.monotonic() + 20
     while not port_file.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "platform did not start"
@@ -62,7 +51,7 @@ def start_sync(data_dir: Path, url: str, kind: str, *extra: str, runner: str = "
                "--platform-kind", kind, "--backoff-base", "0.05", *extra]
     log = open(data_dir.parent / ("%s-%d.log" % (runner, time.monotonic_ns())), "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    _STARTED.append(proc)
+    STARTED.append(proc)
     return proc
 
 

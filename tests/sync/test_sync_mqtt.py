@@ -25,10 +25,9 @@ import pytest
 from airwatt.agent import store, sync
 from airwatt.agent.adapters import http_json, make_adapter, mqtt
 from airwatt.emulator.real_servers import Mosquitto, free_port
-from sync_helpers import add_readings
+from sync_helpers import STARTED, add_readings
 
 _NAMES = itertools.count(1)
-_STARTED: list[subprocess.Popen] = []
 
 
 @pytest.fixture(scope="module")
@@ -37,16 +36,6 @@ def broker(tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left_behind():
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def prefix() -> str:
@@ -127,7 +116,7 @@ def start_sync(data_dir: Path, url: str, *extra: str) -> subprocess.Popen:
            url, "--platform-kind", "mqtt", "--backoff-base", "0.1", *extra]
     log = open(data_dir.parent / ("sync-%d.log" % time.monotonic_ns()), "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    _STARTED.append(proc)
+    STARTED.append(proc)
     return proc
 
 

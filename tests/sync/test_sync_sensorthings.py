@@ -26,10 +26,9 @@ from airwatt.agent import store, sync
 from airwatt.agent.adapters import make_adapter, sensorthings
 from airwatt.protocol import fields
 from airwatt.emulator.real_servers import SensorThingsServer
-from sync_helpers import add_readings
+from sync_helpers import STARTED, add_readings
 
 _NAMES = itertools.count(1)
-_STARTED: list[subprocess.Popen] = []
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +37,6 @@ def sta(tmp_path_factory):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left_behind():
-    yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def boards(n: int) -> list[str]:
@@ -106,7 +95,7 @@ def start_sync(data_dir: Path, url: str, *extra: str) -> subprocess.Popen:
            url, "--platform-kind", "sensorthings", "--backoff-base", "0.1", *extra]
     log = open(data_dir.parent / ("sync-%d.log" % time.monotonic_ns()), "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    _STARTED.append(proc)
+    STARTED.append(proc)
     return proc
 
 
