@@ -58,7 +58,7 @@ def check_reading(r, path, instance=False):
 
 def check_status(s, path="status"):
     names = tuple(row[0] for row in fields.STATUS_FIELDS)
-    _object(s, path, names + ("errors", "time_sync"), ("settings",))
+    _object(s, path, names + ("errors", "time_sync"), ("settings", "fw"))
     for name, lo, hi, nullable in fields.STATUS_FIELDS:
         _int(s[name], _join(path, name), lo, hi, nullable)
     errors = s["errors"]
@@ -75,6 +75,10 @@ def check_status(s, path="status"):
         from . import settings  # only when there are any: the board's heap is small
 
         settings.check_applied(s["settings"], _join(path, "settings"))
+    if "fw" in s:
+        from . import settings
+
+        settings.check_fw(s["fw"], _join(path, "fw"))
 
 
 def check_batch(b):

@@ -82,6 +82,30 @@ class Applied(BaseModel):
         description="What could not be applied, or empty")
 
 
+class FirmwareReport(BaseModel):
+    """The board's firmware and where its update stands (status.fw)."""
+
+    model_config = _STRICT
+    run: Annotated[str, Field(min_length=1, max_length=fields.FIRMWARE_MAX, pattern=_TEXT)] = Field(
+        description="The version the board runs")
+    target: Annotated[str, Field(max_length=fields.FIRMWARE_MAX, pattern=_TEXT)] = Field(
+        description="The version the update works towards (or rolled back from), else empty")
+    state: Literal[settings.FW_STATES] = Field(description="Where the update stands")  # type: ignore[valid-type]
+    error: Annotated[str, Field(max_length=settings.FW_ERROR_MAX, pattern=_TEXT)] = Field(
+        description="Why the update failed or was rolled back, or empty")
+
+
+class Offer(BaseModel):
+    """A firmware release the agent offers the board (answer.firmware); the board fetches its signed manifest."""
+
+    model_config = _STRICT
+    version: Annotated[str, Field(min_length=1, max_length=fields.FIRMWARE_MAX, pattern=_TEXT)]
+    size: Annotated[StrictInt, Field(ge=settings.OFFER[0][1], le=settings.OFFER[0][2])] = Field(
+        description="Bytes of the release's files")
+    probation_s: Annotated[StrictInt, Field(ge=settings.OFFER[1][1], le=settings.OFFER[1][2])] = Field(
+        description="Seconds the new version has to pass its self-test and get an upload acknowledged")
+
+
 class Status(BaseModel):
     """What the board reports of itself with each upload."""
 
@@ -94,6 +118,7 @@ class Status(BaseModel):
     errors: dict[SensorKind, Count] = Field(description="Bad frames, timeouts and missing-sensor reads per sensor")
     time_sync: Literal[fields.TIME_SYNC]  # type: ignore[valid-type]
     settings: Applied | None = None
+    fw: FirmwareReport | None = None
 
 
 class Batch(BaseModel):
@@ -171,6 +196,7 @@ class Answer(BaseModel):
     )
     server_time: WallTime
     settings: Settings | None = None
+    firmware: Offer | None = None
 
 
 def _path(loc: tuple) -> str:

@@ -24,6 +24,13 @@ CO2_CARE = (
     ("pressure", 70000, 120000, "int"),  # Pa ambient pressure; overrides altitude
     ("frc", 400, 2000, "int"),  # forced recalibration to this reference ppm (once per rev)
 )
+# A firmware release offered in an answer (answer.firmware.*): the version, its files' total bytes, and the
+# probation window (s) in which the new version must pass its self-test and get an upload acknowledged.
+OFFER = (("size", 1, 4000000), ("probation_s", 10, 86400))
+# The board's firmware in its status (status.fw.*): the version it runs, the one it works towards, where the
+# update stands and why it failed.
+FW_STATES = ("idle", "downloading", "staged", "probation", "confirmed", "rolled-back", "failed")
+FW_ERROR_MAX = 80
 # The board's acknowledgement (status.settings.*): rev applied, FRC correction ppm (nullable), error text length.
 APPLIED = (("rev", 0, fields.MAX_SEQ), ("frc", -32768, 32767), ("error", 0, 80))
 
@@ -72,3 +79,21 @@ def check_settings(s, path="settings"):
                 raise ProtocolError(at, "must be a number %s..%s" % (lo, hi))
         if "altitude" in care and "pressure" in care:
             raise ProtocolError(_join(where, "pressure"), "give altitude or pressure, not both")
+
+
+def check_offer(o, path="firmware"):
+    """A release offered in an answer: {"version", "size", "probation_s"}."""
+    _object(o, path, ("version",) + tuple(row[0] for row in OFFER))
+    _text(o["version"], _join(path, "version"), 1, fields.FIRMWARE_MAX)
+    for name, lo, hi in OFFER:
+        _int(o[name], _join(path, name), lo, hi)
+
+
+def check_fw(s, path):
+    """The board's firmware report (status.fw): {"run", "target", "state", "error"}."""
+    _object(s, path, ("run", "target", "state", "error"))
+    _text(s["run"], _join(path, "run"), 1, fields.FIRMWARE_MAX)
+    _text(s["target"], _join(path, "target"), 0, fields.FIRMWARE_MAX)
+    if s["state"] not in FW_STATES:
+        raise ProtocolError(_join(path, "state"), "must be one of %s" % ", ".join(FW_STATES))
+    _text(s["error"], _join(path, "error"), 0, FW_ERROR_MAX)

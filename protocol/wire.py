@@ -138,9 +138,10 @@ def encode_reading_quanta(seq, t, ticks, boot, sensor, quanta, flags):
     ).encode()
 
 
-def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync, applied=None):
+def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync, applied=None, fw=None):
     """The device status (protocol's status object) as canonical JSON bytes; `applied` is the settings
-    acknowledgement {"rev", "frc", "error"}, left out when None."""
+    acknowledgement {"rev", "frc", "error"} and `fw` the firmware report {"run", "target", "state", "error"},
+    each left out when None."""
     status = {
         "buffer_depth": buffer_depth,
         "dropped": dropped,
@@ -152,6 +153,8 @@ def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time
     }
     if applied is not None:
         status["settings"] = applied
+    if fw is not None:
+        status["fw"] = fw
     return dumps(status).encode()
 
 

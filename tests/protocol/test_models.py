@@ -49,7 +49,7 @@ def test_models_follow_the_field_table():
             prop = props[name]
             assert (prop["minimum"], prop["maximum"]) == (row[5], row[6]), name
             assert prop["type"] == ("integer" if row[4] == "int" else "number"), name
-    assert set(models.Status.model_fields) == {r[0] for r in fields.STATUS_FIELDS} | {"errors", "time_sync", "settings"}
+    assert set(models.Status.model_fields) == {r[0] for r in fields.STATUS_FIELDS} | {"errors", "time_sync", "settings", "fw"}
 
 
 def test_errors_name_reading_field_and_reason():

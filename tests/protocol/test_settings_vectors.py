@@ -35,7 +35,7 @@ def test_status_vectors_and_canonical_bytes():
         assert _verdict(check.check_status, m) == (vec["valid"], vec.get("error_at")), vec["name"]
         if vec["valid"]:
             got = wire.encode_status(m["uptime_s"], m["free_heap"], m["rssi"], m["buffer_depth"], m["dropped"],
-                                     m["errors"], m["time_sync"], m.get("settings"))
+                                     m["errors"], m["time_sync"], m.get("settings"), m.get("fw"))
             assert got.decode() == vec["canonical"], vec["name"]
 
 
