@@ -355,18 +355,22 @@ class Board:
                                     log=log, on_clock=set_rtc)
         self.settings = agent_settings.Settings(self, settings_path or agent_settings.PATH, log)
         self.uplink.on_settings = self.settings.take
+        import ota  # firmware updates: offered in the answer, reported in the status, probation after a switch
+        self.ota = ota.Ota(self, log)
+        self.uplink.on_firmware = self.ota.offer
 
     def status(self):
         """The protocol's device status, encoded: sent with each upload."""
         return wire.encode_status(self.clock.ms() // 1000, gc.mem_free(),
                                   self.wifi.rssi() if self.wifi is not None else None, self.store.depth,
-                                  self.store.dropped, self.sampler.errors, self.clock.sync, self.settings.applied)
+                                  self.store.dropped, self.sampler.errors, self.clock.sync, self.settings.applied,
+                                  self.ota.report())
 
     def report(self):
         log("STATUS " + self.status().decode() + " uplink " + str(self.uplink.last))
 
     async def run(self):
-        tasks = [self.sampler.run(), self.uplink.run(), self.settings.run(),
+        tasks = [self.sampler.run(), self.uplink.run(), self.settings.run(), self.ota.run(),
                  watchdog(self.wdt, (("sampler", self.sampler), ("uplink", self.uplink)), self.clock,
                           self.cfg["stall_s"] * 1000, self.report),
                  report_selftest(self.sampler.sensors, self.clock,

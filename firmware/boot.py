@@ -1,6 +1,36 @@
 # Runs first at every boot, before main.py. Kept tiny: a mistake here would make the board unreachable.
+# It is also the firmware chooser, which an update never replaces (ota.py writes the pointer it reads).
 import gc
 
+
+def _choose():
+    # /fw/boot: state, version, previous, failed, why, probation s. "try": the first boot of a staged version
+    # (now on probation); "trying": that boot never confirmed, so back to the previous version with the reason.
+    import os
+    import sys
+    try:
+        with open("/fw/boot") as f:
+            p = f.read().split("\n")
+        if p[0] != "ok":
+            if p[0] == "trying":
+                try:
+                    with open("/fw/why") as f:
+                        why = f.read(80)
+                except OSError:
+                    why = "reset before its probation ended"
+                p = ["ok", p[2], "", p[1], why, "0"]
+            else:
+                p[0] = "trying"
+            with open("/fw/boot.tmp", "w") as f:
+                f.write("\n".join(p))
+            os.rename("/fw/boot.tmp", "/fw/boot")
+        if p[1] and os.stat("/fw/" + p[1]):
+            sys.path.insert(1, "/fw/" + p[1])
+    except (OSError, IndexError):
+        pass  # no pointer (or no folder): the flashed /lib
+
+
+_choose()
 try:
     import esp
 

@@ -45,6 +45,7 @@ class Uplink:
         self.v2_max = _V2_MAX
         self._body = bytearray(MAX_BODY) if self.v2 else None  # a v2 body is built in place: no copies
         self.on_settings = None  # (the answer's settings): the board applies and acknowledges them
+        self.on_firmware = None  # (the answer's firmware offer): ota.py stages it
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.sent = 0  # readings acknowledged by the agent since boot
@@ -193,6 +194,8 @@ class Uplink:
                     self.sampler.set_interval(kind, iv[kind])
             if self.on_settings is not None:
                 self.on_settings(s)
+        if a.get("firmware") and self.on_firmware is not None:
+            self.on_firmware(a["firmware"])
 
     async def upload_once(self):
         """Try one batch. Returns (outcome, ms to wait before the next attempt); never raises for I/O trouble."""

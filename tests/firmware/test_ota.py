@@ -1,0 +1,53 @@
+"""The board's side of a firmware update (firmware/ota.py, the chooser in firmware/boot.py) on a real LittleFS on
+the MicroPython VM, over the emulated NOR flash of emulator/board/blockdev.py, beside the reading log: staging,
+the switch, probation and rollback, and a power cut at every flash write of an update (pytest -s shows the
+count and where the cuts hit)."""
+
+import re
+
+import pytest
+
+from micropython_plugin import run_micropython
+from test_store import BOARD, HERE
+
+
+def vm(*args) -> str:
+    result = run_micropython([str(HERE / "ota_cases.py"), *map(str, args)], extra_paths=(BOARD,), timeout=600)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
+    return result.stdout
+
+
+def test_update_is_staged_switched_and_confirmed_and_says_what_flash_it_took():
+    out = vm("update")
+    print(out)
+    m = re.search(r"STAGED (\d+) blocks of (\d+) bytes for (\d+) bytes of files", out)
+    planned = re.search(r"OTA 0.3.0: 4 files, (\d+) bytes, (\d+) flash blocks to stage", out)
+    # What staging plans to take (and checks against the log's room) is never less than what it takes.
+    assert m and planned and 0 < int(m[1]) <= int(planned[2]), out
+    assert "UPDATE confirmed after 2 boots" in out
+
+
+def test_a_corrupted_download_is_refused_and_the_retry_stages_it():
+    out = vm("corrupt")
+    assert "CORRUPT refused: ota.mpy: SHA-256 does not match the manifest: refused; retried: staged" in out, out
+
+
+def test_staging_refuses_rather_than_take_the_reading_logs_room():
+    out = vm("no_room")
+    assert re.search(r"NOROOM no room: release needs \d+ blocks, \d+ free, reading log keeps \d+", out), out
+
+
+def test_a_version_that_fails_its_probation_boots_the_previous_one_and_says_why():
+    out = vm("rollback")
+    assert "ROLLBACK" in out and "self-test failed in probation" in out, out
+
+
+@pytest.mark.parametrize("keep", [0, 33], ids=["cut-before-write", "torn-write-33-bytes"])
+def test_power_cut_at_every_flash_write_of_an_update(keep):
+    out = vm("power_cuts", keep)
+    print(out)
+    m = re.search(r"OTACUTS (\d+) WRITES (\d+) keep=(\d+) (.*)", out)
+    assert m and int(m[1]) == int(m[2]) >= 30, out
+    for phase in ("'stage'", "'switch'", "'chooser'", "'confirm'", "'log'"):
+        assert phase in m[4], "no cut hit %s: %s" % (phase, m[4])
