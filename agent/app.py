@@ -16,7 +16,7 @@ from aiohttp import web
 
 from airwatt.protocol import fields
 
-from . import alerts, metrics, rollup, store
+from . import alerts, firmware, metrics, rollup, store
 from .config import Config
 from .ingest import Ingest, make_handler
 from .sync import setup_sync
@@ -75,6 +75,7 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
     app.router.add_post("/v1/batches", make_handler(INGEST_KEY))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
+    firmware.setup_firmware(app, DB_KEY, INGEST_KEY)  # the boards fetch offered releases here
     app.on_startup.append(_start_writer)
     cfg = app[CONFIG_KEY].store
     roller = rollup.Roller(str(store.db_path(data_dir)), rollup.EVERY_S, keep_synced_s=cfg.keep_synced_days * 86400,

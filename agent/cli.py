@@ -59,6 +59,9 @@ _REGISTRARS.append(_demo.register)
 from airwatt.agent import emulate_cmd as _emulate_cmd  # noqa: E402  emulate
 
 _REGISTRARS.append(_emulate_cmd.register)
+from airwatt.agent import firmware as _firmware  # noqa: E402  firmware build, rollout, status
+
+_REGISTRARS.append(_firmware.register)
 
 
 def main(argv: list[str] | None = None) -> int:

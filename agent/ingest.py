@@ -31,7 +31,7 @@ from airwatt.protocol import fields
 from airwatt.protocol.check import ProtocolError
 from airwatt.protocol.models import Batch, parse_batch
 
-from . import device_settings, store
+from . import device_settings, firmware, store
 from .server import read_limited
 from .writer import Job, WriteFailed, Writer
 
@@ -175,6 +175,13 @@ def make_handler(ingest_key: web.AppKey) -> Callable[[web.Request], Awaitable[we
             settings = None
         if settings is not None:
             answer["settings"] = settings
+        try:
+            offer = firmware.exchange(ingest.db, device, batch.status.fw if batch.status else None)
+        except sqlite3.Error as err:  # as for settings: the offer goes with a later answer
+            log.warning("firmware of %s not exchanged: %s", device, err)
+            offer = None
+        if offer is not None:
+            answer["firmware"] = offer
         return web.json_response(answer)
 
     return post_batch

@@ -264,6 +264,7 @@ class Ota:
             pass
         self._prune((self.pointer[1], v))  # an older staged release is of no use now
         need = self._room(files, folder)
+        free0 = os.statvfs(self.root)[3]
         self.log("OTA %s: %d files, %d bytes, %d flash blocks to stage" % (
             v, len(files), sum([f[1] for f in files]), need))
         for path, size, sha in files:
@@ -296,6 +297,8 @@ class Ota:
         for path, size, sha in files:  # read back: what the flash holds is what boots
             if file_sha(folder + "/" + path, self.buf) != sha:
                 return "%s: staged copy does not read back: refused" % path
+        st = os.statvfs(self.root)
+        self.log("OTA %s: staged in %d flash blocks of %d bytes" % (v, free0 - st[3], st[0]))
         return None
 
     def switch(self, o):
