@@ -249,23 +249,25 @@ def setup_firmware(app: web.Application, db_key: web.AppKey, ingest_key: web.App
     """GET /v1/firmware/{version}/manifest and /file: for boards whose rollout offers that version, signed like
     an upload (X-AirWatt-Device, X-AirWatt-Signature = HMAC-SHA256 of "GET " + path and query)."""
 
-    def allowed(request: web.Request) -> tuple[str, bytes] | None:
+    def allowed(request: web.Request) -> tuple[str, bytes] | web.Response:
+        """(device, key) of a signed request for the release its rollout offers it, else the refusal."""
         ingest = request.app[ingest_key]
         device = request.headers.get("X-AirWatt-Device", "")
         signed = ("GET " + request.path_qs).encode()
         if not ingest.authentic(device, signed, request.headers.get("X-AirWatt-Signature", "")):
-            return None
+            return web.json_response({"error": "unauthorized"}, status=401)
         row = request.app[db_key].execute(
             "SELECT f.target FROM firmware_devices f JOIN firmware_rollouts r ON r.id = f.rollout"
             " WHERE f.device = ? AND r.halted IS NULL", (device,)).fetchone()
         if row is None or row[0] != request.match_info["version"]:
-            return None
+            return web.json_response({"error": "release %s is not offered to %s" % (
+                request.match_info["version"], device)}, status=404)
         return device, ingest.key_for(device)
 
     async def manifest(request: web.Request) -> web.Response:
         who = allowed(request)
-        if who is None:
-            return web.json_response({"error": "unauthorized"}, status=401)
+        if isinstance(who, web.Response):
+            return who
         body = manifest_body(request.app[db_key], request.match_info["version"], who[0])
         if body is None:
             return web.json_response({"error": "no such release"}, status=404)
@@ -274,20 +276,21 @@ def setup_firmware(app: web.Application, db_key: web.AppKey, ingest_key: web.App
 
     async def file(request: web.Request) -> web.Response:
         who = allowed(request)
-        if who is None:
-            return web.json_response({"error": "unauthorized"}, status=401)
+        if isinstance(who, web.Response):
+            return who
         try:
             path = request.query["path"]
             offset, length = int(request.query["offset"]), int(request.query["length"])
         except (KeyError, ValueError):
-            return web.json_response({"error": "give path, offset and length"}, status=400)
+            return web.json_response({"error": "give path, offset and length (whole numbers)"}, status=400)
         if offset < 0 or not 0 < length <= CHUNK_MAX:
-            return web.json_response({"error": "offset >= 0, length 1..%d" % CHUNK_MAX}, status=400)
+            return web.json_response({"error": "offset >= 0 and length 1..%d" % CHUNK_MAX}, status=400)
         row = request.app[db_key].execute(
             "SELECT substr(data, ?, ?) FROM firmware_files WHERE version = ? AND path = ?",
             (offset + 1, length, request.match_info["version"], path)).fetchone()
         if row is None:
-            return web.json_response({"error": "no such file"}, status=404)
+            return web.json_response({"error": "no file %s in release %s" % (
+                path, request.match_info["version"])}, status=404)
         return web.Response(body=bytes(row[0]), content_type="application/octet-stream")
 
     app.router.add_get("/v1/firmware/{version}/manifest", manifest)

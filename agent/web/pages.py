@@ -27,8 +27,8 @@ from urllib.parse import urlencode
 import sqlite_utils
 from aiohttp import web
 
-from .. import alerts, aqi, carbon, device_settings, rollup, store
-from . import params, security, svg
+from .. import alerts, aqi, carbon, device_settings, firmware, rollup, store
+from . import firmware_block, params, security, svg
 from .downloads import download_links
 from .i18n import label, lang_of
 
@@ -367,6 +367,9 @@ async def fleet(request: web.Request) -> web.Response:
     now = time.time()
     rows, sites = await request.app[READER_KEY].run(fleet_rows, site, now)
     open_ = await request.app[READER_KEY].run(alerts.open_alerts)
+    fw = {r["device"]: r for r in await request.app[READER_KEY].run(firmware.status)}  # firmware_block.py
+    rollout = firmware_block.rollout_box(lang, await request.app[READER_KEY].run(firmware.progress),
+                                         _url("/firmware/halt", lang))
     options = '<option value="">%s</option>' % escape(label(lang, "all_sites")) + "".join(
         '<option value="%s"%s>%s</option>' % (escape(s), " selected" if s == site else "", escape(s or "-"))
         for s in sites)
@@ -400,14 +403,15 @@ async def fleet(request: web.Request) -> web.Response:
             % (state_rank[d["state"]], d["state"], STATE_COLOURS[d["state"]], escape(label(lang, d["state"])))
             + _td("%s (%s %s)" % (_fmt_time(d["last_seen"]), _fmt_age(age), label(lang, "ago")) if age is not None
                   else "-", d["last_seen"] or 0)
-            + _td(d["firmware"] or "-") + num("rssi") + num("free_heap") + num("buffer_depth") + num("dropped")
+            + _td(firmware_block.cell(d["firmware"], fw.get(d["id"]))) + num("rssi") + num("free_heap") + num("buffer_depth") + num("dropped")
             + _td(err_text, sum(v for v in errors.values() if isinstance(v, int)), "num")
             + _td(st.get("time_sync", "-")) + _td(d["readings"], d["readings"], "num") + "</tr>")
     table = '<table id="fleet"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (head, "".join(body))
     note = '<p class="note">%s</p>' % escape(label(lang, "state_note") % (ONLINE_INTERVALS, LATE_INTERVALS))
     unlocated = no_location_block(lang, *await request.app[READER_KEY].run(no_location_data),
                                   request.app[DATA_DIR_PATH_KEY])
-    return _page(request, "fleet", label(lang, "fleet"), alerts_box(request, open_) + form + table + note + unlocated)
+    return _page(request, "fleet", label(lang, "fleet"),
+                 alerts_box(request, open_) + rollout + form + table + note + unlocated)
 
 
 # -- Device ------------------------------------------------------------------------------------------------
@@ -1010,6 +1014,7 @@ def setup_pages(app: web.Application) -> None:
 
     setup_city(app)
     setup_downloads(app)
+    firmware_block.setup(app)
     app.router.add_get("/fleet", fleet)
     app.router.add_get("/device/{id}", device_page)
     app.router.add_post("/device/{id}/settings", device_settings_post)
