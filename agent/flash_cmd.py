@@ -388,6 +388,18 @@ def check_port(port: str) -> None:
                          "with `mpremote connect list`)" % port)
 
 
+# Staged and confirmed updates (firmware/ota.py) are dropped: the pointer first, so a cut leaves the flashed /lib
+# chosen at boot (boot.py), then the version folders.
+_DROP_UPDATES = """import os
+os.remove('/fw/boot')
+def rm(p):
+    for e in os.ilistdir(p):
+        (rm if e[1] == 0x4000 else os.remove)(p + '/' + e[0])
+    os.rmdir(p)
+rm('/fw')
+"""
+
+
 def flash(args: argparse.Namespace, say=print) -> int:
     sensors = [s for s in args.sensors.split(",") if s]
     # Refuse bad arguments before touching the store or the board.
@@ -417,6 +429,9 @@ def flash(args: argparse.Namespace, say=print) -> int:
                                             args.lat, args.lon, upload_gap(config))
         files["/config.json"] = json.dumps(config, indent=1).encode()
         say("      %s" % ("new device, key created" if created else "known device, key kept"))
+        if transport.fs_exists("/fw/boot"):
+            transport.exec(_DROP_UPDATES)
+            say("      the board ran a firmware update (/fw): from now on it runs what is flashed")
         if held and old != args.device:
             discard_readings(transport, root)
             say("      --force: discarded the %s of device %s the board held (never uploaded)"

@@ -141,6 +141,17 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             assert seqs == list(range(1, len(seqs) + 1))
             code, out = cli(data_dir, "firmware", "status")
             assert re.search(r"%s\s+0.3.0\s+0.4.0\s+rolled-back\s+cannot start" % DEVICE, out), out
+
+            # A technician's flash wins over the updates: the board runs the flashed firmware again.
+            mark = board.log_offset()
+            done = flash(board, data_dir, DEVICE, url, *FAST)
+            assert done.returncode == 0 and "it runs what is flashed" in done.stdout, done.stdout + done.stderr
+            board.wait_for("AIRWATT firmware 0.2.0 starting", timeout=30, since=mark)
+            wait_rows(data_dir, "SELECT seq FROM readings WHERE device = ? AND received > ?", DEVICE, time.time(),
+                      until=lambda r: len(r) >= 3)
+            assert fw_status(data_dir)[DEVICE]["running"] == "0.2.0"
+            seqs = [s for (s,) in rows(data_dir, "SELECT seq FROM readings WHERE device = ? ORDER BY seq", DEVICE)]
+            assert seqs == list(range(1, len(seqs) + 1))
     finally:
         agent.terminate()
         agent.wait(timeout=10)
