@@ -1,7 +1,8 @@
 """Signed firmware updates on an emulated board, driven only through the CLI (`airwatt flash`, `airwatt serve`,
 `airwatt firmware build / rollout / status`): a good release is confirmed after a corrupted download was refused
-and retried and the agent was killed with -9 in the middle of the rollout; a release that crashes on import is
-rolled back by the board on its own and the rollout halted. No reading is lost, no seq skipped."""
+and retried, the power was cut while it was staged and the agent was killed with -9 in the middle of the rollout; a release that crashes on import is
+rolled back by the board on its own and the rollout halted. A power cut in the middle of the staging is
+picked up where it was. No reading is lost, no seq skipped."""
 
 from __future__ import annotations
 
@@ -96,7 +97,14 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             with sqlite3.connect(data_dir / "airwatt.db") as conn:
                 conn.execute("UPDATE firmware_files SET data = ? WHERE path = 'ota.mpy'", (good,))
 
-            # The retry starts; the agent dies (-9) while the board fetches, and comes back.
+            # The retry starts; the power is cut at a flash write of the staging: the board boots the version
+            # it ran and picks up the staging where it was.
+            mark = board.log_offset()
+            board.wait_for("OTA 0.3.0: ", timeout=60, since=mark)
+            board.set_fault("power_cut_at_write", 25)
+            board.wait_for("AIRWATT firmware 0.2.0 starting", timeout=60, since=mark)
+            assert "OTA 0.3.0 staged" not in board.output(mark)  # the cut came before the switch
+            # The next retry starts; the agent dies (-9) while the board fetches, and comes back.
             mark = board.log_offset()
             board.wait_for("OTA 0.3.0: ", timeout=60, since=mark)
             agent.send_signal(signal.SIGKILL)
