@@ -209,6 +209,8 @@ def exchange(db: sqlite_utils.Database, device: str, report: Any, now: float | N
             if new_state == "rolled-back" and state != "rolled-back":
                 halt(db, rid, "%s rolled back: %s" % (device, new_error), now)
             state, running = new_state, report.run
+    if report is None:
+        return None  # a board without status.fw has no updater, and would refuse an answer with `firmware`
     if halted is not None or state in ENDED or state == "halted" or running == target:
         return None
     if not canary:

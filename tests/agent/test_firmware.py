@@ -85,6 +85,7 @@ def test_canaries_first_then_the_rest_and_states_follow_the_boards(tmp_path, bui
     firmware.rollout(db, "0.3.0", None, canary=1, probation_s=60)
     offer = firmware.exchange(db, "kk-a", report("0.2.0"))
     assert offer == {"version": "0.3.0", "size": built[1]["size"], "probation_s": 60}
+    assert firmware.exchange(db, "kk-a", None) is None  # no status.fw: no updater on that board
     assert firmware.exchange(db, "kk-b", report("0.2.0")) is None  # waits for the canary
     firmware.exchange(db, "kk-a", report("0.2.0", "0.3.0", "failed", "ota.mpy: SHA-256 does not match"))
     rows = {r["device"]: r for r in firmware.status(db)}
