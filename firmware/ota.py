@@ -119,6 +119,8 @@ class Ota:
         self.error = ""
         if p[0] == "trying" and p[1]:
             self.state, self.target = "probation", p[1]
+        elif p[0] == "try":  # boot.py could not mark it (flash full?): it runs the previous version
+            self.state, self.target = "staged", p[1]
         elif p[3]:
             self.state, self.target, self.error = "rolled-back", p[3], _clean(p[4])
         elif p[1]:
