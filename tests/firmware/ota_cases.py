@@ -71,6 +71,7 @@ class Board:
         self.sent = 1
         self.progress = 0
         self.corrupt = corrupt
+        self.forged = False
 
 
 class Ota(ota.Ota):
@@ -78,6 +79,8 @@ class Ota(ota.Ota):
 
     async def _get(self, path, limit):
         if path.endswith("/manifest"):
+            if self.board.forged:  # another key's signature, or a manifest changed after signing
+                return 200, wire.sign(b"x" * 32, MANIFEST), MANIFEST
             return 200, wire.sign(KEY, MANIFEST), MANIFEST
         q = path[path.find("?") + 1:].split("&")
         name, off, n = q[0][5:], int(q[1][7:]), int(q[2][7:])
@@ -210,6 +213,18 @@ def case_corrupt():
     b.corrupt = False
     check(asyncio.run(u.stage(OFFER)) is None, "retry")
     print("CORRUPT refused: %s; retried: staged" % why)
+
+
+def case_forged():
+    """A manifest whose HMAC is not the device key's is refused before anything is written."""
+    fresh()
+    log = Log(MNT + "/data", capacity=2000, window_s=60)
+    b = Board(log)
+    b.forged = True
+    why = asyncio.run(Ota(b, log=print, root=ROOT, running="0.2.0").stage(OFFER))
+    check(why == "manifest signature does not match the device key: refused", why)
+    check(not ota._is_dir(ROOT + "/" + NEW), "wrote files of a forged manifest")
+    print("FORGED %s" % why)
 
 
 def case_no_room():

@@ -33,6 +33,10 @@ def test_a_corrupted_download_is_refused_and_the_retry_stages_it():
     assert "CORRUPT refused: ota.mpy: SHA-256 does not match the manifest: refused; retried: staged" in out, out
 
 
+def test_a_manifest_not_signed_with_the_device_key_is_refused():
+    assert "FORGED manifest signature does not match the device key: refused" in vm("forged")
+
+
 def test_staging_refuses_rather_than_take_the_reading_logs_room():
     out = vm("no_room")
     assert re.search(r"NOROOM no room: release needs \d+ blocks, \d+ free, reading log keeps \d+", out), out
