@@ -17,7 +17,8 @@ def _choose():
                     with open("/fw/why") as f:
                         why = f.read(80)
                 except OSError:
-                    why = "reset before its probation ended"
+                    why = ""
+                why = why or "reset before its probation ended"
                 p = ["ok", p[2], "", p[1], why, "0"]
             else:
                 p[0] = "trying"

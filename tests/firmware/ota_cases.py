@@ -149,8 +149,9 @@ def fresh():
     return bd
 
 
-def life(bd, phases, seen=None):
-    """Boots until the release is confirmed: chooser, probation, readings, stage, switch. Returns the boots."""
+def life(bd, phases, seen=None, fail=False):
+    """Boots until the release is confirmed (with `fail`: until its failed probation is rolled back): chooser,
+    probation, readings, stage, switch. Returns the boots."""
     boots = 0
     while True:
         boots += 1
@@ -165,12 +166,15 @@ def life(bd, phases, seen=None):
         if seen is not None:
             seen[0] = log._committed - 1
         b = Board(log)
+        if fail and v == NEW:  # the new version's self-test fails, and its window ends
+            b.sensors[0] = type("Bad", (), {"outcome": (False, "no answer")})()
+            b.clock.ms = _ticking()
         u = Ota(b, log=lambda m: None, root=ROOT, running=v or "0.2.0")
         try:
             if u.state == "probation":
-                phases[0] = "confirm"
+                phases[0] = "confirm" if not fail else "why"
                 asyncio.run(u.probation())
-            if u.state == "confirmed" and v == NEW:
+            if (u.state == "confirmed" and v == NEW) or u.state == "rolled-back":
                 return boots
             u.offer(OFFER)
             phases[0] = "stage"
@@ -278,6 +282,43 @@ def _ticking():
         t[0] += 100000
         return t[0]
     return ms
+
+
+def case_rollback_cuts():
+    """Cut the power at every flash write of an update whose new version fails its probation: stage, switch,
+    the chooser's two renames, the reason kept; after each, a complete version boots, no committed reading is
+    lost, and the board ends on the previous version, reporting the rollback."""
+    bd = fresh()
+    image = bytes(bd.data)
+    bd = BlockDev(None, block_size=4096, block_count=48, data=bytearray(image))
+    mount(bd)
+    life(bd, [None], fail=True)
+    total = bd.writes
+    kinds = {}
+    for n in range(1, total + 1):
+        bd = BlockDev(None, block_size=4096, block_count=48, data=bytearray(image))
+        mount(bd)
+        bd.cut_after_writes, bd.cut_keep = n, 33
+        phase, seen = [None], [0]
+        try:
+            life(bd, phase, seen, fail=True)
+        except PowerCut:
+            pass
+        else:
+            raise AssertionError("cut %d never happened" % n)
+        kinds[phase[0]] = kinds.get(phase[0], 0) + 1
+        bd = bd.power_on()
+        mount(bd)
+        v = choose()
+        check(complete(v), "cut %d in %s: chose %r, which is not complete" % (n, phase[0], v))
+        mount(bd)
+        life(bd, [None], fail=True)
+        verify(Log(MNT + "/data", capacity=2000, window_s=60), "cut %d in %s" % (n, phase[0]), seen[0])
+        p = read_state()
+        check(p[:4] == ["ok", "", "", NEW] and p[4] and choose() == "",
+              "cut %d in %s: not rolled back: %r" % (n, phase[0], p))
+        gc.collect()
+    print("ROLLBACKCUTS %d %r" % (total, sorted(kinds.items())))
 
 
 def case_power_cuts():

@@ -55,3 +55,12 @@ def test_power_cut_at_every_flash_write_of_an_update(keep):
     assert m and int(m[1]) == int(m[2]) >= 30, out
     for phase in ("'stage'", "'switch'", "'chooser'", "'confirm'", "'log'"):
         assert phase in m[4], "no cut hit %s: %s" % (phase, m[4])
+
+
+def test_power_cut_at_every_flash_write_of_an_update_that_is_rolled_back():
+    out = vm("rollback_cuts")
+    print(out)
+    m = re.search(r"ROLLBACKCUTS (\d+) (.*)", out)
+    assert m and int(m[1]) >= 30, out
+    for phase in ("'stage'", "'switch'", "'chooser'", "'why'", "'log'"):
+        assert phase in m[2], "no cut hit %s: %s" % (phase, m[2])
