@@ -3,15 +3,24 @@
 import gc
 
 
+def _power_on():
+    try:
+        import machine
+        return machine.reset_cause() == machine.PWRON_RESET
+    except Exception:
+        return False
+
+
 def _choose():
     # /fw/boot: state, version, previous, failed, why, probation s. "try": the first boot of a staged version
-    # (now on probation); "trying": that boot never confirmed, so back to the previous version with the reason.
+    # (now on probation); "trying": that boot reset before it confirmed, so back to the previous version with the
+    # reason, unless the power was cut (not the version's fault): then its probation starts again.
     import os
     import sys
     try:
         with open("/fw/boot") as f:
             p = f.read().split("\n")
-        if p[0] != "ok":
+        if p[0] == "try" or (p[0] == "trying" and not _power_on()):
             if p[0] == "trying":
                 try:
                     with open("/fw/why") as f:

@@ -120,7 +120,7 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             assert "AIRWATT firmware 0.3.0 starting" in out
             took = re.search(r"OTA 0.3.0: staged in (\d+) flash blocks of 4096 bytes", out)
             assert staged and took and int(took[1]) <= int(staged[3]), out
-            print("staged 0.3.0: %s files, %s bytes, %s blocks of 4 KB planned, %s taken" % (staged.groups() + (took[1],)))
+            print("staged 0.3.0 after the cut: %s files, %s bytes, %s blocks of 4 KB planned, %s taken" % (staged.groups() + (took[1],)))
             assert wait_rows(data_dir, "SELECT id FROM devices WHERE id = ? AND firmware = '0.3.0'", DEVICE,
                              until=lambda r: len(r) == 1)
 
@@ -140,6 +140,11 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             assert "broken release" in got[SPARE]["error"], got
             out = board.output(mark)
             assert "OTA 0.4.0 staged: switching" in out and "AIRWATT firmware 0.3.0 starting" in out
+            whole = re.search(r"OTA 0.4.0: (\d+) files, (\d+) bytes, (\d+) flash blocks to stage", out)
+            took = re.search(r"OTA 0.4.0: staged in (\d+) flash blocks of 4096 bytes", out)
+            assert whole and took and int(took[1]) <= int(whole[3]), out
+            print("staged 0.4.0 whole: %s files, %s bytes, %s blocks of 4 KB planned, %s taken" % (
+                whole.groups() + (took[1],)))
 
             # Readings keep flowing from the version it went back to; none lost, no seq skipped.
             since = time.time()

@@ -104,6 +104,19 @@ def mount(bd):
     os.mount(os.VfsLfs2(bd), MNT)
 
 
+class Machine:
+    """What boot.py asks of `machine`: why this boot (a power cut: PWRON_RESET; the firmware's reset: HARD)."""
+    PWRON_RESET, HARD_RESET = 1, 2
+    cause = 1
+
+    @classmethod
+    def reset_cause(cls):
+        return cls.cause
+
+
+sys.modules["machine"] = Machine
+
+
 def choose():
     """Run boot.py's chooser; the version folder it put on sys.path, or "" for the flashed /lib."""
     saved = sys.path[:]
@@ -177,13 +190,15 @@ def life(bd, phases, seen=None, fail=False):
             if (u.state == "confirmed" and v == NEW) or u.state == "rolled-back":
                 return boots
             u.offer(OFFER)
+            if u.offered is None:
+                raise AssertionError("offer refused in state %s: %r" % (u.state, u.pointer))
             phases[0] = "stage"
             why = asyncio.run(u.stage(OFFER))
             check(why is None, "stage: %s" % why)
             phases[0] = "switch"
             u.switch(OFFER)
         except Reboot:
-            pass
+            Machine.cause = Machine.HARD_RESET
 
 
 def case_update():
@@ -255,7 +270,7 @@ def case_rollback():
     try:
         u.switch(OFFER)
     except Reboot:
-        pass
+        Machine.cause = Machine.HARD_RESET
     check(choose() == NEW, "probation boot")
     b = Board(log)
     b.sensors[0] = type("Bad", (), {"outcome": (False, "no answer")})()
@@ -265,7 +280,7 @@ def case_rollback():
     try:
         asyncio.run(u.probation())
     except Reboot:
-        pass
+        Machine.cause = Machine.HARD_RESET
     check(choose() == "", "not rolled back")
     u = Ota(Board(log), log=print, root=ROOT, running="0.2.0")
     check(u.report() == {"run": "0.2.0", "target": NEW, "state": "rolled-back",
@@ -308,6 +323,7 @@ def case_rollback_cuts():
             raise AssertionError("cut %d never happened" % n)
         kinds[phase[0]] = kinds.get(phase[0], 0) + 1
         bd = bd.power_on()
+        Machine.cause = Machine.PWRON_RESET
         mount(bd)
         v = choose()
         check(complete(v), "cut %d in %s: chose %r, which is not complete" % (n, phase[0], v))
@@ -346,6 +362,7 @@ def case_power_cuts():
             raise AssertionError("cut %d never happened" % n)
         kinds[phase[0]] = kinds.get(phase[0], 0) + 1
         bd = bd.power_on()
+        Machine.cause = Machine.PWRON_RESET
         mount(bd)
         least = seen[0]
         v = choose()
