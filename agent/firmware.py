@@ -66,8 +66,9 @@ def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
     from .flash_cmd import AS_SOURCE, BOARD_PROTOCOL, FIRMWARE_DIR, PROTOCOL_DIR, FlashError, _tool
 
     src = Path(src) if src is not None else FIRMWARE_DIR
-    if not (src / "board.py").exists():
-        raise ValueError("%s is not a firmware folder (no board.py)" % src)
+    missing = [name for name in ("board.py", "uplink.py", "ota.py") if not (src / name).exists()]
+    if missing:  # the board would mix in the flashed /lib's copies
+        raise ValueError("%s is not a firmware folder (no %s)" % (src, ", ".join(missing)))
     try:
         mpy_cross = _tool("mpy-cross")
     except FlashError as err:

@@ -62,10 +62,12 @@ def test_cli_refuses_with_reasons(tmp_path, built):
     assert run("build", "--version", "0.3 beta") == (2, "firmware build: version '0.3 beta': use 1 to 16 of "
                                                         "0-9 A-Z a-z . _ + -, e.g. 0.3.0\n")
     code, out = run("build", "--version", "0.4.0", "--from", str(tmp_path))
-    assert code == 2 and "is not a firmware folder (no board.py)" in out
+    assert code == 2 and "is not a firmware folder (no board.py, uplink.py, ota.py)" in out
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "board.py").write_text("def broken(:\n")
+    for name in ("uplink.py", "ota.py"):
+        (bad / name).write_text("X = 1\n")
     code, out = run("build", "--version", "0.4.0", "--from", str(bad))
     assert code == 2 and "mpy-cross failed on" in out and "board.py" in out
     code, out = run("rollout", "0.9.0", "--all")
