@@ -1,8 +1,9 @@
 """The site agent's aiohttp application: ingest, health, metrics, and the hooks for sync and pages.
 
-`make_app(data_dir, config)` builds it; `airwatt serve` runs it. Other parts reach shared state through the
-app keys below (`app[DB_KEY]` is a sqlite-utils Database on the event loop's thread: keep work on it short,
-or open your own connection with `store.open_db(app[DATA_DIR_KEY])` in a worker thread).
+`make_app(data_dir, config)` builds it and hands each part (alerts, sync, pages) what it needs; `airwatt serve`
+runs it. The app keys below are for this module's handlers and for tests (`app[DB_KEY]` is a sqlite-utils
+Database on the event loop's thread: keep work on it short, or open your own connection with
+`store.open_db(data_dir)` in a worker thread).
 """
 
 from __future__ import annotations
@@ -65,31 +66,27 @@ async def _stop(app: web.Application) -> None:
 def make_app(data_dir: str | Path, config: Config | None = None) -> web.Application:
     """The agent's aiohttp app for a data dir (created and migrated if needed)."""
     data_dir = Path(data_dir)
+    config = config or Config()
     db = store.open_db(data_dir)
+    db_file = store.db_path(data_dir)
     # Bodies are read and size-checked by the ingest handler itself; this only caps request.read() elsewhere.
     app = web.Application(client_max_size=fields.MAX_BODY_BYTES + 1024)
     app[DATA_DIR_KEY] = data_dir
-    app[CONFIG_KEY] = config = config or Config()
+    app[CONFIG_KEY] = config
     app[DB_KEY] = db
-    app[INGEST_KEY] = Ingest(db, store.db_path(data_dir), config.body_timeout_s)
+    app[INGEST_KEY] = Ingest(db, db_file, config.body_timeout_s)
     app.router.add_post("/v1/batches", make_handler(INGEST_KEY))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_handler)
     app.on_startup.append(_start_writer)
-    cfg = app[CONFIG_KEY].store
-    roller = rollup.Roller(str(store.db_path(data_dir)), rollup.EVERY_S, keep_synced_s=cfg.keep_synced_days * 86400,
-                           prune_every_s=cfg.prune_every_s)
+    roller = rollup.Roller(str(db_file), rollup.EVERY_S, keep_synced_s=config.store.keep_synced_days * 86400,
+                           prune_every_s=config.store.prune_every_s)
     app.on_startup.append(roller.start)
     app.on_cleanup.append(roller.stop)
-    config = app[CONFIG_KEY]
-    alerts.setup_alerts(app, str(store.db_path(data_dir)), config.alerts, config.platform.url is not None)
-
-    # Other parts of the agent hook in here, one line each (they add routes, background tasks, cleanup).
-    # Their cleanups run before _stop below, so the database is still open for them.
-    #   setup_sync(app)   - agent/sync.py: the sync worker to the city platform
-    #   setup_pages(app)  - agent/web/: the operators' pages
-    setup_sync(app)
-    setup_pages(app)
-
+    # Each part gets what it needs here; none reads the app's keys to find its inputs. Their cleanups run
+    # before _stop below, so the database is still open for them.
+    alerts.setup_alerts(app, str(db_file), config.alerts, config.platform.url is not None)
+    setup_sync(app, data_dir, config.platform)  # agent/sync.py: the sync worker to the city platform
+    setup_pages(app, db, config, data_dir)  # agent/web/: the operators' pages
     app.on_cleanup.append(_stop)
     return app

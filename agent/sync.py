@@ -49,7 +49,8 @@ import sqlite_utils
 from aiohttp import web
 
 from airwatt.agent import store
-from airwatt.agent.adapters import Adapter, Prepared, SendError, make_adapter
+from airwatt.agent.adapters import Adapter, Outcome, Prepared, SendError, make_adapter
+from airwatt.agent.config import ConfigError, PlatformConfig, load_config
 
 log = logging.getLogger("airwatt.sync")
 
@@ -595,25 +596,20 @@ async def run_worker(
 # -- aiohttp integration ----------------------------------------------------------------------------------
 
 
-def setup_sync(app: web.Application, data_dir: str | Path | None = None, platform: object | None = None) -> None:
+def setup_sync(app: web.Application, data_dir: str | Path, platform: PlatformConfig) -> None:
     """Install the sync worker on an aiohttp app: SYNC_NOW (set it to "retry now"), SYNC_STATE, and a
-    background task with its own database connection while the app runs. data_dir and platform (a
-    PlatformConfig: url, kind, token, tenant, batch_size, timeout_s, poll_s, backoff_max_s) default to the
-    agent app's DATA_DIR_KEY and CONFIG_KEY.platform; no platform url: no sync (the keys are still set)."""
-    if data_dir is None or platform is None:
-        from airwatt.agent.app import CONFIG_KEY, DATA_DIR_KEY
-
-        data_dir = app[DATA_DIR_KEY] if data_dir is None else data_dir
-        platform = app[CONFIG_KEY].platform if platform is None else platform
+    background task with its own database connection to the store in `data_dir` while the app runs.
+    `platform` is the agent's [platform] config (url, kind, token, tenant, batch_size, timeout_s, poll_s,
+    backoff_max_s); no url: no sync (the keys are still set)."""
     app[SYNC_NOW] = asyncio.Event()
     app[SYNC_STATE] = SyncState()
-    url = getattr(platform, "url", None)
+    url = platform.url
     if not url:
         return
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         db = await _db_call(store.open_db, data_dir)
-        adapter = make_adapter(platform.kind, url, getattr(platform, "token", None), getattr(platform, "tenant", None))
+        adapter = make_adapter(platform.kind, url, platform.token, platform.tenant)
         session = aiohttp.ClientSession()
         task = asyncio.create_task(
             run_worker(
@@ -644,8 +640,6 @@ def request_sync_now(app: web.Application) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from airwatt.agent.config import ConfigError, load_config
-
     try:
         cfg = load_config(
             args.data_dir,
