@@ -8,8 +8,12 @@ Database on the event loop's thread: keep work on it short, or open your own con
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import logging
+import signal
 import sqlite3
+import sys
 from pathlib import Path
 
 import sqlite_utils
@@ -17,8 +21,9 @@ from aiohttp import web
 
 from airwatt.protocol import fields
 
-from . import alerts, metrics, rollup, store
-from .config import Config
+from . import alerts, metrics, rollup, server, store
+from .commands import add_data_dir
+from .config import Config, ConfigError, load_config
 from .ingest import Ingest, make_handler
 from .sync import setup_sync
 from .web import setup_pages
@@ -90,3 +95,56 @@ def make_app(data_dir: str | Path, config: Config | None = None) -> web.Applicat
     setup_pages(app, db, config, data_dir)  # agent/web/: the operators' pages
     app.on_cleanup.append(_stop)
     return app
+
+
+# -- airwatt serve -------------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    try:
+        config = load_config(
+            args.data_dir,
+            {
+                "host": args.host,
+                "port": args.port,
+                "platform.url": args.platform_url,
+                "platform.kind": args.platform_kind,
+            },
+        )
+    except ConfigError as err:
+        print("airwatt: %s" % err, file=sys.stderr)
+        return 2
+    asyncio.run(serve(args.data_dir, config))
+    return 0
+
+
+async def serve(data_dir: str | Path, config: Config) -> None:
+    """Run the agent until SIGINT/SIGTERM; prints one line with the URL it listens on (port 0 = any free)."""
+    app = make_app(data_dir, config)
+    runner = web.AppRunner(app, shutdown_timeout=5, **server.runner_options(config.idle_timeout_s))
+    await runner.setup()
+    listener, host, port = await server.start(runner, config.host, config.port)
+    store.tune_gc()
+    print("airwatt: listening on http://%s:%d (data dir %s)" % (host, port, data_dir), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        listener.close()
+        await runner.cleanup()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`airwatt serve`, on the `airwatt` command's subparsers."""
+    serve_p = subparsers.add_parser("serve", help="run the site agent (ingest, sync, pages)")
+    add_data_dir(serve_p)
+    serve_p.add_argument("--host", help="listen address (default from airwatt.toml, else 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="listen port (default from airwatt.toml, else 8080; 0: any)")
+    serve_p.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
+    serve_p.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
+    serve_p.set_defaults(func=_serve)

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import bench, retention, rollup, store, writer
+from .carbon import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
 SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",
@@ -132,8 +133,6 @@ def pages(days: int, now: float) -> list[tuple[str, str]]:
 
 
 def bench_tz():
-    from .carbon import THAILAND
-
     return THAILAND
 
 
@@ -270,10 +269,9 @@ def _bench_pages(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    from .commands import verbs_of
-
-    bp = verbs_of(commands, "bench").add_parser(
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    """`airwatt bench pages`, on the bench group's subparsers."""
+    bp = bench.add_parser(
         "pages", help="page times on a grown store beside a 1-day store, agent RSS, a 30-day CSV export")
     bp.add_argument("--boards", type=int, default=20)
     bp.add_argument("--days", type=int, default=90, help="days of readings in the grown store (default 90)")

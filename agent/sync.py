@@ -34,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import email.utils
+import json
 import logging
 import random
 import signal
@@ -49,7 +50,8 @@ import sqlite_utils
 from aiohttp import web
 
 from airwatt.agent import store
-from airwatt.agent.adapters import Adapter, Outcome, Prepared, SendError, make_adapter
+from airwatt.agent.adapters import KINDS, Adapter, Outcome, Prepared, SendError, make_adapter
+from airwatt.agent.commands import add_data_dir, iso, open_existing
 from airwatt.agent.config import ConfigError, PlatformConfig, load_config
 
 log = logging.getLogger("airwatt.sync")
@@ -695,11 +697,59 @@ def retry_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from airwatt.agent.bench_sync import add_run_arguments  # shared with `airwatt sync run`
-
     parser = argparse.ArgumentParser(prog="python -m airwatt.agent.sync", description="run the sync worker alone")
     add_run_arguments(parser)
     return run_cli(parser.parse_args(argv))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the worker alone (`airwatt sync run`, `python -m airwatt.agent.sync`)."""
+    add_data_dir(parser)
+    parser.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
+    parser.add_argument("--platform-kind", choices=KINDS, help="city platform API")
+    parser.add_argument("--batch-size", type=int, help="readings per request (overrides airwatt.toml)")
+    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds (default 1)")
+    parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")
+
+
+# -- airwatt sync status -------------------------------------------------------------------------------------
+
+
+def _sync_status(args: argparse.Namespace) -> int:
+    db = open_existing(args.data_dir)
+    state = store.sync_state(db, errors=args.errors)
+    if args.format == "json":
+        json.dump(state, sys.stdout, indent=1)
+        print()
+        return 0
+    oldest = state["oldest_pending_received"]
+    print("pending:    %d" % state["pending"])
+    print("synced:     %d" % state["synced"])
+    lag = "none" if oldest is None else "%.0f s (oldest pending received %s)" % (time.time() - oldest, iso(oldest))
+    print("lag:        %s" % lag)
+    print("last sync:  %s" % (iso(state["last_sync_ok"]) or "never"))
+    if state["last_errors"]:
+        print("last errors:")
+        for e in state["last_errors"]:
+            print("  %s  status %s  %d readings  %s" % (iso(e["at"]), e["status"], e["count"] or 0, e["detail"] or ""))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`airwatt sync status|run|retry`, on the `airwatt` command's subparsers."""
+    sync = subparsers.add_parser("sync", help="sync to the city platform").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
+    add_data_dir(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--errors", type=int, default=5, help="how many recent errors to show")
+    status.set_defaults(func=_sync_status)
+    run = sync.add_parser("run", help="run the sync worker alone (without serve)")
+    add_run_arguments(run)
+    run.set_defaults(func=run_cli)
+    retry = sync.add_parser("retry", help="retry now: wake the sync worker and release held readings")
+    add_data_dir(retry)
+    retry.set_defaults(func=retry_cli)
 
 
 if __name__ == "__main__":
