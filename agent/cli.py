@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from airwatt.agent import app, bench, bench_board, bench_pages, bench_sync, commands, demo, emulate_cmd, flash_cmd, sync
+from airwatt.agent import app, bench, commands, demo, emulate_cmd, flash_cmd, sync
 from airwatt.emulator import platform
 from airwatt.protocol import schema
 
@@ -36,10 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_parser(subparsers)  # serve
     commands.add_parser(subparsers)  # device, readings, export, stats, backup, restore
     sync.add_parser(subparsers)  # sync status, run, retry
-    bench_verbs = subparsers.add_parser("bench", help="measure throughput").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    for part in (bench, bench_sync, bench_pages, bench_board):
-        part.add_parser(bench_verbs)
+    bench.add_parser(subparsers)  # bench ingest, sync, pages, board
     platform.add_parser(subparsers)  # the emulated city platform
     flash_cmd.add_parser(subparsers)  # flash, console
     demo.add_parser(subparsers)

@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WEEK = 7 * 24 * 3600 * 0.15  # readings in a 7-day backlog at the default intervals: 90,720
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from airwatt.protocol import wire
 from airwatt.protocol.models import parse_batch
 
-from . import ingest, store, writer
+from airwatt.agent import ingest, store, writer
 
 BOOT = "0b0e0c0d"
 

@@ -26,8 +26,9 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from . import bench, retention, rollup, store, writer
-from .carbon import THAILAND
+from airwatt.agent import retention, rollup, store, writer
+from airwatt.agent.bench import ingest
+from airwatt.agent.carbon import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
 SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",
@@ -157,7 +158,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
     """Median seconds per page over real HTTP to a real agent; the agent's peak RSS after them."""
-    proc, url = bench.start_agent(data_dir)
+    proc, url = ingest.start_agent(data_dir)
     try:
         out = {}
         for name, path in pages(days, now):
@@ -165,7 +166,7 @@ def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
             out[name] = statistics.median(_get(url + path) for _ in range(requests))
         rss, peak = _rss_mb(proc.pid)
     finally:
-        bench.stop_agent(proc)
+        ingest.stop_agent(proc)
     return {"pages": out, "rss_mb": rss, "peak_rss_mb": peak}
 
 
