@@ -342,10 +342,12 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    from .commands import _data_dir, _group
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`airwatt firmware build|rollout|status`, on the `airwatt` command's subparsers."""
+    from .commands import add_data_dir as _data_dir
 
-    verbs = _group(commands, "firmware", "firmware releases and their rollout to the boards")
+    verbs = subparsers.add_parser("firmware", help="firmware releases and their rollout to the boards").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
     b = verbs.add_parser("build", help="compile a firmware folder with mpy-cross into a release")
     _data_dir(b)
     b.add_argument("--version", required=True, help="the release's version, e.g. 0.3.0")

@@ -10,6 +10,7 @@ from aiohttp import web
 from .. import firmware
 from . import params
 from .i18n import label
+from .layout import FORM_TIMEOUT_KEY, WRITE_DB_KEY, _lang, _url, authorised
 
 
 def cell(running: str | None, fw: dict | None) -> str:
@@ -42,8 +43,6 @@ def rollout_box(lang: str, progress: dict | None, action: str) -> str:
 
 async def halt_post(request: web.Request) -> web.Response:
     """POST /firmware/halt: stop the rollout (operator token); the boards not yet updated are left alone."""
-    from .pages import FORM_TIMEOUT_KEY, WRITE_DB_KEY, _lang, _url, authorised
-
     form = await params.form(request, request.app[FORM_TIMEOUT_KEY])  # Origin/Referer: checked by security.py
     if not authorised(request, form):
         raise web.HTTPForbidden(text="operator token required")
