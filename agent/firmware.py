@@ -7,7 +7,7 @@ the endpoints here, stages them beside its running files, switches and reports t
 the offer first; the others once every canary confirmed. A board that rolls back halts the rollout: every board
 not yet on the release is left alone (`halted`).
 
-Tables (migration 7 in store.py):
+Tables (migration 7, store._m7_firmware):
   firmware_releases  version, size, files (JSON [[path, size, sha256], ...]), built, source
   firmware_files     version, path, data: the compiled files
   firmware_rollouts  id, version, created, canary, probation_s, halted (time), halted_why
@@ -34,27 +34,13 @@ import sqlite_utils
 from aiohttp import web
 
 from . import store
+from .commands import add_data_dir as _data_dir
+from .flash_cmd import AS_SOURCE, BOARD_PROTOCOL, FIRMWARE_DIR, PROTOCOL_DIR, FlashError, _tool
 
 VERSION_RE = re.compile(r"^[0-9A-Za-z._+-]{1,16}$")
 CHUNK_MAX = 1024  # bytes a file request may ask: the board reads them into a 1 KB buffer
 PROBATION_S = 300
 ENDED = ("confirmed", "rolled-back", "halted")
-
-
-def migration(db: sqlite_utils.Database) -> None:
-    """Migration 7: releases, their files, rollouts and each board's update."""
-    db["firmware_releases"].create({"version": str, "size": int, "files": str, "built": float, "source": str},
-                                   pk="version", not_null={"size", "files", "built"})
-    db["firmware_files"].create({"version": str, "path": str, "data": bytes}, pk=("version", "path"),
-                                not_null={"data"}, foreign_keys=[("version", "firmware_releases", "version")])
-    db["firmware_rollouts"].create({"id": int, "version": str, "created": float, "canary": int, "probation_s": int,
-                                    "halted": float, "halted_why": str}, pk="id",
-                                   not_null={"version", "created", "canary", "probation_s"},
-                                   foreign_keys=[("version", "firmware_releases", "version")])
-    db["firmware_devices"].create({"device": str, "rollout": int, "target": str, "canary": int, "running": str,
-                                   "state": str, "error": str, "updated": float}, pk="device",
-                                  not_null={"rollout", "target", "canary", "state", "error", "updated"},
-                                  foreign_keys=[("device", "devices", "id"), ("rollout", "firmware_rollouts", "id")])
 
 
 # -- releases ------------------------------------------------------------------------------------------------
@@ -63,8 +49,6 @@ def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
     """The board's files of a release: the firmware folder (default: the installed one) and the board's protocol
     modules compiled with mpy-cross -march=xtensawin; uplink.FIRMWARE says `version`. boot.py (the chooser) and
     main.py are not part of a release: an update never replaces them."""
-    from .flash_cmd import AS_SOURCE, BOARD_PROTOCOL, FIRMWARE_DIR, PROTOCOL_DIR, FlashError, _tool
-
     src = Path(src) if src is not None else FIRMWARE_DIR
     missing = [name for name in ("board.py", "uplink.py", "ota.py") if not (src / name).exists()]
     if missing:  # the board would mix in the flashed /lib's copies
@@ -344,8 +328,6 @@ def _status(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """`airwatt firmware build|rollout|status`, on the `airwatt` command's subparsers."""
-    from .commands import add_data_dir as _data_dir
-
     verbs = subparsers.add_parser("firmware", help="firmware releases and their rollout to the boards").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     b = verbs.add_parser("build", help="compile a firmware folder with mpy-cross into a release")

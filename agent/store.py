@@ -148,9 +148,19 @@ def _m6_device_settings(db: sqlite_utils.Database) -> None:
 
 
 def _m7_firmware(db: sqlite_utils.Database) -> None:
-    from . import firmware  # it needs this module
-
-    firmware.migration(db)
+    """Firmware releases, their files, rollouts and each board's update (agent/firmware.py)."""
+    db["firmware_releases"].create({"version": str, "size": int, "files": str, "built": float, "source": str},
+                                   pk="version", not_null={"size", "files", "built"})
+    db["firmware_files"].create({"version": str, "path": str, "data": bytes}, pk=("version", "path"),
+                                not_null={"data"}, foreign_keys=[("version", "firmware_releases", "version")])
+    db["firmware_rollouts"].create({"id": int, "version": str, "created": float, "canary": int, "probation_s": int,
+                                    "halted": float, "halted_why": str}, pk="id",
+                                   not_null={"version", "created", "canary", "probation_s"},
+                                   foreign_keys=[("version", "firmware_releases", "version")])
+    db["firmware_devices"].create({"device": str, "rollout": int, "target": str, "canary": int, "running": str,
+                                   "state": str, "error": str, "updated": float}, pk="device",
+                                  not_null={"rollout", "target", "canary", "state", "error", "updated"},
+                                  foreign_keys=[("device", "devices", "id"), ("rollout", "firmware_rollouts", "id")])
 
 
 # Append new migrations at the end; never edit one that has shipped.
