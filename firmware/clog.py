@@ -75,14 +75,9 @@ class Log:
 
     # -- files
 
-    def _chunk(self, first):
-        return "%s/j%08d" % (self.root, first)
-
-    def _seg(self, first, count):
-        return "%s/s%08d_%d" % (self.root, first, count)
-
     def _path(self, f):
-        return self._seg(f[0], f[1]) if f[2] else self._chunk(f[0])
+        """The file of [first seq, count, is a segment]: s<first>_<count> (a segment) or j<first> (a chunk)."""
+        return "%s/s%08d_%d" % (self.root, f[0], f[1]) if f[2] else "%s/j%08d" % (self.root, f[0])
 
     def _read_frame(self, f, off):
         """Length of the frame at byte off of open file f, read into self._fb; 0 at the end or when damaged."""
@@ -145,17 +140,14 @@ class Log:
         if self._pk.count and now_ms - self._pk.t0 >= self.window_ms:
             self.commit()
 
-    def flush(self):
-        """Commit what is not yet committed: before a deliberate stop."""
-        self.commit()
-
     def commit(self):
+        """Commit what is not yet committed (flush: before a deliberate stop)."""
         pk = self._pk
         if not pk.count:
             return
         first = self._committed
         n = pk.frame(self._fb)
-        path = self._chunk(first)
+        path = self._path((first, 0, False))
         while True:
             try:
                 with open(path, "wb") as f:  # close = LittleFS sync: the frame is committed on return
@@ -181,6 +173,8 @@ class Log:
         if self._files and self._files[0][0] + self._files[0][1] - 1 <= self.cursor:
             self._trim()
 
+    flush = commit
+
     def _drop_oldest(self):
         # The flash filled up before `capacity` did: drop the oldest file (state first, as in ack).
         if len(self._files) < 2:
@@ -203,12 +197,12 @@ class Log:
             try:
                 with open(tmp, "wb") as g:
                     for c in chunks:
-                        with open(self._chunk(c[0]), "rb") as f:
+                        with open(self._path(c), "rb") as f:
                             n = self._read_frame(f, 0)
                         if not n:
                             raise OSError(5)  # EIO: a chunk went bad on the flash
                         g.write(memoryview(self._fb)[:n])
-                os.rename(tmp, self._seg(first, count))
+                os.rename(tmp, self._path((first, count, True)))
                 break
             except OSError as e:
                 try:
@@ -221,7 +215,7 @@ class Log:
         files.append([first, count, True])
         self._nchunks = 0
         for c in chunks:
-            os.remove(self._chunk(c[0]))
+            os.remove(self._path(c))
 
     def ack(self, seq):
         """Everything <= seq is acknowledged; persisted atomically before anything is deleted."""
@@ -243,18 +237,18 @@ class Log:
 
     def append(self, seq, payload):
         """Take one reading as canonical v1 JSON bytes (wire.encode_reading), as store.Store does."""
-        import clog_v1
-        clog_v1.append(self, seq, payload)
+        import v1
+        v1.append(self, seq, payload)
 
     def readings(self, max_count=100):
         """Oldest-first committed readings after the cursor, as packed.unpack gives them."""
-        import clog_v1
-        return clog_v1.readings(self, max_count)
+        import v1
+        return v1.readings(self, max_count)
 
     def pending(self, max_count=50, max_bytes=4096):
         """Oldest-first [(seq, canonical v1 JSON)] committed after the cursor; at least one when any is."""
-        import clog_v1
-        return clog_v1.pending(self, max_count, max_bytes)
+        import v1
+        return v1.pending(self, max_count, max_bytes)
 
     def pack_pending(self, out, room, max_count=1000):
         """Pack the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py) into

@@ -36,7 +36,7 @@ def recover(log):
             chunks.append(int(name[1:]))
     files = segs
     for c in chunks:
-        path = log._chunk(c)
+        path = log._path((c, 0, False))
         covered = False
         for s in segs:
             if s[0] <= c < s[0] + s[1]:

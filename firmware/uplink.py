@@ -70,22 +70,8 @@ class Uplink:
         gc.collect()  # the body needs contiguous RAM: collect first rather than fail in a fragmented heap
         if self.v2:
             return self._batch_v2(status)
-        room = MAX_BODY - 96 - len(self.device) - len(self.fw) - (len(status) if status else 0)
-        n = self.batch_max
-        while True:
-            recs = self.store.pending(n, room)
-            if not recs:
-                return None
-            from protocol import wire  # v1 only: a v2 board does not load the v1 encoders
-
-            try:
-                body = wire.batch_body(self.device, self.fw, self.boot, self.clock.ms(), [r[1] for r in recs],
-                                       status)
-                return body, recs[0][0], recs[-1][0]
-            except ValueError:
-                if len(recs) == 1:
-                    raise
-                n = len(recs) // 2
+        import v1  # protocol 1 only: a v2 board does not load the v1 encoders
+        return v1.batch(self, status)
 
     def _batch_v2(self, status):
         # The same bytes as wire.batch_body_v2, built in one preallocated buffer: the packed readings are

@@ -1,5 +1,6 @@
-# Protocol v1 reading of the compact flash log (clog.py): readings as canonical v1 JSON, for a board configured
-# with protocol 1 and for the old store's records taken over after a re-flash. Loaded only when used.
+# Protocol v1 on the board, loaded only when used: the compact log's readings as canonical v1 JSON and the v1
+# batch body of them, for a board configured with protocol 1; and the old store's records taken over after a
+# re-flash (clog_migrate.py).
 import json
 
 from protocol import packed, wire
@@ -55,3 +56,21 @@ def pending(log, max_count=50, max_bytes=4096):
         out.append((r[0], p))
         total += len(p)
     return out
+
+
+def batch(up, status):
+    """The uplink's next v1 batch (body, first seq, last seq) from its store's pending(), or None."""
+    from uplink import MAX_BODY
+    room = MAX_BODY - 96 - len(up.device) - len(up.fw) - (len(status) if status else 0)
+    n = up.batch_max
+    while True:
+        recs = up.store.pending(n, room)
+        if not recs:
+            return None
+        try:
+            body = wire.batch_body(up.device, up.fw, up.boot, up.clock.ms(), [r[1] for r in recs], status)
+            return body, recs[0][0], recs[-1][0]
+        except ValueError:
+            if len(recs) == 1:
+                raise
+            n = len(recs) // 2
