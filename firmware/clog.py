@@ -240,11 +240,6 @@ class Log:
         import v1
         v1.append(self, seq, payload)
 
-    def readings(self, max_count=100):
-        """Oldest-first committed readings after the cursor, as packed.unpack gives them."""
-        import v1
-        return v1.readings(self, max_count)
-
     def pending(self, max_count=50, max_bytes=4096):
         """Oldest-first [(seq, canonical v1 JSON)] committed after the cursor; at least one when any is."""
         import v1

@@ -136,9 +136,6 @@ class PMS5003:
         self.uart.write(self._cmd["sleep"])
         self._woke_at = None
 
-    def warming_up(self):
-        return self._woke_at is None or _ticks_diff(self._clock(), self._woke_at) < self.warmup_ms
-
     async def read(self):
         if self._woke_at is None:
             await self.wake()
