@@ -19,7 +19,8 @@ class Sensor:
     def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0):
         self.kind = kind
         self.driver = driver  # None when it could not even be built (missing module, bad bus)
-        self.interval_ms = interval_ms
+        self.interval_ms = 0
+        self.set_interval(interval_ms)
         self.stuck_n = stuck_n
         self.warmup_ms = warmup_ms
         self.due = 0  # uptime ms of the next attempt
@@ -30,6 +31,13 @@ class Sensor:
         self.same = 0  # how many readings in a row had exactly these values
         self.last_error = None
         self.outcome = None  # first outcome this boot, for the self-test line: (True, values) | (False, why)
+
+    def set_interval(self, ms):
+        # Every driver is told how often it is read (period_ms): one with a warm-up may rest between readings
+        # (the PMS5003 sleeps its fan and laser), and is then asked its warm-up early (Sampler.step).
+        self.interval_ms = ms
+        if self.driver is not None:
+            self.driver.period_ms = ms
 
 
 class Sampler:
@@ -50,7 +58,7 @@ class Sampler:
         """The agent's settings.intervals: takes effect from the next reading."""
         for s in self.sensors:
             if s.kind == kind and s.interval_ms != interval_s * 1000:
-                s.interval_ms = interval_s * 1000
+                s.set_interval(interval_s * 1000)
                 s.due = s.slot = self.clock.ms()
 
     def _fail(self, s, why):
@@ -131,11 +139,6 @@ class Sampler:
         except ValueError as e:  # the driver gave a metric the protocol does not know: a bug, counted
             self._fail(s, "%s %s" % ("ValueError", e.args[0] if e.args else ""))
             return False
-        if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS and hasattr(d, "sleep"):
-            try:
-                await asyncio.wait_for_ms(d.sleep(), _READ_TIMEOUT_MS)
-            except Exception as e:
-                self._fail(s, "%s %s" % ("sleep", type(e).__name__))
         return False
 
     async def step(self):
@@ -153,7 +156,8 @@ class Sampler:
             if slot <= now:  # fell behind (long outage of a slow sensor): no burst of catch-up reads
                 slot = now + s.interval_ms
             s.slot = slot
-            # A sensor that sleeps between reads is woken its warm-up time early: the reading lands on its slot.
+            # A sensor that rests between readings (a warm-up, a long interval) is first asked its warm-up early:
+            # the reading lands on its slot.
             if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS:
                 slot -= s.warmup_ms + _POLL_MS
             s.due = slot if slot > now else now

@@ -15,7 +15,6 @@ class FakeDriver:
         self.flags = list(flags)
         self.starts = 0
         self.reads = 0
-        self.sleeps = 0
 
     async def start(self):
         self.starts += 1
@@ -33,9 +32,6 @@ class FakeDriver:
         if step is None:
             return None
         return dict(step), list(self.flags)
-
-    async def sleep(self):
-        self.sleeps += 1
 
 
 class HangingDriver:

@@ -158,17 +158,20 @@ def test_agent_interval_setting_takes_effect():
     assert [r["ticks"] for r in _readings(store)] == [0, 10000, 15000], [r["ticks"] for r in _readings(store)]
 
 
-def test_sleeping_sensor_is_put_to_sleep_and_woken_its_warmup_early():
+def test_a_resting_sensor_is_told_its_period_and_woken_its_warmup_early():
     d = FakeDriver("pm", [PM])
     ticks = ManualTicks(0)
     clock = Clock(ticks)
     store = ListStore()
     sen = sampler.Sensor("pm", d, 60000, 1000, warmup_ms=10000)
     s = sampler.Sampler([sen], store, clock, "0a1b2c3d")
+    assert d.period_ms == 60000  # the driver decides to sleep between readings (the PMS5003 does)
     _run(s, ticks, 121, 1000)
-    assert d.sleeps == 3
+    assert len(store.records) == 3
     # woken (first read attempt) 11 s before each slot
     assert sen.due == 180000 - 11000, sen.due
+    s.set_interval("pm", 30)
+    assert d.period_ms == 30000
 
 
 def test_clock_round_trips_rtc_datetime():
