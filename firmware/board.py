@@ -29,37 +29,6 @@ def _release(name):
     gc.collect()
 
 
-def _driver(s):
-    """The driver object for one validated sensor entry; raises (ImportError, OSError, ValueError) when it
-    cannot be built, which the caller turns into a failing sensor."""
-    import machine
-    kind = s["kind"]
-    if kind == "energy":
-        import pzem004t
-        uart = machine.UART(s["uart"], baudrate=9600, tx=s["tx"], rx=s["rx"])
-        return pzem004t.PZEM004T(uart, addr=s["addr"])
-    if kind == "pm":
-        import pms5003
-        uart = machine.UART(s["uart"], baudrate=9600, tx=s["tx"], rx=s["rx"])
-        return pms5003.PMS5003(uart, warmup_ms=s["warmup_s"] * 1000)
-    import scd4x
-    i2c = machine.I2C(s["i2c"], scl=machine.Pin(s["scl"]), sda=machine.Pin(s["sda"]), freq=s["freq"])
-    return scd4x.SCD4x(i2c, addr=s["addr"])
-
-
-def build_sensors(cfg, make=_driver):
-    out = []
-    for s in cfg["sensors"]:
-        try:
-            d = make(s)
-        except Exception as e:  # missing module, bad pins: this sensor fails, the others run
-            log("SENSOR %s cannot be set up: %s %s" % (s["kind"], type(e).__name__, e))
-            d = None
-        warmup = s.get("warmup_s", 0) * 1000
-        out.append(sampler.Sensor(s["kind"], d, s["interval_s"] * 1000, s["stuck_n"], warmup))
-    return out
-
-
 def _load(path):
     """The validated config, or None (said on the console) when it is wrong; config.py is released after."""
     import config
@@ -71,14 +40,23 @@ def _load(path):
         _release("config")
 
 
-def selftest(path=None, make=_driver):
+def _sensors(cfg, make=None):
+    import drivers
+    try:
+        return drivers.build(cfg, make or drivers.driver)
+    finally:
+        drivers = None
+        _release("drivers")
+
+
+def selftest(path=None, make=None):
     """Read every configured sensor once and print the verdicts; returns True when all pass."""
     cfg = _load(path)
     if isinstance(cfg, str):
         log("SELFTEST FAIL " + cfg)
         return False
     import selftest as st
-    return asyncio.run(st.run(cfg, build_sensors(cfg, make), Clock(), boot_id(), log))
+    return asyncio.run(st.run(cfg, _sensors(cfg, make), Clock(), boot_id(), log))
 
 
 async def watchdog(wdt, loops, clock, stall_ms, report=None):
@@ -192,7 +170,7 @@ def start(cfg):
     st = clog.Log(root=cfg["data_dir"], capacity=cfg["capacity"], window_s=cfg["commit_s"])
     log("STORE %s next seq %d pending %d dropped %d capacity %d" % (
         cfg["data_dir"], st.next_seq, st.depth, st.dropped, st.capacity))
-    sensors = build_sensors(cfg)
+    sensors = _sensors(cfg)
     w = wifi.Wifi(cfg["ssid"], cfg["password"], log)
     wdt = machine.WDT(timeout=cfg["wdt_s"] * 1000) if cfg["wdt_s"] else None
     return Board(cfg, st, sensors, w, wdt, clock, boot)
