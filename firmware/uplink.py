@@ -188,6 +188,10 @@ class Uplink:
             try:
                 a = answer.parse_body(data)  # UTF-8 JSON, bounded nesting, else ProtocolError (ValueError)
                 answer.check_answer(a)
+                if "settings" in a:
+                    from protocol import settings  # only when there are any: the board's heap is small
+
+                    settings.check_settings(a["settings"])
                 stored = a["stored_seq"]
                 if stored > last:
                     stored = last  # never acknowledge what this batch did not carry
