@@ -47,7 +47,7 @@ ENDED = ("confirmed", "rolled-back", "halted")
 
 def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
     """The board's files of a release: the firmware folder (default: the installed one) and the board's protocol
-    modules compiled with mpy-cross -march=xtensawin; uplink.FIRMWARE says `version`. boot.py (the chooser) and
+    modules compiled with mpy-cross -march=xtensawin; board.VERSION says `version`. boot.py (the chooser) and
     main.py are not part of a release: an update never replaces them."""
     src = Path(src) if src is not None else FIRMWARE_DIR
     missing = [name for name in ("board.py", "uplink.py", "ota.py") if not (src / name).exists()]
@@ -64,10 +64,10 @@ def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
     with tempfile.TemporaryDirectory() as tmp:
         for path, dest in sources:
             text = path.read_text()
-            if path.name == "uplink.py":
-                text, n = re.subn(r'^FIRMWARE = "[^"]*"', 'FIRMWARE = "%s"' % version, text, count=1, flags=re.M)
+            if path.name == "board.py":
+                text, n = re.subn(r'^VERSION = "[^"]*"', 'VERSION = "%s"' % version, text, count=1, flags=re.M)
                 if n != 1:
-                    raise ValueError("%s has no FIRMWARE = \"...\" line to set the version in" % path)
+                    raise ValueError("%s has no VERSION = \"...\" line to set the version in" % path)
             source = Path(tmp) / path.name
             source.write_text(text)
             out = Path(tmp) / (path.stem + ".mpy")

@@ -18,7 +18,7 @@ import json
 import os
 from binascii import hexlify, unhexlify
 
-from protocol import wire
+from protocol import canonical
 
 ROOT = "/fw"
 _CHUNK = 1024  # bytes a request: fits the heap beside the uplink's buffers
@@ -108,12 +108,11 @@ class Ota:
     """The board's side of an update. `offer` is the uplink's on_firmware; `report` goes in every status;
     `run` is a board task."""
 
-    def __init__(self, board, log=print, root=ROOT, running=None):
-        import uplink
+    def __init__(self, board, log=print, root=ROOT, running="0"):
         self.board = board
         self.log = log
         self.root = root
-        self.running = running or uplink.FIRMWARE
+        self.running = running  # board.VERSION
         self.pointer = p = read_pointer(root)
         self.offered = None
         self.error = ""
@@ -200,7 +199,7 @@ class Ota:
         path = cfg["prefix"] + path
         reader, writer = await asyncio.wait_for_ms(asyncio.open_connection(cfg["host"], cfg["port"]), timeout)
         try:
-            sig = wire.sign(unhexlify(cfg["key"]), b"GET " + path.encode())
+            sig = canonical.sign(unhexlify(cfg["key"]), b"GET " + path.encode())
             writer.write(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
                           "Connection: close\r\n\r\n" % (path, cfg["host"], cfg["port"], cfg["device"], sig)).encode())
             await asyncio.wait_for_ms(writer.drain(), timeout)
@@ -254,7 +253,7 @@ class Ota:
         code, sig, body = await self._get("/v1/firmware/%s/manifest" % v, 8192)
         if code != 200:
             return "manifest: http %d" % code
-        if not wire.verify(unhexlify(cfg["key"]), body, sig):
+        if not canonical.verify(unhexlify(cfg["key"]), body, sig):
             return "manifest signature does not match the device key: refused"
         files = check_manifest(json.loads(body), v, cfg["device"])
         body = None

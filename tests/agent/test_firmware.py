@@ -48,8 +48,8 @@ def test_release_is_the_compiled_firmware_with_its_version(built):
     assert "board.mpy" in paths and "ota.mpy" in paths and "protocol/wire.mpy" in paths
     assert "boot.py" not in paths and "main.py" not in paths and "boot.mpy" not in paths  # never replaced
     db = store.open_db(built[0])
-    data = db.execute("SELECT data FROM firmware_files WHERE path = 'uplink.mpy'").fetchone()[0]
-    assert data[:1] == b"M" and b"0.3.0" in data  # uplink.FIRMWARE says the release's version
+    data = db.execute("SELECT data FROM firmware_files WHERE path = 'board.mpy'").fetchone()[0]
+    assert data[:1] == b"M" and b"0.3.0" in data  # board.VERSION says the release's version
     assert got["size"] == sum(f[1] for f in got["files"])
 
 
@@ -65,7 +65,7 @@ def test_cli_refuses_with_reasons(tmp_path, built):
     assert code == 2 and "is not a firmware folder (no board.py, uplink.py, ota.py)" in out
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "board.py").write_text("def broken(:\n")
+    (bad / "board.py").write_text('VERSION = "0.1"\ndef broken(:\n')
     for name in ("uplink.py", "ota.py"):
         (bad / name).write_text("X = 1\n")
     code, out = run("build", "--version", "0.4.0", "--from", str(bad))
