@@ -179,6 +179,18 @@ def hours(db: Any, device: str, metrics: Iterable[str], since: float, until: flo
     return out
 
 
+def days(db: Any, device: str, metrics: Iterable[str], since: float, until: float) -> dict[str, list[tuple]]:
+    """Per metric, (local day start, n, min, max, mean) of one device for the Thai local days starting in
+    [since, until): what long plots draw, 30 points a month however many readings are behind them."""
+    metrics = list(metrics)
+    out: dict[str, list[tuple]] = {m: [] for m in metrics}
+    sql = ("SELECT metric, start, n, min, max, sum FROM rollup_day WHERE device = ? AND metric IN (%s)"
+           " AND start >= ? AND start < ? ORDER BY metric, start" % ",".join("?" * len(metrics)))
+    for metric, start, n, lo, hi, total in db.execute(sql, [device, *metrics, since, until]):
+        out[metric].append((start, n, lo, hi, total / n if n else None))
+    return out
+
+
 def daily_wh(db: Any, since: float, until: float, device: str | None = None) -> dict[str, dict[str, float]]:
     """Per device, Wh per Thai local day ('YYYY-MM-DD') for the days starting in [since, until)."""
     # "device IN devices": a search of the primary key per device, not a scan of every metric's days
@@ -190,8 +202,12 @@ def daily_wh(db: Any, since: float, until: float, device: str | None = None) -> 
               " AND start < ?"
         params = [device, since, until]
     out: dict[str, dict[str, float]] = {}
+    names: dict[int, str] = {}  # every device has the same days: each day's name made once
     for dev, start, total in db.execute(sql, params):
-        out.setdefault(dev, {})[carbon.local_day(start + 1)] = total
+        name = names.get(start)
+        if name is None:
+            name = names[start] = carbon.local_day(start + 1)
+        out.setdefault(dev, {})[name] = total
     return out
 
 
