@@ -58,6 +58,7 @@ def grow(data_dir: Path, boards: int, days: float, now: float, seed: int = 1) ->
     per_board = int(days * 86400 * RATE)
     counters = [rng.randint(10_000, 5_000_000) for _ in devices]
     boots = ["%08x" % rng.getrandbits(32) for _ in devices]
+    boot_ids = [store.boot_id(db, d, boots[b]) for b, d in enumerate(devices)]
     unsynced_from = now - 3600
     total = 0
     rows: list[tuple] = []
@@ -70,7 +71,7 @@ def grow(data_dir: Path, boards: int, days: float, now: float, seed: int = 1) ->
         synced = t + 35 if t < unsynced_from else None
         for b, device in enumerate(devices):
             tb = float(int(t + b * 0.37))  # board time is whole seconds; received too, as the agent stores it
-            head = (device, k + 1, boots[b], ("energy", "pm", "co2")[kind], tb, "board", k * 6667, tb + 3.0,
+            head = (device, k + 1, boot_ids[b], ("energy", "pm", "co2")[kind], tb, "board", k * 6667, tb + 3.0,
                     "retried" if rng.random() < 0.002 else "")
             if kind == 0:
                 power = round(180 + 2400 * day_shape * (0.8 + 0.4 * rng.random()) + 30 * b, 1)
