@@ -173,10 +173,13 @@ def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
 
 def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:
     """`airwatt export --format csv` of the last `days` days: seconds, rows, peak RSS of the export process."""
-    # peak RSS (KB) and CPU seconds, of the export and its worker processes: the CPU figure holds on a busy machine
+    # Peak RSS (KB) and CPU seconds of the export and its worker processes (the CPU figure holds on a busy
+    # machine). Its own peak from /proc (VmHWM): getrusage's ru_maxrss outlives exec, so it would report this
+    # bench's size at the fork (hundreds of MB after growing a store), not the export's.
     code = ("import resource, sys; from airwatt.agent.cli import main; rc = main(sys.argv[1:]); "
             "u = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]; "
-            "print(max(x.ru_maxrss for x in u), sum(x.ru_utime + x.ru_stime for x in u), file=sys.stderr); "
+            "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]; "
+            "print(max(hwm, u[1].ru_maxrss), sum(x.ru_utime + x.ru_stime for x in u), file=sys.stderr); "
             "sys.exit(rc)")
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, "export", "--data-dir", str(data_dir), "--format", "csv",
