@@ -4,10 +4,11 @@ Grows two stores for the same boards (default 20 boards at 0.15 readings/s each,
 one of 1 day and one of `--days` days (default 90: 23.3 M readings), every reading synced but the last hour's,
 with realistic values (daily rhythms of power, CO2 and PM, a meter counter that keeps counting). Rows go in
 with executemany in big transactions; then the roller builds the rollups, as a running agent would have.
-For each store a real `airwatt serve` process answers each page `--requests` times over HTTP on 127.0.0.1
-(median reported); then its peak RSS. On the big store a 30-day CSV export runs as `airwatt export` (time and
-peak RSS). Also: the database's bytes per reading, tables and indexes included. Figures only; nothing here is
-asserted by tests (a test runs it at a tiny size to prove it works).
+For each store a real `airwatt serve` process answers each page `--requests` times over HTTP on 127.0.0.1,
+the stores' requests interleaved (median reported); then its peak RSS. On the big store a 30-day CSV export
+runs as `airwatt export` (time, CPU time and peak RSS). Also: the database's bytes per reading, tables and
+indexes included. Figures only; nothing here is asserted by tests (a test runs it at a tiny size to prove it
+works).
 """
 
 from __future__ import annotations
@@ -157,18 +158,32 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     return got.get("VmRSS", 0.0), got.get("VmHWM", 0.0)
 
 
-def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
-    """Median seconds per page over real HTTP to a real agent; the agent's peak RSS after them."""
-    proc, url = bench.start_agent(data_dir)
+def time_pages(stores: list[tuple[Path, int]], now: float, requests: int) -> list[dict]:
+    """Median seconds per page over real HTTP, one real agent per (data dir, days) store, all running at once:
+    each request to one store is followed by the same page of the others, so a busy machine weighs on every
+    store alike (timed one store after the other, the load of other work at the time moved the ratios by 3x).
+    Then each agent's RSS."""
+    agents = []
     try:
-        out = {}
-        for name, path in pages(days, now):
-            _get(url + path)  # warm-up: the first request after start opens the reader connection
-            out[name] = statistics.median(_get(url + path) for _ in range(requests))
-        rss, peak = _rss_mb(proc.pid)
+        for data_dir, _days in stores:
+            agents.append(bench.start_agent(data_dir))
+        times: list[dict[str, list[float]]] = [{} for _ in stores]
+        for k, (_dir, days) in enumerate(stores):
+            for _name, path in pages(days, now):
+                _get(agents[k][1] + path)  # warm-up: the first request after start opens the reader connection
+        for _ in range(requests):
+            for k, (_dir, days) in enumerate(stores):
+                for name, path in pages(days, now):
+                    times[k].setdefault(name, []).append(_get(agents[k][1] + path))
+        out = []
+        for k, (proc, _url) in enumerate(agents):
+            rss, peak = _rss_mb(proc.pid)
+            out.append({"pages": {name: statistics.median(ts) for name, ts in times[k].items()}, "rss_mb": rss,
+                        "peak_rss_mb": peak})
+        return out
     finally:
-        bench.stop_agent(proc)
-    return {"pages": out, "rss_mb": rss, "peak_rss_mb": peak}
+        for proc, _url in agents:
+            bench.stop_agent(proc)
 
 
 def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:
@@ -221,9 +236,8 @@ def run(boards: int = 20, days: int = 90, requests: int = 5, export_days: float 
                                                   result[label + "_grow_s"]))
         result["bytes_per_reading"], result["sizes"] = bytes_per_reading(big)
         result["file_bytes"] = store.db_path(big).stat().st_size
-        for label, d, n_days in (("1d", small, 1), ("big", big, days)):
-            result[label] = time_pages(d, n_days, now, requests)
-            log("timed the pages on %s" % d.name)
+        result["1d"], result["big"] = time_pages([(small, 1), (big, days)], now, requests)
+        log("timed the pages on %s and %s" % (small.name, big.name))
         result["export"] = time_export(big, min(export_days, days), now, base / "export.csv")
         (base / "export.csv").unlink()
     return result
