@@ -40,9 +40,8 @@ log = logging.getLogger("airwatt.writer")
 
 MAX_GROUP = 1000  # batches in one transaction at most
 
-COLUMNS = ("device", "seq", "boot_id", "sensor", "t", "t_source", "ticks", "received", "flags") + store.METRIC_COLUMNS + (
-    "instance",
-)
+COLUMNS = ("device", "seq", "boot_id", "sensor", "t", "t_source", "ticks", "received", "flags") + (
+    store.METRIC_COLUMNS + ("instance",))
 # Idempotent by (device, seq): a reading stored before is skipped. ON CONFLICT names that one constraint, unlike
 # INSERT OR IGNORE, which would also silently skip a row breaking NOT NULL and so claim it stored.
 _ON_CONFLICT = " ON CONFLICT(device, seq) DO NOTHING"
