@@ -221,24 +221,3 @@ def site_rows(per_device: dict[str, dict[str, float]], site_of: dict[str, str],
         kwh = wh / 1000.0
         rows.append(Row(site, period, kwh, kwh * factor, factor, year))
     return rows
-
-
-def report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[Row], list[Row]]:
-    """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
-    rollups (agent/rollup.py): the cost follows the number of days, not the readings behind them."""
-    from . import rollup
-
-    # summed per site and day by SQLite: a row per site-day, not per device-day, comes back to Python; CROSS JOIN
-    # keeps devices the outer loop (a search of rollup_day's key per device, never a scan of it)
-    names: dict[int, str] = {}
-    per_day: dict[str, dict[str, float]] = {}
-    for site, start, wh in db.execute(
-            "SELECT coalesce(d.site, ''), r.start, sum(r.sum) FROM devices d CROSS JOIN rollup_day r ON r.device = d.id"
-            " AND r.metric = ? AND r.start >= ? AND r.start < ? GROUP BY 1, 2", (rollup.WH, since, until)):
-        name = names.get(start)
-        if name is None:
-            name = names[start] = local_day(start + 1)
-        per_day.setdefault(site, {})[name] = wh
-    per_month = {site: monthly(days) for site, days in per_day.items()}
-    same = {site: site for site in per_day}
-    return site_rows(per_day, same, table), site_rows(per_month, same, table)

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import carbon, store
+from . import carbon, retention, store
 
 log = logging.getLogger("airwatt.rollup")
 
@@ -242,10 +242,8 @@ class Roller:
             self.conn = store.connect(self.db_file)
         done = catch_up(self.conn, CHUNK, budget_s)
         if self.keep_synced_s is not None and time.monotonic() - self.pruned_at >= self.prune_every_s:
-            from .retention import prune
-
             self.pruned_at = time.monotonic()
-            deleted = prune(self.conn, self.keep_synced_s)
+            deleted = retention.prune(self.conn, self.keep_synced_s)
             if deleted:
                 log.info("retention: %d raw readings synced over %.1f days ago deleted", deleted,
                          self.keep_synced_s / 86400)
@@ -275,3 +273,22 @@ class Roller:
                 self.conn.close()
         await self._call(close)
         self.pool.shutdown(wait=True)
+
+
+def carbon_report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[carbon.Row], list[carbon.Row]]:
+    """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
+    rollups above: the cost follows the number of days, not the readings behind them."""
+    # summed per site and day by SQLite: a row per site-day, not per device-day, comes back to Python; CROSS JOIN
+    # keeps devices the outer loop (a search of rollup_day's key per device, never a scan of it)
+    names: dict[int, str] = {}
+    per_day: dict[str, dict[str, float]] = {}
+    for site, start, wh in db.execute(
+            "SELECT coalesce(d.site, ''), r.start, sum(r.sum) FROM devices d CROSS JOIN rollup_day r ON r.device = d.id"
+            " AND r.metric = ? AND r.start >= ? AND r.start < ? GROUP BY 1, 2", (WH, since, until)):
+        name = names.get(start)
+        if name is None:
+            name = names[start] = carbon.local_day(start + 1)
+        per_day.setdefault(site, {})[name] = wh
+    per_month = {site: carbon.monthly(days) for site, days in per_day.items()}
+    same = {site: site for site in per_day}
+    return carbon.site_rows(per_day, same, table), carbon.site_rows(per_month, same, table)

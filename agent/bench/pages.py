@@ -27,7 +27,9 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from . import bench, retention, rollup, store, writer
+from airwatt.agent import retention, rollup, store, writer
+from airwatt.agent.bench import ingest
+from airwatt.agent.carbon import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
 SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",
@@ -134,8 +136,6 @@ def pages(days: int, now: float) -> list[tuple[str, str]]:
 
 
 def bench_tz():
-    from .carbon import THAILAND
-
     return THAILAND
 
 
@@ -166,7 +166,7 @@ def time_pages(stores: list[tuple[Path, int]], now: float, requests: int) -> lis
     agents = []
     try:
         for data_dir, _days in stores:
-            agents.append(bench.start_agent(data_dir))
+            agents.append(ingest.start_agent(data_dir))
         times: list[dict[str, list[float]]] = [{} for _ in stores]
         for k, (_dir, days) in enumerate(stores):
             for _name, path in pages(days, now):
@@ -183,7 +183,7 @@ def time_pages(stores: list[tuple[Path, int]], now: float, requests: int) -> lis
         return out
     finally:
         for proc, _url in agents:
-            bench.stop_agent(proc)
+            ingest.stop_agent(proc)
 
 
 def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:
@@ -292,10 +292,9 @@ def _bench_pages(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    from .commands import verbs_of
-
-    bp = verbs_of(commands, "bench").add_parser(
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    """`airwatt bench pages`, on the bench group's subparsers."""
+    bp = bench.add_parser(
         "pages", help="page times on a grown store beside a 1-day store, agent RSS, a 30-day CSV export")
     bp.add_argument("--boards", type=int, default=20)
     bp.add_argument("--days", type=int, default=90, help="days of readings in the grown store (default 90)")
