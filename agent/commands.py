@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import json
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -298,9 +299,11 @@ def export_rows(db: Any, since: float | None = None, until: float | None = None,
 _CSV_TIME = "strftime('%Y-%m-%dT%H:%M:%fZ', t, 'unixepoch')"
 # Flags hold commas ("stuck,retried"): quoted then, as the csv module does.
 _CSV_FLAGS = "CASE WHEN instr(flags, ',') THEN '\"' || flags || '\"' ELSE flags END"
-# One printf per line (one string built, not twenty joined): %s writes NULL as '' and a number as SQLite does.
+# One printf per line (one string built in SQLite, not twenty joined in Python), the device's own columns first
+# (a parameter) and the newline last: %s writes NULL as '' and a number as SQLite does.
 _CSV_VALUES = ["seq", "sensor", _CSV_TIME, "t", "t_source", _CSV_FLAGS, *store.METRIC_COLUMNS]
-_CSV_LINE = "printf('%s', %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
+_CSV_LINE = "printf('%%s%s\n', ?, %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
+FETCH = 20_000  # lines per fetchmany: a few MB of text at a time
 
 
 def export_csv(db: Any, out: IO[str], since: float | None = None, until: float | None = None, jobs: int = 1) -> int:
@@ -322,7 +325,10 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
 
 def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str],
                 sensor: str | None = None) -> int:
-    """One device's CSV lines (no header) written to out, optionally of one sensor; returns how many."""
+    """One device's CSV lines (no header) written to out in sequence order, optionally of one sensor; returns how
+    many. The time goes into the lookups of its rows and SQLite's formatting, about 1.3 and 2.5 µs a line here;
+    the sort by seq of a time range costs too little to see, and SQLite's sorter spills to disk: memory stays
+    flat (measured: 55 MB for 30 days of 3 boards, sorted or not)."""
     where, params = ["device = ?"], [d["id"]]
     if sensor is not None:
         where.append("sensor = ?")
@@ -335,14 +341,14 @@ def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out:
         params.append(until)
     prefix = io.StringIO()
     csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
-    head = prefix.getvalue() + ","
-    cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq" % (_CSV_LINE, " AND ".join(where)), params)
+    cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq" % (_CSV_LINE, " AND ".join(where)),
+                     [prefix.getvalue() + ",", *params])
     written = 0
     while True:
-        chunk = cur.fetchmany(10_000)
+        chunk = cur.fetchmany(FETCH)
         if not chunk:
             return written
-        out.write("".join([head + line + "\n" for (line,) in chunk]))
+        out.write("".join([line for (line,) in chunk]))
         written += len(chunk)
 
 
@@ -379,18 +385,30 @@ def _export_csv_jobs(db: Any, devices: list[dict], out: IO[str], since: float | 
         while pending:
             fut, path = pending.pop(0)
             written += fut.result()
-            with open(path, encoding="utf-8", newline="") as f:
-                while True:
-                    block = f.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
+            _copy_out(path, out)
             os.unlink(path)
             for n, d in todo:
                 path = str(Path(tmp) / ("%d.csv" % n))
                 pending.append((pool.submit(_device_csv_file, db_file, d, since, until, path), path))
                 break
     return written
+
+
+def _copy_out(path: str, out: IO[str]) -> None:
+    """A worker's UTF-8 file copied into out: as bytes when out is a file (a gigabyte is not decoded and encoded
+    again), else as text."""
+    raw = getattr(out, "buffer", None)
+    if raw is not None and (getattr(out, "encoding", "") or "").replace("-", "").lower() == "utf8":
+        out.flush()
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, raw, 1 << 20)
+        return
+    with open(path, encoding="utf-8", newline="") as f:
+        while True:
+            block = f.read(1 << 20)
+            if not block:
+                return
+            out.write(block)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ the endpoints here, stages them beside its running files, switches and reports t
 the offer first; the others once every canary confirmed. A board that rolls back halts the rollout: every board
 not yet on the release is left alone (`halted`).
 
-Tables (migration 7, store._m7_firmware):
+Tables (migration 8, store._m8_firmware):
   firmware_releases  version, size, files (JSON [[path, size, sha256], ...]), built, source
   firmware_files     version, path, data: the compiled files
   firmware_rollouts  id, version, created, canary, probation_s, halted (time), halted_why

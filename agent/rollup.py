@@ -179,6 +179,18 @@ def hours(db: Any, device: str, metrics: Iterable[str], since: float, until: flo
     return out
 
 
+def days(db: Any, device: str, metrics: Iterable[str], since: float, until: float) -> dict[str, list[tuple]]:
+    """Per metric, (local day start, n, min, max, mean) of one device for the Thai local days starting in
+    [since, until): what long plots draw, 30 points a month however many readings are behind them."""
+    metrics = list(metrics)
+    out: dict[str, list[tuple]] = {m: [] for m in metrics}
+    sql = ("SELECT metric, start, n, min, max, sum FROM rollup_day WHERE device = ? AND metric IN (%s)"
+           " AND start >= ? AND start < ? ORDER BY metric, start" % ",".join("?" * len(metrics)))
+    for metric, start, n, lo, hi, total in db.execute(sql, [device, *metrics, since, until]):
+        out[metric].append((start, n, lo, hi, total / n if n else None))
+    return out
+
+
 def daily_wh(db: Any, since: float, until: float, device: str | None = None) -> dict[str, dict[str, float]]:
     """Per device, Wh per Thai local day ('YYYY-MM-DD') for the days starting in [since, until)."""
     # "device IN devices": a search of the primary key per device, not a scan of every metric's days
@@ -190,8 +202,12 @@ def daily_wh(db: Any, since: float, until: float, device: str | None = None) -> 
               " AND start < ?"
         params = [device, since, until]
     out: dict[str, dict[str, float]] = {}
+    names: dict[int, str] = {}  # every device has the same days: each day's name made once
     for dev, start, total in db.execute(sql, params):
-        out.setdefault(dev, {})[carbon.local_day(start + 1)] = total
+        name = names.get(start)
+        if name is None:
+            name = names[start] = carbon.local_day(start + 1)
+        out.setdefault(dev, {})[name] = total
     return out
 
 
@@ -262,7 +278,17 @@ class Roller:
 def carbon_report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[carbon.Row], list[carbon.Row]]:
     """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
     rollups above: the cost follows the number of days, not the readings behind them."""
-    site_of = {d: s for d, s in db.execute("select id, site from devices").fetchall()}
-    per_day = daily_wh(db, since, until)
-    per_month = {device: carbon.monthly(days) for device, days in per_day.items()}
-    return carbon.site_rows(per_day, site_of, table), carbon.site_rows(per_month, site_of, table)
+    # summed per site and day by SQLite: a row per site-day, not per device-day, comes back to Python; CROSS JOIN
+    # keeps devices the outer loop (a search of rollup_day's key per device, never a scan of it)
+    names: dict[int, str] = {}
+    per_day: dict[str, dict[str, float]] = {}
+    for site, start, wh in db.execute(
+            "SELECT coalesce(d.site, ''), r.start, sum(r.sum) FROM devices d CROSS JOIN rollup_day r ON r.device = d.id"
+            " AND r.metric = ? AND r.start >= ? AND r.start < ? GROUP BY 1, 2", (WH, since, until)):
+        name = names.get(start)
+        if name is None:
+            name = names[start] = carbon.local_day(start + 1)
+        per_day.setdefault(site, {})[name] = wh
+    per_month = {site: carbon.monthly(days) for site, days in per_day.items()}
+    same = {site: site for site in per_day}
+    return carbon.site_rows(per_day, same, table), carbon.site_rows(per_month, same, table)

@@ -147,7 +147,33 @@ def _m6_device_settings(db: sqlite_utils.Database) -> None:
     )
 
 
-def _m7_firmware(db: sqlite_utils.Database) -> None:
+def _m7_boot_ids(db: sqlite_utils.Database) -> None:
+    """The board's boot id (8 hex characters) leaves every reading row: readings.boot_id is the integer id of
+    its (device, boot) in boot_ids, 1-2 bytes a row instead of 9. Existing rows keep their boot, by id. The table
+    is copied into a new one in id order (not altered in place, which leaves every page part empty), and its
+    indexes are made again as they were."""
+    db.execute("CREATE TABLE boot_ids (id INTEGER PRIMARY KEY, device TEXT NOT NULL, boot TEXT NOT NULL,"
+               " UNIQUE (device, boot))")
+    db.execute("INSERT INTO boot_ids(device, boot) SELECT DISTINCT device, boot FROM readings ORDER BY device, boot")
+    table_sql = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'readings'").fetchone()[0]
+    indexes = [r[0] for r in db.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings'"
+                                        " AND sql IS NOT NULL")]
+    old = '"boot" TEXT NOT NULL'
+    if table_sql.count(old) != 1:
+        raise RuntimeError("readings has no column %s to move into boot_ids: %s" % (old, table_sql))
+    columns = [c[1] for c in db.execute("PRAGMA table_info(readings)").fetchall()]
+    db.execute(table_sql.replace('"readings"', '"readings_m7"', 1).replace(old, '"boot_id" INTEGER NOT NULL'))
+    db.execute('INSERT INTO readings_m7(%s) SELECT %s FROM readings r JOIN boot_ids b ON b.device = r.device'
+               ' AND b.boot = r.boot ORDER BY r.id' % (
+                   ", ".join('"boot_id"' if c == "boot" else '"%s"' % c for c in columns),
+                   ", ".join("b.id" if c == "boot" else 'r."%s"' % c for c in columns)))
+    db.execute("DROP TABLE readings")
+    db.execute("ALTER TABLE readings_m7 RENAME TO readings")
+    for sql in indexes:
+        db.execute(sql)
+
+
+def _m8_firmware(db: sqlite_utils.Database) -> None:
     """Firmware releases, their files, rollouts and each board's update (agent/firmware.py)."""
     db["firmware_releases"].create({"version": str, "size": int, "files": str, "built": float, "source": str},
                                    pk="version", not_null={"size", "files", "built"})
@@ -165,7 +191,8 @@ def _m7_firmware(db: sqlite_utils.Database) -> None:
 
 # Append new migrations at the end; never edit one that has shipped.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings, _m7_firmware]
+    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings, _m7_boot_ids,
+    _m8_firmware]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -400,6 +427,31 @@ def reading_counts(db: sqlite_utils.Database) -> dict[str, int]:
 # -- readings --------------------------------------------------------------------------------------------
 
 
+def boot_id(db: sqlite_utils.Database | sqlite3.Connection, device: str, boot: str) -> int:
+    """The id of a device's boot in boot_ids (what readings.boot_id holds), added if new: in the caller's
+    transaction if one is open."""
+    row = db.execute("SELECT id FROM boot_ids WHERE device = ? AND boot = ?", (device, boot)).fetchone()
+    if row is not None:
+        return row[0]
+    return db.execute("INSERT INTO boot_ids(device, boot) VALUES (?, ?)", (device, boot)).lastrowid
+
+
+def insert_readings(db: sqlite_utils.Database, rows: Iterable[dict]) -> None:
+    """Insert readings given as dicts (sqlite-utils insert_all), each `boot` (the board's text id) stored as its
+    boot_id: for tools and tests that write readings straight into the table, not through the writer."""
+    ids: dict[tuple[str, str], int] = {}
+    out = []
+    for r in rows:
+        r = dict(r)
+        if "boot" in r:
+            key = (r["device"], r.pop("boot"))
+            if key not in ids:
+                ids[key] = boot_id(db, *key)
+            r["boot_id"] = ids[key]
+        out.append(r)
+    db["readings"].insert_all(out)
+
+
 def readings(
     db: sqlite_utils.Database, device: str, since: float | None = None, until: float | None = None
 ) -> list[dict]:
@@ -427,7 +479,9 @@ def iter_readings(
     if until is not None:
         where.append("t < ?")
         params.append(until)
-    sql = "SELECT * FROM readings" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY device, seq"
+    # the boot's own id (text) joined back in, as `boot`
+    sql = ("SELECT r.*, b.boot AS boot FROM readings r LEFT JOIN boot_ids b ON b.id = r.boot_id"
+           + (" WHERE " + " AND ".join("r." + w for w in where) if where else "") + " ORDER BY r.device, r.seq")
     cur = db.execute(sql, params)
     names = [c[0] for c in cur.description]
     for row in cur:
@@ -543,13 +597,17 @@ def record_sync(
     db: sqlite_utils.Database, ids: Iterable[int], at: float, attempts: Iterable[tuple[bool, int | None, int, str]]
 ) -> int:
     """mark_synced + log_sync of one sync round in ONE durable transaction (one fsync per round, not two per
-    request): marks `ids` synced at `at` and logs each (ok, status, count, detail) attempt; returns rows marked."""
+    request): marks `ids` synced at `at` (to the second) and logs each (ok, status, count, detail) attempt;
+    returns rows marked."""
     runs, singles = _id_runs(ids)
     changed = 0
+    # whole seconds on the readings (retention counts days): SQLite keeps an integral REAL in 4 bytes, not 8
+    marked = float(int(at))
     with _transaction(db):
         for first, last in runs:  # every id from first to last is in `ids`: BETWEEN is the same set as IN
             cur = db.execute(
-                "UPDATE readings SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL", (at, first, last)
+                "UPDATE readings SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL",
+                (marked, first, last)
             )
             changed += cur.rowcount
         for start in range(0, len(singles), 500):
@@ -557,7 +615,7 @@ def record_sync(
             cur = db.execute(
                 "UPDATE readings SET synced_at = ? WHERE synced_at IS NULL AND id IN (%s)"
                 % ",".join("?" * len(chunk)),
-                [at, *chunk],
+                [marked, *chunk],
             )
             changed += cur.rowcount
         any_ok = False

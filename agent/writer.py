@@ -40,9 +40,8 @@ log = logging.getLogger("airwatt.writer")
 
 MAX_GROUP = 1000  # batches in one transaction at most
 
-COLUMNS = ("device", "seq", "boot", "sensor", "t", "t_source", "ticks", "received", "flags") + store.METRIC_COLUMNS + (
-    "instance",
-)
+COLUMNS = ("device", "seq", "boot_id", "sensor", "t", "t_source", "ticks", "received", "flags") + (
+    store.METRIC_COLUMNS + ("instance",))
 # Idempotent by (device, seq): a reading stored before is skipped. ON CONFLICT names that one constraint, unlike
 # INSERT OR IGNORE, which would also silently skip a row breaking NOT NULL and so claim it stored.
 _ON_CONFLICT = " ON CONFLICT(device, seq) DO NOTHING"
@@ -63,8 +62,9 @@ def insert_rows(n: int) -> str:
 
 @dataclass
 class Job:
-    """One authenticated, valid batch, ready for the writer. rows: full `readings` rows in COLUMNS order, with
-    t and t_source None for a reading without board time (the writer times it from its boot's clock offset)."""
+    """One authenticated, valid batch, ready for the writer. rows: full `readings` rows in COLUMNS order, but
+    with the boot's own id (text) where boot_id goes (the writer looks it up), and t and t_source None for a
+    reading without board time (the writer times it from its boot's clock offset)."""
 
     device: str
     boot: str
@@ -81,14 +81,24 @@ class WriteFailed(Exception):
 
 class Known:
     """What the writer knows of the store, so most batches need no SELECT: per device the highest seq stored,
-    per (device, boot) the learnt clock offset (None: not learnt). A transaction's changes are staged and kept
-    only when it commits. Only the writer inserts readings and boots, so this cannot go stale."""
+    per (device, boot) the learnt clock offset (None: not learnt) and its boot_ids id. A transaction's changes
+    are staged and kept only when it commits. Only the writer inserts readings and boots, so this cannot go
+    stale."""
 
     def __init__(self) -> None:
         self.seq: dict[str, int] = {}
         self.offset: dict[tuple[str, str], float | None] = {}
+        self.ids: dict[tuple[str, str], int] = {}
         self._seq: dict[str, int] = {}
         self._offset: dict[tuple[str, str], float | None] = {}
+        self._ids: dict[tuple[str, str], int] = {}
+
+    def boot_id(self, conn: sqlite3.Connection, device: str, boot: str) -> int:
+        key = (device, boot)
+        got = self.ids.get(key) or self._ids.get(key)
+        if got is None:
+            got = self._ids[key] = store.boot_id(conn, device, boot)
+        return got
 
     def max_seq(self, conn: sqlite3.Connection, device: str) -> int:
         if device in self._seq:
@@ -117,11 +127,13 @@ class Known:
     def committed(self) -> None:
         self.seq.update(self._seq)
         self.offset.update(self._offset)
+        self.ids.update(self._ids)
         self.rolled_back()
 
     def rolled_back(self) -> None:
         self._seq.clear()
         self._offset.clear()
+        self._ids.clear()
 
 
 def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, int]:
@@ -146,14 +158,19 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
     else:
         offset = learnt
     rows = []
+    batch_boot = known.boot_id(conn, job.device, job.boot)
     for row in job.rows:
+        boot = row[2]
+        bid = batch_boot if boot == job.boot else known.boot_id(conn, job.device, boot)
         if row[5] is None:  # no board time: from its boot's offset if known
-            off = offset if row[2] == job.boot else known.boot_offset(conn, job.device, row[2])
+            off = offset if boot == job.boot else known.boot_offset(conn, job.device, boot)
             if off is None:
-                row = row[:5] + ("unknown",) + row[6:]
+                row = row[:2] + (bid,) + row[3:5] + ("unknown",) + row[6:]
             else:
                 # to the millisecond (the board's tick): the offset's microseconds are network noise
-                row = row[:4] + (round(off + row[6] / 1000.0, 3), "ticks") + row[6:]
+                row = row[:2] + (bid, row[3], round(off + row[6] / 1000.0, 3), "ticks") + row[6:]
+        else:
+            row = row[:2] + (bid,) + row[3:]
         rows.append(row)
     before = conn.total_changes
     conn.execute(insert_rows(len(rows)), list(chain.from_iterable(rows)))
@@ -163,8 +180,8 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
         # from that boot) can be timed now.
         conn.execute(
             "UPDATE readings SET t = round(? + ticks / 1000.0, 3), t_source = 'ticks'"
-            " WHERE device = ? AND boot = ? AND t IS NULL",
-            (offset, job.device, job.boot),
+            " WHERE device = ? AND boot_id = ? AND t IS NULL",
+            (offset, job.device, batch_boot),
         )
     conn.execute(
         "UPDATE devices SET firmware = ?, last_seen = ?, first_seen = coalesce(first_seen, ?),"

@@ -97,7 +97,7 @@ def test_power_cut_during_a_buffer_write_loses_and_repeats_nothing(board, agent)
     agent.wait("SELECT max(seq) FROM readings WHERE device = ?", DEVICE, until=lambda r: r[0][0] >= before + 6,
                timeout=90, what="readings after the power cut")
     assert_contiguous(agent)
-    boots = agent.rows("SELECT count(DISTINCT boot) FROM readings WHERE device = ?", DEVICE)[0][0]
+    boots = agent.rows("SELECT count(DISTINCT boot_id) FROM readings WHERE device = ?", DEVICE)[0][0]
     assert boots >= 2
 
 
@@ -119,9 +119,9 @@ def test_watchdog_resets_a_hung_main_loop(board, agent):
 
 
 def test_reset_from_mpremote_reboots_and_keeps_counting(board, agent):
-    boots_before = agent.rows("SELECT count(DISTINCT boot) FROM readings WHERE device = ?", DEVICE)[0][0]
+    boots_before = agent.rows("SELECT count(DISTINCT boot_id) FROM readings WHERE device = ?", DEVICE)[0][0]
     result = subprocess.run([MPREMOTE, "connect", board.port, "reset"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    agent.wait("SELECT count(DISTINCT boot) FROM readings WHERE device = ?", DEVICE,
+    agent.wait("SELECT count(DISTINCT boot_id) FROM readings WHERE device = ?", DEVICE,
                until=lambda r: r[0][0] > boots_before, timeout=90, what="readings from the new boot")
     assert_contiguous(agent)

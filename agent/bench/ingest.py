@@ -153,6 +153,12 @@ def raw_inserts(data_dir: Path, batches: list[list[tuple]], one_transaction: boo
     """Seconds to insert the rows with executemany: in ONE transaction, or one commit per batch."""
     db = store.open_db(data_dir)
     conn = db.conn
+    ids: dict[tuple[str, str], int] = {}
+    for batch in batches:  # the boots' ids (the writer's lookup), outside the timed inserts
+        for row in batch:
+            if (row[0], row[2]) not in ids:
+                ids[(row[0], row[2])] = store.boot_id(db, row[0], row[2])
+    batches = [[row[:2] + (ids[(row[0], row[2])],) + row[3:] for row in batch] for batch in batches]
     began = time.perf_counter()
     if one_transaction:
         conn.execute("BEGIN IMMEDIATE")

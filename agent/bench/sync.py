@@ -57,6 +57,9 @@ def insert_rows(db_dir: Path, rows: list[dict], new: bool = True) -> float:
     db = store.open_db(db_dir)
     for d in sorted({r["device"] for r in rows}) if new else ():
         store.add_device(db, d, site="Bench", lat=16.44, lon=102.83)
+    ids = {key: store.boot_id(db, *key) for key in {(r["device"], r["boot"]) for r in rows}}
+    rows = [{("boot_id" if k == "boot" else k): (ids[(r["device"], v)] if k == "boot" else v) for k, v in r.items()}
+            for r in rows]
     cols = list(rows[0])
     values = [tuple(r[c] for c in cols) for r in rows]
     sql = "INSERT INTO readings(%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols)))

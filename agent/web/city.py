@@ -106,11 +106,19 @@ def summarise(boards: list[dict], factor: float) -> dict[str, Any]:
     return out
 
 
-def _num(value: float | None, fmt: str, key: str) -> str:
+def amount(value: float) -> str:
+    """kW, kWh and kgCO2e as the city view shows them, one rule for every such cell (today's and this month's
+    alike): two decimals under 10, one under 100, whole numbers above (0.01, 2.35, 23.5, 235, 2350)."""
+    size = abs(value)
+    return "%.*f" % (2 if size < 9.995 else 1 if size < 99.95 else 0, value)
+
+
+def _num(value: float | None, key: str, fmt: str | None = None) -> str:
+    """A number cell: `fmt` (a %-format) or else amount()."""
     if value is None:
         return '<td class="num" data-key="%s" data-value="" data-sort="-1">-</td>' % key
-    return '<td class="num" data-key="%s" data-value="%.6f" data-sort="%.6f">%s</td>' % (key, value, value,
-                                                                                         fmt % value)
+    return '<td class="num" data-key="%s" data-value="%.6f" data-sort="%.6f">%s</td>' % (
+        key, value, value, fmt % value if fmt else amount(value))
 
 
 def _aqi_cell(value: int | None) -> str:
@@ -127,9 +135,8 @@ def _row(lang: str, s: dict[str, Any]) -> str:
     if s["never"]:
         states += ' <span class="muted" data-state="never">(+%d %s)</span>' % (s["never"],
                                                                              escape(label(lang, "never")))
-    return (_num(s["kw"], "%.2f", "kw") + _num(s["kwh_today"], "%.2f", "kwh_today")
-            + _num(s["kg_today"], "%.2f", "kg_today") + _num(s["kwh_month"], "%.1f", "kwh_month")
-            + _num(s["kg_month"], "%.1f", "kg_month") + _aqi_cell(s["aqi"]) + _num(s["co2"], "%.0f", "co2")
+    return ("".join(_num(s[k], k) for k in ("kw", "kwh_today", "kg_today", "kwh_month", "kg_month"))
+            + _aqi_cell(s["aqi"]) + _num(s["co2"], "co2", "%.0f")
             + '<td class="boards" data-sort="%d">%s</td>' % (s["online"], states))
 
 
@@ -187,7 +194,7 @@ async def city_page(request: web.Request) -> web.Response:
         if b["co2"] is not None:
             parts.append("CO2 %.0f ppm" % b["co2"])
         if b["kw"] is not None:
-            parts.append("%.2f kW" % b["kw"])
+            parts.append("%s kW" % amount(b["kw"]))
         popup = '<b><a href="%s">%s</a></b><br>%s<br>%s' % (
             escape(_url("/device/" + b["id"], lang)), escape(b["id"]), escape(b["name"] or ""),
             escape(" · ".join(parts)))

@@ -175,6 +175,9 @@ async def fleet(request: web.Request) -> web.Response:
 
 
 RAW_MAX_S = 86400  # ranges up to a day are drawn reading by reading; longer ones from the hourly rollups
+# ranges over 8 days (30 d, and from/to spans up to MAX_SPAN_S) from the daily rollups: a plot stays a few hundred
+# points (30 a month, not 720), so the page costs about the same whatever the range
+HOURLY_MAX_S = 8 * 86400
 PLOTTED = ("pm25", "co2", "temperature", "humidity", "power")
 
 
@@ -210,24 +213,31 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
         # only what the plots draw, as tuples: (t, sensor, flags, *PLOTTED)
         out["rows"] = db.execute("SELECT t, sensor, flags, %s FROM readings WHERE device = ? AND t >= ? AND t < ?"
                                  % ", ".join(PLOTTED), (device, since, until + 1e-6)).fetchall()
-    else:
+    elif until - since <= HOURLY_MAX_S:
         # hours that start in the range; the last one may reach past `until` (a partial hour at the end)
         out["hours"] = rollup.hours(db, device, PLOTTED, since - since % 3600, until)
+        out["bucket"] = 3600
+    else:
+        # Thai local days that start in the range, and the one it starts in (partial days at either end)
+        out["hours"] = rollup.days(db, device, PLOTTED, rollup.day_start(since), until)
+        out["bucket"] = 86400
     out["wh"] = rollup.daily_wh(db, kwh_since, until + 1e-6, device).get(device, {})
     out["settings"] = device_settings.state(db, device)
     return out
 
 
 def _series(data: dict, metric: str, label_: str, colour: str) -> svg.Series:
-    """A plot's series: the readings themselves, or hourly means (data-n, data-b0, data-b1) for long ranges."""
+    """A plot's series: the readings themselves, or hourly or daily means (data-n, data-b0, data-b1) for long
+    ranges."""
     if data["hours"] is None:
         k = 3 + PLOTTED.index(metric)
         return svg.Series(metric, label_, colour, [(r[0], float(r[k]), bool(r[2])) for r in data["rows"]
                                                    if r[k] is not None])
-    # drawn mid-hour, kept inside the plot for the partial hours at either end of the range
+    # drawn mid-bucket, kept inside the plot for the partial buckets at either end of the range
     t0, t1 = data["range"]
+    size = data["bucket"]
     return svg.Series(metric, label_, colour, means=[
-        {"t": max(t0, min(start + 1800, t1)), "v": mean, "n": n, "b0": start, "b1": start + 3600}
+        {"t": max(t0, min(start + size / 2, t1)), "v": mean, "n": n, "b0": start, "b1": start + size}
         for start, n, _lo, _hi, mean in data["hours"][metric] if n])
 
 
@@ -329,7 +339,8 @@ async def device_page(request: web.Request) -> web.Response:
     body = head + "".join("<h2>%s</h2>%s%s" % (escape(label(lang, k)), p, links(k)) for k, p in plots
                           if sensor_of[k] in kinds)
     if data["hours"] is not None:
-        body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
+        note = "hourly" if data["bucket"] == 3600 else "daily"
+        body = '<p class="note" id="%s-note">%s</p>' % (note, escape(label(lang, note + "_note"))) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
     body += settings_block(request, lang, device, data["settings"])
     return _page(request, "device", "%s %s" % (label(lang, "device"), device), body, refresh=end is None)

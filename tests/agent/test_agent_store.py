@@ -28,8 +28,11 @@ def test_schema_has_the_contract_tables_and_plain_columns(data_dir):
     db = store.open_db(data_dir)
     assert set(db.table_names()) >= {"devices", "readings", "boots", "sync_log", "meta"}
     cols = {c.name: c.type for c in db["readings"].columns}
-    for name in ("id", "device", "seq", "boot", "sensor", "t", "t_source", "ticks", "received", "flags", "synced_at"):
+    for name in ("id", "device", "seq", "boot_id", "sensor", "t", "t_source", "ticks", "received", "flags",
+                 "synced_at"):
         assert name in cols
+    assert "boot" not in cols and cols["boot_id"] == "INTEGER"  # the boot's text is in boot_ids, once per boot
+    assert db["boot_ids"].pks == ["id"]
     # One column per metric of the protocol's field table, typed from it.
     for _, name, _, _, kind, *_ in fields.METRICS:
         assert cols[name] == ("INTEGER" if kind == "int" else "REAL")
@@ -284,3 +287,38 @@ def test_opening_the_store_again_in_one_process_keeps_the_other_connections_lock
         assert int(seen) == n
     a.close()
     b.close()
+
+
+def test_boot_ids_migration_keeps_every_readings_boot(tmp_path, monkeypatch):
+    """A store made before migration 7 (boot text on every row) keeps each reading's boot, now by id, and its
+    other values and indexes; new readings of an old boot reuse its id."""
+    data_dir = tmp_path / "old"
+    shipped = store.MIGRATIONS
+    monkeypatch.setattr(store, "MIGRATIONS", shipped[:6])  # an agent of schema version 6
+    db = store.open_db(data_dir)
+    store.add_device(db, "dev-1")
+    store.add_device(db, "dev-2")
+    old = [("dev-1", 1, "0000aaaa", 1790000000.5), ("dev-1", 2, "0000aaaa", 1790000001.0),
+           ("dev-1", 3, "0000bbbb", None), ("dev-2", 1, "0000aaaa", 1790000002.0), ("dev-2", 9, "ffff0001", 1.5)]
+    with store.transaction(db):
+        db.conn.executemany("INSERT INTO readings(device, seq, boot, sensor, t, t_source, ticks, received, flags, co2,"
+                            " synced_at) VALUES (?, ?, ?, 'co2', ?, 'board', 5, 1790000003.0, '', 415, NULL)", old)
+    indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings'"
+                         " ORDER BY name").fetchall()
+    db.close()
+    monkeypatch.setattr(store, "MIGRATIONS", shipped)
+    db = store.open_db(data_dir)  # migrates
+    assert store.schema_version(db) == len(store.MIGRATIONS)
+    got = [(r["device"], r["seq"], r["boot"], r["t"], r["co2"]) for d in ("dev-1", "dev-2")
+           for r in store.readings(db, d)]
+    assert got == [(d, seq, boot, t, 415) for d, seq, boot, t in old]
+    assert db.execute("SELECT count(*) FROM boot_ids").fetchone()[0] == 4  # per (device, boot)
+    assert "boot" not in {c.name for c in db["readings"].columns}
+    assert db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'readings'"
+                      " ORDER BY name").fetchall() == indexes
+    assert [r[0] for r in db.execute("SELECT seq FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
+                                      " ORDER BY id")] == [1, 2, 3, 1, 9]
+    _ingest(db, "dev-2", [10], boot="ffff0001")
+    ids = {r["seq"]: r["boot_id"] for r in store.readings(db, "dev-2")}
+    assert ids[10] == ids[9] and db.execute("SELECT count(*) FROM boot_ids").fetchone()[0] == 4
+    db.close()

@@ -46,7 +46,7 @@ def test_fast_csv_export_is_what_the_csv_module_writes(tmp_path):
          "temperature": 26.43, "humidity": 100.0},
     ]
     with store.transaction(db):
-        db["readings"].insert_all([dict(r, boot="0a1b2c3d", t_source="board" if r["t"] else "unknown", ticks=5,
+        store.insert_readings(db, [dict(r, boot="0a1b2c3d", t_source="board" if r["t"] else "unknown", ticks=5,
                                         received=T0) for r in rows])
     for since, jobs in ((None, 1), (T0 + 1, 1), (None, 2)):  # jobs 2: devices formatted side by side
         out = io.StringIO()

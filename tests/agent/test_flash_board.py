@@ -111,7 +111,8 @@ def test_reflashing_as_another_device_refuses_then_discards_with_force(tmp_path)
             assert forced.returncode == 0, forced.stdout + forced.stderr
             assert re.search(r"discarded the (\d+) reading\(s\) of device kk-old-01", forced.stdout)
             assert pending_on_board(board, mark) == 0
-            got = wait_rows(data_dir, "SELECT seq, boot, t_source FROM readings WHERE device = 'kk-new-02' ORDER BY seq",
+            got = wait_rows(data_dir, "SELECT r.seq, b.boot, r.t_source FROM readings r JOIN boot_ids b ON b.id = r.boot_id"
+                            " WHERE r.device = 'kk-new-02' ORDER BY r.seq",
                             until=lambda r: len(r) >= 3)
         finally:
             agent.terminate()

@@ -19,7 +19,11 @@ from airwatt.protocol.models import Answer
 from agent_helpers import BOOT, T0, VALUES, body, dump, headers, reading
 
 
-def rows(data_dir, sql="SELECT * FROM readings ORDER BY device, seq", params=()):
+# each reading with its boot's text id, from boot_ids
+READINGS = "SELECT r.*, b.boot FROM readings r JOIN boot_ids b ON b.id = r.boot_id ORDER BY r.device, r.seq"
+
+
+def rows(data_dir, sql=READINGS, params=()):
     conn = sqlite3.connect(store.db_path(data_dir))
     conn.row_factory = sqlite3.Row
     try:

@@ -16,7 +16,7 @@ def _insert(db, device: str, first_seq: int, n: int, t: float, step: float) -> N
              "t_source": "board", "ticks": k, "received": t + k * step + 2, "flags": "",
              "energy_wh": int(1000 + (first_seq + k) * 5), "power": 300.0, "voltage": 229.5} for k in range(n)]
     with store.transaction(db):
-        db["readings"].insert_all(rows)
+        store.insert_readings(db, rows)
 
 
 def test_only_synced_rolled_up_and_old_enough_readings_go(data_dir):

@@ -46,7 +46,7 @@ def test_rollups_match_the_raw_readings_whatever_the_arrival_order(data_dir, see
     rng.shuffle(arrival[400:500])
     for start in range(0, len(arrival), 97):  # ingest and the roller interleave, in small chunks
         with store.transaction(db):
-            db["readings"].insert_all(arrival[start:start + 97])
+            store.insert_readings(db, arrival[start:start + 97])
         if rng.random() < 0.5:
             rollup.catch_up(db.conn, chunk=rng.randint(1, 300))
     rollup.catch_up(db.conn, chunk=250)
@@ -86,11 +86,11 @@ def test_counts_include_readings_the_roller_has_not_seen_yet(data_dir):
     db = store.open_db(data_dir)
     store.add_device(db, "a")
     with store.transaction(db):
-        db["readings"].insert_all(_rows("a", 10, random.Random(0)))
+        store.insert_readings(db, _rows("a", 10, random.Random(0)))
     assert [(d["id"], d["readings"]) for d in store.list_devices(db)] == [("a", 30)]
     rollup.catch_up(db.conn)
     with store.transaction(db):
-        db["readings"].insert_all(_rows("a", 12, random.Random(0))[30:])
+        store.insert_readings(db, _rows("a", 12, random.Random(0))[30:])
     assert store.reading_counts(db) == {"a": 36}
     assert store.sync_state(db)["pending"] == 36
     db.close()

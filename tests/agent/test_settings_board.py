@@ -76,7 +76,7 @@ def test_settings_and_frc_round_trips_on_an_emulated_board(tmp_path):
 
             # The board applied the intervals (energy every 6 s) and flags PM taken above 30 %RH.
             since = first["applied_at"] + 10
-            energy = wait_rows(data_dir, "SELECT boot, ticks FROM readings WHERE device = ? AND sensor = 'energy'"
+            energy = wait_rows(data_dir, "SELECT boot_id, ticks FROM readings WHERE device = ? AND sensor = 'energy'"
                                " AND received > ? ORDER BY seq", DEVICE, since, until=lambda r: len(r) >= 4)
             steps = [b[1] - a[1] for a, b in zip(energy, energy[1:]) if a[0] == b[0]]
             assert steps and all(5000 <= s <= 7500 for s in steps), steps

@@ -142,7 +142,8 @@ def test_a_day_of_faults_loses_and_duplicates_nothing(tmp_path):
         platform.terminate()
         platform.wait(timeout=10)
 
-    readings = rows(db_path, "SELECT device, seq, sensor, boot, t, t_source, ticks FROM readings ORDER BY device, seq")
+    readings = rows(db_path, "SELECT r.device, r.seq, r.sensor, b.boot, r.t, r.t_source, r.ticks FROM readings r"
+                              " JOIN boot_ids b ON b.id = r.boot_id ORDER BY r.device, r.seq")
     assert boards["e2e-01"].resets["powercut"] == 1 and boards["e2e-02"].resets["powercut"] == 1
     for device in DEVICES:
         seqs = [r[1] for r in readings if r[0] == device]

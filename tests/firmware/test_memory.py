@@ -3,8 +3,8 @@ with no growth of the allocated heap after gc.collect(), catch-up with full 8 KB
 
 The goal is a 64 KB heap (`micropython -X heapsize=65536`). The board's loop does not fit it yet: its code (clock,
 sampler, the compact log, the uplink and the protocol modules they load, about 36 KB on this 64-bit port) plus the
-8 KB body buffer, LittleFS and asyncio come to about 69 KB allocated. So the loop runs in 80 KB, and the 64 KB case
-is kept as a strict expected failure: it says the gap out loud, and fails the run once the loop fits.
+8 KB body buffer, LittleFS and asyncio come to about 69 KB allocated. So the loop runs in 80 KB; the 64 KB goal
+stays open in issue 11 rather than being carried here as an expected failure.
 
 What runs (tests/firmware/board_memory.py): the real sampler, the real compact log (clog.Log) on LittleFS
 (os.VfsLfs2 over a file-backed block device) and the real uplink in protocol v2 (the board's default), compiled
@@ -48,15 +48,15 @@ def compile_board(out: Path) -> None:
         subprocess.run([mpy_cross, "-s", src.stem, "-o", str(dst), str(src)], check=True, capture_output=True)
 
 
-@pytest.mark.parametrize("heap", [pytest.param(65536, marks=pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="issue 11: the board's loop needs about 69 KB (see the docstring)")),
-    81920])
-def test_board_loop_with_catch_up_runs_10000_cycles_without_heap_growth(tmp_path, heap):
+HEAP = 81920
+
+
+def test_board_loop_with_catch_up_runs_10000_cycles_without_heap_growth(tmp_path):
     compile_board(tmp_path / "mpy")
     server = Server([answer()])
     try:
         result = run_micropython(["-m", "board_memory", str(tmp_path / "flash.bin"), str(server.port), str(CYCLES),
-                                  str(WARMUP)], extra_paths=(tmp_path / "mpy",), heapsize=str(heap), timeout=240)
+                                  str(WARMUP)], extra_paths=(tmp_path / "mpy",), heapsize=str(HEAP), timeout=240)
     finally:
         server.close()
     out = result.stdout + result.stderr
@@ -69,7 +69,7 @@ def test_board_loop_with_catch_up_runs_10000_cycles_without_heap_growth(tmp_path
     first = points[0][1]
     growth = max(a for _, a, _ in points) - first
     assert growth <= TOLERANCE, "allocated heap grew by %d bytes: %s" % (growth, points)
-    print("heap allocated after warm-up %d bytes, max growth %d, free %d of %d" % (first, growth, points[-1][2], heap))
+    print("heap allocated after warm-up %d bytes, max growth %d, free %d of %d" % (first, growth, points[-1][2], HEAP))
     peak, body, full = map(int, re.search(r"^PEAK (\d+) body (\d+) full batches (\d+)$", result.stdout, re.M).groups())
     print("peak heap with a batch built %d bytes, largest body %d, full batches %d" % (peak, body, full))
     assert full >= 10 and 7500 < body <= 8192, "catch-up sent full 8 KB batches"

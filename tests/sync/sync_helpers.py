@@ -38,6 +38,8 @@ def add_readings(db, device: str, n: int, start_seq: int = 1, t0: float = T0) ->
         row.update(values(sensor, seq))
         rows.append(row)
     with store.transaction(db):
+        boot = store.boot_id(db, device, rows[0]["boot"]) if rows else None
+        rows = [{("boot_id" if k == "boot" else k): (boot if k == "boot" else v) for k, v in r.items()} for r in rows]
         cols = list(rows[0]) + [m for m in store.METRIC_COLUMNS if m not in rows[0]]
         db.conn.executemany(
             "INSERT INTO readings(%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))),

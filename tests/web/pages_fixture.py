@@ -71,7 +71,7 @@ def fill(db, now: float) -> dict:
         rows.append(_row("school-01", k + 1, "co2", now - 9000 + k * 60, "", None, co2=600 + k,
                          temperature=24.0, humidity=50.0))
     with store.transaction(db):
-        db["readings"].insert_all(rows)
+        store.insert_readings(db, rows)
         for at, ok, status, count, detail in [
             (now - 900, 1, 201, 50, ""),
             (now - 600, 0, 503, 50, "platform answered 503 Service Unavailable, Retry-After 30"),

@@ -53,7 +53,7 @@ def build(db, now: float) -> dict:
     pending["synced_at"] = None
     rows.append(pending)
     with store.transaction(db):
-        db["readings"].insert_all(rows)
+        store.insert_readings(db, rows)
         for dev, (_s, age, depth) in boards.items():
             db.execute("update devices set last_seen = ?, first_seen = ?, last_status = ? where id = ?",
                        [now - age, now - 86400, status(depth), dev])

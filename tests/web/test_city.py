@@ -7,7 +7,7 @@ import aiohttp
 import pytest
 
 from airwatt.agent import aqi, carbon, store
-from airwatt.agent.web import pages
+from airwatt.agent.web import city, pages
 from airwatt.agent.web.i18n import label
 from cdp_browser import Browser
 
@@ -17,6 +17,8 @@ CELLS = """Object.fromEntries(Array.from(document.querySelectorAll('#city tbody 
         [td.dataset.key, td.dataset.value === '' ? null : parseFloat(td.dataset.value)]).concat(
         Array.from(tr.querySelectorAll('span[data-state]')).map(s => [s.dataset.state,
             parseInt(s.textContent.replace(/[^0-9]/g, ''))])))]))"""
+SHOWN = """Array.from(document.querySelectorAll('#city td.num[data-key]')).filter(td => td.dataset.value !== '')
+    .map(td => [td.dataset.key, parseFloat(td.dataset.value), td.textContent])"""
 MARKERS = """(() => { const m = document.getElementById('map').getBoundingClientRect();
     return Array.from(document.querySelectorAll('#map path.board')).map(p => { const r = p.getBoundingClientRect();
         return {dev: Array.from(p.classList).find(c => c.startsWith('board-')).slice(6), stroke: p.getAttribute('stroke'), fill: p.getAttribute('fill'),
@@ -89,6 +91,7 @@ async def test_city_view_figures_and_map_match_database(agent, shots, lang):
         cells = await b.js(CELLS)
         heads = await b.js("Array.from(document.querySelectorAll('#city thead th')).map(th => th.textContent)")
         markers = await b.js(MARKERS)
+        shown = await b.js(SHOWN)
         title = await b.js("document.querySelector('h1').textContent")
         note = await b.js("document.getElementById('city-note').textContent")
         problems = b.problems()  # the map's scripts run under the pages' CSP (nonce), nothing refused
@@ -107,6 +110,12 @@ async def test_city_view_figures_and_map_match_database(agent, shots, lang):
             assert (got[k] is None) == (w[k] is None) and (w[k] is None or got[k] == pytest.approx(w[k])), (key, k)
         assert (got["aqi"] is None) == (w["aqi"] is None) and abs((got["aqi"] or 0) - (w["aqi"] or 0)) <= 2, key
         assert {s: got[s] for s in ("online", "late", "offline")} == {s: w[s] for s in ("online", "late", "offline")}
+    # every kW, kWh and kgCO2e cell written by the one precision rule
+    amounts = [(k, v, text) for k, v, text in shown if k != "co2"]
+    assert len(amounts) >= 4 * len(cells), amounts
+    for _k, v, text in amounts:  # v is data-value, rounded to 6 decimals: a 5 at the cut may round either way
+        places = len(city.amount(v).partition(".")[2])
+        assert len(text.partition(".")[2]) == places and abs(float(text) - v) <= 0.5 * 10 ** -places + 1e-6, text
     # the fixture's boards: something in every column, so nothing above passed on blanks
     assert want["city-total"]["kwh_today"] > 0 and want["city-total"]["kw"] and want["city-total"]["aqi"]
     assert (want["city-total"]["online"], want["city-total"]["late"], want["city-total"]["offline"]) == (1, 1, 1)
@@ -131,3 +140,15 @@ async def test_city_view_is_the_first_page_and_serves_leaflet(agent):
             assert r.status == 200 and "leafletjs.com" in (await r.text())[:400]
         async with http.get(base + "/fleet?lang=en") as r:
             assert r.status == 200 and 'id="fleet"' in await r.text()
+
+
+def test_city_amounts_share_one_precision_rule():
+    """A new site's first kWh reads the same today and this month (not "today 0.01, month 0.0")."""
+    assert [city.amount(v) for v in (0.0, 0.012, 2.345, 9.994, 9.996, 23.46, 99.96, 234.6, 12345.4, -0.5)] == [
+        "0.00", "0.01", "2.35", "9.99", "10.0", "23.5", "100", "235", "12345", "-0.50"]
+    s = {"kw": 0.4, "kwh_today": 0.012, "kwh_month": 0.012, "kg_today": 0.006, "kg_month": 0.006, "aqi": None,
+         "co2": None, "online": 1, "late": 0, "offline": 0, "never": 0}
+    cells = city._row("en", s)
+    texts = {k: cells.split('data-key="%s"' % k)[1].split(">")[1].split("<")[0]
+             for k in ("kw", "kwh_today", "kwh_month", "kg_today", "kg_month")}
+    assert texts == {"kw": "0.40", "kwh_today": "0.01", "kwh_month": "0.01", "kg_today": "0.01", "kg_month": "0.01"}

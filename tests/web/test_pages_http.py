@@ -10,7 +10,7 @@ from datetime import datetime
 import aiohttp
 import pytest
 
-from airwatt.agent import carbon, store
+from airwatt.agent import carbon, rollup, store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
 from airwatt.agent.web import pages, svg
@@ -183,6 +183,32 @@ async def test_long_ranges_plot_hourly_means_of_the_readings(agent):
         for h, values in want.items():
             assert got[h][1] == len(values)
             assert got[h][0] == pytest.approx(sum(values) / len(values), abs=1e-6)
+
+
+async def test_month_ranges_plot_daily_means_of_the_readings(agent):
+    """Over 8 days a plot draws the daily rollups: each point the mean and count of its Thai local day's good
+    readings, computed here from the raw rows."""
+    base, data_dir, facts = agent
+    now = facts["now"]
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/device/hall-01?lang=en&range=30d&end=%d" % now) as r:
+            html = await r.text()
+    assert 'id="daily-note"' in html and 'id="hourly-note"' not in html
+    db = store.open_db(data_dir)
+    rows = store.readings(db, "hall-01", now - 31 * 86400, now + 1)
+    db.close()
+    for plot, metric in (("plot-co2", "co2"), ("plot-pm25", "pm25"), ("plot-power", "power")):
+        svg_text = html.split('id="%s"' % plot)[1].split("</svg>")[0]
+        got = {int(b0): (float(v), int(n), int(b1)) for v, n, b0, b1 in re.findall(
+            r'data-value="([\d.]+)" data-n="(\d+)" data-b0="(\d+)" data-b1="(\d+)"', svg_text)}
+        want: dict[int, list[float]] = {}
+        for r in rows:
+            if r[metric] is not None and not {"stuck", "out_of_range"} & set(r["flags"].split(",")):
+                want.setdefault(rollup.day_start(r["t"]), []).append(r[metric])
+        assert sorted(got) == sorted(want) and len(want) >= 2  # the fixture's 26 h reach over two local days
+        for day, values in want.items():
+            assert got[day][1] == len(values) and got[day][2] == day + 86400
+            assert got[day][0] == pytest.approx(sum(values) / len(values), abs=1e-6)
 
 
 async def test_no_query_value_or_form_is_a_500(agent):

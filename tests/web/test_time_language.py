@@ -28,7 +28,7 @@ async def test_a_board_installed_ten_minutes_ago_shows_those_ten_minutes(agent, 
     now = facts["now"]
     db = store.open_db(data_dir)
     store.add_device(db, "fresh-01", name="Installed just now", site="school", interval_s=60)
-    db["readings"].insert_all([{"device": "fresh-01", "seq": k + 1, "boot": "0a1b2c3d", "sensor": "co2",
+    store.insert_readings(db, [{"device": "fresh-01", "seq": k + 1, "boot": "0a1b2c3d", "sensor": "co2",
                                 "t": now - 600 + 60 * k, "t_source": "board", "ticks": k, "received": now,
                                 "flags": "", "co2": 500 + k} for k in range(10)])
     db.close()
