@@ -201,7 +201,7 @@ class Log:
         r = json.loads(payload)
         if r["seq"] != seq:
             raise ValueError("payload seq %d is not %d" % (r["seq"], seq))
-        self.add(seq, r["boot"], r["t"], r["ticks"], r["sensor"], r["values"], r["flags"])
+        self.add(seq, r["boot"], r["t"], r["ticks"], r["sensor"], r["values"], r["flags"], r.get("instance", 0))
 
     def add(self, seq, boot, t, ticks, kind, values, flags, instance=0):
         """Take one reading (values by metric name, flags a list); it is committed within window_s."""

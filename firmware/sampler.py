@@ -50,8 +50,10 @@ class Clock:
 class Sensor:
     """One configured sensor: its driver, schedule, error count and run of identical values."""
 
-    def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0):
+    def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0, instance=0, label=None):
         self.kind = kind
+        self.instance = instance  # v2: which sensor of its kind (a meter's Modbus address); 0: the only one
+        self.label = label or kind  # what the console and the self-test call it (e.g. "energy:L2")
         self.driver = driver  # None when it could not even be built (missing module, bad bus)
         self.interval_ms = interval_ms
         self.stuck_n = stuck_n
@@ -113,7 +115,8 @@ class Sampler:
             if row[1] in values:
                 kept[row[1]] = values[row[1]]
         seq = self.store.next_seq
-        payload = wire.encode_reading(seq, self.clock.wall(), self.clock.ms(), self.boot, s.kind, kept, flags)
+        payload = wire.encode_reading(seq, self.clock.wall(), self.clock.ms(), self.boot, s.kind, kept, flags,
+                                      s.instance)
         try:
             self.store.append(seq, payload)
         except Exception as e:  # flash trouble is not the sensor's fault: count it apart and say so
