@@ -129,9 +129,15 @@ def _m6_device_settings(db: sqlite_utils.Database) -> None:
     device_settings.migration(db)
 
 
+def _m7_meters(db: sqlite_utils.Database) -> None:
+    from . import meters  # several energy meters per board (issue 13)
+
+    meters.migration(db)
+
+
 # Append new migrations at the end; never edit one that has shipped.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings]
+    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings, _m7_meters]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
