@@ -415,8 +415,10 @@ def pending(db: sqlite_utils.Database, limit: int, located: bool = False) -> lis
     """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined; with
     `located`, only those of devices that have a location."""
     cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
+        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name,"
+        " m.name AS meter_name, m.phase AS meter_phase, m.circuit AS meter_circuit"
         " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
+        " LEFT JOIN meters m ON m.device = r.device AND m.instance = r.instance"
         " WHERE r.synced_at IS NULL%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
         (limit,),
     )
@@ -568,8 +570,10 @@ def pending_after(db: sqlite_utils.Database, after: int, limit: int, located: bo
     """pending() from id `after` on (exclusive): the sync worker's next batch while the previous one is
     still being marked."""
     cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
+        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name,"
+        " m.name AS meter_name, m.phase AS meter_phase, m.circuit AS meter_circuit"
         " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
+        " LEFT JOIN meters m ON m.device = r.device AND m.instance = r.instance"
         " WHERE r.synced_at IS NULL AND r.id > ?%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
         (after, limit),
     )
