@@ -59,6 +59,9 @@ _REGISTRARS.append(_demo.register)
 from airwatt.agent import emulate_cmd as _emulate_cmd  # noqa: E402  emulate
 
 _REGISTRARS.append(_emulate_cmd.register)
+from airwatt.agent import meter_cmd as _meter_cmd  # noqa: E402  meter address
+
+_REGISTRARS.append(_meter_cmd.register)
 
 
 def main(argv: list[str] | None = None) -> int:
