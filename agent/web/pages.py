@@ -28,7 +28,7 @@ import sqlite_utils
 from aiohttp import web
 
 from .. import alerts, aqi, carbon, device_settings, rollup, store
-from . import params, security, svg
+from . import meters_view, params, security, svg
 from .downloads import download_links
 from .i18n import label, lang_of
 
@@ -454,6 +454,7 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
         out["hours"] = rollup.hours(db, device, PLOTTED, since - since % 3600, until)
     out["wh"] = rollup.daily_wh(db, kwh_since, until + 1e-6, device).get(device, {})
     out["settings"] = device_settings.state(db, device)
+    out["meters"] = meters_view.meters_data(db, device, since, until, kwh_since)  # several meters: None if one
     return out
 
 
@@ -565,8 +566,12 @@ async def device_page(request: web.Request) -> web.Response:
         return '<p class="note">%s</p>' % download_links(lang, "/download/readings", device=device,
                                                           sensor=sensor_of[k], **{"from": "%.3f" % a,
                                                                                   "to": "%.3f" % (until + 0.001)})
+    if data["meters"]:  # the phases and circuits instead of one power plot mixing every meter's readings
+        plots = [(k, p) for k, p in plots if k != "power_plot"]
     body = head + "".join("<h2>%s</h2>%s%s" % (escape(label(lang, k)), p, links(k)) for k, p in plots
                           if sensor_of[k] in kinds)
+    if data["meters"]:
+        body += meters_view.meters_block(lang, data["meters"], kw)
     if data["hours"] is not None:
         body = '<p class="note" id="hourly-note">%s</p>' % escape(label(lang, "hourly_note")) + body
     body += '<p class="note">%s</p>' % escape(label(lang, "energy_note"))
