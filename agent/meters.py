@@ -92,3 +92,21 @@ def is_supply(meters: Mapping[int, Mapping] | None, instance: int) -> bool:
         return instance == 0
     m = meters.get(instance)
     return bool(m and m["supply"])
+
+
+def supply_power(db: sqlite_utils.Database | object, device: str, since: float, now: float, good_sql: str
+                 ) -> float | None | bool:
+    """The power through the supply now: the sum of each supply meter's newest good reading in (since, now];
+    None when none has one; False for a board with one meter (the caller reads its readings as before)."""
+    supply = [inst for (inst,) in db.execute("SELECT instance FROM meters WHERE device = ? AND supply = 1",
+                                              (device,)).fetchall()]
+    if not supply:
+        return False
+    got = []
+    for inst in supply:
+        row = db.execute("SELECT power FROM readings WHERE device = ? AND instance = ? AND t > ? AND t <= ? AND"
+                         " power IS NOT NULL AND " + good_sql + " ORDER BY t DESC LIMIT 1",
+                         (device, inst, since, now)).fetchone()
+        if row is not None:
+            got.append(float(row[0]))
+    return sum(got) if got else None
