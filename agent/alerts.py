@@ -231,38 +231,11 @@ class Evaluator:
         self.pool.shutdown(wait=True)
 
 
-async def alerts_json(request: web.Request) -> web.Response:
-    from .web.pages import READER_KEY
-
-    rows = await request.app[READER_KEY].run(open_alerts)
-    return web.json_response({"alerts": rows, "rules": list(RULES)})
-
-
-async def alerts_ack(request: web.Request) -> web.Response:
-    from .web import params
-    from .web.pages import FORM_TIMEOUT_KEY, _lang, _url, authorised
-
-    form = await params.form(request, request.app[FORM_TIMEOUT_KEY])
-    if not authorised(request, form):
-        raise web.HTTPForbidden(text="operator token required")
-    try:
-        ident = int(form.get("id") or request.query.get("id") or "")
-    except ValueError:
-        raise web.HTTPBadRequest(text="id must be the number of an open alert (see /alerts)") from None
-    ok = await request.app[EVALUATOR_KEY].run_ack(ident)
-    if not ok:
-        raise web.HTTPNotFound(text="no open alert %d (it may have cleared)" % ident)
-    if request.headers.get("Accept", "").startswith("application/json"):
-        return web.json_response({"id": ident, "acked": True})
-    raise web.HTTPSeeOther(_url("/fleet", _lang(request), acked=ident))
-
-
 def setup_alerts(app: web.Application, db_file: str, cfg: Any, platform: bool) -> Evaluator:
-    """Routes GET /alerts and POST /alerts/ack, and the evaluation task."""
+    """The evaluation task, and EVALUATOR_KEY for the pages (agent/web/pages.py serves GET /alerts and
+    POST /alerts/ack)."""
     ev = Evaluator(db_file, cfg, platform)
     app[EVALUATOR_KEY] = ev
-    app.router.add_get("/alerts", alerts_json)
-    app.router.add_post("/alerts/ack", alerts_ack)
     app.on_startup.append(ev.start)
     app.on_cleanup.append(ev.stop)
     return ev

@@ -221,14 +221,3 @@ def site_rows(per_device: dict[str, dict[str, float]], site_of: dict[str, str],
         kwh = wh / 1000.0
         rows.append(Row(site, period, kwh, kwh * factor, factor, year))
     return rows
-
-
-def report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[Row], list[Row]]:
-    """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
-    rollups (agent/rollup.py): the cost follows the number of days, not the readings behind them."""
-    from . import rollup
-
-    site_of = {d: s for d, s in db.execute("select id, site from devices").fetchall()}
-    per_day = rollup.daily_wh(db, since, until)
-    per_month = {device: monthly(days) for device, days in per_day.items()}
-    return site_rows(per_day, site_of, table), site_rows(per_month, site_of, table)

@@ -1,21 +1,19 @@
-"""The agent's `airwatt` verbs: serve, device add/set/list, readings, export, sync status, bench ingest.
+"""The agent's `airwatt` verbs on the store: device add/set/settings/list, readings, export, stats, backup, restore.
 
 Every verb takes `--data-dir` (default $AIRWATT_DATA_DIR, else ./airwatt-data). Times on the command line are
 ISO 8601 (a time without an offset is taken as UTC) or Unix seconds; times printed are ISO 8601 UTC.
 
-Other parts add sub-verbs to the groups created here (`bench`, `sync`, `device`) with
-`verbs_of(commands, "bench").add_parser(...)` from their own registrar, listed after this one in cli.py.
+`serve` is in server.py, the `sync` verbs in sync.py, `bench` in agent/bench/: each part adds its own verbs
+(agent/cli.py). The helpers for times and data dirs here are shared with them.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import io
 import os
 import json
-import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -26,6 +24,8 @@ from typing import IO, Any
 from airwatt.protocol import fields
 
 from . import device_settings, store
+from .backup import BackupError, backup, restore
+from .retention import db_bytes
 
 # Open-data export columns (City Data Inventory): no keys, boot ids or board ticks.
 EXPORT_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -64,19 +64,8 @@ def csvw_metadata(csv_url: str, licence: str = LICENCE, title: str = "AirWatt re
             "tableSchema": {"columns": columns, "primaryKey": ["device", "seq"], "aboutUrl": "#{device}-{seq}"}}
 
 
-def verbs_of(commands: argparse._SubParsersAction, name: str) -> argparse._SubParsersAction:
-    """The sub-verb group of a command created here ("bench", "sync", "device"), for other parts to extend."""
-    return commands.choices[name]._airwatt_verbs  # type: ignore[attr-defined]
-
-
-def _group(commands: argparse._SubParsersAction, name: str, help_: str) -> argparse._SubParsersAction:
-    parser = commands.add_parser(name, help=help_)
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    parser._airwatt_verbs = verbs  # type: ignore[attr-defined]
-    return verbs
-
-
-def _data_dir(parser: argparse.ArgumentParser) -> None:
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """The --data-dir option every verb on the store takes."""
     parser.add_argument(
         "--data-dir",
         default=store.data_dir_default(),
@@ -100,67 +89,17 @@ def parse_time(text: str) -> float:
 
 
 def iso(t: float | None) -> str:
+    """Unix seconds as ISO 8601 UTC with milliseconds; "" for None."""
     if t is None:
         return ""
     return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _open_existing(data_dir: str) -> Any:
+def open_existing(data_dir: str) -> Any:
+    """The store in data_dir, or exit saying how to make one."""
     if not store.db_path(data_dir).exists():
         raise SystemExit("airwatt: no database in %s (run `airwatt device add` or `airwatt serve` first)" % data_dir)
     return store.open_db(data_dir)
-
-
-# -- serve ----------------------------------------------------------------------------------------------
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import logging
-
-    from .config import ConfigError, load_config
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    try:
-        config = load_config(
-            args.data_dir,
-            {
-                "host": args.host,
-                "port": args.port,
-                "platform.url": args.platform_url,
-                "platform.kind": args.platform_kind,
-            },
-        )
-    except ConfigError as err:
-        print("airwatt: %s" % err, file=sys.stderr)
-        return 2
-    asyncio.run(serve(args.data_dir, config))
-    return 0
-
-
-async def serve(data_dir: str | Path, config: Any) -> None:
-    """Run the agent until SIGINT/SIGTERM; prints one line with the URL it listens on (port 0 = any free)."""
-    from aiohttp import web
-
-    from .app import make_app
-
-    from . import server
-
-    app = make_app(data_dir, config)
-    runner = web.AppRunner(app, shutdown_timeout=5, **server.runner_options(config.idle_timeout_s))
-    await runner.setup()
-    listener, host, port = await server.start(runner, config.host, config.port)
-    store.tune_gc()
-    print("airwatt: listening on http://%s:%d (data dir %s)" % (host, port, data_dir), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        listener.close()
-        await runner.cleanup()
 
 
 # -- device ---------------------------------------------------------------------------------------------
@@ -193,7 +132,7 @@ def _device_add(args: argparse.Namespace) -> int:
 
 
 def _device_set(args: argparse.Namespace) -> int:
-    db = _open_existing(args.data_dir)
+    db = open_existing(args.data_dir)
     sensors = [s.strip() for s in args.sensors.split(",") if s.strip()] if args.sensors is not None else None
     changes = dict(name=args.name, site=args.site, lat=args.lat, lon=args.lon, sensors=sensors,
                    interval_s=args.interval)
@@ -232,7 +171,7 @@ def _device_set(args: argparse.Namespace) -> int:
 
 
 def _device_settings(args: argparse.Namespace) -> int:
-    db = _open_existing(args.data_dir)
+    db = open_existing(args.data_dir)
     if store.get_device(db, args.id) is None:
         print("airwatt: no device %s" % args.id, file=sys.stderr)
         return 1
@@ -270,7 +209,7 @@ def _when(t: float | None) -> str:
 
 
 def _device_list(args: argparse.Namespace) -> int:
-    db = _open_existing(args.data_dir)
+    db = open_existing(args.data_dir)
     rows = store.list_devices(db)
     for row in rows:
         row["sensors"] = json.loads(row["sensors"]) if row["sensors"] else []
@@ -307,7 +246,7 @@ READING_COLUMNS = ("device", "seq", "boot", "sensor", "time", "t", "t_source", "
 
 
 def _readings(args: argparse.Namespace) -> int:
-    db = _open_existing(args.data_dir)
+    db = open_existing(args.data_dir)
     if store.get_device(db, args.device) is None:
         print("airwatt: no device %s" % args.device, file=sys.stderr)
         return 1
@@ -455,7 +394,7 @@ def _export_csv_jobs(db: Any, devices: list[dict], out: IO[str], since: float | 
 
 
 def _export(args: argparse.Namespace) -> int:
-    db = _open_existing(args.data_dir)
+    db = open_existing(args.data_dir)
     out: IO[str] = open(args.out, "w", encoding="utf-8", newline="") if args.out else sys.stdout
     try:
         if args.format == "csv":
@@ -504,44 +443,6 @@ def _table(rows: list[dict], columns: tuple[str, ...]) -> None:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip())
 
 
-# -- sync status ----------------------------------------------------------------------------------------
-
-
-def _sync_status(args: argparse.Namespace) -> int:
-    import time
-
-    db = _open_existing(args.data_dir)
-    state = store.sync_state(db, errors=args.errors)
-    if args.format == "json":
-        json.dump(state, sys.stdout, indent=1)
-        print()
-        return 0
-    oldest = state["oldest_pending_received"]
-    print("pending:    %d" % state["pending"])
-    print("synced:     %d" % state["synced"])
-    lag = "none" if oldest is None else "%.0f s (oldest pending received %s)" % (time.time() - oldest, iso(oldest))
-    print("lag:        %s" % lag)
-    print("last sync:  %s" % (iso(state["last_sync_ok"]) or "never"))
-    if state["last_errors"]:
-        print("last errors:")
-        for e in state["last_errors"]:
-            print("  %s  status %s  %d readings  %s" % (iso(e["at"]), e["status"], e["count"] or 0, e["detail"] or ""))
-    return 0
-
-
-# -- bench ----------------------------------------------------------------------------------------------
-
-
-def _bench_ingest(args: argparse.Namespace) -> int:
-    from . import bench
-
-    result = bench.run_ingest(
-        uploaders=args.uploaders, batch=args.batch, batches=args.batches, data_dir=args.data_dir, rounds=args.rounds
-    )
-    print(bench.format_ingest(result))
-    return 0
-
-
 INTERVAL_HELP = ("longest expected seconds between the board's uploads, for online/late/offline "
                  "(`airwatt flash` sets it from --upload-s and --intervals)")
 
@@ -550,8 +451,6 @@ INTERVAL_HELP = ("longest expected seconds between the board's uploads, for onli
 
 
 def _backup(args: argparse.Namespace) -> int:
-    from .backup import BackupError, backup
-
     try:
         info = backup(args.data_dir, args.to)
     except BackupError as err:
@@ -564,8 +463,6 @@ def _backup(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from .backup import BackupError, restore
-
     try:
         info = restore(args.data_dir, args.from_)
     except BackupError as err:
@@ -578,9 +475,7 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from .retention import db_bytes
-
-    db = _open_existing(args.data_dir)
+    db = open_existing(args.data_dir)
     sizes = db_bytes(db.conn)
     kept = db.execute("SELECT count(*), min(t), max(t) FROM readings").fetchone()
     stored = sum(store.reading_counts(db).values())
@@ -598,18 +493,12 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    serve_p = commands.add_parser("serve", help="run the site agent (ingest, sync, pages)")
-    _data_dir(serve_p)
-    serve_p.add_argument("--host", help="listen address (default from airwatt.toml, else 127.0.0.1)")
-    serve_p.add_argument("--port", type=int, help="listen port (default from airwatt.toml, else 8080; 0: any)")
-    serve_p.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
-    serve_p.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
-    serve_p.set_defaults(func=_serve)
-
-    device = _group(commands, "device", "register and list boards")
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """The verbs above, on the `airwatt` command's subparsers."""
+    device = commands.add_parser("device", help="register and list boards").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
     add = device.add_parser("add", help="register a board and print its key (once)")
-    _data_dir(add)
+    add_data_dir(add)
     add.add_argument("id", help="device id: 1-32 of a-z 0-9 - _")
     add.add_argument("--name")
     add.add_argument("--site", help="building or site name")
@@ -619,7 +508,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--interval", type=int, default=60, help=INTERVAL_HELP + " (default 60)")
     add.set_defaults(func=_device_add)
     edit = device.add_parser("set", help="change a registered board's name, site, location, sensors or interval")
-    _data_dir(edit)
+    add_data_dir(edit)
     edit.add_argument("id", help="the device's id")
     edit.add_argument("--name")
     edit.add_argument("--site", help="building or site name")
@@ -643,17 +532,17 @@ def register(commands: argparse._SubParsersAction) -> None:
                            "minutes at it); the correction comes back in `airwatt device settings`")
     edit.set_defaults(func=_device_set)
     show = device.add_parser("settings", help="a board's settings from the agent: pending or applied, FRC result")
-    _data_dir(show)
+    add_data_dir(show)
     show.add_argument("id", help="the device's id")
     show.add_argument("--format", choices=("text", "json"), default="text")
     show.set_defaults(func=_device_settings)
     lst = device.add_parser("list", help="list boards (keys are never shown)")
-    _data_dir(lst)
+    add_data_dir(lst)
     lst.add_argument("--format", choices=("table", "json"), default="table")
     lst.set_defaults(func=_device_list)
 
     rd = commands.add_parser("readings", help="one device's readings")
-    _data_dir(rd)
+    add_data_dir(rd)
     rd.add_argument("--device", required=True)
     rd.add_argument("--since", type=parse_time, help="ISO 8601 or Unix seconds (inclusive)")
     rd.add_argument("--until", type=parse_time, help="ISO 8601 or Unix seconds (exclusive)")
@@ -666,7 +555,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Columns: "
         + "; ".join("%s%s: %s" % (n, " [%s]" % u if u else "", d) for n, u, d in EXPORT_COLUMNS),
     )
-    _data_dir(ex)
+    add_data_dir(ex)
     ex.add_argument("--format", choices=("csv", "json"), required=True)
     ex.add_argument("--out", help="file to write (default: stdout); a CSV gets its CSVW metadata beside it, "
                     "as FILE-metadata.json")
@@ -678,30 +567,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=_export)
 
     st = commands.add_parser("stats", help="the store's size: bytes per reading with indexes, rollups, retention")
-    _data_dir(st)
+    add_data_dir(st)
     st.set_defaults(func=_stats)
 
     bk = commands.add_parser("backup", help="consistent copy of the store, also while the agent runs")
-    _data_dir(bk)
+    add_data_dir(bk)
     bk.add_argument("--to", required=True, help="the backup file to write (must not exist)")
     bk.set_defaults(func=_backup)
     rs = commands.add_parser("restore", help="replace the store with a backup, also while the agent runs")
-    _data_dir(rs)
+    add_data_dir(rs)
     rs.add_argument("--from", dest="from_", required=True, help="a file written by `airwatt backup`")
     rs.set_defaults(func=_restore)
-
-    sync = _group(commands, "sync", "sync to the city platform")
-    status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
-    _data_dir(status)
-    status.add_argument("--format", choices=("text", "json"), default="text")
-    status.add_argument("--errors", type=int, default=5, help="how many recent errors to show")
-    status.set_defaults(func=_sync_status)
-
-    bench_verbs = _group(commands, "bench", "measure throughput")
-    bi = bench_verbs.add_parser("ingest", help="durable ingest over HTTP vs raw executemany in one transaction")
-    bi.add_argument("--uploaders", type=int, default=50)
-    bi.add_argument("--batch", type=int, default=50, help="readings per batch")
-    bi.add_argument("--batches", type=int, default=40, help="batches per uploader")
-    bi.add_argument("--rounds", type=int, default=3, help="runs; each figure is its best run (default 3)")
-    bi.add_argument("--data-dir", default=None, help="where to put the bench databases (default: a temp dir)")
-    bi.set_defaults(func=_bench_ingest)

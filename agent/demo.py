@@ -20,8 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from airwatt.agent import flash_cmd, store
+from aiohttp import web
+
+from airwatt.agent import flash_cmd, server, store
+from airwatt.agent.app import make_app
 from airwatt.agent.config import ConfigError, load_config
+from airwatt.emulator.esp32 import EmulatedBoard
+from airwatt.emulator.platform import start_platform
 
 # Readings often enough that a few minutes fill the charts; a stuck sensor flagged after 6 equal readings (the
 # firmware's default waits 20-120: minutes, longer than a demo's fault lasts).
@@ -241,13 +246,6 @@ async def _faults(boards: dict, rng: random.Random, every_s: float, progress: _P
 
 async def run_demo(args: argparse.Namespace, say=print) -> int:
     """Run the demo until --duration or SIGINT/SIGTERM; returns the exit status (1: a board delivered nothing)."""
-    from aiohttp import web
-
-    from airwatt.agent import server
-    from airwatt.agent.app import make_app
-    from airwatt.emulator.esp32 import EmulatedBoard
-    from airwatt.emulator.platform import start_platform
-
     data_dir = Path(args.data_dir).absolute()  # the caller's working directory, whatever runs below
     data_dir.mkdir(parents=True, exist_ok=True)
     db = store.open_db(data_dir)
@@ -356,7 +354,7 @@ def _demo_cmd(args: argparse.Namespace) -> int:
     return status
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="agent + emulated boards + emulated city platform, dashboard on :8080")
     demo.add_argument("--data-dir", default=store.data_dir_default(),
                       help="folder for the store, platform and board flash (default: $AIRWATT_DATA_DIR or "

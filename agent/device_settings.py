@@ -1,6 +1,6 @@
 """Settings the agent sends a board in its upload answers, and the board's acknowledgement.
 
-Table `device_settings` (migration 2 in store.py), one row per device that was ever given settings:
+Table `device_settings` (migration 6 in store.py), one row per device that was ever given settings:
   rev          the revision; every change makes a new one, which the board reports back once applied
   settings     JSON of what the board should hold (intervals, upload_s, batch_max, humid_rh, co2 care)
   frc, frc_rev a forced recalibration (target ppm) asked for in rev frc_rev, until the board has done it
@@ -27,29 +27,6 @@ from . import store
 
 CARE = tuple(row[0] for row in proto.CO2_CARE)  # asc, temp_offset, altitude, pressure, frc
 PLAIN = ("upload_s", "batch_max", "humid_rh")
-
-
-def migration(db: sqlite_utils.Database) -> None:
-    """Migration 2: the device_settings table."""
-    db["device_settings"].create(
-        {
-            "device": str,
-            "rev": int,
-            "settings": str,
-            "frc": int,
-            "frc_rev": int,
-            "changed": str,
-            "applied_rev": int,
-            "applied_at": float,
-            "error": str,
-            "frc_target": int,
-            "frc_correction": int,
-            "frc_at": float,
-        },
-        pk="device",
-        not_null={"rev", "settings", "changed"},
-        foreign_keys=[("device", "devices", "id")],
-    )
 
 
 def parse_intervals(text: str) -> dict[str, int]:

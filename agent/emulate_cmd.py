@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("emulate", help="run an emulated ESP32 board on a pty (use its port with mpremote)")
     p.add_argument("--port-file", help="write the board's serial port path to this file")
     p.add_argument("--flash", help="the board's flash image (LittleFS, created on first use; "

@@ -551,7 +551,7 @@ def _console_cmd(args: argparse.Namespace) -> int:
     return 1
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     flash_p = commands.add_parser("flash", help="provision a board: firmware, config.json, self-test")
     flash_p.add_argument("--port", required=True, help="the board's serial port, e.g. /dev/ttyUSB0")
     flash_p.add_argument("--device", required=True, help="device id, e.g. kk-city-hall-01")

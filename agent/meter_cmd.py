@@ -141,7 +141,7 @@ def _address_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction) -> None:
     meter = commands.add_parser("meter", help="energy meters on a board's Modbus bus (technicians)")
     verbs = meter.add_subparsers(dest="verb", required=True)
     p = verbs.add_parser("address", help="set the Modbus address of the only meter on the bus, through the board",

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import carbon, meters, store
+from . import carbon, meters, retention, store
 
 log = logging.getLogger("airwatt.rollup")
 
@@ -262,10 +262,8 @@ class Roller:
             self.conn = store.connect(self.db_file)
         done = catch_up(self.conn, CHUNK, budget_s)
         if self.keep_synced_s is not None and time.monotonic() - self.pruned_at >= self.prune_every_s:
-            from .retention import prune
-
             self.pruned_at = time.monotonic()
-            deleted = prune(self.conn, self.keep_synced_s)
+            deleted = retention.prune(self.conn, self.keep_synced_s)
             if deleted:
                 log.info("retention: %d raw readings synced over %.1f days ago deleted", deleted,
                          self.keep_synced_s / 86400)
@@ -295,3 +293,12 @@ class Roller:
                 self.conn.close()
         await self._call(close)
         self.pool.shutdown(wait=True)
+
+
+def carbon_report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[carbon.Row], list[carbon.Row]]:
+    """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
+    rollups above: the cost follows the number of days, not the readings behind them."""
+    site_of = {d: s for d, s in db.execute("select id, site from devices").fetchall()}
+    per_day = daily_wh(db, since, until)
+    per_month = {device: carbon.monthly(days) for device, days in per_day.items()}
+    return carbon.site_rows(per_day, site_of, table), carbon.site_rows(per_month, site_of, table)

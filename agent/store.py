@@ -25,6 +25,7 @@ from typing import Any
 import sqlite_utils
 
 from airwatt.protocol import fields
+from airwatt.protocol.check import DEVICE_ALPHABET
 
 DB_NAME = "airwatt.db"
 KEYS_NAME = "keys.db"
@@ -124,9 +125,26 @@ def _m5_reading_instance(db: sqlite_utils.Database) -> None:
 
 
 def _m6_device_settings(db: sqlite_utils.Database) -> None:
-    from . import device_settings  # it needs this module
-
-    device_settings.migration(db)
+    """The settings the agent gives each board, and what the board acknowledged (agent/device_settings.py)."""
+    db["device_settings"].create(
+        {
+            "device": str,
+            "rev": int,
+            "settings": str,
+            "frc": int,
+            "frc_rev": int,
+            "changed": str,
+            "applied_rev": int,
+            "applied_at": float,
+            "error": str,
+            "frc_target": int,
+            "frc_correction": int,
+            "frc_at": float,
+        },
+        pk="device",
+        not_null={"rev", "settings", "changed"},
+        foreign_keys=[("device", "devices", "id")],
+    )
 
 
 def _m7_meters(db: sqlite_utils.Database) -> None:
@@ -322,8 +340,6 @@ def set_device(db: sqlite_utils.Database, id: str, **changes: Any) -> dict:
 
 def check_device_id(id: str) -> None:
     """Raise ValueError unless `id` is a valid protocol device id."""
-    from airwatt.protocol.check import DEVICE_ALPHABET
-
     if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in DEVICE_ALPHABET for ch in id):
         raise ValueError(
             "device id must be 1 to %d characters of a-z, 0-9, '-' and '_': %r" % (fields.DEVICE_ID_MAX, id)

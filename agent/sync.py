@@ -34,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import email.utils
+import json
 import logging
 import random
 import signal
@@ -49,7 +50,9 @@ import sqlite_utils
 from aiohttp import web
 
 from airwatt.agent import store
-from airwatt.agent.adapters import Adapter, Prepared, SendError, make_adapter
+from airwatt.agent.adapters import KINDS, Adapter, Outcome, Prepared, SendError, make_adapter
+from airwatt.agent.commands import add_data_dir, iso, open_existing
+from airwatt.agent.config import ConfigError, PlatformConfig, load_config
 
 log = logging.getLogger("airwatt.sync")
 
@@ -595,25 +598,20 @@ async def run_worker(
 # -- aiohttp integration ----------------------------------------------------------------------------------
 
 
-def setup_sync(app: web.Application, data_dir: str | Path | None = None, platform: object | None = None) -> None:
+def setup_sync(app: web.Application, data_dir: str | Path, platform: PlatformConfig) -> None:
     """Install the sync worker on an aiohttp app: SYNC_NOW (set it to "retry now"), SYNC_STATE, and a
-    background task with its own database connection while the app runs. data_dir and platform (a
-    PlatformConfig: url, kind, token, tenant, batch_size, timeout_s, poll_s, backoff_max_s) default to the
-    agent app's DATA_DIR_KEY and CONFIG_KEY.platform; no platform url: no sync (the keys are still set)."""
-    if data_dir is None or platform is None:
-        from airwatt.agent.app import CONFIG_KEY, DATA_DIR_KEY
-
-        data_dir = app[DATA_DIR_KEY] if data_dir is None else data_dir
-        platform = app[CONFIG_KEY].platform if platform is None else platform
+    background task with its own database connection to the store in `data_dir` while the app runs.
+    `platform` is the agent's [platform] config (url, kind, token, tenant, batch_size, timeout_s, poll_s,
+    backoff_max_s); no url: no sync (the keys are still set)."""
     app[SYNC_NOW] = asyncio.Event()
     app[SYNC_STATE] = SyncState()
-    url = getattr(platform, "url", None)
+    url = platform.url
     if not url:
         return
 
     async def worker_ctx(app: web.Application) -> AsyncIterator[None]:
         db = await _db_call(store.open_db, data_dir)
-        adapter = make_adapter(platform.kind, url, getattr(platform, "token", None), getattr(platform, "tenant", None))
+        adapter = make_adapter(platform.kind, url, platform.token, platform.tenant)
         session = aiohttp.ClientSession()
         task = asyncio.create_task(
             run_worker(
@@ -644,8 +642,6 @@ def request_sync_now(app: web.Application) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from airwatt.agent.config import ConfigError, load_config
-
     try:
         cfg = load_config(
             args.data_dir,
@@ -701,11 +697,59 @@ def retry_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from airwatt.agent.bench_sync import add_run_arguments  # shared with `airwatt sync run`
-
     parser = argparse.ArgumentParser(prog="python -m airwatt.agent.sync", description="run the sync worker alone")
     add_run_arguments(parser)
     return run_cli(parser.parse_args(argv))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the worker alone (`airwatt sync run`, `python -m airwatt.agent.sync`)."""
+    add_data_dir(parser)
+    parser.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
+    parser.add_argument("--platform-kind", choices=KINDS, help="city platform API")
+    parser.add_argument("--batch-size", type=int, help="readings per request (overrides airwatt.toml)")
+    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds (default 1)")
+    parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")
+
+
+# -- airwatt sync status -------------------------------------------------------------------------------------
+
+
+def _sync_status(args: argparse.Namespace) -> int:
+    db = open_existing(args.data_dir)
+    state = store.sync_state(db, errors=args.errors)
+    if args.format == "json":
+        json.dump(state, sys.stdout, indent=1)
+        print()
+        return 0
+    oldest = state["oldest_pending_received"]
+    print("pending:    %d" % state["pending"])
+    print("synced:     %d" % state["synced"])
+    lag = "none" if oldest is None else "%.0f s (oldest pending received %s)" % (time.time() - oldest, iso(oldest))
+    print("lag:        %s" % lag)
+    print("last sync:  %s" % (iso(state["last_sync_ok"]) or "never"))
+    if state["last_errors"]:
+        print("last errors:")
+        for e in state["last_errors"]:
+            print("  %s  status %s  %d readings  %s" % (iso(e["at"]), e["status"], e["count"] or 0, e["detail"] or ""))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`airwatt sync status|run|retry`, on the `airwatt` command's subparsers."""
+    sync = subparsers.add_parser("sync", help="sync to the city platform").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
+    add_data_dir(status)
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument("--errors", type=int, default=5, help="how many recent errors to show")
+    status.set_defaults(func=_sync_status)
+    run = sync.add_parser("run", help="run the sync worker alone (without serve)")
+    add_run_arguments(run)
+    run.set_defaults(func=run_cli)
+    retry = sync.add_parser("retry", help="retry now: wake the sync worker and release held readings")
+    add_data_dir(retry)
+    retry.set_defaults(func=retry_cli)
 
 
 if __name__ == "__main__":

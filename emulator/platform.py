@@ -612,9 +612,23 @@ def cli(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from airwatt.agent.bench_sync import add_platform_arguments
+def add_platform_arguments(cmd: argparse.ArgumentParser) -> None:
+    """Options of the emulated platform (`airwatt platform`, `python -m airwatt.emulator.platform`)."""
+    cmd.add_argument("--host", default="127.0.0.1")
+    cmd.add_argument("--port", type=int, default=1026, help="port (default 1026, Orion's; 0 = any free)")
+    cmd.add_argument("--data-dir", default="airwatt-platform", help="folder for platform.db")
+    cmd.add_argument("--faults", help='fault schedule at start, JSON, e.g. \'{"5xx": 2, "429": 1}\'')
+    cmd.add_argument("--port-file", help="write the platform's URL to this file once it listens")
 
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`airwatt platform`, on the `airwatt` command's subparsers."""
+    cmd = subparsers.add_parser("platform", help="run the emulated city platform (NGSI-LD + HTTP JSON, faults)")
+    add_platform_arguments(cmd)
+    cmd.set_defaults(func=cli)
+
+
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m airwatt.emulator.platform", description=__doc__.split("\n")[0])
     add_platform_arguments(parser)
     raise SystemExit(cli(parser.parse_args()))

@@ -81,9 +81,7 @@ def check_batch(b):
     """Check a parsed upload batch (v1 or v2); raises ProtocolError naming the first problem. Returns the
     readings (for v2 decoded from `data`)."""
     if isinstance(b, dict) and b.get("v") == 2 and _is_int(b["v"]) and "data" in b:
-        from . import v2  # only the agent's side checks v2 batches: the board never loads it
-
-        return v2.check_batch(b)
+        return _check_batch_v2(b)
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "readings"), ("status",))
     if b["v"] != fields.VERSION or not _is_int(b["v"]):
         raise ProtocolError("v", "protocol version %s is not supported here (1 carries readings, 2 data)" % (b["v"],))
@@ -103,6 +101,35 @@ def check_batch(b):
         if r["seq"] <= last:
             raise ProtocolError(_join(path, "seq"), "must be greater than the previous reading's %d" % last)
         last = r["seq"]
+        if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
+            raise ProtocolError(_join(path, "ticks"), "is later than the batch's sent_ticks")
+    if "status" in b:
+        check_status(b["status"])
+    return readings
+
+
+def _check_batch_v2(b):
+    """check_batch for a v2 batch: returns its readings, decoded."""
+    _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
+    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, DEVICE_ALPHABET)
+    _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
+    _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
+    _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
+    _int(b["first_seq"], "first_seq", 1, fields.MAX_SEQ)
+    _int(b["n"], "n", 1, fields.MAX_READINGS_V2)
+    if not isinstance(b["data"], str):
+        raise ProtocolError("data", "must be a string")
+    from . import v2  # only the agent's side checks v2 batches: the board never loads it
+
+    try:
+        readings = v2.readings_v2(b)
+    except ValueError as e:
+        raise ProtocolError("data", str(e))
+    if len(readings) != b["n"]:
+        raise ProtocolError("n", "says %d readings, data holds %d" % (b["n"], len(readings)))
+    for i, r in enumerate(readings):
+        path = _join("readings", i)
+        check_reading(r, path, True)
         if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
             raise ProtocolError(_join(path, "ticks"), "is later than the batch's sent_ticks")
     if "status" in b:

@@ -1,9 +1,9 @@
-"""Protocol v2 on the agent's side (runs on both runtimes; the board does not load it): decode, check and
+"""Protocol v2 on the agent's side (runs on both runtimes; the board does not load it): decode and
 canonicalise a v2 batch, whose readings travel packed (protocol/packed.py) in base64 `data`."""
 
 from binascii import a2b_base64
 
-from . import check, fields, packed, wire
+from . import fields, packed, wire
 
 
 def readings_v2(batch):
@@ -41,33 +41,6 @@ def canonical_batch_v2(batch, readings):
         status = wire.dumps(status).encode()
     return wire.batch_body_v2(batch["device"], batch["fw"], batch["boot"], batch["sent_ticks"], batch["first_seq"],
                               len(rows), pack(rows), status)
-
-
-def check_batch(b):
-    """check.check_batch for a v2 batch: returns its readings, decoded."""
-    check._object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
-    check._text(b["device"], "device", 1, fields.DEVICE_ID_MAX, check.DEVICE_ALPHABET)
-    check._text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
-    check._text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, check.HEX)
-    check._int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
-    check._int(b["first_seq"], "first_seq", 1, fields.MAX_SEQ)
-    check._int(b["n"], "n", 1, fields.MAX_READINGS_V2)
-    if not isinstance(b["data"], str):
-        raise check.ProtocolError("data", "must be a string")
-    try:
-        readings = readings_v2(b)
-    except ValueError as e:
-        raise check.ProtocolError("data", str(e))
-    if len(readings) != b["n"]:
-        raise check.ProtocolError("n", "says %d readings, data holds %d" % (b["n"], len(readings)))
-    for i, r in enumerate(readings):
-        path = check._join("readings", i)
-        check.check_reading(r, path, True)
-        if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
-            raise check.ProtocolError(check._join(path, "ticks"), "is later than the batch's sent_ticks")
-    if "status" in b:
-        check.check_status(b["status"])
-    return readings
 
 
 def pack(readings, size=8192):

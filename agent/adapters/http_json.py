@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
-from airwatt.agent.adapters import Outcome, Prepared, flag_list, iso_time
+from airwatt.agent.adapters.base import Outcome, Prepared, flag_list, iso_time
 from airwatt.protocol import fields
 
 PATH = "/readings"

@@ -28,7 +28,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
 
-from airwatt.agent.adapters import Adapter, Outcome, Prepared, SendError, flag_list, http_json, iso_time
+from airwatt.agent.adapters import http_json
+from airwatt.agent.adapters.base import Adapter, Outcome, Prepared, SendError, flag_list, iso_time
 from airwatt.protocol import fields
 
 DEFAULT_PORT = 1883

@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from airwatt.agent.adapters import Outcome, Prepared, flag_list, iso_time
+from airwatt.agent.adapters.base import Outcome, Prepared, flag_list, iso_time
 from airwatt.protocol import fields
 
 CORE_CONTEXT = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld"

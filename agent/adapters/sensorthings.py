@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from airwatt.agent.adapters import Adapter, Outcome, Prepared, SendError, flag_list, iso_time
+from airwatt.agent.adapters.base import Adapter, Outcome, Prepared, SendError, flag_list, iso_time
 from airwatt.protocol import fields
 
 SYSTEM = "airwatt"

@@ -1,4 +1,5 @@
-"""The operators' pages served by the agent: `setup_pages(app)` adds them to the agent's aiohttp app."""
+"""The operators' pages served by the agent: `setup_pages(app, db, config, data_dir)` adds them to the
+agent's aiohttp app."""
 
 from .pages import setup_pages
 

@@ -25,6 +25,7 @@ from aiohttp import web
 from .. import aqi, carbon, meters, rollup, store
 from . import svg
 from .i18n import label
+from .layout import FACTORS_KEY, ONLINE_INTERVALS, READER_KEY, STATE_COLOURS, _lang, _page, _url, device_state, period
 
 # Leaflet 1.9 as packaged by XStatic (OpenStack's packaging of JS libraries as Python packages)
 import xstatic.pkg.leaflet as _leaflet
@@ -61,8 +62,6 @@ def board_aqi(db: sqlite_utils.Database, device: str, now: float) -> tuple[aqi.S
 
 def city_data(db: sqlite_utils.Database, now: float, table: dict[int, float]) -> dict[str, Any]:
     """Per board, per site and for the city: what the city view shows."""
-    from .pages import ONLINE_INTERVALS, device_state
-
     today = carbon.local_day(now)
     month = today[:7]
     factor, factor_year = carbon.factor_for(int(today[:4]), table)
@@ -125,8 +124,6 @@ def _aqi_cell(value: int | None) -> str:
 
 
 def _row(lang: str, s: dict[str, Any]) -> str:
-    from .pages import STATE_COLOURS
-
     states = " / ".join('<span style="color:%s" data-state="%s" title="%s">%d</span>'
                         % (STATE_COLOURS[k], k, escape(label(lang, k)), s[k]) for k in ("online", "late", "offline"))
     if s["never"]:
@@ -167,8 +164,6 @@ def leaflet_css() -> str:
 
 
 async def city_page(request: web.Request) -> web.Response:
-    from .pages import FACTORS_KEY, READER_KEY, STATE_COLOURS, _lang, _page, _url, period
-
     lang = _lang(request)
     now = time.time()
     data = await request.app[READER_KEY].run(city_data, now, request.app[FACTORS_KEY])

@@ -24,6 +24,7 @@ from airwatt.protocol import fields
 from .. import carbon, commands, rollup, store
 from . import params, svg
 from .i18n import label
+from .layout import FACTORS_KEY, READER_KEY, _lang, _page, _url, period
 
 DAY = 86400
 MAX_DAYS = 400
@@ -32,8 +33,6 @@ _MONTH = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 def download_links(lang: str, path: str, **query: Any) -> str:
     """The CSV / JSON (and CSVW metadata) buttons of a table or plot, for a download route and its query."""
-    from .pages import _url
-
     links = [('<a class="dl" data-format="csv" href="%s" download>CSV</a>'
               % escape(_url(path + ".csv", lang, **query)))]
     links.append('<a class="dl" data-format="json" href="%s" download>JSON</a>' % escape(_url(path + ".json", lang,
@@ -73,8 +72,6 @@ def _devices(db: sqlite_utils.Database, device: str | None) -> list[dict]:
 
 async def readings(request: web.Request) -> web.StreamResponse:
     """GET /download/readings.{csv,json,csv-metadata.json}?device=&sensor=&from=&to= (default: the last day)."""
-    from .pages import READER_KEY
-
     fmt = request.match_info["fmt"]
     device = params.text(request, "device")
     sensor = params.choice(request, "sensor", ("", *fields.SENSORS), "") or None
@@ -160,8 +157,6 @@ def _month(request: web.Request) -> str:
 
 async def report(request: web.Request) -> web.StreamResponse:
     """GET /carbon/report (printable page), /carbon/report.csv, /carbon/report.json?month=YYYY-MM."""
-    from .pages import FACTORS_KEY, READER_KEY, _lang, _page, _url, period
-
     lang = _lang(request)
     month = _month(request)
     fmt = request.match_info.get("fmt")

@@ -10,7 +10,8 @@ import time
 import aiohttp
 import pytest
 
-from airwatt.agent import backup, bench, store
+from airwatt.agent import backup, store
+from airwatt.agent.bench import ingest as bench
 
 from agent_helpers import body, headers
 

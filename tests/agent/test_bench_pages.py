@@ -6,7 +6,8 @@ import csv
 import io
 import sqlite3
 
-from airwatt.agent import bench_pages, commands, store
+from airwatt.agent import commands, store
+from airwatt.agent.bench import pages as bench_pages
 
 T0 = 1_790_000_000.0
 

@@ -13,7 +13,8 @@ import urllib.request
 import csvw
 import pytest
 
-from airwatt.agent import bench, ingest, store, writer
+from airwatt.agent import ingest, store, writer
+from airwatt.agent.bench import ingest as bench
 from airwatt.agent.cli import main
 from airwatt.agent.config import Config, ConfigError, load_config
 from airwatt.agent.commands import EXPORT_COLUMNS, LICENCE, parse_time

@@ -9,7 +9,8 @@ import sqlite3
 
 import aiohttp
 
-from airwatt.agent import bench, store
+from airwatt.agent import store
+from airwatt.agent.bench import ingest as bench
 
 from agent_helpers import body, headers
 

@@ -360,7 +360,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from airwatt.agent import bench  # noqa: E402
+from airwatt.agent.bench import ingest as bench  # noqa: E402
 from airwatt.protocol.check import ProtocolError  # noqa: E402
 from airwatt.protocol.models import parse_batch  # noqa: E402
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from airwatt.agent import bench, store
+from airwatt.agent import store
+from airwatt.agent.bench import ingest as bench
 from airwatt.protocol import wire
 
 from agent_helpers import body

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from airwatt.agent import bench_sync
+from airwatt.agent.bench import sync as bench_sync
 from airwatt.agent.cli import main
 
 

@@ -24,7 +24,7 @@ async def agent(tmp_path):
     db.close()
     app = make_app(data_dir, Config(operator_token=TOKEN))
     if sync.SYNC_NOW not in app:  # the sync worker's keys (no platform url: no worker task)
-        sync.setup_sync(app)
+        sync.setup_sync(app, data_dir, Config().platform)
     facts["app"] = app
     async with serve(app) as base:
         yield base, data_dir, facts

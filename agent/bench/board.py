@@ -13,7 +13,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WEEK = 7 * 24 * 3600 * 0.15  # readings in a 7-day backlog at the default intervals: 90,720
 
 
@@ -75,11 +75,9 @@ def _bench_board(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    """`airwatt bench board`."""
-    from airwatt.agent.commands import verbs_of
-
-    bb = verbs_of(commands, "bench").add_parser(
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    """`airwatt bench board`, on the bench group's subparsers."""
+    bb = bench.add_parser(
         "board", help="the board's flash buffer and uploads: today's v1 store beside the compact log and v2")
     bb.add_argument("--online-days", type=float, default=1.0, help="days online before the outage (default 1)")
     bb.add_argument("--full-days", type=float, default=1.0,

@@ -9,6 +9,7 @@ without group commit). Figures only: speed is never asserted in tests.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from airwatt.protocol import wire
+from airwatt.protocol.models import parse_batch
 
-from . import ingest, store, writer
+from airwatt.agent import ingest, store, writer
 
 BOOT = "0b0e0c0d"
 
@@ -137,8 +139,6 @@ async def one_first(session: object, url: str, device: str, key: bytes, body: by
 
 
 def _rows(bodies: dict[str, list[bytes]], start: int) -> list[list[tuple]]:
-    from airwatt.protocol.models import parse_batch
-
     now = time.time()
     out = []
     for d in bodies:
@@ -233,3 +233,25 @@ def format_ingest(r: dict) -> str:
             % r["ratio"],
         ]
     )
+
+
+# -- airwatt bench ingest ----------------------------------------------------------------------------------------------
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    result = run_ingest(
+        uploaders=args.uploaders, batch=args.batch, batches=args.batches, data_dir=args.data_dir, rounds=args.rounds
+    )
+    print(format_ingest(result))
+    return 0
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    """`airwatt bench ingest`, on the bench group's subparsers."""
+    bi = bench.add_parser("ingest", help="durable ingest over HTTP vs raw executemany in one transaction")
+    bi.add_argument("--uploaders", type=int, default=50)
+    bi.add_argument("--batch", type=int, default=50, help="readings per batch")
+    bi.add_argument("--batches", type=int, default=40, help="batches per uploader")
+    bi.add_argument("--rounds", type=int, default=3, help="runs; each figure is its best run (default 3)")
+    bi.add_argument("--data-dir", default=None, help="where to put the bench databases (default: a temp dir)")
+    bi.set_defaults(func=_bench_ingest)

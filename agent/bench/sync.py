@@ -20,7 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from airwatt.agent import store
+import aiohttp
+
+from airwatt.agent import store, sync
+from airwatt.agent.adapters import make_adapter
+from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
 from airwatt.protocol import fields
 
 DEVICES = 20
@@ -92,11 +96,6 @@ def _cpu_seconds(pid: int) -> float:
 
 
 async def _drain(data_dir: Path, kind: str, url: str, batch: int) -> float:
-    import aiohttp
-
-    from airwatt.agent import sync
-    from airwatt.agent.adapters import make_adapter
-
     db = store.open_db(data_dir)
     store.tune_gc()  # as `airwatt serve` and `airwatt sync run` do: each batch makes thousands of short-lived objects
     adapter = make_adapter(kind, url)
@@ -175,8 +174,6 @@ def run_real(n: int = 20000, kind: str = "sensorthings", batch: int = 1000, devi
     dependency) or Debian's mosquitto. SensorThings: the Things and Datastreams are provisioned first (one
     reading per board and sensor, timed apart), then the rest is drained; the server's count of Observations
     is checked. MQTT: a subscriber process checks it got every reading."""
-    from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
-
     rows = bench_rows(n, time.time() - n * 60, devices)
     first = {}
     for row in rows:
@@ -268,40 +265,9 @@ def _bench_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _platform(args: argparse.Namespace) -> int:
-    from airwatt.emulator import platform
-
-    return platform.cli(args)
-
-
-def _sync_run(args: argparse.Namespace) -> int:
-    from airwatt.agent import sync
-
-    return sync.run_cli(args)
-
-
-def _sync_retry(args: argparse.Namespace) -> int:
-    from airwatt.agent import sync
-
-    return sync.retry_cli(args)
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    """The sync part's verbs: `airwatt bench sync`, `airwatt sync run`, `airwatt sync retry` (in the agent's
-    bench and sync groups) and `airwatt platform` (the emulated platform). Heavy imports wait until a verb
-    runs: every `airwatt` command parses this."""
-    from airwatt.agent.commands import verbs_of
-
-    run = verbs_of(commands, "sync").add_parser("run", help="run the sync worker alone (without serve)")
-    add_run_arguments(run)
-    run.set_defaults(func=_sync_run)
-    retry = verbs_of(commands, "sync").add_parser(
-        "retry", help="retry now: wake the sync worker and release held readings")
-    retry.add_argument("--data-dir", default=store.data_dir_default(),
-                       help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)")
-    retry.set_defaults(func=_sync_retry)
-
-    bs = verbs_of(commands, "bench").add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    """`airwatt bench sync`, on the bench group's subparsers."""
+    bs = bench.add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
     bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both", "sensorthings", "mqtt"), default="both",
                     help="both: ngsi-ld and http-json to the emulated platform; sensorthings, mqtt: to a real"
@@ -310,25 +276,3 @@ def register(commands: argparse._SubParsersAction) -> None:
     bs.add_argument("--agent-alone", action="store_true",
                     help="also drain to a platform that confirms without parsing (the agent's own ceiling)")
     bs.set_defaults(func=_bench_sync)
-    cmd = commands.add_parser("platform", help="run the emulated city platform (NGSI-LD + HTTP JSON, faults)")
-    add_platform_arguments(cmd)
-    cmd.set_defaults(func=_platform)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the worker alone (`airwatt sync run`, `python -m airwatt.agent.sync`)."""
-    parser.add_argument("--data-dir", default=store.data_dir_default(),
-                        help="the agent's data folder (default: $AIRWATT_DATA_DIR or ./airwatt-data)")
-    parser.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
-    parser.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
-    parser.add_argument("--batch-size", type=int, help="readings per request (overrides airwatt.toml)")
-    parser.add_argument("--backoff-base", type=float, default=1.0, help="first backoff step, seconds (default 1)")
-    parser.add_argument("--exit-when-drained", action="store_true", help="stop once nothing is pending")
-
-
-def add_platform_arguments(cmd: argparse.ArgumentParser) -> None:
-    cmd.add_argument("--host", default="127.0.0.1")
-    cmd.add_argument("--port", type=int, default=1026, help="port (default 1026, Orion's; 0 = any free)")
-    cmd.add_argument("--data-dir", default="airwatt-platform", help="folder for platform.db")
-    cmd.add_argument("--faults", help='fault schedule at start, JSON, e.g. \'{"5xx": 2, "429": 1}\'')
-    cmd.add_argument("--port-file", help="write the platform's URL to this file once it listens")

@@ -26,7 +26,9 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from . import bench, retention, rollup, store, writer
+from airwatt.agent import retention, rollup, store, writer
+from airwatt.agent.bench import ingest
+from airwatt.agent.carbon import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
 SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",
@@ -132,8 +134,6 @@ def pages(days: int, now: float) -> list[tuple[str, str]]:
 
 
 def bench_tz():
-    from .carbon import THAILAND
-
     return THAILAND
 
 
@@ -158,7 +158,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
     """Median seconds per page over real HTTP to a real agent; the agent's peak RSS after them."""
-    proc, url = bench.start_agent(data_dir)
+    proc, url = ingest.start_agent(data_dir)
     try:
         out = {}
         for name, path in pages(days, now):
@@ -166,7 +166,7 @@ def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
             out[name] = statistics.median(_get(url + path) for _ in range(requests))
         rss, peak = _rss_mb(proc.pid)
     finally:
-        bench.stop_agent(proc)
+        ingest.stop_agent(proc)
     return {"pages": out, "rss_mb": rss, "peak_rss_mb": peak}
 
 
@@ -270,10 +270,9 @@ def _bench_pages(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    from .commands import verbs_of
-
-    bp = verbs_of(commands, "bench").add_parser(
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    """`airwatt bench pages`, on the bench group's subparsers."""
+    bp = bench.add_parser(
         "pages", help="page times on a grown store beside a 1-day store, agent RSS, a 30-day CSV export")
     bp.add_argument("--boards", type=int, default=20)
     bp.add_argument("--days", type=int, default=90, help="days of readings in the grown store (default 90)")
