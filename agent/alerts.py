@@ -2,7 +2,7 @@
 
 Rules (defaults): CO2 over 1000 ppm for 15 min; the 24-h PM2.5 Thai AQI orange or worse; a board offline for
 more than 3 reading intervals; a board's flash buffer more than 50% full; the sync lag over 1 h (only when a
-platform is configured); a board with a meter that sent no energy reading for 10 intervals.
+platform is configured); a board with a meter that sent no energy reading for 10 intervals (with several meters, any one of them).
 
 The agent evaluates them every `every_s` seconds (each query bounded by the window it looks at). An alert is a
 row of the `alerts` table from when it fires until it clears (kept as a history). Open alerts show on the
@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import aqi, rollup, store
+from . import aqi, meters, rollup, store
 
 log = logging.getLogger("airwatt.alerts")
 
@@ -80,10 +80,13 @@ def evaluate(db: Any, now: float, cfg: Any, platform: bool) -> list[Firing]:
         window = cfg.meter_missing_intervals * interval
         online = d["last_seen"] is not None and now - d["last_seen"] <= cfg.offline_intervals * interval
         if "energy" in sensors and online and d["first_seen"] is not None and d["first_seen"] < now - window:
-            n = db.execute("SELECT count(*) FROM readings WHERE device = ? AND t > ? AND t <= ? AND sensor = 'energy'",
-                           (dev, now - window, now)).fetchone()[0]
-            if n == 0:
-                out.append(Firing("meter_missing", dev, 0, window))
+            heard = dict(db.execute("SELECT instance, count(*) FROM readings WHERE device = ? AND t > ? AND t <= ?"
+                                    " AND sensor = 'energy' GROUP BY instance", (dev, now - window, now)).fetchall())
+            # a board with several meters: each one on its own (value: how many are silent)
+            listed = [m["instance"] for m in meters.of_device(db, dev)]
+            silent = [i for i in listed if not heard.get(i)] if listed else ([] if heard else [0])
+            if silent:
+                out.append(Firing("meter_missing", dev, len(silent) if listed else 0, window))
     if platform:
         oldest = db.execute("SELECT min(received) FROM readings INDEXED BY readings_unsynced"
                             " WHERE synced_at IS NULL").fetchone()[0]

@@ -11,7 +11,7 @@ import signal
 import sys
 from pathlib import Path
 
-from airwatt.agent import app, bench, commands, demo, emulate_cmd, firmware, flash_cmd, sync
+from airwatt.agent import app, bench, commands, demo, emulate_cmd, firmware, flash_cmd, meter_cmd, sync
 from airwatt.emulator import platform
 from airwatt.protocol import schema
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(subparsers)
     emulate_cmd.add_parser(subparsers)
     firmware.add_parser(subparsers)  # firmware build, rollout, status
+    meter_cmd.add_parser(subparsers)  # meter address
     return parser
 
 

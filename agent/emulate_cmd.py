@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from airwatt.emulator.esp32 import EmulatedBoard
+from airwatt.emulator.esp32 import EmulatedBoard, is_bus_meter, meters_wiring
 
 
 def parse_fault(text: str) -> tuple[str, Any]:
@@ -25,10 +25,11 @@ def parse_fault(text: str) -> tuple[str, Any]:
             value = raw
     sensor, dot, fault = name.partition(".")
     if dot:
-        if sensor not in ("pzem", "pms", "scd4x"):
-            raise ValueError("unknown sensor %r in fault %r (pzem, pms, scd4x)" % (sensor, text))
-        if fault not in ("unplugged", "stuck", "corrupt", "mains_off"):
-            raise ValueError("unknown sensor fault %r (unplugged, stuck, corrupt, mains_off)" % fault)
+        if sensor not in ("pzem", "pms", "scd4x") and not is_bus_meter(sensor):
+            raise ValueError("unknown sensor %r in fault %r (pzem, pms, scd4x; pzem1, pzem2, ... with --meters)"
+                             % (sensor, text))
+        if fault not in ("unplugged", "stuck", "corrupt", "mains_off", "wrong_addr"):
+            raise ValueError("unknown sensor fault %r (unplugged, stuck, corrupt, mains_off, wrong_addr=N)" % fault)
         return sensor, {fault: value}
     if name not in ("wifi_down", "hang", "clock_unset", "power_cut_at_write"):
         raise ValueError("unknown fault %r (wifi_down, hang, clock_unset, power_cut_at_write=N, "
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         faults = faults_from_args(args.fault or [])
         config = _load_json(args.wiring)
+        if args.meters:
+            config = meters_wiring(args.meters, config)
     except ValueError as e:
         print("airwatt emulate: %s" % e, file=sys.stderr)
         return 2
@@ -120,6 +123,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                         "ones (e.g. {\"wifi_down\": true, \"pms\": {\"unplugged\": true}})")
     p.add_argument("--wiring", help="board config as JSON or a JSON file: uart/i2c wiring, wifi {ssid,key}, "
                                     "clock unset|host, unique_id, day_scale (see emulator/board/boardstate.py)")
+    p.add_argument("--meters", type=int, help="N PZEM-004T meters on the energy bus at addresses 1..N, each with its "
+                                              "own load (faults per meter: pzem2.unplugged, pzem3.wrong_addr=9)")
     p.add_argument("--log", help="append everything the board prints to this file")
     p.add_argument("--echo", action="store_true", help="also print what the board prints")
     p.set_defaults(func=run)

@@ -107,8 +107,9 @@ def parse_wifi(wifi: str) -> tuple[str, str]:
 
 def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list[str],
                  intervals: dict[str, int] | None = None, upload_s: int | None = None,
-                 wdt_s: int | None = None) -> dict:
-    """The board's config.json (format: firmware/config.example.json)."""
+                 wdt_s: int | None = None, meters: list[dict] | None = None) -> dict:
+    """The board's config.json (format: firmware/config.example.json). `meters` (agent/meters.py parse()):
+    several energy meters on the energy sensor's Modbus bus, which then needs protocol v2."""
     ssid, password = parse_wifi(wifi)
     url = urlparse(agent_url)
     if url.scheme != "http" or not url.hostname:
@@ -122,6 +123,14 @@ def board_config(device: str, key: str, wifi: str, agent_url: str, sensors: list
               for s in sensors]
     config = {**example, "device": device, "key": key, "wifi": {"ssid": ssid, "password": password},
               "agent_url": agent_url.rstrip("/"), "sensors": wiring}
+    if meters:
+        if "energy" not in sensors:
+            raise FlashError("--meters/--three-phase need the energy sensor in --sensors")
+        for w in wiring:
+            if w["kind"] == "energy":
+                w.pop("addr", None)
+                w["meters"] = meters
+        config["protocol"] = 2  # each meter's readings carry its address as their instance
     if upload_s is not None:
         config["upload_s"] = upload_s
     if wdt_s is not None:
@@ -157,6 +166,19 @@ def device_key(data_dir: str, device: str, sensors: list[str], name: str | None,
                                     **extra), True
         except ValueError as err:
             raise FlashError(str(err)) from None
+    finally:
+        db.close()
+
+
+def register_meters(data_dir: str, device: str, config: dict) -> None:
+    """Keep the board's meters (its config's, with their defaults filled in) in the agent's store: which
+    instance is which phase or circuit, and which are the supply. A board with one meter has none listed."""
+    from airwatt.agent import meters
+
+    listed = next((s.get("meters") for s in config["sensors"] if s["kind"] == "energy"), None)
+    db = store.open_db(data_dir)
+    try:
+        meters.set_meters(db, device, board_rules.meters(listed) if listed else [])
     finally:
         db.close()
 
@@ -400,8 +422,28 @@ rm('/fw')
 """
 
 
+def meters_from_args(args: argparse.Namespace) -> list[dict] | None:
+    """The meters --three-phase or --meters give (with --supply), checked; None for a board with one meter."""
+    from airwatt.agent import meters
+
+    text = getattr(args, "meters", None)
+    if getattr(args, "three_phase", False):
+        if text:
+            raise FlashError("--three-phase is --meters \"%s\": give one or the other" % meters.THREE_PHASE)
+        text = meters.THREE_PHASE
+    if not text:
+        if getattr(args, "supply", None):
+            raise FlashError("--supply needs --meters or --three-phase")
+        return None
+    try:
+        return meters.parse(text, getattr(args, "supply", None))
+    except ValueError as err:
+        raise FlashError(str(err)) from None
+
+
 def flash(args: argparse.Namespace, say=print) -> int:
     sensors = [s for s in args.sensors.split(",") if s]
+    board_meters = meters_from_args(args)
     # Refuse bad arguments before touching the store or the board.
     try:
         store.check_device_id(args.device)
@@ -409,7 +451,7 @@ def flash(args: argparse.Namespace, say=print) -> int:
     except ValueError as err:
         raise FlashError(str(err)) from None
     config = board_config(args.device, "", args.wifi, args.agent, sensors, parse_intervals(args.intervals),
-                          args.upload_s, args.wdt_s)
+                          args.upload_s, args.wdt_s, board_meters)
     check_port(args.port)
     say("[1/5] compiling firmware with mpy-cross")
     files = firmware_image()
@@ -432,6 +474,9 @@ def flash(args: argparse.Namespace, say=print) -> int:
         if transport.fs_exists("/fw/boot"):
             transport.exec(_DROP_UPDATES)
             say("      the board ran a firmware update (/fw): from now on it runs what is flashed")
+
+
+        register_meters(args.data_dir, args.device, config)
         if held and old != args.device:
             discard_readings(transport, root)
             say("      --force: discarded the %s of device %s the board held (never uploaded)"
@@ -532,6 +577,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          "http://192.168.1.10:%d (`airwatt serve`'s port)" % Config.model_fields["port"].default)
     flash_p.add_argument("--sensors", default="energy,pm,co2", help="sensor kinds fitted (default: all three)")
     flash_p.add_argument("--intervals", help="seconds between readings per sensor, e.g. energy=10,pm=60,co2=30")
+    flash_p.add_argument("--three-phase", action="store_true",
+                         help="three PZEM-004T on the energy bus at addresses 1, 2, 3 as phases L1, L2, L3")
+    flash_p.add_argument("--meters", help="PZEM-004T meters on the energy bus, ADDRESS:PHASE-OR-CIRCUIT, e.g. "
+                                          "\"1:L1,2:L2,3:L3,4:aircon\" (set addresses with `airwatt meter address`)")
+    flash_p.add_argument("--supply", help="addresses of the meters the site's incoming supply flows through, e.g. "
+                                          "1,2,3 (default: the phase meters, or a lone meter); only they count "
+                                          "in kWh and carbon")
     flash_p.add_argument("--upload-s", type=int, help="seconds between uploads (default from the firmware)")
     flash_p.add_argument("--wdt-s", type=int, help="watchdog timeout in seconds (0: off; default from the firmware)")
     flash_p.add_argument("--name", help="device name, e.g. \"City hall, floor 2\"")

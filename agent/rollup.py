@@ -8,6 +8,11 @@ energy used, from the meter's cumulative counter with wraps, resets and replaced
 the last counter reading taken in (the energy cursor). Rollups are kept for good; raw readings may be deleted
 (retention) once rolled up.
 
+A board with several energy meters (agent/meters.py) has them apart: each meter's readings (instance > 0) are
+aggregated under `<metric>:<instance>` (e.g. `power:2`), its energy under `wh:<instance>`, and `wh` is the sum
+over the meters of the site's incoming supply only, each meter's counter followed on its own (its cursor in
+`rollup_meter`): a sub-circuit's energy is inside the supply's, so it never counts twice.
+
 Readings flagged 'stuck' or 'out_of_range' are left out of the aggregates, as the AQI and carbon leave them out;
 a reading with no wall time is counted but in no hour.
 
@@ -28,7 +33,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import carbon, retention, store
+from . import carbon, meters, retention, store
 
 log = logging.getLogger("airwatt.rollup")
 
@@ -43,12 +48,17 @@ GOOD_FLAGS_SQL = ("(flags = '' OR (',' || flags || ',' NOT LIKE '%,stuck,%' AND 
 # NOT INDEXED: a range of the rowid (the new readings), never a walk of an index over all of them
 _AGG_SQL = ("SELECT device, CAST(t / 3600 AS INTEGER) * 3600 AS hour, "
             + ", ".join("count(%s), min(%s), max(%s), total(%s)" % (m, m, m, m) for m in METRICS)
-            + " FROM readings NOT INDEXED WHERE id > ? AND id <= ? AND t > 0 AND " + GOOD_FLAGS_SQL
+            + " FROM readings NOT INDEXED WHERE id > ? AND id <= ? AND t > 0 AND instance = 0 AND " + GOOD_FLAGS_SQL
             + " GROUP BY device, hour")
+# the meters of a board with several, each on its own: metric "<name>:<instance>"
+_AGG_METER_SQL = ("SELECT device, instance, CAST(t / 3600 AS INTEGER) * 3600 AS hour, "
+                  + ", ".join("count(%s), min(%s), max(%s), total(%s)" % (m, m, m, m) for m in METRICS)
+                  + " FROM readings NOT INDEXED WHERE id > ? AND id <= ? AND t > 0 AND instance > 0 AND "
+                  + GOOD_FLAGS_SQL + " GROUP BY device, instance, hour")
 _MERGE = ("INSERT INTO rollup_hour(device, metric, start, n, min, max, sum) VALUES (?, ?, ?, ?, ?, ?, ?)"
           " ON CONFLICT(device, metric, start) DO UPDATE SET n = n + excluded.n, min = min(min, excluded.min),"
           " max = max(max, excluded.max), sum = sum + excluded.sum")
-_MERGE_WH = ("INSERT INTO rollup_hour(device, metric, start, n, min, max, sum) VALUES (?, 'wh', ?, 1, NULL, NULL, ?)"
+_MERGE_WH = ("INSERT INTO rollup_hour(device, metric, start, n, min, max, sum) VALUES (?, ?, ?, 1, NULL, NULL, ?)"
              " ON CONFLICT(device, metric, start) DO UPDATE SET n = n + 1, sum = sum + excluded.sum")
 _DAY = ("INSERT OR REPLACE INTO rollup_day(device, metric, start, n, min, max, sum)"
         " SELECT device, metric, ?, sum(n), min(min), max(max), sum(sum) FROM rollup_hour"
@@ -105,61 +115,87 @@ def _roll(conn: sqlite3.Connection, lo: int, hi: int) -> int:
             if n:
                 merges.append((device, metric, hour, n, row[3 + 4 * k], row[4 + 4 * k], row[5 + 4 * k]))
                 touched.add((device, metric, day_start(hour)))
+    for row in conn.execute(_AGG_METER_SQL, (lo, hi)):
+        device, inst, hour = row[0], row[1], row[2]
+        for k, metric in enumerate(METRICS):
+            n = row[3 + 4 * k]
+            if n:
+                name = "%s:%d" % (metric, inst)
+                merges.append((device, name, hour, n, row[4 + 4 * k], row[5 + 4 * k], row[6 + 4 * k]))
+                touched.add((device, name, day_start(hour)))
     conn.executemany(_MERGE, merges)
-    wh: dict[tuple[str, int], float] = {}
+    wh: dict[tuple[str, str, int], float] = {}
     _energy(conn, lo, hi, wh)
-    conn.executemany(_MERGE_WH, [(device, hour, v) for (device, hour), v in wh.items()])
-    touched.update((device, WH, day_start(hour)) for device, hour in wh)
+    conn.executemany(_MERGE_WH, [(device, metric, hour, v) for (device, metric, hour), v in wh.items()])
+    touched.update((device, metric, day_start(hour)) for device, metric, hour in wh)
     conn.executemany(_DAY, [(day, device, metric, day, day + 86400) for device, metric, day in touched])
     return sum(n for _d, n in counts)
 
 
-def _energy(conn: sqlite3.Connection, lo: int, hi: int, wh: dict[tuple[str, int], float]) -> None:
-    """Counter differences of the new counter readings, split over hours into wh[(device, hour start)]."""
-    cursors: dict[str, Any] = {}
-    moved: set[str] = set()
+def _energy(conn: sqlite3.Connection, lo: int, hi: int, wh: dict[tuple[str, str, int], float]) -> None:
+    """Counter differences of the new counter readings, split over hours into wh[(device, metric, hour start)]:
+    metric 'wh' for the supply's meters, 'wh:<instance>' for each meter of a board with several."""
+    cursors: dict[tuple[str, int], Any] = {}
+    moved: set[tuple[str, int]] = set()
+    board_meters = meters.by_device(conn)
 
-    def add(device: str, a: tuple, b: tuple, sign: float) -> None:
+    def add(key: tuple[str, int], a: tuple, b: tuple, sign: float) -> None:
         _kind, used = carbon.classify(int(a[2]), int(b[2]), b[1] - a[1])
-        if used:
-            hours: dict[int, float] = {}
-            carbon.split_hours(a[1], b[1], used, hours)
+        if not used:
+            return
+        hours: dict[int, float] = {}
+        carbon.split_hours(a[1], b[1], used, hours)
+        device, inst = key
+        names = []
+        if meters.is_supply(board_meters.get(device), inst):
+            names.append(WH)
+        if inst:
+            names.append("%s:%d" % (WH, inst))
+        for name in names:
             for hour, v in hours.items():
-                wh[(device, hour)] = wh.get((device, hour), 0.0) + sign * v
+                wh[(device, name, hour)] = wh.get((device, name, hour), 0.0) + sign * v
 
-    rows = conn.execute("SELECT id, device, seq, t, energy_wh, flags FROM readings WHERE id > ? AND id <= ?"
-                        " AND sensor = 'energy' AND energy_wh IS NOT NULL ORDER BY id", (lo, hi)).fetchall()
-    for rid, device, seq, t, counter, flags in rows:
+    rows = conn.execute("SELECT id, device, instance, seq, t, energy_wh, flags FROM readings WHERE id > ? AND"
+                        " id <= ? AND sensor = 'energy' AND energy_wh IS NOT NULL ORDER BY id", (lo, hi)).fetchall()
+    for rid, device, inst, seq, t, counter, flags in rows:
         if not carbon.usable(t, counter, flags):
             continue
-        if device not in cursors:
-            got = conn.execute("SELECT e_seq, e_t, e_wh FROM rollup_state WHERE device = ?", (device,)).fetchone()
-            cursors[device] = (got[0], got[1], got[2]) if got and got[0] is not None else None
-        cur = cursors[device]
+        key = (device, inst)
+        if key not in cursors:
+            if inst:
+                got = conn.execute("SELECT e_seq, e_t, e_wh FROM rollup_meter WHERE device = ? AND instance = ?",
+                                   key).fetchone()
+            else:
+                got = conn.execute("SELECT e_seq, e_t, e_wh FROM rollup_state WHERE device = ?", (device,)).fetchone()
+            cursors[key] = (got[0], got[1], got[2]) if got and got[0] is not None else None
+        cur = cursors[key]
         x = (seq, t, counter)
         if cur is None or seq > cur[0]:
             if cur is not None:
-                add(device, cur, x, 1.0)
-            cursors[device] = x
-            moved.add(device)
+                add(key, cur, x, 1.0)
+            cursors[key] = x
+            moved.add(key)
             continue
         # A late reading: it goes between the usable readings taken in before it (lower ids) on either side.
-        pred = _neighbour(conn, device, seq, rid, "<", "DESC")
-        succ = _neighbour(conn, device, seq, rid, ">", "ASC")
+        pred = _neighbour(conn, device, inst, seq, rid, "<", "DESC")
+        succ = _neighbour(conn, device, inst, seq, rid, ">", "ASC")
         if pred is not None and succ is not None:
-            add(device, pred, succ, -1.0)
+            add(key, pred, succ, -1.0)
         if pred is not None:
-            add(device, pred, x, 1.0)
+            add(key, pred, x, 1.0)
         if succ is not None:
-            add(device, x, succ, 1.0)
+            add(key, x, succ, 1.0)
     conn.executemany("UPDATE rollup_state SET e_seq = ?, e_t = ?, e_wh = ? WHERE device = ?",
-                     [cursors[d] + (d,) for d in moved])
+                     [cursors[k] + (k[0],) for k in moved if not k[1]])
+    conn.executemany("INSERT OR REPLACE INTO rollup_meter(device, instance, e_seq, e_t, e_wh) VALUES (?, ?, ?, ?, ?)",
+                     [k + cursors[k] for k in moved if k[1]])
 
 
-def _neighbour(conn: sqlite3.Connection, device: str, seq: int, rid: int, op: str, order: str) -> tuple | None:
+def _neighbour(conn: sqlite3.Connection, device: str, inst: int, seq: int, rid: int, op: str, order: str
+               ) -> tuple | None:
     sql = ("SELECT seq, t, energy_wh, flags FROM readings WHERE device = ? AND seq %s ? AND id < ?"
-           " AND sensor = 'energy' ORDER BY seq %s" % (op, order))
-    for s, t, counter, flags in conn.execute(sql, (device, seq, rid)):
+           " AND sensor = 'energy' AND instance = ? ORDER BY seq %s" % (op, order))
+    for s, t, counter, flags in conn.execute(sql, (device, seq, rid, inst)):
         if carbon.usable(t, counter, flags):
             return (s, t, counter)
     return None

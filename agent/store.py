@@ -189,10 +189,16 @@ def _m8_firmware(db: sqlite_utils.Database) -> None:
                                   foreign_keys=[("device", "devices", "id"), ("rollout", "firmware_rollouts", "id")])
 
 
+def _m9_meters(db: sqlite_utils.Database) -> None:
+    from . import meters  # several energy meters per board (issue 13)
+
+    meters.migration(db)
+
+
 # Append new migrations at the end; never edit one that has shipped.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings, _m7_boot_ids,
-    _m8_firmware]
+    _m8_firmware, _m9_meters]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -495,8 +501,10 @@ def pending(db: sqlite_utils.Database, limit: int, located: bool = False) -> lis
     """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined; with
     `located`, only those of devices that have a location."""
     cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
+        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name,"
+        " m.name AS meter_name, m.phase AS meter_phase, m.circuit AS meter_circuit"
         " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
+        " LEFT JOIN meters m ON m.device = r.device AND m.instance = r.instance"
         " WHERE r.synced_at IS NULL%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
         (limit,),
     )
@@ -652,8 +660,10 @@ def pending_after(db: sqlite_utils.Database, after: int, limit: int, located: bo
     """pending() from id `after` on (exclusive): the sync worker's next batch while the previous one is
     still being marked."""
     cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
+        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name,"
+        " m.name AS meter_name, m.phase AS meter_phase, m.circuit AS meter_circuit"
         " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
+        " LEFT JOIN meters m ON m.device = r.device AND m.instance = r.instance"
         " WHERE r.synced_at IS NULL AND r.id > ?%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
         (after, limit),
     )

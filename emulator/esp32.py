@@ -50,7 +50,7 @@ _BANNER_LINES = {line for rst in RST.values() for line in ROM_BANNER.format(rst=
 ONE_SHOT_FAULTS = {"power_cut_at_write": "powercut", "hang": "wdt"}  # cleared by the reset they cause
 LOG_MAX = 4 << 20
 BOARD_FAULTS = ("wifi_down", "hang", "clock_unset", "power_cut_at_write")
-SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off")
+SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off", "wrong_addr")
 SENSORS = ("pzem", "pms", "scd4x")
 FLASH_BYTES = 512 * 4096  # boardenv.FLASH_BLOCKS sectors of 4 KiB: the 2 MiB vfs partition of a 4 MiB module
 # Resets the board did to itself (not a reset button, power cycle or soft reset asked for over the serial port):
@@ -62,7 +62,7 @@ CRASH_LOOP, CRASH_WINDOW_S = 3, 60.0
 def check_faults(faults: dict) -> None:
     """Raise ValueError naming the first fault the emulated board does not know (a typo would do nothing)."""
     for name, value in faults.items():
-        if name in SENSORS:
+        if name in SENSORS or is_bus_meter(name):
             if not isinstance(value, dict):
                 raise ValueError("fault %r: expected a dict of sensor faults %s" % (name, SENSOR_FAULTS))
             for k in value:
@@ -71,6 +71,30 @@ def check_faults(faults: dict) -> None:
         elif name not in BOARD_FAULTS:
             raise ValueError("unknown fault %r (known: %s, or a sensor %s)"
                              % (name, ", ".join(BOARD_FAULTS), "/".join(SENSORS)))
+
+
+def is_bus_meter(name: str) -> bool:
+    """"pzem1", "pzem2", ...: one meter of a bus of several (`airwatt emulate --meters N`)."""
+    return name.startswith("pzem") and name[4:].isdigit() and int(name[4:]) >= 1
+
+
+def meters_wiring(n: int, config: dict | None = None) -> dict:
+    """Board config with `n` PZEM-004T meters at addresses 1..n on the energy UART (id 2, rx 16), each with its
+    own load, instead of the lone meter."""
+    if not 1 <= n <= 8:
+        raise ValueError("--meters takes 1 to 8 meters, not %d" % n)
+    config = dict(config or {})
+    uarts = [dict(u) for u in (config.get("uart") or DEFAULT_UARTS)]
+    for u in uarts:
+        if u.get("device") == "pzem":
+            u["device"] = "pzembus"
+    config["uart"] = uarts
+    config["sensors"] = dict(config.get("sensors") or {}, pzembus={"meters": n})
+    return config
+
+
+# boardstate.DEFAULT_CONFIG's UART wiring (the VM module is not importable here)
+DEFAULT_UARTS = ({"id": 2, "tx": 17, "rx": 16, "device": "pzem"}, {"id": 1, "tx": 4, "rx": 5, "device": "pms"})
 
 
 def find_micropython() -> str:
@@ -230,7 +254,7 @@ class EmulatedBoard:
         """Set (or with value None/False clear) one fault: "wifi_down", "hang", "clock_unset",
         "power_cut_at_write": N, or a sensor's {"unplugged"|"stuck"|"corrupt"|"mains_off": ...} under "pzem",
         "pms", "scd4x" (a sensor's dict is merged)."""
-        check_faults({name: value if isinstance(value, dict) or name not in SENSORS else {}})
+        check_faults({name: value if isinstance(value, dict) or not (name in SENSORS or is_bus_meter(name)) else {}})
         with self._lock:
             if isinstance(value, dict) and isinstance(self.faults.get(name), dict):
                 merged = dict(self.faults[name])

@@ -18,7 +18,12 @@ _KIND = {
 }
 _TOP = ("device", "key", "wifi", "agent_url", "sensors", "capacity", "commit_s", "protocol", "batch_max", "upload_s", "ntp",
         "data_dir", "wdt_s", "stall_s", "selftest_s", "http_timeout_s")
-_SENSOR = ("kind", "uart", "tx", "rx", "i2c", "scl", "sda", "freq", "addr", "interval_s", "warmup_s", "stuck_n")
+_SENSOR = ("kind", "uart", "tx", "rx", "i2c", "scl", "sda", "freq", "addr", "interval_s", "warmup_s", "stuck_n",
+           "meters")
+_METER = ("addr", "name", "phase", "circuit", "supply")
+PHASES = ("L1", "L2", "L3")
+MAX_METERS = 16
+_NAME_CHARS = _DEVICE_CHARS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class ConfigError(ValueError):
@@ -90,6 +95,50 @@ def parse_url(url):
     return host, port, prefix
 
 
+def meters(raw, where="sensors[0].meters"):
+    """Check a list of energy meters on one Modbus bus: [{"addr": 1..247, "name", "phase": L1|L2|L3 or
+    "circuit": name, "supply": bool}]. Returns a checked copy; "supply" defaults to the phase meters, or to
+    the only meter (the meters the site's incoming supply flows through: what carbon and kWh count)."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_METERS:
+        _fail(where, "a list of 1..%d meters like {\"addr\": 1, \"name\": \"L1\", \"phase\": \"L1\"}"
+              % MAX_METERS, raw)
+    out = []
+    addrs = []
+    names = []
+    phases = []
+    for i, m in enumerate(raw):
+        w = "%s[%d]." % (where, i)
+        if not isinstance(m, dict):
+            _fail(w[:-1], "an object like {\"addr\": 1, \"name\": \"L1\", \"phase\": \"L1\"}", m)
+        _known(m, _METER, w)
+        addr = _int(m, "addr", w, 1, 247)
+        if addr in addrs:
+            _fail(w + "addr", "a different address for each meter on the bus (%d is used twice)" % addr)
+        addrs.append(addr)
+        name = _str(m, "name", w, 1, 16, _NAME_CHARS)
+        if name in names:
+            _fail(w + "name", "a different name for each meter (%s is used twice)" % name)
+        names.append(name)
+        got = {"addr": addr, "name": name}
+        if ("phase" in m) == ("circuit" in m):
+            _fail(w[:-1], "either \"phase\" (L1, L2, L3) or \"circuit\" (a name), not both or neither")
+        if "phase" in m:
+            if m["phase"] not in PHASES:
+                _fail(w + "phase", "one of L1, L2, L3", m["phase"])
+            if m["phase"] in phases:
+                _fail(w + "phase", "one meter per phase (%s is metered twice)" % m["phase"])
+            phases.append(m["phase"])
+            got["phase"] = m["phase"]
+        else:
+            got["circuit"] = _str(m, "circuit", w, 1, 32, _NAME_CHARS)
+        if "supply" in m and not isinstance(m["supply"], bool):
+            _fail(w + "supply", "true or false", m["supply"])
+        out.append(got)
+    for m, r in zip(out, raw):
+        m["supply"] = r["supply"] if "supply" in r else ("phase" in m if phases else len(out) == 1)
+    return out
+
+
 def _sensor(s, i, seen):
     where = "sensors[%d]." % i
     if not isinstance(s, dict):
@@ -118,7 +167,13 @@ def _sensor(s, i, seen):
         out["scl"] = _int(s, "scl", where, 0, 48)
         out["sda"] = _int(s, "sda", where, 0, 48)
         out["freq"] = _int(s, "freq", where, 10000, 400000, 100000)
-    if addr is not None:
+    if "meters" in s:
+        if kind != "energy":
+            _fail(where + "meters", "meters only for kind energy (PZEM-004T meters on one Modbus bus)")
+        if "addr" in s:
+            _fail(where + "addr", "no addr beside meters: each meter has its own")
+        out["meters"] = meters(s["meters"], where + "meters")
+    elif addr is not None:
         lo = 1 if kind == "energy" else 0x08
         out["addr"] = _int(s, "addr", where, lo, 0xF8 if kind == "energy" else 0x77, addr)
     elif "addr" in s:
@@ -169,6 +224,10 @@ def validate(raw):
     # Readings wait in RAM at most this long before they are committed to flash (what a power cut can lose).
     cfg["commit_s"] = _int(raw, "commit_s", "", 0, 3600, 60)
     cfg["protocol"] = _int(raw, "protocol", "", 1, 2, 2)  # 1: JSON readings, as boards flashed before v2 send
+    for s in cfg["sensors"]:
+        if "meters" in s and cfg["protocol"] != 2:
+            _fail("protocol", "2 with energy meters listed (their readings carry the meter: a v2 instance)",
+                  cfg["protocol"])
     cfg["batch_max"] = _int(raw, "batch_max", "", 1, 100, 50)
     cfg["upload_s"] = _int(raw, "upload_s", "", 1, 86400, 30)
     ntp = raw.get("ntp", "")

@@ -21,11 +21,30 @@ def driver(s):
     return scd4x.SCD4x(i2c, addr=s["addr"])
 
 
+def _meters(s, out):
+    """One sampler sensor per meter of an energy bus, all on one UART: read in turn (the sampler awaits each
+    read), each with its own errors and flags, its Modbus address as its instance."""
+    import pzem004t
+    try:
+        import machine
+        uart = machine.UART(s["uart"], baudrate=9600, tx=s["tx"], rx=s["rx"])
+    except Exception as e:  # every meter on the bus then fails on its own line, the other sensors run
+        print("SENSOR energy bus cannot be set up: %s %s" % (type(e).__name__, e))
+        uart = None
+    for m in s["meters"]:
+        d = pzem004t.PZEM004T(uart, addr=m["addr"]) if uart is not None else None
+        out.append(sampler.Sensor("energy", d, s["interval_s"] * 1000, s["stuck_n"], 0, m["addr"],
+                                  "energy:" + m["name"]))
+
+
 def build(cfg, make=driver):
     """sampler.Sensor per config entry (drivers from make); one whose driver cannot be built fails on its own
-    (driver None)."""
+    (driver None). Several energy meters on one bus (config "meters"): one sensor each."""
     out = []
     for s in cfg["sensors"]:
+        if s.get("meters"):
+            _meters(s, out)
+            continue
         try:
             d = make(s)
         except Exception as e:  # missing module, bad pins: this sensor fails, the others run

@@ -1,5 +1,6 @@
 # PZEM-004T v3 energy meter: Modbus-RTU over UART (9600 8N1).
-# Pure part: crc16, read_request, reset_energy_request, decode. I/O part: PZEM004T.
+# Pure part: crc16, read_request, reset_energy_request, decode, set_address_request, check_set_address,
+# read_address_request, decode_address. I/O part: PZEM004T.
 import asyncio
 import errno
 
@@ -18,6 +19,11 @@ except AttributeError:  # CPython
 GENERAL_ADDR = const(0xF8)  # answers whatever its own address is; one meter on the bus only
 _READ_INPUT = const(0x04)
 _RESET_ENERGY = const(0x42)
+_READ_HOLDING = const(0x03)
+_WRITE_SINGLE = const(0x06)
+_REG_ADDR = const(0x0002)  # holding register: the meter's Modbus address (1..0xF7)
+SET_ADDR_LEN = const(8)  # the request, and its echo
+ADDR_REPLY_LEN = const(7)  # addr, 0x03, byte count 2, value hi, value lo, crc lo, crc hi
 _NREGS = const(10)
 FRAME_LEN = const(25)  # addr, func, count 20, 20 data bytes, crc lo, crc hi
 _ERROR_LEN = const(5)  # addr, func|0x80, exception code, crc lo, crc hi
@@ -59,6 +65,60 @@ def reset_energy_request(addr):
     """Reset the energy counter (0x42); the meter echoes the 4 bytes. 0x00 broadcasts (no reply)."""
     _check_addr(addr, 0)
     return _with_crc((addr, _RESET_ENERGY))
+
+
+def set_address_request(addr, new):
+    """Write the meter's address register (0x06, register 0x0002) to `new` (0x01..0xF7), sent to `addr` (its
+    address, or 0xF8 when it is the only meter on the bus). The meter echoes the 8 bytes."""
+    _check_addr(addr, 1)
+    if not 1 <= new <= 0xF7:
+        raise ValueError("PZEM address %d out of range: a meter takes 1..247" % new)
+    return _with_crc((addr, _WRITE_SINGLE, 0, _REG_ADDR, 0, new))
+
+
+def check_set_address(frame, request):
+    """Raise ValueError unless `frame` is the meter's echo of set_address_request `request` (what a real meter
+    sends, address byte included: Tasmota logs F8 06 00 02 00 01 FD A3 for address 1 set through 0xF8)."""
+    n = len(frame)
+    if n >= 2 and frame[1] & 0x80:
+        if n != _ERROR_LEN:
+            raise ValueError("PZEM: error reply of %d bytes, expected 5" % n)
+        check_error(frame)
+    if n != SET_ADDR_LEN:
+        raise ValueError("PZEM: address change answered with %d bytes, expected the 8-byte echo" % n)
+    if crc16(frame) != 0:
+        raise ValueError("PZEM: bad CRC in the address change's answer")
+    if bytes(frame) != bytes(request):
+        raise ValueError("PZEM: the address change's answer is not the echo of the request")
+
+
+def read_address_request(addr):
+    """Read the address register (0x03, register 0x0002, count 1) of the meter at `addr` (or 0xF8)."""
+    _check_addr(addr, 1)
+    return _with_crc((addr, _READ_HOLDING, 0, _REG_ADDR, 0, 1))
+
+
+def decode_address(frame, addr=None):
+    """The address a meter reports in its answer to read_address_request(addr); checks length, function, byte
+    count, CRC, and that the register agrees with the answer's own address byte (and with `addr` unless 0xF8)."""
+    n = len(frame)
+    if n >= 2 and frame[1] & 0x80:
+        if n != _ERROR_LEN:
+            raise ValueError("PZEM: error reply of %d bytes, expected 5" % n)
+        check_error(frame)
+    if n != ADDR_REPLY_LEN:
+        raise ValueError("PZEM: address reply of %d bytes, expected 7" % n)
+    if frame[1] != _READ_HOLDING or frame[2] != 2:
+        raise ValueError("PZEM: not an answer to read holding register (function 0x%02x, count %d)"
+                         % (frame[1], frame[2]))
+    if crc16(frame) != 0:
+        raise ValueError("PZEM: bad CRC in the address reply")
+    value = _u16(frame, 3)
+    if value != frame[0] or not 1 <= value <= 0xF7:
+        raise ValueError("PZEM: reply from address 0x%02x says its address is %d" % (frame[0], value))
+    if addr is not None and addr != GENERAL_ADDR and value != addr:
+        raise ValueError("PZEM: reply from address 0x%02x, expected 0x%02x" % (value, addr))
+    return value
 
 
 def _u16(f, i):
@@ -131,7 +191,7 @@ class PZEM004T:
         self.timeout_ms = timeout_ms
         self._req = read_request(addr)
         self._reset = reset_energy_request(addr)
-        self._buf = bytearray(FRAME_LEN)
+        self._buf = bytearray(FRAME_LEN)  # also holds the shorter address frames
         self._mv = memoryview(self._buf)
 
     async def start(self):
@@ -199,3 +259,19 @@ class PZEM004T:
         if bytes(frame) != self._reset and not (self.addr == GENERAL_ADDR and got == 4 and frame[1] == _RESET_ENERGY
                                                 and crc16(frame) == 0):
             raise ValueError("PZEM: reset energy not confirmed")
+
+    async def read_address(self):
+        """The address the meter reports (read through self.addr, which may be 0xF8); ValueError on a bad
+        answer (two meters answering 0xF8 at once garble it), OSError when none comes."""
+        got = await self._transact(read_address_request(self.addr), ADDR_REPLY_LEN)
+        return decode_address(self._mv[:got], self.addr)
+
+    async def set_address(self, new):
+        """Give the meter the address `new`; raises ValueError unless it echoes the command. Later requests
+        go to the new address."""
+        req = set_address_request(self.addr, new)
+        got = await self._transact(req, SET_ADDR_LEN)
+        check_set_address(self._mv[:got], req)
+        self.addr = new
+        self._req = read_request(new)
+        self._reset = reset_energy_request(new)

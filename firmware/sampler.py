@@ -16,8 +16,10 @@ _NO_DATA_MS = const(30000)  # "no value yet" for longer than warm-up plus this i
 class Sensor:
     """One configured sensor: its driver, schedule, error count and run of identical values."""
 
-    def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0):
+    def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0, instance=0, label=None):
         self.kind = kind
+        self.instance = instance  # v2: which sensor of its kind (a meter's Modbus address); 0: the only one
+        self.label = label or kind  # what the console and the self-test call it (e.g. "energy:L2")
         self.driver = driver  # None when it could not even be built (missing module, bad bus)
         self.interval_ms = 0
         self.set_interval(interval_ms)
@@ -89,7 +91,7 @@ class Sampler:
         if self.store is not None:
             try:
                 self.store.add(self.store.next_seq, self.boot, self.clock.wall(), self.clock.ms(), s.kind, kept,
-                               flags)
+                               flags, s.instance)
             except Exception as e:  # flash trouble is not the sensor's fault: count it apart and say so
                 self.store_errors += 1
                 self.log("STORE append failed: %r" % (e,))

@@ -11,11 +11,12 @@ def line(kind, outcome):
     """'SELFTEST <kind> PASS <metric>=<value> ...' or 'SELFTEST <kind> FAIL <reason>'."""
     if outcome is None:
         return "SELFTEST %s FAIL no reading in time" % kind
+    kind_of = kind.split(":")[0]  # "energy:L2": one meter of several
     ok, detail = outcome
     if not ok:
         return "SELFTEST %s FAIL %s" % (kind, detail)
     parts = []
-    for row in fields.metrics(kind):
+    for row in fields.metrics(kind_of):
         if row[1] in detail:
             parts.append("%s=%s" % (row[1], wire.render(detail[row[1]], row[7])))
     return "SELFTEST %s PASS %s" % (kind, " ".join(parts) if parts else "(values out of range)")
@@ -34,12 +35,12 @@ async def report(sensors, clock, within, log=print):
         for s in sensors:
             if s.outcome is not None and s not in done:
                 done.append(s)
-                log(line(s.kind, s.outcome))
+                log(line(s.label, s.outcome))
         await asyncio.sleep_ms(200)
     ok = True
     for s in sensors:
         if s not in done:
-            log(line(s.kind, s.outcome))
+            log(line(s.label, s.outcome))
         if s.outcome is None or not s.outcome[0]:
             ok = False
     log("SELFTEST " + ("PASS" if ok else "FAIL"))

@@ -50,16 +50,18 @@ def encode_values(sensor, values, flags):
     return "{" + ",".join('"' + k + '":' + v for k, v in parts) + "}"
 
 
-def encode_reading(seq, t, ticks, boot, sensor, values, flags=()):
-    """One reading as canonical JSON bytes: what the board stores on flash and later uploads unchanged."""
+def encode_reading(seq, t, ticks, boot, sensor, values, flags=(), instance=0):
+    """One reading as canonical JSON bytes: what the board stores on flash and later uploads unchanged.
+    `instance` (protocol v2: which sensor of its kind, e.g. a meter's Modbus address) is written when not 0."""
     if sensor not in fields.SENSORS:
         raise ValueError("unknown sensor %s" % sensor)
     flags = list(flags)
     vals = encode_values(sensor, values, flags)
     flags.sort()
     return (
-        '{"boot":%s,"flags":%s,"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":%s}'
-        % (_string(boot), dumps(flags), sensor, seq, "null" if t is None else str(int(t)), ticks, vals)
+        '{"boot":%s,"flags":%s,%s"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":%s}'
+        % (_string(boot), dumps(flags), '"instance":%d,' % instance if instance else "", sensor, seq,
+           "null" if t is None else str(int(t)), ticks, vals)
     ).encode()
 
 

@@ -9,6 +9,16 @@ a timeout, a lost answer) rewrites the same entity instead of adding one:
   totalActiveEnergyImport (kWh, KWH, from the meter's cumulative Wh counter), totalPowerFactor (C62),
   frequency (Hz, HTZ) and the L1 phase objects phaseVoltage, current, activePower, powerFactor.
 
+A board with several meters (agent/meters.py; store rows carry meter_name, meter_phase, meter_circuit): the
+readings of its phase meters taken in one round (same boot, within ROUND_MS of the round's first) become ONE
+ACMeasurement, phaseType threePhase, id made of the device and the round's first seq: phaseVoltage, current,
+activePower, powerFactor and activeEnergyImport keyed L1/L2/L3, totalActivePower the sum of the phases' power,
+totalActiveEnergyImport the sum of their counters (kWh), totalPowerFactor total power over the sum of V x I. Each
+of the round's readings maps to that entity. A phase missing from a round (its meter failed) is left out and
+named in airwattFlags ("missing_L2"). (Known limit: a round whose readings fall in two requests, at a batch's
+end, goes out as two entities, each flagged with the phases it lacks.) A sub-circuit meter's
+readings become ACMeasurements of their own (singlePhase, `name` the circuit, id with the circuit in it).
+
 Every entity has dateObserved, location (GeoJSON Point, [lon, lat]), refDevice (Relationship to
 urn:ngsi-ld:Device:<device>; ACMeasurement's schema wants an array of URIs, AirQualityObserved's a single one), `observedAt` on each measured property, and `airwattFlags` when the reading
 carries quality flags (or `time_unknown`: the store never learnt its wall time, so dateObserved is the time the
@@ -72,6 +82,10 @@ ENERGY_PHASE = (
 )
 
 
+ROUND_MS = 5000  # a board reads its meters in turn: a round's readings lie well within this of each other
+PHASES = ("L1", "L2", "L3")
+
+
 def endpoint(base_url: str) -> str:
     """The upsert URL for a base URL given with or without its `/ngsi-ld/v1` part."""
     base = base_url.rstrip("/")
@@ -85,6 +99,8 @@ def entity_type(sensor: str) -> str:
 
 
 def entity_id(row: Mapping) -> str:
+    if row.get("meter_circuit"):
+        return "urn:ngsi-ld:%s:%s:%s:%d" % (ENERGY_TYPE, row["device"], row["meter_circuit"], row["seq"])
     return "urn:ngsi-ld:%s:%s:%d" % (entity_type(row["sensor"]), row["device"], row["seq"])
 
 
@@ -132,6 +148,8 @@ def entity(row: Mapping) -> dict:
     if row.get("site"):
         ent["areaServed"] = {"type": "Property", "value": row["site"]}
     if sensor == "energy":
+        if row.get("meter_circuit"):
+            ent["name"] = {"type": "Property", "value": row["meter_circuit"]}
         ent["phaseType"] = {"type": "Property", "value": "singlePhase"}
         for column, name, scale, unit, decimals in _TOTALS:
             value = row.get(column)
@@ -210,7 +228,8 @@ def entity_json(row: Mapping) -> str:
 
 def _entity_text(row: Mapping, eid: str) -> str:
     sensor = row["sensor"]
-    device_part = _device_part(row["device"], row["lon"], row["lat"], row.get("site"), sensor == "energy")
+    device_part = None if row.get("meter_circuit") else _device_part(
+        row["device"], row["lon"], row["lat"], row.get("site"), sensor == "energy")
     if device_part is None:
         return json.dumps(entity(row), separators=(",", ":"), ensure_ascii=False)
     t = row.get("t")
@@ -245,16 +264,104 @@ def _entity_text(row: Mapping, eid: str) -> str:
     return ",".join(parts)
 
 
+def _boot(row: Mapping) -> object:
+    """The boot a row was read in: stored rows carry its id, rows built by hand its text."""
+    return row["boot_id"] if "boot_id" in row else row["boot"]
+
+
+def rounds(rows: Sequence[Mapping]) -> list[list[Mapping]]:
+    """The phase meters' readings among `rows` grouped into rounds: per device and boot, in the board's reading
+    order (ticks), a round is the readings within ROUND_MS of its first, one per phase."""
+    phased = sorted((r for r in rows if r.get("meter_phase") in PHASES),
+                    key=lambda r: (r["device"], _boot(r), r["ticks"], r["seq"]))
+    out: list[list[Mapping]] = []
+    for r in phased:
+        last = out[-1] if out else None
+        if (last is None or last[0]["device"] != r["device"] or _boot(last[0]) != _boot(r)
+                or r["ticks"] - last[0]["ticks"] > ROUND_MS
+                or any(x["meter_phase"] == r["meter_phase"] for x in last)):
+            out.append([r])
+        else:
+            last.append(r)
+    return out
+
+
+def three_phase_id(group: Sequence[Mapping]) -> str:
+    return "urn:ngsi-ld:%s:%s:%d" % (ENERGY_TYPE, group[0]["device"], min(r["seq"] for r in group))
+
+
+def three_phase_entity(group: Sequence[Mapping]) -> dict:
+    """The threePhase ACMeasurement of one round of phase readings (rows of one device and boot)."""
+    first = min(group, key=lambda r: r["seq"])
+    by = {r["meter_phase"]: r for r in group}
+    times = [r["t"] for r in group if r.get("t") is not None]
+    when = iso_time(min(times) if times else max(r["received"] for r in group))
+    ent: dict = {"id": three_phase_id(group), "type": ENERGY_TYPE}
+    ent["dateObserved"] = {"type": "Property", "value": {"@type": "DateTime", "@value": when}}
+    ent["location"] = {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [first["lon"], first["lat"]]}}
+    ent["refDevice"] = {"type": "Relationship", "object": [device_urn(first["device"])]}
+    if first.get("site"):
+        ent["areaServed"] = {"type": "Property", "value": first["site"]}
+    ent["phaseType"] = {"type": "Property", "value": "threePhase"}
+
+    def prop(value: object, unit: str) -> dict:
+        return {"type": "Property", "value": value, "unitCode": unit, "observedAt": when}
+
+    def phases(column: str, scale: float = 1, decimals: int = 9) -> dict:
+        return {p: round(by[p][column] * scale, decimals) for p in PHASES
+                if p in by and by[p].get(column) is not None}
+
+    power = phases("power")
+    if power:
+        # the sum at the table's resolution (0.1 W): binary noise would otherwise show as 1234.5000000001
+        ent["totalActivePower"] = prop(round(sum(power.values()), fields.metric("energy", "power")[7]),
+                                       _unit("energy", "power"))
+    counters = phases("energy_wh", 0.001, 3)
+    if counters:
+        total_wh = sum(by[p]["energy_wh"] for p in counters)
+        ent["totalActiveEnergyImport"] = prop(round(total_wh / 1000, 3), "KWH")
+    va = sum(by[p]["voltage"] * by[p]["current"] for p in PHASES
+             if p in by and by[p].get("voltage") is not None and by[p].get("current") is not None)
+    if power and va > 0 and len(power) == len([p for p in PHASES if p in by and by[p].get("current") is not None]):
+        ent["totalPowerFactor"] = prop(round(min(1.0, sum(power.values()) / va), 2), _unit("energy", "pf"))
+    freq = [by[p]["frequency"] for p in PHASES if p in by and by[p].get("frequency") is not None]
+    if freq:
+        ent["frequency"] = prop(freq[0], _unit("energy", "frequency"))
+    for column, name, unit in ENERGY_PHASE:
+        values = phases(column)
+        if values:
+            ent[name] = prop(values, unit)
+    if counters:
+        ent["activeEnergyImport"] = prop(counters, "KWH")
+    flags = sorted({f for r in group for f in flag_list(r)} | {"missing_" + p for p in PHASES if p not in by})
+    if flags:
+        ent["airwattFlags"] = {"type": "Property", "value": flags, "observedAt": when}
+    ent["@context"] = CONTEXT
+    return ent
+
+
 def prepare(url: str, rows: Sequence[Mapping], headers: Mapping[str, str] | None = None) -> Prepared:
     """One upsert request for the readings that can be expressed; the others are returned as unencodable."""
     texts, row_ids, keys, bad = [], [], [], {}
+    grouped: dict[int, tuple[str, list[Mapping]]] = {}
+    for group in rounds([r for r in rows if not unencodable(r)]):
+        eid = three_phase_id(group)
+        for r in group:
+            grouped[r["id"]] = (eid, group)
+    sent: set[str] = set()
     for row in rows:
         why = unencodable(row)
         if why:
             bad[row["id"]] = why
             continue
-        eid = entity_id(row)
-        texts.append(_entity_text(row, eid))
+        if row["id"] in grouped:
+            eid, group = grouped[row["id"]]
+            if eid not in sent:  # one entity per round; each of its readings maps to it
+                sent.add(eid)
+                texts.append(json.dumps(three_phase_entity(group), separators=(",", ":"), ensure_ascii=False))
+        else:
+            eid = entity_id(row)
+            texts.append(_entity_text(row, eid))
         row_ids.append(row["id"])
         keys.append(eid)
     body = ("[%s]" % ",".join(texts)).encode()
@@ -287,23 +394,27 @@ def interpret(prepared: Prepared, status: int, body: bytes) -> Outcome:
     except (ValueError, AttributeError):
         detail = "207 with an unreadable body: nothing confirmed"
         return Outcome(failed={rid: (None, detail) for rid in prepared.row_ids})
-    by_key = prepared.key_to_row()
+    by_key: dict[str, list[int]] = {}  # a threePhase entity stands for each reading of its round
+    for key, rid in zip(prepared.keys, prepared.row_ids):
+        by_key.setdefault(key, []).append(rid)
     confirmed_keys = {key for key in success if isinstance(key, str)}
     outcome = Outcome()
     for err in errors:
         if not isinstance(err, dict):
             continue
-        rid = by_key.get(err.get("entityId"))
-        if rid is None:
+        rids = by_key.get(err.get("entityId"))
+        if rids is None:
             continue
         problem = err.get("error") if isinstance(err.get("error"), dict) else {}
         err_status = problem.get("status") if isinstance(problem.get("status"), int) else None
         detail = "%s: %s" % (problem.get("title") or problem.get("type") or "error", problem.get("detail") or "")
-        outcome.failed[rid] = (err_status, detail.strip(": "))
+        for rid in rids:
+            outcome.failed[rid] = (err_status, detail.strip(": "))
         confirmed_keys.discard(err.get("entityId"))  # both lists naming an id: trust the error
-    for key, rid in by_key.items():
-        if key in confirmed_keys:
-            outcome.confirmed.append(rid)
-        elif rid not in outcome.failed:
-            outcome.failed[rid] = (None, "not in the 207 answer's success list")
+    for key, rids in by_key.items():
+        for rid in rids:
+            if key in confirmed_keys:
+                outcome.confirmed.append(rid)
+            elif rid not in outcome.failed:
+                outcome.failed[rid] = (None, "not in the 207 answer's success list")
     return outcome

@@ -22,7 +22,7 @@ from typing import Any
 import sqlite_utils
 from aiohttp import web
 
-from .. import aqi, carbon, rollup, store
+from .. import aqi, carbon, meters, rollup, store
 from . import svg
 from .i18n import label
 from .layout import FACTORS_KEY, ONLINE_INTERVALS, READER_KEY, STATE_COLOURS, _lang, _page, _url, device_state, period
@@ -72,7 +72,9 @@ def city_data(db: sqlite_utils.Database, now: float, table: dict[int, float]) ->
         days = wh.get(d["id"], {})
         kwh_today = days.get(today, 0.0) / 1000.0
         kwh_month = sum(v for k, v in days.items() if k.startswith(month)) / 1000.0
-        power = latest(db, d["id"], "power", window, now)
+        power = meters.supply_power(db, d["id"], window, now, rollup.GOOD_FLAGS_SQL)  # several meters: the supply's
+        if power is False:
+            power = latest(db, d["id"], "power", window, now)
         best, hours = board_aqi(db, d["id"], now)
         boards.append({
             "id": d["id"], "name": d["name"], "site": d["site"] or "", "lat": d["lat"], "lon": d["lon"],

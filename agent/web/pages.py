@@ -21,7 +21,7 @@ from aiohttp import web
 
 from .. import alerts, aqi, carbon, device_settings, firmware, rollup, store, sync
 from ..config import Config
-from . import firmware_block, params, security, svg
+from . import firmware_block, meters_view, params, security, svg
 from .city import setup_city
 from .downloads import download_links, setup_downloads
 from .i18n import label, lang_of
@@ -223,6 +223,7 @@ def device_data(db: sqlite_utils.Database, device: str, since: float, until: flo
         out["bucket"] = 86400
     out["wh"] = rollup.daily_wh(db, kwh_since, until + 1e-6, device).get(device, {})
     out["settings"] = device_settings.state(db, device)
+    out["meters"] = meters_view.meters_data(db, device, since, until, kwh_since)  # several meters: None if one
     return out
 
 
@@ -336,8 +337,12 @@ async def device_page(request: web.Request) -> web.Response:
         return '<p class="note">%s</p>' % download_links(lang, "/download/readings", device=device,
                                                           sensor=sensor_of[k], **{"from": "%.3f" % a,
                                                                                   "to": "%.3f" % (until + 0.001)})
+    if data["meters"]:  # the phases and circuits instead of one power plot mixing every meter's readings
+        plots = [(k, p) for k, p in plots if k != "power_plot"]
     body = head + "".join("<h2>%s</h2>%s%s" % (escape(label(lang, k)), p, links(k)) for k, p in plots
                           if sensor_of[k] in kinds)
+    if data["meters"]:
+        body += meters_view.meters_block(lang, data["meters"], kw)
     if data["hours"] is not None:
         note = "hourly" if data["bucket"] == 3600 else "daily"
         body = '<p class="note" id="%s-note">%s</p>' % (note, escape(label(lang, note + "_note"))) + body

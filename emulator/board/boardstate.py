@@ -211,16 +211,17 @@ def device(name):
         for k in st:
             kwargs[k] = st[k]
     kwargs["day_s"] = _day_s_fn()
-    cls = {"pzem": sensors.PZEMEmulator, "pms": sensors.PMSEmulator, "scd4x": sensors.SCD4xEmulator}.get(name)
+    cls = {"pzem": sensors.PZEMEmulator, "pms": sensors.PMSEmulator, "scd4x": sensors.SCD4xEmulator,
+           "pzembus": sensors.PZEMBus}.get(name)
     if cls is None:
         return None
     dev = cls(**kwargs)
     _devices[name] = dev
-    _apply_sensor_faults(dev, name, faults)
+    _sensor_faults(faults)
     return dev
 
 
-_SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off")
+_SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off", "wrong_addr")
 _applied = {}
 
 
@@ -241,14 +242,20 @@ def _apply_sensor_faults(dev, name, f):
                 dev.corrupt(0, v)  # a probability: every frame may be hit
             elif k == "corrupt" and not v:
                 dev.corrupt(0, 0.0)
-            elif k != "mains_off" or hasattr(dev, "set_mains"):
+            elif (k != "mains_off" and k != "wrong_addr") or hasattr(dev, "set_mains"):
                 dev.set_fault(k, v)
     _applied[name] = want
 
 
 def _sensor_faults(f):
     for name in _devices:
-        _apply_sensor_faults(_devices[name], name, f)
+        dev = _devices[name]
+        members = getattr(dev, "members", None)
+        if members is None:
+            _apply_sensor_faults(dev, name, f)
+        else:  # a bus: each meter's faults under its own name ("pzem2": {"unplugged": true})
+            for m in members:
+                _apply_sensor_faults(members[m], m, f)
 
 
 on_faults(_sensor_faults)

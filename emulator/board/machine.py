@@ -240,6 +240,8 @@ class UART:
             if energy is not None:
                 # The meter keeps its counter across the board's resets: the bridge remembers it.
                 _bs.ctl("E %s {\"energy_wh\": %d}" % (self._name, int(energy)))
+            elif hasattr(self._dev, "state"):  # a bus of meters: counters and addresses
+                _bs.ctl("E %s %s" % (self._name, json.dumps(self._dev.state())))
         return len(data)
 
     def flush(self):

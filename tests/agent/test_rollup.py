@@ -133,3 +133,58 @@ async def test_the_running_agent_rolls_up_what_it_ingests(data_dir, devices, mon
     want = carbon.daily_wh(energy)
     assert sum(want.values()) == 4 * (len(energy) - 1) * 3 > 0
     assert {d: v for d, v in bars.items() if v} == pytest.approx({d: wh / 1000 for d, wh in want.items()})
+
+
+def _metered(device: str, n: int, rng: random.Random) -> tuple[list[dict], dict[int, list[dict]]]:
+    """A three-phase board with an aircon sub-circuit: 4 meters (instances 1..4) read in turn every 10 minutes;
+    meter 2's counter resets half-way and meter 3 is replaced by a used one (its counter jumps up)."""
+    rows: list[dict] = []
+    per: dict[int, list[dict]] = {1: [], 2: [], 3: [], 4: []}
+    counters = {1: 1000, 2: 5000, 3: 200, 4: 700}
+    seq = 0
+    for k in range(n):
+        for inst in (1, 2, 3, 4):
+            if k == n // 2 and inst == 2:
+                counters[2] = 3
+            elif k == n // 3 and inst == 3:
+                counters[3] += 9_000_000
+            else:
+                counters[inst] += rng.randint(50, 400) // (3 if inst == 4 else 1)
+            seq += 1
+            r = {"device": device, "boot": "0a1b2c3d", "t_source": "board", "ticks": seq, "received": T0 + k * 600,
+                 "seq": seq, "sensor": "energy", "instance": inst, "t": T0 + k * 600 + inst, "flags": "",
+                 "energy_wh": counters[inst], "power": 1000.0 * inst, "voltage": 229.0 + inst}
+            rows.append(r)
+            per[inst].append(r)
+    return rows, per
+
+
+def test_carbon_counts_the_supply_once_each_meter_on_its_own_counter(data_dir):
+    from airwatt.agent import meters
+
+    db = store.open_db(data_dir)
+    store.add_device(db, "tp", name="three-phase", site="s", sensors=["energy"])
+    meters.set_meters(db, "tp", meters.parse("1:L1,2:L2,3:L3,4:aircon"))
+    rows, per = _metered("tp", 300, random.Random(5))
+    late = rows[200:260]  # an old buffer arriving after the rest
+    for chunk in (rows[:200], rows[260:], late):
+        with store.transaction(db):
+            store.insert_readings(db, chunk)
+        rollup.catch_up(db.conn, chunk=77)
+    days = rollup.daily_wh(db, 0, 2e9, "tp")["tp"]
+    supply = {}
+    for inst in (1, 2, 3):  # the phases: the supply; the aircon circuit is inside it
+        for day, v in carbon.daily_wh(per[inst]).items():
+            supply[day] = supply.get(day, 0.0) + v
+    assert days == pytest.approx(supply, abs=1e-6)
+    aircon = carbon.daily_wh(per[4])
+    assert sum(aircon.values()) > 0
+    got = dict(db.execute("SELECT metric, sum(sum) FROM rollup_day WHERE device = 'tp' AND metric LIKE 'wh:%'"
+                          " GROUP BY metric").fetchall())
+    assert got["wh:4"] == pytest.approx(sum(aircon.values()), abs=1e-6)
+    assert sum(got["wh:%d" % i] for i in (1, 2, 3)) == pytest.approx(sum(supply.values()), abs=1e-6)
+    # per-meter aggregates are apart: the phase powers, never mixed into one "power"
+    means = {m: s / n for m, n, s in db.execute(
+        "SELECT metric, sum(n), sum(sum) FROM rollup_day WHERE device = 'tp' AND metric LIKE 'power%'"
+        " GROUP BY metric")}
+    assert means == {"power:1": 1000.0, "power:2": 2000.0, "power:3": 3000.0, "power:4": 4000.0}

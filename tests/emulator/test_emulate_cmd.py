@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airwatt.agent.emulate_cmd import faults_from_args, parse_fault
-from airwatt.emulator.esp32 import BOARD_DIR
+from airwatt.emulator.esp32 import BOARD_DIR, meters_wiring
 
 BIN = Path(sys.executable).parent
 
@@ -24,6 +24,20 @@ def test_fault_flags_parse_to_board_faults():
         parse_fault("meteor_strike")
     with pytest.raises(ValueError, match="unknown sensor"):
         parse_fault("dht22.unplugged")
+
+
+def test_meter_faults_and_the_bus_wiring():
+    assert faults_from_args(["pzem2.unplugged", "pzem3.wrong_addr=9"]) == {
+        "pzem2": {"unplugged": True}, "pzem3": {"wrong_addr": 9}}
+    with pytest.raises(ValueError, match="unknown sensor fault"):
+        parse_fault("pzem2.melted")
+    with pytest.raises(ValueError, match="unknown sensor"):
+        parse_fault("pzem0.unplugged")
+    wiring = meters_wiring(3)
+    assert [u["device"] for u in wiring["uart"]] == ["pzembus", "pms"]
+    assert wiring["sensors"] == {"pzembus": {"meters": 3}}
+    with pytest.raises(ValueError, match="1 to 8"):
+        meters_wiring(9)
 
 
 def test_emulate_serves_mpremote_and_stops_on_ctrl_c(tmp_path):

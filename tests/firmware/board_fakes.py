@@ -69,8 +69,8 @@ class ListStore:
         self.records.append((seq, bytes(payload)))
         self.next_seq = seq + 1
 
-    def add(self, seq, boot, t, ticks, kind, values, flags):
-        self.append(seq, wire.encode_reading(seq, t, ticks, boot, kind, values, flags))
+    def add(self, seq, boot, t, ticks, kind, values, flags, instance=0):
+        self.append(seq, wire.encode_reading(seq, t, ticks, boot, kind, values, flags, instance))
 
     def tick(self, now_ms):
         pass

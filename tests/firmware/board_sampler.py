@@ -190,3 +190,24 @@ def test_boot_id_is_8_hex_and_random():
     assert len(a) == 8 and a != b
     for ch in a:
         assert ch in "0123456789abcdef"
+
+
+def test_meters_on_one_bus_each_carry_their_address_and_fail_alone():
+    l1 = FakeDriver("energy", [ENERGY])
+    l2 = FakeDriver("energy", [OSError(110)])
+    l3 = FakeDriver("energy", [dict(ENERGY, power=99.5)])
+    ticks = ManualTicks(1000)
+    store = ListStore()
+    sensors = [sampler.Sensor("energy", d, 1000, 1000, 0, addr, "energy:L%d" % addr)
+               for addr, d in ((1, l1), (2, l2), (3, l3))]
+    s = sampler.Sampler(sensors, store, Clock(ticks), "0a1b2c3d", log=lambda *a: None)
+    _run(s, ticks, 2, 1000)
+    rs = []
+    for seq, payload in store.records:
+        r = json.loads(payload)
+        check.check_reading(r, "r", True)
+        rs.append(r)
+    assert [r["instance"] for r in rs] == [1, 3, 1, 3]  # read in turn; the silent meter alone is missing
+    assert rs[1]["values"]["power"] == 99.5
+    assert s.errors == {"energy": 2} and sensors[1].last_error == "OSError 110"
+    assert sensors[0].outcome[0] and sensors[1].outcome == (False, "OSError 110")

@@ -127,3 +127,44 @@ def test_missing_file_and_bad_json_say_so():
             if text is not None:
                 import os
                 os.remove(path)
+
+
+def _with_meters(meters, protocol=2):
+    raw = _example()
+    raw["protocol"] = protocol
+    e = raw["sensors"][0]
+    del e["addr"]
+    e["meters"] = meters
+    return raw
+
+
+THREE_PHASE = [{"addr": 1, "name": "L1", "phase": "L1"}, {"addr": 2, "name": "L2", "phase": "L2"},
+               {"addr": 3, "name": "L3", "phase": "L3"}]
+
+
+def test_meters_on_one_bus_supply_defaults_to_the_phases():
+    cfg = config.validate(_with_meters(THREE_PHASE + [{"addr": 4, "name": "aircon", "circuit": "aircon"}]))
+    ms = cfg["sensors"][0]["meters"]
+    assert [m["addr"] for m in ms] == [1, 2, 3, 4]
+    assert [m["supply"] for m in ms] == [True, True, True, False]
+    assert ms[3]["circuit"] == "aircon" and "phase" not in ms[3]
+    # A lone meter is the supply; a sub-circuit can be declared the supply, and a phase declared not to be.
+    assert config.validate(_with_meters([{"addr": 7, "name": "main", "circuit": "main"}]))["sensors"][0][
+        "meters"][0]["supply"] is True
+    two = [{"addr": 1, "name": "main", "circuit": "main", "supply": True}, {"addr": 2, "name": "ac", "circuit": "ac"}]
+    assert [m["supply"] for m in config.validate(_with_meters(two))["sensors"][0]["meters"]] == [True, False]
+
+
+def test_meter_mistakes_name_the_key():
+    assert "sensors[0].meters[1].addr" in _error(_with_meters([THREE_PHASE[0], dict(THREE_PHASE[1], addr=1)]))
+    assert "1..247" in _error(_with_meters([dict(THREE_PHASE[0], addr=248)]))
+    assert "one meter per phase" in _error(_with_meters([THREE_PHASE[0], dict(THREE_PHASE[1], phase="L1")]))
+    assert "not both or neither" in _error(_with_meters([{"addr": 1, "name": "x"}]))
+    assert "L1, L2, L3" in _error(_with_meters([dict(THREE_PHASE[0], phase="L4")]))
+    assert "protocol" in _error(_with_meters(THREE_PHASE, protocol=1))
+    raw = _with_meters(THREE_PHASE)
+    raw["sensors"][0]["addr"] = 1
+    assert "no addr beside meters" in _error(raw)
+    raw = _with_meters(THREE_PHASE)
+    raw["sensors"][1]["meters"] = THREE_PHASE
+    assert "only for kind energy" in _error(raw)

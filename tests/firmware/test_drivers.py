@@ -352,6 +352,72 @@ def test_pzem_reset_energy():
     assert e.args[0] == errno.ETIMEDOUT
 
 
+# Address change through the general address, as Tasmota's PZEM drivers log the meter's answer for address 1:
+# "response is F8 06 00 02 00 01 FD A3" (xnrg_05_pzem_ac.ino): the meter echoes the request.
+PZEM_SET_ADDR_1 = _h("F8 06 00 02 00 01 FD A3")
+# Read the address register through 0xF8 (function 0x03, register 2, count 1), and a meter at 2 answering it.
+PZEM_READ_ADDR = _h("F8 03 00 02 00 01 31 A3")
+
+
+def _crc(body):
+    c = pzem004t.crc16(body)
+    return bytes(body) + bytes((c & 0xFF, c >> 8))
+
+
+def test_pzem_address_change_vectors():
+    assert pzem004t.set_address_request(0xF8, 1) == PZEM_SET_ADDR_1
+    assert pzem004t.crc16(PZEM_SET_ADDR_1) == 0
+    assert pzem004t.set_address_request(248, 2) == _crc(b"\xf8\x06\x00\x02\x00\x02")
+    assert pzem004t.set_address_request(3, 0xF7)[:6] == b"\x03\x06\x00\x02\x00\xf7"
+    assert pzem004t.read_address_request(0xF8) == PZEM_READ_ADDR
+    pzem004t.check_set_address(PZEM_SET_ADDR_1, PZEM_SET_ADDR_1)
+    for bad in (0, 248, 300):
+        assert "1..247" in _raises(ValueError, pzem004t.set_address_request, 0xF8, bad)
+    _raises(ValueError, pzem004t.set_address_request, 0, 2)  # broadcast: no echo to check
+
+
+def test_pzem_address_change_answer_is_checked():
+    req = PZEM_SET_ADDR_1
+    for i in range(len(req)):
+        bad = bytearray(req)
+        bad[i] ^= 0x20
+        _raises(ValueError, pzem004t.check_set_address, bytes(bad), req)
+    # An echo with a good CRC but another value (a meter that took another address) is no confirmation.
+    other = _crc(b"\xf8\x06\x00\x02\x00\x05")
+    assert "echo" in _raises(ValueError, pzem004t.check_set_address, other, req)
+    assert "8-byte" in _raises(ValueError, pzem004t.check_set_address, req[:6], req)
+    assert "illegal data value" in _raises(ValueError, pzem004t.check_set_address, _crc(b"\xf8\x86\x03"), req)
+
+
+def test_pzem_decode_address():
+    reply = _crc(b"\x02\x03\x02\x00\x02")
+    assert pzem004t.decode_address(reply, 0xF8) == 2
+    assert pzem004t.decode_address(reply, 2) == 2
+    assert "expected 0x03" in _raises(ValueError, pzem004t.decode_address, reply, 3)
+    # The register disagreeing with the answer's own address byte: not a sane meter (or two answers mixed).
+    assert "says its address" in _raises(ValueError, pzem004t.decode_address, _crc(b"\x02\x03\x02\x00\x07"))
+    # Two meters answering 0xF8 at once: on the wire their bytes mix (wired AND), the CRC fails.
+    a, b = _crc(b"\x01\x03\x02\x00\x01"), _crc(b"\x02\x03\x02\x00\x02")
+    mixed = bytes(x & y for x, y in zip(a, b))
+    assert "CRC" in _raises(ValueError, pzem004t.decode_address, mixed)
+    assert "7" in _raises(ValueError, pzem004t.decode_address, a + b)
+
+
+def test_pzem_set_and_read_address_over_uart():
+    echo = _crc(b"\xf8\x06\x00\x02\x00\x02")
+    uart = FakeUART([echo, _crc(b"\x02\x03\x02\x00\x02")])
+    m = pzem004t.PZEM004T(uart, timeout_ms=50)
+    _run(m.set_address(2))
+    assert m.addr == 2
+    assert _run(m.read_address()) == 2
+    assert uart.written == [echo, _crc(b"\x02\x03\x00\x02\x00\x01")]
+    e = _araises(OSError, pzem004t.PZEM004T(FakeUART([None]), timeout_ms=20).set_address(2))
+    assert e.args[0] == errno.ETIMEDOUT
+    m = pzem004t.PZEM004T(FakeUART([_crc(b"\xf8\x06\x00\x02\x00\x09")]), timeout_ms=20)
+    _araises(ValueError, m.set_address(2))
+    assert m.addr == 0xF8  # not confirmed: still talks to the old address
+
+
 # --- PMS5003 pure part --------------------------------------------------------------------------------------
 def test_pms_commands_match_real_ones():
     for name, expected in PMS_COMMANDS.items():

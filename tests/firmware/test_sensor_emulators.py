@@ -243,6 +243,52 @@ def test_pzem_corrupt_probability_is_counted_not_stored():
 
 
 # --- PMS5003 -----------------------------------------------------------------------------------------------
+def _bus(n=3, hour=10.0):
+    clock = Clock(hour)
+    bus = sensors.PZEMBus(meters=n, clock_ms=clock, day_s=lambda: int(hour * 3600))
+    uart = UartAdapter(bus)
+    return clock, bus, uart, [pzem004t.PZEM004T(uart, addr=a, timeout_ms=20) for a in range(1, n + 1)]
+
+
+def test_pzem_bus_three_meters_each_with_its_own_load():
+    clock, bus, uart, meters = _bus()
+    powers = []
+    for i, m in enumerate(meters):
+        values, flags = _run(m.read())
+        assert flags == []
+        powers.append(values["power"])
+    assert len(set(powers)) == 3  # their own loads
+    assert powers[2] > powers[0] > powers[1]  # loads 1.2, 1.0, 0.75 of one profile
+    clock.advance(HOUR_MS)
+    energies = [_run(m.read())[0]["energy_wh"] for m in meters]
+    assert energies[2] > energies[0] > energies[1] > 0  # one counter each
+
+
+def test_pzem_bus_one_meter_unplugged_or_misaddressed_fails_alone():
+    clock, bus, uart, meters = _bus()
+    bus.members["pzem2"].set_fault("unplugged", True)
+    assert _run(meters[0].read())[0]["voltage"] > 200
+    assert _oserror(meters[1].read()) == errno.ETIMEDOUT
+    assert _run(meters[2].read())[0]["voltage"] > 200
+    bus.members["pzem2"].set_fault("unplugged", False)
+    bus.members["pzem3"].set_fault("wrong_addr", 9)
+    assert "address 0x09" in _valueerror(meters[2].read())
+    assert _run(meters[1].read())[0]["voltage"] > 200
+
+
+def test_pzem_bus_general_address_collides_when_several_answer():
+    clock, bus, uart, meters = _bus()
+    general = pzem004t.PZEM004T(uart, timeout_ms=20)
+    assert "CRC" in _valueerror(general.read_address())
+    clock, bus, uart, meters = _bus(n=1)
+    general = pzem004t.PZEM004T(uart, timeout_ms=20)
+    assert _run(general.read_address()) == 1
+    _run(general.set_address(2))  # echoed as sent, through 0xF8
+    assert bus.members["pzem1"].addr == 2 and bus.state() == {"energies": [0], "addrs": [2]}
+    assert _run(pzem004t.PZEM004T(uart, addr=2, timeout_ms=20).read_address()) == 2
+    assert _oserror(pzem004t.PZEM004T(uart, addr=1, timeout_ms=20).read()) == errno.ETIMEDOUT
+
+
 def _pms(hour=8.0, warmup_ms=30000):
     clock = Clock(hour)
     emu = sensors.PMSEmulator(clock_ms=clock)

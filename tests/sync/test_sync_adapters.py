@@ -296,3 +296,66 @@ def test_item_text_is_exactly_the_item():
     check()
     odd = row("pm", device='we"ird', pm25=float("nan"))  # the safe path, still exact
     assert http_json.item_json(odd) == json.dumps(http_json.item(odd), separators=(",", ":"), ensure_ascii=False)
+
+def _phase_rows(first_id: int = 20, **per_phase) -> list[dict]:
+    """One round of a three-phase board: meters 1, 2, 3 as L1, L2, L3, read in turn 80 ms apart."""
+    out = []
+    loads = {"L1": (231.2, 4.317, 951.3, 40012, 0.95), "L2": (228.9, 3.051, 601.9, 30555, 0.86),
+             "L3": (230.4, 6.127, 1306.7, 51234, 0.93)}
+    for k, (phase, (v, i, p, e, pf)) in enumerate(loads.items()):
+        r = row("energy", id=first_id + k, seq=100 + k, ticks=5000 + 80 * k, t=1790000000.0 + k * 0.08,
+                instance=k + 1, meter_name=phase, meter_phase=phase, meter_circuit=None,
+                voltage=v, current=i, power=p, energy_wh=e, frequency=50.0, pf=pf)
+        r.update(per_phase.get(phase, {}))
+        out.append(r)
+    return out
+
+
+def test_three_phase_round_is_one_schema_valid_entity_whose_totals_are_the_sums():
+    rows = _phase_rows()
+    circuit = row("energy", id=23, seq=103, ticks=5240, instance=4, meter_name="aircon", meter_phase=None,
+                  meter_circuit="aircon", power=812.4, energy_wh=9100)
+    prepared = ngsi_ld.prepare("http://x", rows + [circuit])
+    ents = json.loads(prepared.body)
+    assert len(ents) == 2 and prepared.row_ids == [20, 21, 22, 23]
+    three, ac = ents
+    assert prepared.keys == [three["id"]] * 3 + [ac["id"]]
+    assert three["id"] == "urn:ngsi-ld:ACMeasurement:kk-hall-01:100"
+    assert three["phaseType"]["value"] == "threePhase"
+    assert three["phaseVoltage"]["value"] == {"L1": 231.2, "L2": 228.9, "L3": 230.4}
+    assert three["activePower"]["value"] == {"L1": 951.3, "L2": 601.9, "L3": 1306.7}
+    assert three["current"]["value"] == {"L1": 4.317, "L2": 3.051, "L3": 6.127}
+    assert three["powerFactor"]["value"] == {"L1": 0.95, "L2": 0.86, "L3": 0.93}
+    # totals equal the sum of the phases within the table's resolution (0.1 W, 1 Wh)
+    assert abs(three["totalActivePower"]["value"] - (951.3 + 601.9 + 1306.7)) < 0.05
+    assert three["totalActivePower"]["value"] == 2859.9
+    assert three["totalActiveEnergyImport"]["value"] == 121.801  # (40012 + 30555 + 51234) Wh
+    assert three["activeEnergyImport"]["value"] == {"L1": 40.012, "L2": 30.555, "L3": 51.234}
+    assert 0 < three["totalPowerFactor"]["value"] <= 1
+    assert sdm.errors(three) == [] and check_entity(three, ld=True) is None
+    # the sub-circuit is an entity of its own, named by its circuit
+    assert ac["id"] == "urn:ngsi-ld:ACMeasurement:kk-hall-01:aircon:103" and ac["name"]["value"] == "aircon"
+    assert ac["phaseType"]["value"] == "singlePhase" and sdm.errors(ac) == []
+    # the check has teeth for threePhase too: a phase value out of the model's range is caught at its path
+    bad = json.loads(json.dumps(three))
+    bad["activePower"]["value"]["L2"] = -5
+    assert any(e.startswith("activePower/L2") for e in sdm.errors(bad))
+
+
+def test_three_phase_missing_meter_and_the_207_answer_cover_every_reading_of_a_round():
+    rows = _phase_rows()
+    partial = [rows[0], rows[2]]  # L2's meter did not answer this round
+    ent = json.loads(ngsi_ld.prepare("http://x", partial).body)[0]
+    assert set(ent["activePower"]["value"]) == {"L1", "L3"}
+    assert ent["totalActivePower"]["value"] == round(951.3 + 1306.7, 1)
+    assert ent["airwattFlags"]["value"] == ["missing_L2"] and sdm.errors(ent) == []
+    # two rounds: the second starts when a phase repeats or ROUND_MS has passed
+    later = _phase_rows(first_id=30, L1={"seq": 200, "ticks": 15000}, L2={"seq": 201, "ticks": 15080},
+                        L3={"seq": 202, "ticks": 15160})
+    prepared = ngsi_ld.prepare("http://x", rows + later)
+    ids = [e["id"] for e in json.loads(prepared.body)]
+    assert ids == ["urn:ngsi-ld:ACMeasurement:kk-hall-01:100", "urn:ngsi-ld:ACMeasurement:kk-hall-01:200"]
+    answer = json.dumps({"success": [ids[1]], "errors": [{"entityId": ids[0], "error": {"status": 400,
+                                                                                            "title": "bad"}}]})
+    outcome = ngsi_ld.interpret(prepared, 207, answer.encode())
+    assert sorted(outcome.confirmed) == [30, 31, 32] and sorted(outcome.failed) == [20, 21, 22]

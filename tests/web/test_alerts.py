@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from airwatt.agent import alerts, rollup, store
+from airwatt.agent import alerts, meters, rollup, store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import AlertsConfig, Config
 from cdp_browser import Browser
@@ -20,7 +20,7 @@ from pages_fixture import TOKEN, serve
 
 def _row(device, seq, sensor, t, **values):
     row = {"device": device, "seq": seq, "boot": "0a1b2c3d", "sensor": sensor, "t": t, "t_source": "board",
-           "ticks": seq, "received": t + 2, "flags": "", "synced_at": t + 30}
+           "ticks": seq, "received": t + 2, "flags": "", "synced_at": t + 30, "instance": 0}
     row.update(values)
     return row
 
@@ -34,15 +34,22 @@ def build(db, now: float) -> dict:
         "off": (["pm"], 4 * 60 + 1, 0), "on": (["pm"], 150, 0),
         "buf": (["pm"], 10, 10_001), "buf-ok": (["pm"], 10, 10_000),
         "meter-gone": (["energy", "pm"], 10, 0), "meter-ok": (["energy"], 10, 0),
+        "phase-gone": (["energy"], 10, 0), "phase-ok": (["energy"], 10, 0),
     }
     for dev, (sensors, age, depth) in boards.items():
         store.add_device(db, dev, site="city-hall", sensors=sensors, interval_s=60)
+    for dev in ("phase-gone", "phase-ok"):  # three-phase boards: one meter silent on the first (L2)
+        meters.set_meters(db, dev, meters.parse(meters.THREE_PHASE))
     rows = []
     for k in range(21):  # the last 20 minutes, a reading a minute
         t = now - 1200 + k * 60
         rows.append(_row("co2-hi", k + 1, "co2", t, co2=1001 + k, temperature=25.0, humidity=50.0))
         rows.append(_row("co2-dip", k + 1, "co2", t, co2=999 if k == 15 else 1500, temperature=25.0, humidity=50.0))
         rows.append(_row("meter-ok", k + 1, "energy", t, energy_wh=1000 + k, power=100.0))
+        for inst in (1, 2, 3):
+            rows.append(_row("phase-ok", 3 * k + inst, "energy", t, instance=inst, energy_wh=k, power=10.0))
+            if inst != 2:
+                rows.append(_row("phase-gone", 3 * k + inst, "energy", t, instance=inst, energy_wh=k, power=10.0))
     for h in range(24):  # a PM reading every 10 min for 24 h: 80 ug/m3 is AQI red, 20 is green
         for m in range(6):
             t = now - 86400 + h * 3600 + m * 600 + 30
@@ -59,7 +66,7 @@ def build(db, now: float) -> dict:
                        [now - age, now - 86400, status(depth), dev])
     rollup.catch_up(db.conn)
     return {("co2", "co2-hi"), ("pm25_aqi", "pm-bad"), ("offline", "off"), ("buffer", "buf"),
-            ("meter_missing", "meter-gone"), ("sync_lag", "")}
+            ("meter_missing", "meter-gone"), ("meter_missing", "phase-gone"), ("sync_lag", "")}
 
 
 def test_each_rule_fires_just_over_its_threshold_and_clears(tmp_path):
@@ -174,7 +181,7 @@ async def test_fleet_page_shows_alerts_and_acknowledges_them(alerting, shots, la
         notice = await b.js("(document.getElementById('ack-ok') || {}).textContent")
         acked = await b.js("document.querySelector('tr[data-alert-id=\"%s\"]').dataset.acked" % first)
     assert {(a["rule"], a["device"]) for a in shown} == want
-    assert title == ("การแจ้งเตือน (6)" if lang == "th" else "Alerts (6)")
+    assert title == ("การแจ้งเตือน (%d)" if lang == "th" else "Alerts (%d)") % len(want)
     co2 = next(a for a in shown if a["rule"] == "co2")["text"]
     assert co2 == ("CO2 เกิน 1000 ppm นาน 15 นาที" if lang == "th" else "CO2 over 1000 ppm for 15 min")
     assert notice == ("บันทึกการรับทราบแล้ว" if lang == "th" else "Alert acknowledged") and acked == "1"
