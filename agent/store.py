@@ -25,14 +25,12 @@ from typing import Any
 import sqlite_utils
 
 from airwatt.protocol import fields
-from airwatt.protocol.check import DEVICE_ALPHABET
 
 DB_NAME = "airwatt.db"
 KEYS_NAME = "keys.db"
 # One nullable column per metric of the protocol's field table (never retyped here).
 METRIC_COLUMNS: tuple[str, ...] = tuple(row[1] for row in fields.METRICS)
 _METRIC_TYPES = {row[1]: (int if row[4] == "int" else float) for row in fields.METRICS}
-T_SOURCES = ("board", "ticks", "unknown")
 BUSY_TIMEOUT_MS = 10000
 
 
@@ -334,7 +332,7 @@ def set_device(db: sqlite_utils.Database, id: str, **changes: Any) -> dict:
 
 def check_device_id(id: str) -> None:
     """Raise ValueError unless `id` is a valid protocol device id."""
-    if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in DEVICE_ALPHABET for ch in id):
+    if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in fields.DEVICE_ALPHABET for ch in id):
         raise ValueError(
             "device id must be 1 to %d characters of a-z, 0-9, '-' and '_': %r" % (fields.DEVICE_ID_MAX, id)
         )

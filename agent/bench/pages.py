@@ -28,7 +28,7 @@ from pathlib import Path
 
 from airwatt.agent import retention, rollup, store, writer
 from airwatt.agent.bench import ingest
-from airwatt.agent.carbon import THAILAND
+from airwatt.agent.tz import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
 SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from airwatt.agent import store, sync
-from airwatt.agent.adapters import make_adapter
+from airwatt.agent.adapters import KINDS, make_adapter
 from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
 from airwatt.protocol import fields
 
@@ -269,7 +269,7 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     """`airwatt bench sync`, on the bench group's subparsers."""
     bs = bench.add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
-    bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both", "sensorthings", "mqtt"), default="both",
+    bs.add_argument("--kind", choices=KINDS + ("both",), default="both",
                     help="both: ngsi-ld and http-json to the emulated platform; sensorthings, mqtt: to a real"
                          " django-ogc-sensorthings server (dev dependency) or mosquitto started for the run")
     bs.add_argument("--batch", type=int, default=1000, help="readings per request (default 1000)")
