@@ -145,9 +145,17 @@ def _m6_device_settings(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m_sync_held(db: sqlite_utils.Database) -> None:
+    """Refusals counted per reading and readings held back (agent/sync_store.py). IF NOT EXISTS: stores from
+    before this migration have the table already (the sync worker used to create it)."""
+    db.execute("CREATE TABLE IF NOT EXISTS sync_held (reading INTEGER PRIMARY KEY, tries INTEGER NOT NULL,"
+               " held_until REAL, status INTEGER, error TEXT, at REAL)")
+
+
 # Append new migrations at the end; never edit one that has shipped.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings]
+    _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings,
+    _m_sync_held]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -416,40 +424,6 @@ def iter_readings(
         yield dict(zip(names, row))
 
 
-_LOCATED = " AND d.lat IS NOT NULL AND d.lon IS NOT NULL"
-
-
-def pending(db: sqlite_utils.Database, limit: int, located: bool = False) -> list[dict]:
-    """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined; with
-    `located`, only those of devices that have a location."""
-    cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
-        " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
-        " WHERE r.synced_at IS NULL%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
-        (limit,),
-    )
-    return _dicts(cur)
-
-
-def waiting_for_location(db: sqlite_utils.Database) -> dict[str, int]:
-    """Devices without a location that have unsynced readings: device -> how many."""
-    return dict(db.execute(
-        "SELECT r.device, count(*) FROM readings r INDEXED BY readings_unsynced WHERE r.synced_at IS NULL"
-        " AND r.device IN (SELECT id FROM devices WHERE lat IS NULL OR lon IS NULL) GROUP BY r.device"
-        " ORDER BY r.device"
-    ).fetchall())
-
-
-def mark_synced(db: sqlite_utils.Database, ids: Iterable[int], at: float) -> int:
-    """Mark readings synced (the platform confirmed them) in one durable transaction; returns rows changed."""
-    return record_sync(db, ids, at, ())
-
-
-def log_sync(db: sqlite_utils.Database, ok: bool, status: int | None, count: int, detail: str = "") -> None:
-    """Record a sync attempt; a successful one also sets meta.last_sync_ok."""
-    record_sync(db, (), time.time(), [(ok, status, count, detail)])
-
-
 def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else row[0]
@@ -458,23 +432,6 @@ def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
 def set_meta(db: sqlite_utils.Database, key: str, value: str) -> None:
     with _transaction(db):
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
-
-def sync_state(db: sqlite_utils.Database, errors: int = 5) -> dict:
-    """Pending and synced counts, oldest pending reading's receive time, last successful sync, last errors."""
-    pending_n, oldest = db.execute(
-        "SELECT count(*), min(received) FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
-    ).fetchone()
-    total = sum(reading_counts(db).values())
-    last_ok = get_meta(db, "last_sync_ok")
-    cur = db.execute("SELECT * FROM sync_log WHERE ok = 0 ORDER BY id DESC LIMIT ?", (errors,))
-    return {
-        "pending": pending_n,
-        "synced": total - pending_n,
-        "oldest_pending_received": oldest,
-        "last_sync_ok": float(last_ok) if last_ok is not None else None,
-        "last_errors": _dicts(cur),
-    }
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -516,69 +473,3 @@ def tune_gc() -> None:
 def data_dir_default() -> str:
     """--data-dir's default: $AIRWATT_DATA_DIR, else ./airwatt-data."""
     return os.environ.get("AIRWATT_DATA_DIR") or "airwatt-data"
-
-
-# -- sync rounds (added for agent/sync.py) ---------------------------------------------------------------
-
-
-def record_sync(
-    db: sqlite_utils.Database, ids: Iterable[int], at: float, attempts: Iterable[tuple[bool, int | None, int, str]]
-) -> int:
-    """mark_synced + log_sync of one sync round in ONE durable transaction (one fsync per round, not two per
-    request): marks `ids` synced at `at` and logs each (ok, status, count, detail) attempt; returns rows marked."""
-    runs, singles = _id_runs(ids)
-    changed = 0
-    with _transaction(db):
-        for first, last in runs:  # every id from first to last is in `ids`: BETWEEN is the same set as IN
-            cur = db.execute(
-                "UPDATE readings SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL", (at, first, last)
-            )
-            changed += cur.rowcount
-        for start in range(0, len(singles), 500):
-            chunk = singles[start : start + 500]
-            cur = db.execute(
-                "UPDATE readings SET synced_at = ? WHERE synced_at IS NULL AND id IN (%s)"
-                % ",".join("?" * len(chunk)),
-                [at, *chunk],
-            )
-            changed += cur.rowcount
-        any_ok = False
-        for ok, status, count, detail in attempts:
-            any_ok = any_ok or ok
-            db.execute(
-                "INSERT INTO sync_log(at, ok, status, count, detail) VALUES (?, ?, ?, ?, ?)",
-                (at, int(bool(ok)), status, count, detail),
-            )
-        if any_ok:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", (repr(at),))
-    return changed
-
-
-def _id_runs(ids: Iterable[int], shortest: int = 8) -> tuple[list[tuple[int, int]], list[int]]:
-    """Split ids into runs of consecutive integers (first, last) at least `shortest` long, and the rest.
-    Confirmed batches are mostly such runs (pending readings oldest first): one range update each instead
-    of an IN list of a thousand parameters."""
-    ordered = sorted(set(ids))
-    runs: list[tuple[int, int]] = []
-    singles: list[int] = []
-    start = 0
-    for i in range(1, len(ordered) + 1):
-        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
-            if i - start >= shortest:
-                runs.append((ordered[start], ordered[i - 1]))
-            else:
-                singles.extend(ordered[start:i])
-            start = i
-    return runs, singles
-
-
-def pending_after(db: sqlite_utils.Database, after: int, limit: int, located: bool = False) -> list[dict]:
-    """pending() from id `after` on (exclusive): the sync worker's next batch while the previous one is
-    still being marked."""
-    cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name"
-        " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
-        " WHERE r.synced_at IS NULL AND r.id > ?%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
-        (after, limit),
-    )
-    return _dicts(cur)

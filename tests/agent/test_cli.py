@@ -13,7 +13,7 @@ import urllib.request
 import csvw
 import pytest
 
-from airwatt.agent import ingest, store, writer
+from airwatt.agent import ingest, store, sync_store, writer
 from airwatt.agent.bench import ingest as bench
 from airwatt.agent.cli import main
 from airwatt.agent.config import Config, ConfigError, load_config
@@ -41,7 +41,7 @@ def _seed(data_dir):
             writer.write_job(db.conn, job, writer.Known())
     # dev-2's board had no clock and the agent no offset for its boot: time unknown.
     db.execute("UPDATE readings SET t = NULL, t_source = 'unknown' WHERE device = 'dev-2'")
-    store.mark_synced(db, [1], 1_790_000_200.0)
+    sync_store.mark_synced(db, [1], 1_790_000_200.0)
     db.close()
 
 
@@ -208,8 +208,8 @@ def test_sync_status_text_and_json(tmp_path, capsys):
     d = str(tmp_path / "data")
     _seed(d)
     db = store.open_db(d)
-    store.log_sync(db, False, 429, 5, "rate limited")
-    store.log_sync(db, True, 201, 1)
+    sync_store.log_sync(db, False, 429, 5, "rate limited")
+    sync_store.log_sync(db, True, 201, 1)
     db.close()
     code, out, _ = run(capsys, "sync", "status", "--data-dir", d)
     assert code == 0

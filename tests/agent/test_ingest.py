@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 
-from airwatt.agent import ingest, store
+from airwatt.agent import ingest, store, sync_store
 from airwatt.agent import writer as writer_mod
 from airwatt.agent.app import INGEST_KEY
 from airwatt.protocol import fields, wire
@@ -241,8 +241,8 @@ async def test_metrics_text(client, devices, data_dir):
     await post(client, "dev-1", devices["dev-2"], body("dev-1", [11]))  # bad signature
     db = store.open_db(data_dir)
     oldest = db.execute("SELECT min(received) FROM readings").fetchone()[0]
-    store.mark_synced(db, [1, 2, 3], time.time())
-    store.log_sync(db, True, 201, 3)
+    sync_store.mark_synced(db, [1, 2, 3], time.time())
+    sync_store.log_sync(db, True, 201, 3)
     db.close()
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.content_type == "text/plain"
