@@ -29,13 +29,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import carbon, retention, store
+from .reading import METRIC_COLUMNS
+from .tz import THAILAND
 
 log = logging.getLogger("airwatt.rollup")
 
 CHUNK = 100_000  # readings per roller transaction: short enough that ingest never waits long for the lock
 EVERY_S = 5.0
-LOCAL = 7 * 3600  # Thailand, UTC+7, no daylight saving: local days start at 17:00 UTC
-METRICS: tuple[str, ...] = store.METRIC_COLUMNS
+LOCAL = int(THAILAND.utcoffset(None).total_seconds())  # UTC+7, no daylight saving: local days start at 17:00 UTC
+METRICS: tuple[str, ...] = METRIC_COLUMNS
 WH = "wh"  # the energy used, from the counter differences
 # readings that count in the aggregates: not flagged stuck or out_of_range
 GOOD_FLAGS_SQL = ("(flags = '' OR (',' || flags || ',' NOT LIKE '%,stuck,%' AND ',' || flags || ',' NOT LIKE "

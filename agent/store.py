@@ -26,10 +26,10 @@ import sqlite_utils
 
 from airwatt.protocol import fields
 
+from .reading import METRIC_COLUMNS
+
 DB_NAME = "airwatt.db"
 KEYS_NAME = "keys.db"
-# One nullable column per metric of the protocol's field table (never retyped here).
-METRIC_COLUMNS: tuple[str, ...] = tuple(row[1] for row in fields.METRICS)
 _METRIC_TYPES = {row[1]: (int if row[4] == "int" else float) for row in fields.METRICS}
 BUSY_TIMEOUT_MS = 10000
 

@@ -35,14 +35,12 @@ from typing import Any
 from airwatt.protocol import fields
 
 from . import store
+from .reading import BOOT, COLUMNS, SEQ, T_SOURCE, TICKS, with_time
 
 log = logging.getLogger("airwatt.writer")
 
 MAX_GROUP = 1000  # batches in one transaction at most
 
-COLUMNS = ("device", "seq", "boot", "sensor", "t", "t_source", "ticks", "received", "flags") + store.METRIC_COLUMNS + (
-    "instance",
-)
 # Idempotent by (device, seq): a reading stored before is skipped. ON CONFLICT names that one constraint, unlike
 # INSERT OR IGNORE, which would also silently skip a row breaking NOT NULL and so claim it stored.
 _ON_CONFLICT = " ON CONFLICT(device, seq) DO NOTHING"
@@ -147,13 +145,13 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
         offset = learnt
     rows = []
     for row in job.rows:
-        if row[5] is None:  # no board time: from its boot's offset if known
-            off = offset if row[2] == job.boot else known.boot_offset(conn, job.device, row[2])
+        if row[T_SOURCE] is None:  # no board time: from its boot's offset if known
+            off = offset if row[BOOT] == job.boot else known.boot_offset(conn, job.device, row[BOOT])
             if off is None:
-                row = row[:5] + ("unknown",) + row[6:]
+                row = with_time(row, None, "unknown")
             else:
                 # to the millisecond (the board's tick): the offset's microseconds are network noise
-                row = row[:4] + (round(off + row[6] / 1000.0, 3), "ticks") + row[6:]
+                row = with_time(row, round(off + row[TICKS] / 1000.0, 3), "ticks")
         rows.append(row)
     before = conn.total_changes
     conn.execute(insert_rows(len(rows)), list(chain.from_iterable(rows)))
@@ -171,7 +169,7 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
         " last_status = coalesce(?, last_status) WHERE id = ?",
         (job.firmware, job.received, job.received, job.status, job.device),
     )
-    stored = max(known.max_seq(conn, job.device), job.rows[-1][1])  # seqs rise within a batch
+    stored = max(known.max_seq(conn, job.device), job.rows[-1][SEQ])  # seqs rise within a batch
     known.stage_seq(job.device, stored)
     return stored, inserted
 

@@ -26,7 +26,7 @@ from typing import Any
 from airwatt.protocol import wire
 from airwatt.protocol.models import parse_batch
 
-from airwatt.agent import ingest, store, writer
+from airwatt.agent import ingest, reading, store, writer
 
 BOOT = "0b0e0c0d"
 
@@ -145,7 +145,7 @@ def _rows(bodies: dict[str, list[bytes]], start: int) -> list[list[tuple]]:
         for body in bodies[d][start:]:
             job = ingest.job_from_batch(parse_batch(body), now)
             # The agent times ticks-only readings from the boot offset; any time will do for the raw inserts.
-            out.append([row if row[4] is not None else row[:4] + (now, "ticks") + row[6:] for row in job.rows])
+            out.append([row if row[reading.T] is not None else reading.with_time(row, now, "ticks") for row in job.rows])
     return out
 
 

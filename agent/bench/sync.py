@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from airwatt.agent import store, sync
+from airwatt.agent import reading, store, sync
 from airwatt.agent.adapters import KINDS, make_adapter
 from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
 from airwatt.protocol import fields
@@ -37,7 +37,7 @@ def bench_rows(n: int, t0: float, devices: int = DEVICES) -> list[dict]:
     for i in range(n):
         device, seq = "bench-%02d" % (i // per_device), i % per_device + 1
         sensor = ("energy", "pm", "co2")[seq % 3]
-        row = {m: None for m in store.METRIC_COLUMNS}
+        row = {m: None for m in reading.METRIC_COLUMNS}
         row.update(device=device, seq=seq, boot="0b0e0c0d", sensor=sensor, t=t0 + seq * 60, t_source="board",
                    ticks=seq * 60000, received=t0 + n * 60, flags="" if seq % 50 else "stuck")
         if sensor == "energy":

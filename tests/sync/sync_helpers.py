@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from airwatt.agent import store
+from airwatt.agent import reading, store
 from airwatt.emulator.platform import Platform
 
 # Processes a test started (agents, servers): conftest kills what is left when the test ends.
@@ -38,7 +38,7 @@ def add_readings(db, device: str, n: int, start_seq: int = 1, t0: float = T0) ->
         row.update(values(sensor, seq))
         rows.append(row)
     with store.transaction(db):
-        cols = list(rows[0]) + [m for m in store.METRIC_COLUMNS if m not in rows[0]]
+        cols = list(rows[0]) + [m for m in reading.METRIC_COLUMNS if m not in rows[0]]
         db.conn.executemany(
             "INSERT INTO readings(%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))),
             [[r.get(c) for c in cols] for r in rows],
