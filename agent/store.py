@@ -348,9 +348,8 @@ def check_device_id(id: str) -> None:
 
 def get_device(db: sqlite_utils.Database, id: str) -> dict | None:
     """The device row (its key is in the key store: `device_key`), or None."""
-    cur = db.execute("SELECT * FROM devices WHERE id = ?", (id,))
-    row = cur.fetchone()
-    return None if row is None else dict(zip([c[0] for c in cur.description], row))
+    found = list(db.query("SELECT * FROM devices WHERE id = ?", [id]))
+    return found[0] if found else None
 
 
 def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
@@ -363,11 +362,13 @@ def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
 
 def list_devices(db: sqlite_utils.Database) -> list[dict]:
     """Every device without its key, with its count of readings stored (ever: retention does not lower it)."""
+    # db.execute, not db.query: the alert evaluator passes its raw sqlite3 connection
     cur = db.execute(
         "SELECT d.id, d.name, d.site, d.lat, d.lon, d.sensors, d.interval_s, d.firmware, d.first_seen,"
         " d.last_seen, d.last_status, d.created FROM devices d ORDER BY d.id"
     )
-    devices = _dicts(cur)
+    names = [c[0] for c in cur.description]
+    devices = [dict(zip(names, row)) for row in cur.fetchall()]
     counts = reading_counts(db)
     for d in devices:
         d["readings"] = counts.get(d["id"], 0)
@@ -453,11 +454,6 @@ class _transaction:
 def transaction(db: sqlite_utils.Database) -> _transaction:
     """Context manager for one write transaction on a store connection."""
     return _transaction(db)
-
-
-def _dicts(cur: sqlite3.Cursor) -> list[dict]:
-    names = [c[0] for c in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
 
 
 def tune_gc() -> None:
