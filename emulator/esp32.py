@@ -73,6 +73,7 @@ def check_faults(faults: dict) -> None:
 
 
 def find_micropython() -> str:
+    """The `micropython` executable of this environment (beside this Python, else on PATH); raises if none."""
     beside = Path(sys.executable).with_name("micropython")
     if beside.exists():
         return str(beside)

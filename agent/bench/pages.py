@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from airwatt.agent import retention, rollup, store, writer
-from airwatt.agent.bench import ingest
+from airwatt.agent.bench import serve
 from airwatt.agent.tz import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
@@ -158,7 +158,7 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
     """Median seconds per page over real HTTP to a real agent; the agent's peak RSS after them."""
-    proc, url = ingest.start_agent(data_dir)
+    proc, url = serve.start_agent(data_dir)
     try:
         out = {}
         for name, path in pages(days, now):
@@ -166,7 +166,7 @@ def time_pages(data_dir: Path, days: int, now: float, requests: int) -> dict:
             out[name] = statistics.median(_get(url + path) for _ in range(requests))
         rss, peak = _rss_mb(proc.pid)
     finally:
-        ingest.stop_agent(proc)
+        serve.stop_agent(proc)
     return {"pages": out, "rss_mb": rss, "peak_rss_mb": peak}
 
 

@@ -14,7 +14,7 @@ import csvw
 import pytest
 
 from airwatt.agent import ingest, store, sync_store, writer
-from airwatt.agent.bench import ingest as bench
+from airwatt.agent.bench import serve
 from airwatt.agent.cli import main
 from airwatt.agent.config import Config, ConfigError, load_config
 from airwatt.agent.commands import EXPORT_COLUMNS, LICENCE, parse_time
@@ -272,14 +272,14 @@ def test_serve_runs_as_a_process_takes_flags_over_the_file_and_stops_cleanly(tmp
     key = bytes.fromhex(store.add_device(db, "dev-1"))
     db.close()
     (d / "airwatt.toml").write_text('port = 1\n[platform]\nkind = "http-json"\n')  # --port 0 overrides port 1
-    proc, url = bench.start_agent(d, ["--platform-kind", "ngsi-ld"])
+    proc, url = serve.start_agent(d, ["--platform-kind", "ngsi-ld"])
     try:
         assert json.load(urllib.request.urlopen(url + "/healthz", timeout=10))["ok"] is True
         data = body("dev-1", [1, 2])
         req = urllib.request.Request(url + "/v1/batches", data=data, headers=headers("dev-1", key, data))
         assert json.load(urllib.request.urlopen(req, timeout=10))["stored_seq"] == 2
     finally:
-        bench.stop_agent(proc)
+        serve.stop_agent(proc)
     assert proc.returncode == 0
     assert len(store.readings(store.open_db(d), "dev-1")) == 2
 

@@ -360,7 +360,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from airwatt.agent.bench import ingest as bench  # noqa: E402
+from airwatt.agent.bench import serve  # noqa: E402
 from airwatt.protocol.check import ProtocolError  # noqa: E402
 from airwatt.protocol.models import parse_batch  # noqa: E402
 
@@ -382,11 +382,11 @@ def served(tmp_path_factory):
     db = store.open_db(data_dir)
     keys = {d: bytes.fromhex(store.add_device(db, d)) for d in ("dev-1", "dev-2")}
     db.close()
-    proc, url = bench.start_agent(data_dir)
+    proc, url = serve.start_agent(data_dir)
     port = int(url.rsplit(":", 1)[1])
     before = dump(store.db_path(data_dir))
     yield {"port": port, "keys": keys, "db": store.db_path(data_dir), "before": before}
-    bench.stop_agent(proc)
+    serve.stop_agent(proc)
 
 
 def send(served, data, hdrs):
