@@ -16,7 +16,7 @@ import os
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -323,20 +323,11 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
 def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out: IO[str],
                 sensor: str | None = None) -> int:
     """One device's CSV lines (no header) written to out, optionally of one sensor; returns how many."""
-    where, params = ["device = ?"], [d["id"]]
-    if sensor is not None:
-        where.append("sensor = ?")
-        params.append(sensor)
-    if since is not None:
-        where.append("t >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("t < ?")
-        params.append(until)
+    where, params = store.reading_filter(d["id"], since, until, sensor)
     prefix = io.StringIO()
     csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
     head = prefix.getvalue() + ","
-    cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq" % (_CSV_LINE, " AND ".join(where)), params)
+    cur = db.execute("SELECT %s FROM readings%s ORDER BY seq" % (_CSV_LINE, where), params)
     written = 0
     while True:
         chunk = cur.fetchmany(10_000)
@@ -450,28 +441,29 @@ INTERVAL_HELP = ("longest expected seconds between the board's uploads, for onli
 # -- backup / restore -----------------------------------------------------------------------------------
 
 
-def _backup(args: argparse.Namespace) -> int:
+def _copy_verb(work: Callable[[], dict], say: Callable[[dict], str]) -> int:
+    """Run a backup or restore; print what it did, or the error (exit status 1)."""
     try:
-        info = backup(args.data_dir, args.to)
+        info = work()
     except BackupError as err:
         print("airwatt: %s" % err, file=sys.stderr)
         return 1
-    print("backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s (device keys: %s)"
-          % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
-             info["bytes"], args.to, info["keys"]))
+    print(say(info))
     return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    return _copy_verb(lambda: backup(args.data_dir, args.to), lambda info: (
+        "backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s (device keys: %s)"
+        % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
+           info["bytes"], args.to, info["keys"])))
 
 
 def _restore(args: argparse.Namespace) -> int:
-    try:
-        info = restore(args.data_dir, args.from_)
-    except BackupError as err:
-        print("airwatt: %s" % err, file=sys.stderr)
-        return 1
-    print("restored %s into %s: %d devices, readings up to id %d, schema %d -> %d; device keys %s"
-          % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
-             info["schema_version"], info["schema_version_now"], info["keys"]))
-    return 0
+    return _copy_verb(lambda: restore(args.data_dir, args.from_), lambda info: (
+        "restored %s into %s: %d devices, readings up to id %d, schema %d -> %d; device keys %s"
+        % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
+           info["schema_version"], info["schema_version_now"], info["keys"])))
 
 
 def _stats(args: argparse.Namespace) -> int:

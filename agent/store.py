@@ -399,6 +399,17 @@ def readings(
     return list(iter_readings(db, device, since, until))
 
 
+def reading_filter(device: str | None = None, since: float | None = None, until: float | None = None,
+                   sensor: str | None = None) -> tuple[str, list]:
+    """(" WHERE ..." or "", parameters) selecting readings of `device` and `sensor` with t in [since, until)."""
+    where, params = [], []
+    for clause, value in (("device = ?", device), ("sensor = ?", sensor), ("t >= ?", since), ("t < ?", until)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 def iter_readings(
     db: sqlite_utils.Database, device: str | None = None, since: float | None = None, until: float | None = None
 ) -> Iterator[dict]:
@@ -408,18 +419,8 @@ def iter_readings(
         for (dev,) in db.execute("SELECT id FROM devices ORDER BY id").fetchall():
             yield from iter_readings(db, dev, since, until)
         return
-    where, params = [], []
-    if device is not None:
-        where.append("device = ?")
-        params.append(device)
-    if since is not None:
-        where.append("t >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("t < ?")
-        params.append(until)
-    sql = "SELECT * FROM readings" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY device, seq"
-    cur = db.execute(sql, params)
+    where, params = reading_filter(device, since, until)
+    cur = db.execute("SELECT * FROM readings%s ORDER BY device, seq" % where, params)
     names = [c[0] for c in cur.description]
     for row in cur:
         yield dict(zip(names, row))
