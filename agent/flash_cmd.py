@@ -32,7 +32,7 @@ from airwatt.firmware import config as board_rules
 
 FIRMWARE_DIR = Path(airwatt.firmware.__file__).parent
 PROTOCOL_DIR = Path(airwatt.protocol.__file__).parent
-BOARD_PROTOCOL = ("fields.py", "wire.py", "answer.py", "packed.py", "settings.py")
+BOARD_PROTOCOL = ("fields.py", "canonical.py", "wire.py", "answer.py", "packed.py", "settings.py")
 AS_SOURCE = ("boot.py", "main.py")  # the board runs these two by name, so they stay .py at the root
 DEFAULT_WIRING = {s["kind"]: s for s in json.loads((FIRMWARE_DIR / "config.example.json").read_text())["sensors"]}
 

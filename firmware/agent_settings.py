@@ -36,7 +36,7 @@ def save(kept, path=PATH):
 
 
 class Settings:
-    """The board's settings from the agent. `take` is the uplink's on_settings; `run` is a board task."""
+    """The board's settings from the agent. The board hands each answer's settings to `take`; `run` is a board task."""
 
     def __init__(self, board, path=PATH, log=print):
         self.board = board

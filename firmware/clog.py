@@ -18,9 +18,9 @@
 # wholly acknowledged or dropped are deleted after the state says so. capacity=0 sizes the buffer from the
 # flash when the log is created (kept in the state afterwards). A log on a flash that still holds the old
 # store (store.py: seg-*.log and `state`) takes its pending readings over, keeping their seqs (migrate()).
-import json
 import os
 import struct
+import sys
 from binascii import crc32
 
 try:
@@ -29,20 +29,21 @@ except ImportError:  # CPython
     def const(x):
         return x
 
-from protocol import packed, wire
+from protocol import packed
 
 _ENOSPC = const(28)
 _FRAME = const(120)  # bytes: below LittleFS's inline limit (the cache size, 128 with VfsLfs2's defaults)
+_HEAD_ROOM = const(24)  # bytes before a v2 frame's readings for its head: magic, count, length, boot, 2 varints
 _SEG_CHUNKS = const(32)  # chunk files per segment: ~3.8 KB, one flash sector
 BYTES_PER_READING = const(16)  # planning figure for the default capacity (measured ~12.5 at the default mix)
 KEEP_FREE = 0.15  # of the flash, left free by the default capacity: wear levelling needs free sectors
 
 
-def _fsize(path):
+def _release(name):
     try:
-        return os.stat(path)[6]
-    except OSError:
-        return -1
+        del sys.modules[name]
+    except KeyError:
+        pass
 
 
 class Log:
@@ -60,25 +61,23 @@ class Log:
         self._tmp = root + "/log.tmp"
         self._hint = (0, 0, 0)  # (file's first seq, byte offset, seq of the frame there)
         self.commits = 0
-        self._wpk = None  # the uplink's packer, made at the first pack_pending
+        self._wpk = None  # the uplink's packer (its buffer: the caller's), made at the first pack_pending
         self._tmpl = []
         try:
             os.mkdir(root)
         except OSError:
             pass  # exists
-        self._recover()
+        import clog_boot
+        clog_boot.recover(self)
+        clog_boot = None
+        _release("clog_boot")  # boot-only code: its heap goes back to the loops
         self.migrate()
 
     # -- files
 
-    def _chunk(self, first):
-        return "%s/j%08d" % (self.root, first)
-
-    def _seg(self, first, count):
-        return "%s/s%08d_%d" % (self.root, first, count)
-
     def _path(self, f):
-        return self._seg(f[0], f[1]) if f[2] else self._chunk(f[0])
+        """The file of [first seq, count, is a segment]: s<first>_<count> (a segment) or j<first> (a chunk)."""
+        return "%s/s%08d_%d" % (self.root, f[0], f[1]) if f[2] else "%s/j%08d" % (self.root, f[0])
 
     def _read_frame(self, f, off):
         """Length of the frame at byte off of open file f, read into self._fb; 0 at the end or when damaged."""
@@ -91,79 +90,6 @@ class Log:
         if n > len(fb) or f.readinto(mv[packed.HEAD:n]) != n - packed.HEAD or not packed.frame_ok(fb, n):
             return 0
         return n
-
-    def _recover(self):
-        # LittleFS finishes a rename cut short by power loss only at its first write after mount; until then a
-        # listing can miss a file (found by the power-cut campaign). One write first makes the listing whole.
-        try:
-            os.mkdir(self.root + "/fix.tmp")
-            os.rmdir(self.root + "/fix.tmp")
-        except OSError:
-            pass  # a full flash: recover from what the listing shows
-        segs, chunks = [], []
-        for name in os.listdir(self.root):
-            if name.endswith(".tmp"):  # a segment or state replace cut short by power loss
-                try:
-                    os.remove(self.root + "/" + name)
-                except OSError:
-                    os.rmdir(self.root + "/" + name)
-            elif name[0] == "s" and "_" in name and name[1:9].isdigit():
-                segs.append([int(name[1:9]), int(name[10:]), True])
-            elif name[0] == "j" and len(name) == 9 and name[1:].isdigit():
-                chunks.append(int(name[1:]))
-        files = segs
-        for c in chunks:
-            path = self._chunk(c)
-            covered = False
-            for s in segs:
-                if s[0] <= c < s[0] + s[1]:
-                    covered = True
-            if not covered:
-                with open(path, "rb") as f:
-                    n = self._read_frame(f, 0)
-                if n and _fsize(path) == n:
-                    files.append([c, self._fb[1], False])
-                    continue
-            os.remove(path)  # copied into a segment already, or a commit cut short (empty or torn)
-        files.sort()
-        self._files = files
-        self._nchunks = 0
-        for f in files:
-            if not f[2]:
-                self._nchunks += 1
-        ok = False
-        try:
-            with open(self._state, "rb") as f:
-                n = f.readinto(self._st)
-            floor, dropped, cap, crc = struct.unpack("<IIII", self._st)
-            ok = n == 16 and crc == crc32(memoryview(self._st)[:12]) & 0xFFFFFFFF
-        except OSError:
-            pass
-        if not ok:
-            floor, dropped, cap = files[0][0] - 1 if files else 0, 0, 0
-        if not self.capacity:
-            self.capacity = cap or self._flash_capacity()
-        last = files[-1][0] + files[-1][1] - 1 if files else 0
-        last = max(last, floor)
-        self.next_seq = self._committed = last + 1
-        self._floor, self._drop0 = floor, dropped
-        if not ok or cap != self.capacity:
-            # Fold the drops made under the old capacity before the new one applies.
-            cursor = max(floor, last - cap) if cap else floor
-            self._write_state(cursor, dropped + cursor - floor)
-        self._trim()
-
-    def _flash_capacity(self):
-        """Readings the flash holds with KEEP_FREE of it left free, counting this log's own files as free."""
-        st = os.statvfs(self.root)
-        bsize, total, free = st[0], st[2], st[3]
-        own = 0
-        for name in os.listdir(self.root):
-            n = _fsize(self.root + "/" + name)
-            if n > 0:
-                own += (n + bsize - 1) // bsize
-        room = (free + own - int(total * KEEP_FREE)) * bsize
-        return min(max(room // BYTES_PER_READING, 100), 10000000)  # 10M: a host's disk (unix port), not flash
 
     def _write_state(self, floor, dropped):
         struct.pack_into("<III", self._st, 0, floor, dropped, self.capacity)
@@ -196,13 +122,6 @@ class Log:
 
     # -- writing
 
-    def append(self, seq, payload):
-        """Take one reading as canonical v1 JSON bytes (wire.encode_reading), as store.Store does."""
-        r = json.loads(payload)
-        if r["seq"] != seq:
-            raise ValueError("payload seq %d is not %d" % (r["seq"], seq))
-        self.add(seq, r["boot"], r["t"], r["ticks"], r["sensor"], r["values"], r["flags"])
-
     def add(self, seq, boot, t, ticks, kind, values, flags, instance=0):
         """Take one reading (values by metric name, flags a list); it is committed within window_s."""
         if seq != self.next_seq:
@@ -221,17 +140,14 @@ class Log:
         if self._pk.count and now_ms - self._pk.t0 >= self.window_ms:
             self.commit()
 
-    def flush(self):
-        """Commit what is not yet committed: before a deliberate stop."""
-        self.commit()
-
     def commit(self):
+        """Commit what is not yet committed (flush: before a deliberate stop)."""
         pk = self._pk
         if not pk.count:
             return
         first = self._committed
         n = pk.frame(self._fb)
-        path = self._chunk(first)
+        path = self._path((first, 0, False))
         while True:
             try:
                 with open(path, "wb") as f:  # close = LittleFS sync: the frame is committed on return
@@ -257,6 +173,8 @@ class Log:
         if self._files and self._files[0][0] + self._files[0][1] - 1 <= self.cursor:
             self._trim()
 
+    flush = commit
+
     def _drop_oldest(self):
         # The flash filled up before `capacity` did: drop the oldest file (state first, as in ack).
         if len(self._files) < 2:
@@ -279,12 +197,12 @@ class Log:
             try:
                 with open(tmp, "wb") as g:
                     for c in chunks:
-                        with open(self._chunk(c[0]), "rb") as f:
+                        with open(self._path(c), "rb") as f:
                             n = self._read_frame(f, 0)
                         if not n:
                             raise OSError(5)  # EIO: a chunk went bad on the flash
                         g.write(memoryview(self._fb)[:n])
-                os.rename(tmp, self._seg(first, count))
+                os.rename(tmp, self._path((first, count, True)))
                 break
             except OSError as e:
                 try:
@@ -297,7 +215,7 @@ class Log:
         files.append([first, count, True])
         self._nchunks = 0
         for c in chunks:
-            os.remove(self._chunk(c[0]))
+            os.remove(self._path(c))
 
     def ack(self, seq):
         """Everything <= seq is acknowledged; persisted atomically before anything is deleted."""
@@ -317,45 +235,25 @@ class Log:
 
     # -- reading
 
-    def readings(self, max_count=100):
-        """Oldest-first committed readings after the cursor, as packed.unpack gives them."""
-        out = []
-        want = self.cursor + 1
-        files = self._files
-        if not files or want >= self._committed:
-            return out
-        i = len(files) - 1
-        while i > 0 and files[i][0] > want:
-            i -= 1
-        while i < len(files) and len(out) < max_count:
-            fl = files[i]
-            hf, ho, hs = self._hint
-            off, seq = (ho, hs) if hf == fl[0] and hs <= want else (0, fl[0])
-            with open(self._path(fl), "rb") as f:
-                while len(out) < max_count:
-                    n = self._read_frame(f, off)
-                    if not n:
-                        break  # the end, or damage (flash rot): on to the next file
-                    c = self._fb[1]
-                    if seq + c > want:
-                        packed.unpack(self._fb, seq, out, want, max_count - len(out))
-                        if len(out) < max_count or out[-1][0] == seq + c - 1:
-                            self._hint = (fl[0], off + n, seq + c)
-                        else:
-                            self._hint = (fl[0], off, seq)
-                    off += n
-                    seq += c
-            i += 1
-        return out
+    def append(self, seq, payload):
+        """Take one reading as canonical v1 JSON bytes (wire.encode_reading), as store.Store does."""
+        import v1
+        v1.append(self, seq, payload)
+
+    def pending(self, max_count=50, max_bytes=4096):
+        """Oldest-first [(seq, canonical v1 JSON)] committed after the cursor; at least one when any is."""
+        import v1
+        return v1.pending(self, max_count, max_bytes)
 
     def pack_pending(self, out, room, max_count=1000):
         """Pack the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py) into
-        bytearray out, at most room bytes: one log frame's readings in RAM at a time, so a full batch costs no
-        more heap than its bytes. Returns (first seq, count, bytes); count 0 when nothing is pending."""
+        out (a bytearray or memoryview), at most room bytes: one log frame's readings in RAM at a time, and each
+        v2 frame built in out itself, so a full batch costs no more heap than its bytes. Frames end only where
+        v2.pack ends them (another boot or clock, 255 readings) or at room: the canonical bytes. Returns
+        (first seq, count, bytes); count 0 when nothing is pending."""
         if self._wpk is None:
-            self._wpk = packed.Packer(2048)
+            self._wpk = packed.Packer(0, out)
         pk, tmp = self._wpk, self._tmpl
-        pk.clear()
         want = self.cursor + 1
         first, count, k = want, 0, 0
         files = self._files
@@ -365,6 +263,10 @@ class Log:
         while i > 0 and files[i][0] > want:
             i -= 1
         full = False
+        mv = memoryview(out)
+        pk.clear()
+        pk.buf = mv[_HEAD_ROOM:]  # the readings; frame() puts the head in front of them
+        pk.size = room - _HEAD_ROOM
         while i < len(files) and not full:
             fl = files[i]
             off, seq = 0, fl[0]
@@ -381,15 +283,15 @@ class Log:
                             if count == max_count:
                                 full = True
                                 break
-                            pk.size = min(2048, room - k)
                             if pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
                                 count += 1
                                 continue
                             if pk.count:
-                                k += pk.frame(memoryview(out)[k:])
+                                k += pk.frame(mv[k:])
                                 pk.clear()
-                                pk.size = min(2048, room - k)
-                                if pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                                pk.buf = mv[k + _HEAD_ROOM:]
+                                pk.size = room - k - _HEAD_ROOM
+                                if pk.size > 0 and pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
                                     count += 1
                                     continue
                             full = True
@@ -399,20 +301,10 @@ class Log:
                     seq += c
             i += 1
         if pk.count:
-            k += pk.frame(memoryview(out)[k:])
-            pk.clear()
+            k += pk.frame(mv[k:])
+        pk.clear()
+        pk.buf = None  # no view of the caller's buffer kept
         return first, count, k
-
-    def pending(self, max_count=50, max_bytes=4096):
-        """Oldest-first [(seq, canonical v1 JSON)] committed after the cursor; at least one when any is."""
-        out, total = [], 0
-        for r in self.readings(max_count):
-            p = wire.encode_reading_quanta(r[0], r[1], r[2], r[3], r[4], r[6], r[7])
-            if out and total + len(p) > max_bytes:
-                break
-            out.append((r[0], p))
-            total += len(p)
-        return out
 
     # -- the old store's log
 
@@ -422,5 +314,10 @@ class Log:
         for name in os.listdir(self.root):
             if name == "state" or name.startswith("seg-"):
                 import clog_migrate
-                return clog_migrate.migrate(self)
+                n = clog_migrate.migrate(self)
+                clog_migrate = None
+                _release("clog_migrate")
+                _release("store")
+                _release("clog_boot")
+                return n
         return 0

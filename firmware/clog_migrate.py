@@ -2,7 +2,7 @@
 # clog.Log at boot when those files are there. Kept apart so the board's heap holds it only that once.
 import os
 
-from clog import _fsize
+from clog_boot import _fsize
 
 
 def migrate(log):

@@ -168,7 +168,7 @@ def validate(raw):
         _fail("capacity", "0 (size from the flash) or an integer 10..10000000", cfg["capacity"])
     # Readings wait in RAM at most this long before they are committed to flash (what a power cut can lose).
     cfg["commit_s"] = _int(raw, "commit_s", "", 0, 3600, 60)
-    cfg["protocol"] = _int(raw, "protocol", "", 1, 2, 1)  # 2: packed batches (protocol/README.md)
+    cfg["protocol"] = _int(raw, "protocol", "", 1, 2, 2)  # 1: JSON readings, as boards flashed before v2 send
     cfg["batch_max"] = _int(raw, "batch_max", "", 1, 100, 50)
     cfg["upload_s"] = _int(raw, "upload_s", "", 1, 86400, 30)
     ntp = raw.get("ntp", "")

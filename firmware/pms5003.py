@@ -114,6 +114,7 @@ class PMS5003:
         for name in _COMMANDS:
             self._cmd[name] = command(name)
         self._woke_at = None  # None: asleep (or not started)
+        self.period_ms = 0  # how often it is read (the sampler sets it): a long period sleeps it between readings
         self.humid = None  # () -> True when the air is too humid for optical counts: readings get the humid flag
 
     def _drain(self):
@@ -136,9 +137,6 @@ class PMS5003:
         self.uart.write(self._cmd["sleep"])
         self._woke_at = None
 
-    def warming_up(self):
-        return self._woke_at is None or _ticks_diff(self._clock(), self._woke_at) < self.warmup_ms
-
     async def read(self):
         if self._woke_at is None:
             await self.wake()
@@ -148,6 +146,13 @@ class PMS5003:
         d = decode(await self._request())
         # Fog and mist scatter the laser like particles: flagged, never "corrected".
         flags = ["humid"] if self.humid is not None and self.humid() else []
+        if self.warmup_ms and self.period_ms > 2 * self.warmup_ms + 2000:
+            # Read rarely: fan and laser sleep until the sampler asks again, its warm-up early (a second of
+            # polling on each side to spare). A sleep command lost on the wire only keeps it awake.
+            try:
+                await self.sleep()
+            except OSError:
+                pass
         return {"pm1": d["pm1"], "pm25": d["pm25"], "pm10": d["pm10"]}, flags
 
     async def _request(self):

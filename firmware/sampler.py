@@ -1,50 +1,16 @@
-# Sampler: reads each configured sensor on its own schedule and appends every good reading to the flash store.
+# Sampler: reads each configured sensor on its own schedule and adds every good reading to the flash log.
 # A sensor that is missing or fails only raises its own error counter; the others keep going. A bad frame is
-# counted, never stored. Also the board's clock: uptime that survives ticks_ms wrap, and wall time once known.
+# counted, never stored. One-shot mode (the self-test): each sensor until its first outcome, nothing stored.
 # Small in RAM: the board's heap also holds the code (const() names cost nothing at run time).
 import asyncio
-import time
 from micropython import const
 
-from protocol import fields, wire
+from protocol import fields
 
 _POLL_MS = const(1000)  # retry delay after a read that has no value yet (PMS warm-up, SCD4x data not ready)
 _READ_TIMEOUT_MS = 10000  # drivers time out on their own; this catches one that never returns
 _MAX_NAP_MS = const(1000)  # the loop wakes at least this often, so the watchdog sees it alive
 _NO_DATA_MS = const(30000)  # "no value yet" for longer than warm-up plus this is a failure and restarts it
-
-
-class Clock:
-    """Uptime in ms since boot (extended across the ticks_ms wrap) and wall time once it is known valid."""
-
-    def __init__(self, ticks_ms=time.ticks_ms):
-        self._ticks = ticks_ms
-        self._last = ticks_ms()
-        self._ms = 0
-        self._wall_ms = None  # Unix ms at uptime 0, once known
-        self.sync = "none"  # protocol time_sync: none | agent | ntp
-
-    def ms(self):
-        # ticks_diff is exact as long as this runs at least once per half wrap period (~6 days on the ESP32).
-        now = self._ticks()
-        self._ms += time.ticks_diff(now, self._last)
-        self._last = now
-        return self._ms
-
-    def wall(self):
-        """Unix seconds (int), or None while the clock is not known to be right."""
-        if self._wall_ms is None:
-            return None
-        return (self._wall_ms + self.ms()) // 1000
-
-    def set_wall(self, t, sync):
-        """Take wall time t (Unix s) from NTP or the agent (sync: 'ntp' | 'agent'), or from an RTC that kept it
-        ('none'); False when t cannot be right."""
-        if not fields.MIN_WALL_TIME <= t <= fields.MAX_WALL_TIME:
-            return False
-        self._wall_ms = t * 1000 - self.ms()
-        self.sync = sync
-        return True
 
 
 class Sensor:
@@ -53,7 +19,8 @@ class Sensor:
     def __init__(self, kind, driver, interval_ms, stuck_n, warmup_ms=0):
         self.kind = kind
         self.driver = driver  # None when it could not even be built (missing module, bad bus)
-        self.interval_ms = interval_ms
+        self.interval_ms = 0
+        self.set_interval(interval_ms)
         self.stuck_n = stuck_n
         self.warmup_ms = warmup_ms
         self.due = 0  # uptime ms of the next attempt
@@ -65,18 +32,25 @@ class Sensor:
         self.last_error = None
         self.outcome = None  # first outcome this boot, for the self-test line: (True, values) | (False, why)
 
+    def set_interval(self, ms):
+        # Every driver is told how often it is read (period_ms): one with a warm-up may rest between readings
+        # (the PMS5003 sleeps its fan and laser), and is then asked its warm-up early (Sampler.step).
+        self.interval_ms = ms
+        if self.driver is not None:
+            self.driver.period_ms = ms
+
 
 class Sampler:
-    def __init__(self, sensors, store, clock, boot, log=print):
+    def __init__(self, sensors, store, clock, boot, log=print, once=False):
         self.sensors = sensors
-        self.store = store
+        self.store = store  # clog.Log, or None with once
+        self.once = once  # each sensor until its first outcome (Sensor.outcome), then never again
         self.clock = clock
         self.boot = boot
         self.log = log
         self.errors = {}  # per sensor kind: OSError/ValueError/timeouts, as in the status' errors
         self.store_errors = 0
         self.progress = clock.ms()
-        self._tick = getattr(store, "tick", None)  # a log that commits readings in windows (clog.Log)
         for s in sensors:
             self.errors[s.kind] = 0
 
@@ -84,7 +58,7 @@ class Sampler:
         """The agent's settings.intervals: takes effect from the next reading."""
         for s in self.sensors:
             if s.kind == kind and s.interval_ms != interval_s * 1000:
-                s.interval_ms = interval_s * 1000
+                s.set_interval(interval_s * 1000)
                 s.due = s.slot = self.clock.ms()
 
     def _fail(self, s, why):
@@ -112,14 +86,14 @@ class Sampler:
         for row in fields.metrics(s.kind):
             if row[1] in values:
                 kept[row[1]] = values[row[1]]
-        seq = self.store.next_seq
-        payload = wire.encode_reading(seq, self.clock.wall(), self.clock.ms(), self.boot, s.kind, kept, flags)
-        try:
-            self.store.append(seq, payload)
-        except Exception as e:  # flash trouble is not the sensor's fault: count it apart and say so
-            self.store_errors += 1
-            self.log("STORE append failed: %r" % (e,))
-            return
+        if self.store is not None:
+            try:
+                self.store.add(self.store.next_seq, self.boot, self.clock.wall(), self.clock.ms(), s.kind, kept,
+                               flags)
+            except Exception as e:  # flash trouble is not the sensor's fault: count it apart and say so
+                self.store_errors += 1
+                self.log("STORE append failed: %r" % (e,))
+                return
         if s.outcome is None:
             s.outcome = (True, kept)
 
@@ -165,18 +139,13 @@ class Sampler:
         except ValueError as e:  # the driver gave a metric the protocol does not know: a bug, counted
             self._fail(s, "%s %s" % ("ValueError", e.args[0] if e.args else ""))
             return False
-        if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS and hasattr(d, "sleep"):
-            try:
-                await asyncio.wait_for_ms(d.sleep(), _READ_TIMEOUT_MS)
-            except Exception as e:
-                self._fail(s, "%s %s" % ("sleep", type(e).__name__))
         return False
 
     async def step(self):
         """Read every sensor that is due; returns ms until the next one is due (at most _MAX_NAP_MS)."""
         now = self.clock.ms()
         for s in self.sensors:
-            if s.due > now:
+            if s.due > now or (self.once and s.outcome is not None):
                 continue
             if await self._attempt(s):
                 now = self.clock.ms()
@@ -187,19 +156,22 @@ class Sampler:
             if slot <= now:  # fell behind (long outage of a slow sensor): no burst of catch-up reads
                 slot = now + s.interval_ms
             s.slot = slot
-            # A sensor that sleeps between reads is woken its warm-up time early: the reading lands on its slot.
+            # A sensor that rests between readings (a warm-up, a long interval) is first asked its warm-up early:
+            # the reading lands on its slot.
             if s.warmup_ms and s.interval_ms > 2 * s.warmup_ms + 2 * _POLL_MS:
                 slot -= s.warmup_ms + _POLL_MS
             s.due = slot if slot > now else now
         self.progress = now
-        if self._tick is not None:
+        if self.store is not None:
             try:
-                self._tick(now)
+                self.store.tick(now)
             except Exception as e:
                 self.store_errors += 1
                 self.log("STORE commit failed: %r" % (e,))
         nap = _MAX_NAP_MS
         for s in self.sensors:
+            if self.once and s.outcome is not None:
+                continue
             wait = s.due - now
             if wait < nap:
                 nap = wait

@@ -1,4 +1,5 @@
-# Power-loss-safe reading buffer on LittleFS (contract: notes/firmware_contract.md, "Store").
+# Power-loss-safe reading buffer on LittleFS: the firmware's buffer before the compact log (clog.py), kept to
+# migrate from (clog_migrate.py) and as the baseline of `airwatt bench board`.
 #
 # Layout in root: seg-<first seq>.log files of appended records, each record = u16 length, u32 seq,
 # u32 crc32(length, seq, payload), payload; `state` = u32 floor, u32 dropped, u32 capacity, u32 crc32.

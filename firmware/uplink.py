@@ -1,16 +1,16 @@
 # Uplink: uploads the store's pending readings, oldest first, to the site agent (POST /v1/batches) with a small
 # HTTP/1.1 client over asyncio streams (no aiohttp on MicroPython). The acknowledged cursor moves only after a
-# 200 whose answer passes the protocol check. Failures back off exponentially with jitter; 429/503 Retry-After
-# is honoured; a 400 keeps the readings (nothing is ever dropped here). Kept small: it lives in the heap.
+# 200 whose answer passes the protocol check; the checked answer goes back to the caller, which takes its time
+# and settings. Failures back off exponentially with jitter; 429/503 Retry-After is honoured; a 400 keeps the
+# readings (nothing is ever dropped here). Kept small: it lives in the heap.
 import asyncio
 import gc
 import random
 from binascii import b2a_base64, unhexlify
 from micropython import const
 
-from protocol import answer, wire
+from protocol import answer, canonical
 
-FIRMWARE = "0.2.0"  # the firmware's version: in every batch (fw) and the boot message
 MAX_BODY = 8192  # bytes: the ESP32's heap also holds the body's copies while it is signed and sent
 _V2_MAX = const(1000)  # readings in a v2 batch (fields.MAX_READINGS_V2); the body limit binds first
 _MAX_ANSWER = const(4096)  # an answer larger than this is not ours
@@ -20,8 +20,20 @@ _AUTH_MS = const(600000)  # 401: nothing changes until someone fixes the key: re
 _REJECT_MS = const(30000)  # 400: keep the readings, retry slowly (an agent upgrade may accept them)
 
 
+def backoff(ms, failures, cap):
+    """Exponential backoff from ms, doubled per failure up to cap, with "equal jitter" (half fixed, half random)
+    so that a fleet that failed together does not retry together."""
+    ms <<= failures - 1 if failures < 16 else 15
+    if ms > cap:
+        ms = cap
+    return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
+
+
 class Uplink:
-    def __init__(self, cfg, store, clock, boot, status=None, online=None, sampler_=None, log=print, on_clock=None):
+    """Uploads a store (clog.Log: next_seq, depth, uncommitted, flush, pending or pack_pending, ack) for one
+    device (cfg: host, port, prefix, device, key, batch_max, upload_s, http_timeout_s, protocol) as firmware fw."""
+
+    def __init__(self, cfg, store, clock, boot, fw, log=print):
         self.host = cfg["host"]
         self.port = cfg["port"]
         self.path = cfg["prefix"] + "/v1/batches"
@@ -33,27 +45,22 @@ class Uplink:
         self.store = store
         self.clock = clock
         self.boot = boot
-        self.status = status  # () -> encoded status bytes, sent with each upload
-        self.online = online  # () -> bool: Wi-Fi is up
-        self.sampler = sampler_  # takes the agent's settings.intervals
+        self.fw = fw
         self.log = log
-        self.on_clock = on_clock  # (unix seconds): also set the RTC once the agent gave the time
-        # Protocol v2 (packed readings, ~15 bytes each, 3 times fewer POSTs) when configured (protocol: 2) and
-        # the store can pack (clog.Log); else v1 JSON. Not the default yet: its 8 KB body buffer does not fit
-        # beside the code in the 64 KB heap of tests/firmware/test_memory.py.
-        self.v2 = cfg.get("protocol", 1) == 2 and hasattr(store, "pack_pending")
+        # Protocol v2 (packed readings, ~15 bytes each, 3 times fewer POSTs), or v1 JSON (protocol: 1), which
+        # boards in the field speak and the agent still takes.
+        self.v2 = cfg.get("protocol", 2) == 2
         self.v2_max = _V2_MAX
         self._body = bytearray(MAX_BODY) if self.v2 else None  # a v2 body is built in place: no copies
-        self.on_settings = None  # (the answer's settings): the board applies and acknowledges them
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.sent = 0  # readings acknowledged by the agent since boot
         self.progress = clock.ms()
         self._end = 0
 
-    def _batch(self):
+    def _batch(self, status):
         """(body, first seq, last seq) of the next batch, or None when nothing is pending."""
-        if getattr(self.store, "uncommitted", 0):
+        if self.store.uncommitted:
             # Readings still in the log's RAM window go out now: commit them first (never send what a power
             # cut could take back: its seqs would be reused).
             try:
@@ -61,23 +68,10 @@ class Uplink:
             except Exception as e:
                 self.log("STORE commit failed: %r" % (e,))
         gc.collect()  # the body needs contiguous RAM: collect first rather than fail in a fragmented heap
-        status = self.status() if self.status else None
         if self.v2:
             return self._batch_v2(status)
-        room = MAX_BODY - 96 - len(self.device) - len(FIRMWARE) - (len(status) if status else 0)
-        n = self.batch_max
-        while True:
-            recs = self.store.pending(n, room)
-            if not recs:
-                return None
-            try:
-                body = wire.batch_body(self.device, FIRMWARE, self.boot, self.clock.ms(), [r[1] for r in recs],
-                                       status)
-                return body, recs[0][0], recs[-1][0]
-            except ValueError:
-                if len(recs) == 1:
-                    raise
-                n = len(recs) // 2
+        import v1  # protocol 1 only: a v2 board does not load the v1 encoders
+        return v1.batch(self, status)
 
     def _batch_v2(self, status):
         # The same bytes as wire.batch_body_v2, built in one preallocated buffer: the packed readings are
@@ -87,7 +81,7 @@ class Uplink:
         head = b'{"boot":"%s","data":"' % self.boot
         h = len(head)
         b[:h] = head
-        end = MAX_BODY - 110 - len(self.device) - len(FIRMWARE) - (len(status) if status else 0)
+        end = MAX_BODY - 110 - len(self.device) - len(self.fw) - (len(status) if status else 0)
         raw = (end - h) * 3 // 4 // 48 * 48
         r = end - raw
         first, n, k = self.store.pack_pending(memoryview(b)[r:], raw, self.v2_max)
@@ -101,7 +95,7 @@ class Uplink:
             w += len(enc) - 1
             r += c
         tail = b'","device":"%s","first_seq":%d,"fw":"%s","n":%d,"sent_ticks":%d,' % (
-            self.device, first, FIRMWARE, n, self.clock.ms())
+            self.device, first, self.fw, n, self.clock.ms())
         b[w:w + len(tail)] = tail
         w += len(tail)
         if status:
@@ -169,42 +163,21 @@ class Uplink:
                 pass
 
     def _backoff(self, ms=_BASE_MS, cap=_CAP_MS):
-        # Exponential, with "equal jitter" (half fixed, half random) so a fleet that failed together does not
-        # retry together.
         self.failures += 1
-        ms <<= self.failures - 1 if self.failures < 16 else 15
-        if ms > cap:
-            ms = cap
-        return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
+        return backoff(ms, self.failures, cap)
 
-    def _settings(self, a):
-        """What a checked 200 answer brings besides the ack: the time, and the agent's settings."""
-        t = a["server_time"]
-        if self.clock.wall() is None and self.clock.set_wall(t, "agent"):
-            if self.on_clock is not None:
-                self.on_clock(t)
-            self.log("CLOCK set from the agent: %d" % t)
-        s = a.get("settings")
-        if s:
-            self.batch_max = s.get("batch_max", self.batch_max)
-            iv = s.get("intervals")
-            if iv and self.sampler is not None:
-                for kind in iv:
-                    self.sampler.set_interval(kind, iv[kind])
-            if self.on_settings is not None:
-                self.on_settings(s)
-
-    async def upload_once(self):
-        """Try one batch. Returns (outcome, ms to wait before the next attempt); never raises for I/O trouble."""
+    async def upload_once(self, status=None):
+        """Try one batch with the device status (encoded bytes, or None). Returns (outcome, ms to wait before the
+        next attempt, the agent's checked answer after a 200 or None); never raises for I/O trouble."""
         self.progress = self.clock.ms()
-        got = self._batch()
+        got = self._batch(status)
         if got is None:
             self.last = "empty"
-            return self.last, self.upload_ms
+            return self.last, self.upload_ms, None
         body, first, last = got
         got = None
         try:
-            code, retry, data = await self._post(body, wire.sign(self.key, body))
+            code, retry, data = await self._post(body, canonical.sign(self.key, body))
         except asyncio.TimeoutError:
             code = "timeout"
         except (OSError, ValueError) as e:  # refused, reset, closed early, garbage
@@ -215,6 +188,10 @@ class Uplink:
             try:
                 a = answer.parse_body(data)  # UTF-8 JSON, bounded nesting, else ProtocolError (ValueError)
                 answer.check_answer(a)
+                if "settings" in a:
+                    from protocol import settings  # only when there are any: the board's heap is small
+
+                    settings.check_settings(a["settings"])
                 stored = a["stored_seq"]
                 if stored > last:
                     stored = last  # never acknowledge what this batch did not carry
@@ -225,38 +202,40 @@ class Uplink:
                 self.log("UPLINK %s (seq %d..%d)" % (code, first, last))
             else:
                 self.store.ack(stored)
-                self._settings(a)
                 self.failures = 0
                 self.sent += stored - first + 1
                 self.last = "ok %d" % (stored - first + 1)
-                more = self.store.depth - getattr(self.store, "uncommitted", 0)
-                return self.last, 0 if more > 0 else self.upload_ms
+                more = self.store.depth - self.store.uncommitted
+                return self.last, 0 if more > 0 else self.upload_ms, a
         elif code == 429 or code == 503:
             code = "busy %d" % code
             if retry is not None and retry >= 0:
                 self.failures += 1
                 self.last = code
-                return code, (retry if retry < 3600 else 3600) * 1000 or 1000
+                return code, (retry if retry < 3600 else 3600) * 1000 or 1000, None
         elif code == 400:
             self.last = "rejected 400"
             self.log("UPLINK 400: the agent refused seq %d..%d, kept for later: %s" % (first, last, data[:200]))
-            return self.last, self._backoff(_REJECT_MS)
+            return self.last, self._backoff(_REJECT_MS), None
         elif code == 401:
             self.last = "unauthorized 401"
             self.log("UPLINK 401: the agent does not accept device %s with this key: check key in config.json"
                      % self.device)
-            return self.last, self._backoff(_AUTH_MS, _AUTH_MS)
+            return self.last, self._backoff(_AUTH_MS, _AUTH_MS), None
         elif code == 413:
             self.last = "too large 413"
             self.batch_max = self.batch_max // 2 or 1
             self.v2_max = self.v2_max // 2 or 1
-            return self.last, 1000
+            return self.last, 1000, None
         elif isinstance(code, int):
             code = "http %d" % code
         self.last = code
-        return code, self._backoff()
+        return code, self._backoff(), None
 
-    async def run(self):
+    async def run(self, online=None, status=None, on_answer=None):
+        """Upload for ever: every upload_s, at once while a backlog drains or a full batch waits; only while
+        online() (when given). status() gives each batch's device status; on_answer(answer) gets each checked
+        answer after its readings were acknowledged."""
         wait = 0
         regular = False  # waiting the regular interval (not a backoff): a full batch may go early
         while True:
@@ -267,10 +246,12 @@ class Uplink:
                 if now >= until or (regular and self.store.depth >= self.batch_max):
                     break
                 await asyncio.sleep_ms(until - now if until - now < 1000 else 1000)
-            if self.online is not None and not self.online():
+            if online is not None and not online():
                 wait, regular = 1000, False
             elif not self.store.depth:
                 wait, regular = self.upload_ms, True  # a full batch ends this wait early
             else:
-                wait = (await self.upload_once())[1]
+                _, wait, a = await self.upload_once(status() if status is not None else None)
                 regular = not self.failures
+                if a is not None and on_answer is not None:
+                    on_answer(a)

@@ -5,8 +5,9 @@ way the agent reports it (e.g. "readings[3].values.pm25") and whose message says
 """
 
 from . import fields
-from .answer import (  # noqa: F401  (check_answer, parse_body: the agent's side imports them from here too)
-    ProtocolError, _int, _is_int, _is_number, _join, _object, _text, check_answer, parse_body)
+from . import answer, settings
+from .answer import (  # noqa: F401  (parse_body: the agent's side imports it from here too)
+    ProtocolError, _int, _is_int, _is_number, _join, _object, _text, parse_body)
 
 
 HEX = "0123456789abcdef"
@@ -71,8 +72,6 @@ def check_status(s, path="status"):
     if s["time_sync"] not in fields.TIME_SYNC:
         raise ProtocolError(_join(path, "time_sync"), "must be one of %s" % ", ".join(fields.TIME_SYNC))
     if "settings" in s:
-        from . import settings  # only when there are any: the board's heap is small
-
         settings.check_applied(s["settings"], _join(path, "settings"))
 
 
@@ -134,3 +133,10 @@ def _check_batch_v2(b):
     if "status" in b:
         check_status(b["status"])
     return readings
+
+
+def check_answer(a):
+    """Check the agent's answer to an upload, its settings included."""
+    answer.check_answer(a)
+    if "settings" in a:
+        settings.check_settings(a["settings"])

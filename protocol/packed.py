@@ -91,9 +91,9 @@ def quanta(x, decimals):
 class Packer:
     """Builds one frame in a preallocated buffer; add() refuses (False) what needs a new frame."""
 
-    def __init__(self, size=120):
+    def __init__(self, size=120, buf=None):
         self.size = size  # whole frame, head and CRC included: small enough for a LittleFS inline file
-        self.buf = bytearray(size)
+        self.buf = bytearray(size) if buf is None else buf  # the readings (given: a view of the frame's output)
         self._rec = bytearray(48)
         self._e = {}  # instance -> previous energy_wh quanta in this frame
         self.clear()
@@ -208,7 +208,7 @@ class Packer:
             out[4 + j] = int(b[2 * j:2 * j + 2], 16)
         i = put_uv(out, 8, self.lo + 1)
         i = put_uv(out, i, self.t0)
-        out[i:i + self.n] = memoryview(self.buf)[:self.n]
+        out[i:i + self.n] = memoryview(self.buf)[:self.n]  # may overlap (a view of out): a memmove
         i += self.n
         out[2] = (i - HEAD) & 0xFF
         out[3] = (i - HEAD) >> 8

@@ -5,45 +5,10 @@ ASCII only, metric values rendered with the field table's decimals from an integ
 same reading gives the same bytes on a float32 ESP32, the unix port and CPython.
 """
 
-import hashlib
-from binascii import b2a_base64, hexlify, unhexlify
+from binascii import b2a_base64
 
 from . import fields
-
-_BLOCK = 64
-
-
-def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104); MicroPython has hashlib.sha256 but no hmac module."""
-    if len(key) > _BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = key + bytes(_BLOCK - len(key))
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(msg)
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    outer.update(inner.digest())
-    return outer.digest()
-
-
-def sign(key, body):
-    """Hex signature of the exact body bytes, for the X-AirWatt-Signature header."""
-    return hexlify(hmac_sha256(key, body)).decode()
-
-
-def verify(key, body, signature):
-    """True when signature (hex str) is the HMAC of body; compares in constant time."""
-    try:
-        given = unhexlify(signature)
-    except (ValueError, TypeError):
-        return False
-    expected = hmac_sha256(key, body)
-    if len(given) != len(expected):
-        return False
-    diff = 0
-    for a, b in zip(given, expected):
-        diff |= a ^ b
-    return diff == 0
-
+from .canonical import _string, dumps, encode_status, hmac_sha256, sign, verify  # noqa: F401  (wire's API)
 
 def render(value, decimals):
     """A number as canonical JSON text with exactly the field's precision: render(230.14, 1) == '230.1'."""
@@ -62,32 +27,6 @@ def render_quanta(q, decimals):
         digits = "0" * (decimals + 1 - len(digits)) + digits
     whole, frac = digits[:-decimals], digits[-decimals:].rstrip("0")
     return sign_ + whole + "." + (frac or "0")
-
-
-def _string(s):
-    for ch in s:
-        if ch < " " or ch > "~" or ch == '"' or ch == "\\":
-            raise ValueError("only printable ASCII without quotes or backslashes: %r" % s)
-    return '"' + s + '"'
-
-
-def dumps(obj):
-    """Canonical JSON of ints, strs, bools, None, lists and dicts (floats must go through render)."""
-    if obj is None:
-        return "null"
-    if obj is True:
-        return "true"
-    if obj is False:
-        return "false"
-    if isinstance(obj, int):
-        return str(obj)
-    if isinstance(obj, str):
-        return _string(obj)
-    if isinstance(obj, (list, tuple)):
-        return "[" + ",".join(dumps(x) for x in obj) + "]"
-    if isinstance(obj, dict):
-        return "{" + ",".join(_string(k) + ":" + dumps(obj[k]) for k in sorted(obj)) + "}"
-    raise ValueError("no canonical form for %r" % (obj,))
 
 
 def encode_values(sensor, values, flags):
@@ -136,23 +75,6 @@ def encode_reading_quanta(seq, t, ticks, boot, sensor, quanta, flags):
         '{"boot":%s,"flags":%s,"sensor":"%s","seq":%d,"t":%s,"ticks":%d,"values":{%s}}'
         % (_string(boot), dumps(flags), sensor, seq, "null" if t is None else str(int(t)), ticks, ",".join(parts))
     ).encode()
-
-
-def encode_status(uptime_s, free_heap, rssi, buffer_depth, dropped, errors, time_sync, applied=None):
-    """The device status (protocol's status object) as canonical JSON bytes; `applied` is the settings
-    acknowledgement {"rev", "frc", "error"}, left out when None."""
-    status = {
-        "buffer_depth": buffer_depth,
-        "dropped": dropped,
-        "errors": errors,
-        "free_heap": free_heap,
-        "rssi": rssi,
-        "time_sync": time_sync,
-        "uptime_s": uptime_s,
-    }
-    if applied is not None:
-        status["settings"] = applied
-    return dumps(status).encode()
 
 
 def batch_body(device, firmware, boot, sent_ticks, readings, status=None):

@@ -17,11 +17,9 @@ PARTS = ("agent", "protocol", "emulator")
 # Imports of project code inside functions are kept only where they keep `airwatt --help` fast (the heavy
 # modules a verb needs load when it runs): the issue's bound.
 MAX_FUNCTION_IMPORTS = 15
-# The one cycle left, on the board's side: answer.py loads settings.py only when an answer carries settings
-# (the board's heap is small), and settings.py builds on answer.py's checks. Breaking it needs a module of
-# shared checks flashed to the board, or the board's uplink calling settings itself: firmware work (issue 10,
-# the board's part). Any other cycle fails.
-BOARD_CYCLES = [["airwatt.protocol.answer", "airwatt.protocol.settings"]]
+# None left on the board's side either: the board's uplink checks an answer's settings itself (settings.py
+# builds on answer.py's checks). Any cycle fails.
+BOARD_CYCLES = []
 
 
 def modules() -> dict[str, Path]:

@@ -151,7 +151,6 @@ def fault(name, default=None):
 def hang_point():
     """The 'hang' fault: the next hardware access never returns (the main loop hangs; the WDT must reset)."""
     if fault("hang"):
-        ctl("H")
         while True:  # stuck in "C code": not even Ctrl-C gets the board out, only a reset
             try:
                 _btime.sleep_ms(50)

@@ -1,6 +1,8 @@
-# MicroPython-side test helpers: fake sensors at the driver contract (firmware_contract.md) and a stand-in
-# store with the store contract, for tests of the sampler and uplink. Runs on the VM.
+# MicroPython-side test helpers: fake sensors at the driver contract (start, read) and a stand-in store with the
+# log's contract (clog.Log), for tests of the sampler and uplink. Runs on the VM.
 import asyncio
+
+from protocol import wire
 
 
 class FakeDriver:
@@ -13,7 +15,6 @@ class FakeDriver:
         self.flags = list(flags)
         self.starts = 0
         self.reads = 0
-        self.sleeps = 0
 
     async def start(self):
         self.starts += 1
@@ -32,9 +33,6 @@ class FakeDriver:
             return None
         return dict(step), list(self.flags)
 
-    async def sleep(self):
-        self.sleeps += 1
-
 
 class HangingDriver:
     KIND = "co2"
@@ -47,7 +45,10 @@ class HangingDriver:
 
 
 class ListStore:
-    """The store contract in RAM (next_seq, append, pending, ack, depth, dropped), strict like the real one."""
+    """The log's contract in RAM (next_seq, add, tick, flush, pending, ack, depth, dropped, uncommitted), strict
+    like the real one; readings kept as the canonical v1 JSON the uplink sends."""
+
+    uncommitted = 0  # every reading committed at once
 
     def __init__(self, capacity=1000):
         self.capacity = capacity
@@ -67,6 +68,15 @@ class ListStore:
             self.dropped += 1
         self.records.append((seq, bytes(payload)))
         self.next_seq = seq + 1
+
+    def add(self, seq, boot, t, ticks, kind, values, flags):
+        self.append(seq, wire.encode_reading(seq, t, ticks, boot, kind, values, flags))
+
+    def tick(self, now_ms):
+        pass
+
+    def flush(self):
+        pass
 
     def pending(self, max_count, max_bytes):
         out = []

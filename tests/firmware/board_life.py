@@ -39,10 +39,11 @@ async def _until(cond, ms):
 
 def wifi():
     import boardstate
-    board._WIFI_WAIT_MS = 1500
-    board._WIFI_BASE_MS = 200
-    board._WIFI_CAP_MS = 800
-    w = board.Wifi("wrong-ssid", "secret")
+    import wifi as wifi_
+    wifi_.WAIT_MS = 1500
+    wifi_.BASE_MS = 200
+    wifi_.CAP_MS = 800
+    w = wifi_.Wifi("wrong-ssid", "secret")
 
     async def go():
         task = asyncio.create_task(w.run())
@@ -80,9 +81,9 @@ class _CountingWDT:
 
 
 def watchdog():
-    import sampler
+    from clock import Clock
     board._WDT_TICK_MS = 20
-    clock = sampler.Clock()
+    clock = Clock()
     a, b = _Loop(clock), _Loop(clock)
     wdt = _CountingWDT()
 

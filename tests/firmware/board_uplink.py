@@ -6,9 +6,10 @@ import asyncio
 import json
 import sys
 
-import sampler
 import uplink
+from board import take_answer
 from board_fakes import ListStore
+from clock import Clock
 from protocol import wire
 
 KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
@@ -16,8 +17,8 @@ KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 def make(port, readings):
     cfg = {"host": "127.0.0.1", "port": port, "prefix": "", "device": "kk-test-01", "key": KEY, "batch_max": 4,
-           "upload_s": 30, "http_timeout_s": 1}
-    clock = sampler.Clock()
+           "upload_s": 30, "http_timeout_s": 1, "protocol": 1}
+    clock = Clock()
     store = ListStore()
     for i in range(readings):
         seq = store.next_seq
@@ -25,9 +26,9 @@ def make(port, readings):
         boot, ticks = ("ffff0000", 86400000 + i * 1000) if i % 2 == 0 else ("0a1b2c3d", 0)
         store.append(seq, wire.encode_reading(seq, None, ticks, boot, "pm", {"pm1": i, "pm25": 2, "pm10": 3}))
     status = lambda: wire.encode_status(12, 40000, -61, store.depth, store.dropped, {"pm": 1}, clock.sync)
-    up = uplink.Uplink(cfg, store, clock, "0a1b2c3d", status=status, log=lambda m: print("LOG " + m))
+    up = uplink.Uplink(cfg, store, clock, "0a1b2c3d", "0.2.0", log=lambda m: print("LOG " + m))
     up.timeout_ms = 400
-    return up, store, clock
+    return up, store, clock, status
 
 
 def report(outcome, wait, up, store, clock):
@@ -39,14 +40,16 @@ def report(outcome, wait, up, store, clock):
 
 async def main():
     port, readings, mode, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-    up, store, clock = make(port, readings)
+    up, store, clock, status = make(port, readings)
     if mode == "once":
         for _ in range(n):
-            outcome, wait = await up.upload_once()
+            outcome, wait, a = await up.upload_once(status())
+            if a is not None:
+                take_answer(a, clock, up)
             report(outcome, wait, up, store, clock)
     else:
         try:
-            await asyncio.wait_for_ms(up.run(), n)
+            await asyncio.wait_for_ms(up.run(None, status, lambda a: take_answer(a, clock, up)), n)
         except asyncio.TimeoutError:
             pass
         report(up.last, None, up, store, clock)

@@ -326,10 +326,10 @@ def _merge_in_place(self):
     count = chunks[-1][0] + chunks[-1][1] - first
     frames = []
     for c in chunks:
-        with open(self._chunk(c[0]), "rb") as f:
+        with open(self._path(c), "rb") as f:
             frames.append(f.read())
-        os.remove(self._chunk(c[0]))
-    with open(self._seg(first, count), "wb") as g:
+        os.remove(self._path(c))
+    with open(self._path((first, count, True)), "wb") as g:
         for fr in frames:
             g.write(fr)
     del files[i:]

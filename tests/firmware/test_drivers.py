@@ -447,6 +447,24 @@ def test_pms_start_warm_up_read_and_sleep():
     assert _run(s.read()) is None
 
 
+def test_pms_read_rarely_sleeps_after_each_reading():
+    # Read every 60 s with a 10 s warm-up: fan and laser sleep after each reading; read every 20 s: they stay on.
+    clock = Clock()
+    uart = FakeUART([None, None, PMS_COUNTING, None, None, None, PMS_COUNTING])
+    s = pms5003.PMS5003(uart, warmup_ms=10000, timeout_ms=50, clock_ms=clock)
+    s.period_ms = 60000
+    _run(s.start())
+    clock.t += 10000
+    assert _run(s.read())[0] == {"pm1": 4, "pm25": 5, "pm10": 6}
+    assert uart.written[-2:] == [PMS_COMMANDS["read"], PMS_COMMANDS["sleep"]]
+    assert _run(s.read()) is None, "asleep: the next read wakes it and waits for the fan"
+    assert uart.written[-2:] == [PMS_COMMANDS["wake"], PMS_COMMANDS["passive"]]
+    s.period_ms = 20000
+    clock.t += 10000
+    assert _run(s.read())[0] == {"pm1": 4, "pm25": 5, "pm10": 6}
+    assert uart.written[-1] == PMS_COMMANDS["read"], "read often: no sleep"
+
+
 def test_pms_reads_through_garbage_acks_and_split_frames():
     clock = Clock()
     uart = FakeUART([None, None, [b"\x00\x42", PMS_ACK_PASSIVE, PMS_REAL[:3], PMS_REAL[3:17], PMS_REAL[17:]]])

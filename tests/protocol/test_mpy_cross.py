@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BOARD_FILES = sorted(
     [p for p in (ROOT / "firmware").glob("*.py") if p.name != "__init__.py"]
-    + [ROOT / "protocol" / name for name in ("__init__.py", "fields.py", "wire.py", "check.py", "answer.py", "packed.py",
+    + [ROOT / "protocol" / name for name in ("__init__.py", "fields.py", "canonical.py", "wire.py", "check.py", "answer.py", "packed.py",
                                               "v2.py", "settings.py")]
 )
 
