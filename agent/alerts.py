@@ -18,13 +18,13 @@ import json
 import logging
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from . import aqi, meters, rollup, store
+from .dbthread import DbThread
 
 log = logging.getLogger("airwatt.alerts")
 
@@ -164,23 +164,19 @@ class Evaluator:
 
     def __init__(self, db_file: str, cfg: Any, platform: bool) -> None:
         self.db_file, self.cfg, self.platform = db_file, cfg, platform
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-alerts")
-        self.conn: sqlite3.Connection | None = None
+        self.thread = DbThread(lambda: store.connect(db_file), "airwatt-alerts")
         self.task: asyncio.Task | None = None
         self.webhook_failures = 0
 
     def _run(self, fn: Any, *args: Any) -> Any:
-        return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return self.thread.call(fn, *args)
 
     def _evaluate(self, now: float) -> tuple[list[dict], list[dict]]:
-        if self.conn is None:
-            self.conn = store.connect(self.db_file)
-        return refresh(self.conn, evaluate(self.conn, now, self.cfg, self.platform), now)
+        conn = self.thread.connection()
+        return refresh(conn, evaluate(conn, now, self.cfg, self.platform), now)
 
     def _ack(self, ident: int, now: float) -> bool:
-        if self.conn is None:
-            self.conn = store.connect(self.db_file)
-        return acknowledge(self.conn, ident, now)
+        return acknowledge(self.thread.connection(), ident, now)
 
     async def run_ack(self, ident: int) -> bool:
         return await self._run(self._ack, ident, time.time())
@@ -216,19 +212,7 @@ class Evaluator:
             await asyncio.sleep(self.cfg.every_s)
 
     async def stop(self, _app: Any = None) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-
-        def close() -> None:
-            if self.conn is not None:
-                self.conn.close()
-
-        await self._run(close)
-        self.pool.shutdown(wait=True)
+        await self.thread.close(self.task)
 
 
 def setup_alerts(app: web.Application, db_file: str, cfg: Any, platform: bool) -> Evaluator:

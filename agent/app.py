@@ -22,6 +22,7 @@ from aiohttp import web
 from airwatt.protocol import fields
 
 from . import alerts, firmware, metrics, rollup, server, store
+from .adapters import KINDS
 from .commands import add_data_dir
 from .config import Config, ConfigError, load_config
 from .ingest import Ingest, make_handler
@@ -147,5 +148,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve_p.add_argument("--host", help="listen address (default from airwatt.toml, else 127.0.0.1)")
     serve_p.add_argument("--port", type=int, help="listen port (default from airwatt.toml, else 8080; 0: any)")
     serve_p.add_argument("--platform-url", help="city platform base URL (overrides airwatt.toml)")
-    serve_p.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), help="city platform API")
+    serve_p.add_argument("--platform-kind", choices=KINDS, help="city platform API")
     serve_p.set_defaults(func=_serve)

@@ -30,11 +30,11 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from airwatt.agent.tz import THAILAND
 from airwatt.protocol import fields
 
 WRAP = fields.metric("energy", "energy_wh")[6] + 1  # 2**32: the counter field's range is 0..4294967295
 MAX_POWER_W = fields.metric("energy", "power")[6]  # 30000 W: the most the meter can measure
-THAILAND = timezone(timedelta(hours=7), "ICT")
 EPOCH_DAY = datetime(1970, 1, 1)
 
 # Grid emission factors (kgCO2e/kWh) by the year they apply to.
@@ -145,14 +145,6 @@ def split_hours(t0: float, t1: float, wh: float, out: dict[int, float]) -> None:
 
 def local_day(t: float, tz: timezone = THAILAND) -> str:
     return _day_name(math.floor((t + _offset(tz)) / 86400))
-
-
-def apportion(t0: float, t1: float, wh: float, tz: timezone = THAILAND) -> dict[str, float]:
-    """Split `wh` used between t0 and t1 over the local days the interval covers, in proportion to time."""
-    out: dict[int, float] = {}
-    if wh:
-        _split(t0, t1, wh, _offset(tz), out)
-    return {_day_name(day): v for day, v in out.items()}
 
 
 def daily_wh(rows: list[dict], tz: timezone = THAILAND) -> dict[str, float]:

@@ -17,7 +17,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -329,20 +329,10 @@ def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out:
     many. The time goes into the lookups of its rows and SQLite's formatting, about 1.3 and 2.5 µs a line here;
     the sort by seq of a time range costs too little to see, and SQLite's sorter spills to disk: memory stays
     flat (measured: 55 MB for 30 days of 3 boards, sorted or not)."""
-    where, params = ["device = ?"], [d["id"]]
-    if sensor is not None:
-        where.append("sensor = ?")
-        params.append(sensor)
-    if since is not None:
-        where.append("t >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("t < ?")
-        params.append(until)
+    where, params = store.reading_filter(d["id"], since, until, sensor)
     prefix = io.StringIO()
     csv.writer(prefix, lineterminator="").writerow([_csv(d[k]) for k in ("id", "site", "lat", "lon")])
-    cur = db.execute("SELECT %s FROM readings WHERE %s ORDER BY seq" % (_CSV_LINE, " AND ".join(where)),
-                     [prefix.getvalue() + ",", *params])
+    cur = db.execute("SELECT %s FROM readings%s ORDER BY seq" % (_CSV_LINE, where), [prefix.getvalue() + ",", *params])
     written = 0
     while True:
         chunk = cur.fetchmany(FETCH)
@@ -468,28 +458,29 @@ INTERVAL_HELP = ("longest expected seconds between the board's uploads, for onli
 # -- backup / restore -----------------------------------------------------------------------------------
 
 
-def _backup(args: argparse.Namespace) -> int:
+def _copy_verb(work: Callable[[], dict], say: Callable[[dict], str]) -> int:
+    """Run a backup or restore; print what it did, or the error (exit status 1)."""
     try:
-        info = backup(args.data_dir, args.to)
+        info = work()
     except BackupError as err:
         print("airwatt: %s" % err, file=sys.stderr)
         return 1
-    print("backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s (device keys: %s)"
-          % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
-             info["bytes"], args.to, info["keys"]))
+    print(say(info))
     return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    return _copy_verb(lambda: backup(args.data_dir, args.to), lambda info: (
+        "backup of %s: %d devices, readings up to id %d, schema %d, %d bytes -> %s (device keys: %s)"
+        % (store.db_path(args.data_dir), info["devices"], info["last_reading_id"], info["schema_version"],
+           info["bytes"], args.to, info["keys"])))
 
 
 def _restore(args: argparse.Namespace) -> int:
-    try:
-        info = restore(args.data_dir, args.from_)
-    except BackupError as err:
-        print("airwatt: %s" % err, file=sys.stderr)
-        return 1
-    print("restored %s into %s: %d devices, readings up to id %d, schema %d -> %d; device keys %s"
-          % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
-             info["schema_version"], info["schema_version_now"], info["keys"]))
-    return 0
+    return _copy_verb(lambda: restore(args.data_dir, args.from_), lambda info: (
+        "restored %s into %s: %d devices, readings up to id %d, schema %d -> %d; device keys %s"
+        % (args.from_, store.db_path(args.data_dir), info["devices"], info["last_reading_id"],
+           info["schema_version"], info["schema_version_now"], info["keys"])))
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -42,8 +42,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from airwatt.agent.adapters.base import KINDS
+
 CONFIG_NAME = "airwatt.toml"
-PLATFORM_KINDS = ("ngsi-ld", "http-json", "sensorthings", "mqtt")
 
 
 class PlatformConfig(BaseModel):
@@ -51,7 +52,7 @@ class PlatformConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     url: str | None = Field(default=None, pattern=r"^(https?|mqtt)://", description="Platform base URL; unset: no sync")
-    kind: Literal["ngsi-ld", "http-json", "sensorthings", "mqtt"] = "ngsi-ld"
+    kind: Literal[KINDS] = "ngsi-ld"  # type: ignore[valid-type]
     token: str | None = None
     tenant: str | None = None
     batch_size: int = Field(default=100, ge=1, le=1000)

@@ -23,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from airwatt.agent import flash_cmd, server, store
+from airwatt.agent.adapters import KINDS
 from airwatt.agent.app import make_app
 from airwatt.agent.config import ConfigError, load_config
 from airwatt.emulator.esp32 import EmulatedBoard
@@ -363,7 +364,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--boards", type=int, default=3, help="emulated boards, one per building (default 3)")
     demo.add_argument("--duration", type=float, default=0, help="stop after S seconds (default: until Ctrl-C)")
     demo.add_argument("--platform-url", help="sync to this external platform instead of the emulated one")
-    demo.add_argument("--platform-kind", choices=("ngsi-ld", "http-json", "sensorthings", "mqtt"), default="ngsi-ld")
+    demo.add_argument("--platform-kind", choices=KINDS, default="ngsi-ld")
     demo.add_argument("--day-scale", type=float, default=10,
                       help="the buildings' days run this much faster than real time (default 10: a minute on "
                            "screen is ten minutes of the day)")

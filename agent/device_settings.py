@@ -50,11 +50,10 @@ def parse_intervals(text: str) -> dict[str, int]:
 
 
 def get(db: sqlite_utils.Database, device: str) -> dict | None:
-    row = db.execute("SELECT * FROM device_settings WHERE device = ?", (device,)).fetchone()
-    if row is None:
+    found = list(db.query("SELECT * FROM device_settings WHERE device = ?", [device]))
+    if not found:
         return None
-    cols = [c[0] for c in db.execute("SELECT * FROM device_settings LIMIT 0").description]
-    d = dict(zip(cols, row))
+    d = found[0]
     d["settings"] = json.loads(d["settings"])
     d["changed"] = json.loads(d["changed"])
     return d

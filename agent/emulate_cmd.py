@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airwatt.emulator.board.codes import BOARD_FAULTS, SENSOR_FAULTS, SENSORS
 from airwatt.emulator.esp32 import EmulatedBoard, is_bus_meter, meters_wiring
 
 
@@ -25,15 +26,14 @@ def parse_fault(text: str) -> tuple[str, Any]:
             value = raw
     sensor, dot, fault = name.partition(".")
     if dot:
-        if sensor not in ("pzem", "pms", "scd4x") and not is_bus_meter(sensor):
-            raise ValueError("unknown sensor %r in fault %r (pzem, pms, scd4x; pzem1, pzem2, ... with --meters)"
-                             % (sensor, text))
-        if fault not in ("unplugged", "stuck", "corrupt", "mains_off", "wrong_addr"):
-            raise ValueError("unknown sensor fault %r (unplugged, stuck, corrupt, mains_off, wrong_addr=N)" % fault)
+        if sensor not in SENSORS and not is_bus_meter(sensor):
+            raise ValueError("unknown sensor %r in fault %r (%s; pzem1, pzem2, ... with --meters)"
+                             % (sensor, text, ", ".join(SENSORS)))
+        if fault not in SENSOR_FAULTS:
+            raise ValueError("unknown sensor fault %r (%s)" % (fault, ", ".join(SENSOR_FAULTS)))
         return sensor, {fault: value}
-    if name not in ("wifi_down", "hang", "clock_unset", "power_cut_at_write"):
-        raise ValueError("unknown fault %r (wifi_down, hang, clock_unset, power_cut_at_write=N, "
-                         "<sensor>.<fault>)" % text)
+    if name not in BOARD_FAULTS:
+        raise ValueError("unknown fault %r (%s=N, <sensor>.<fault>)" % (text, ", ".join(BOARD_FAULTS)))
     return name, value
 
 

@@ -32,6 +32,7 @@ from airwatt.protocol.check import ProtocolError
 from airwatt.protocol.models import Batch, parse_batch
 
 from . import device_settings, firmware, store
+from .reading import METRIC_COLUMNS
 from .server import read_limited
 from .writer import Job, WriteFailed, Writer
 
@@ -59,10 +60,10 @@ def _metric_getters() -> dict[str, object]:
     out = {}
     for sensor in fields.SENSORS:
         names = [row[1] for row in fields.metrics(sensor)]
-        start = store.METRIC_COLUMNS.index(names[0])
-        if store.METRIC_COLUMNS[start : start + len(names)] != tuple(names):
+        start = METRIC_COLUMNS.index(names[0])
+        if METRIC_COLUMNS[start : start + len(names)] != tuple(names):
             raise RuntimeError("metrics of sensor %s are not contiguous in the field table" % sensor)
-        before, after = (None,) * start, (None,) * (len(store.METRIC_COLUMNS) - start - len(names))
+        before, after = (None,) * start, (None,) * (len(METRIC_COLUMNS) - start - len(names))
         get = operator.itemgetter(*names)
         single = len(names) == 1
 
@@ -86,7 +87,7 @@ def job_from_batch(batch: Batch, received: float) -> Job:
     received_s = float(round(received))
     for r in batch.readings:
         t = r.t
-        head = (device, r.seq, r.boot, r.sensor, t, "board" if t is not None else None, r.ticks, received_s)
+        head = (device, r.seq, r.boot, r.sensor, t, "board" if t is not None else None, r.ticks, received_s)  # HEAD
         rows.append(head + (",".join(r.flags),) + _EXTRACT[r.sensor](r.values.__dict__) + (r.instance,))
     status = None
     if batch.status is not None:

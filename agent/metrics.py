@@ -11,6 +11,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+import sqlite_utils
+
+from . import sync_store
 from .ingest import Stats
 
 REJECT_REASONS = ("too_large", "unknown_device", "bad_signature", "invalid", "device_mismatch", "busy", "store_failed")
@@ -24,14 +27,10 @@ def read_gauges(db_file: str | Path) -> dict:
     """Store figures for /metrics (runs in a worker thread on its own connection)."""
     conn = sqlite3.connect("file:%s?mode=ro" % db_file, uri=True, timeout=5)
     try:
-        pending, oldest = conn.execute(
-            "SELECT count(*), min(received) FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
-        ).fetchone()
+        pending, oldest, last_ok = sync_store.backlog(sqlite_utils.Database(conn))
         stored = conn.execute("SELECT max(id) FROM readings").fetchone()[0] or 0
         row = conn.execute("SELECT value FROM meta WHERE key = 'rollup_upto'").fetchone()
         rolled = int(row[0]) if row else 0
-        row = conn.execute("SELECT value FROM meta WHERE key = 'last_sync_ok'").fetchone()
-        last_ok = float(row[0]) if row else None
         seen = conn.execute("SELECT id, last_seen FROM devices ORDER BY id").fetchall()
         has_alerts = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'alerts'").fetchone()
         alerts = conn.execute("SELECT rule, device, acked_at IS NOT NULL, since FROM alerts WHERE cleared_at IS NULL"

@@ -30,17 +30,19 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import carbon, meters, retention, store
+from .dbthread import DbThread
+from .reading import METRIC_COLUMNS
+from .tz import THAILAND
 
 log = logging.getLogger("airwatt.rollup")
 
 CHUNK = 100_000  # readings per roller transaction: short enough that ingest never waits long for the lock
 EVERY_S = 5.0
-LOCAL = 7 * 3600  # Thailand, UTC+7, no daylight saving: local days start at 17:00 UTC
-METRICS: tuple[str, ...] = store.METRIC_COLUMNS
+LOCAL = int(THAILAND.utcoffset(None).total_seconds())  # UTC+7, no daylight saving: local days start at 17:00 UTC
+METRICS: tuple[str, ...] = METRIC_COLUMNS
 WH = "wh"  # the energy used, from the counter differences
 # readings that count in the aggregates: not flagged stuck or out_of_range
 GOOD_FLAGS_SQL = ("(flags = '' OR (',' || flags || ',' NOT LIKE '%,stuck,%' AND ',' || flags || ',' NOT LIKE "
@@ -266,20 +268,18 @@ class Roller:
         self.keep_synced_s = keep_synced_s  # None: no retention
         self.prune_every_s = prune_every_s
         self.pruned_at = 0.0
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-rollup")
-        self.conn: sqlite3.Connection | None = None
+        self.thread = DbThread(lambda: store.connect(db_file), "airwatt-rollup")
         self.task: asyncio.Task | None = None
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return await self.thread.call(fn, *args)
 
     def _catch_up(self, budget_s: float) -> int:
-        if self.conn is None:
-            self.conn = store.connect(self.db_file)
-        done = catch_up(self.conn, CHUNK, budget_s)
+        conn = self.thread.connection()
+        done = catch_up(conn, CHUNK, budget_s)
         if self.keep_synced_s is not None and time.monotonic() - self.pruned_at >= self.prune_every_s:
             self.pruned_at = time.monotonic()
-            deleted = retention.prune(self.conn, self.keep_synced_s)
+            deleted = retention.prune(conn, self.keep_synced_s)
             if deleted:
                 log.info("retention: %d raw readings synced over %.1f days ago deleted", deleted,
                          self.keep_synced_s / 86400)
@@ -298,17 +298,7 @@ class Roller:
                 log.warning("rollups not brought up to date: %s", err)
 
     async def stop(self, _app: Any = None) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-        def close() -> None:
-            if self.conn is not None:
-                self.conn.close()
-        await self._call(close)
-        self.pool.shutdown(wait=True)
+        await self.thread.close(self.task)
 
 
 def carbon_report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[carbon.Row], list[carbon.Row]]:

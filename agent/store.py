@@ -25,14 +25,12 @@ from typing import Any
 import sqlite_utils
 
 from airwatt.protocol import fields
-from airwatt.protocol.check import DEVICE_ALPHABET
+
+from .reading import METRIC_COLUMNS
 
 DB_NAME = "airwatt.db"
 KEYS_NAME = "keys.db"
-# One nullable column per metric of the protocol's field table (never retyped here).
-METRIC_COLUMNS: tuple[str, ...] = tuple(row[1] for row in fields.METRICS)
 _METRIC_TYPES = {row[1]: (int if row[4] == "int" else float) for row in fields.METRICS}
-T_SOURCES = ("board", "ticks", "unknown")
 BUSY_TIMEOUT_MS = 10000
 
 
@@ -195,10 +193,17 @@ def _m9_meters(db: sqlite_utils.Database) -> None:
     meters.migration(db)
 
 
+def _m10_sync_held(db: sqlite_utils.Database) -> None:
+    """Refusals counted per reading and readings held back (agent/sync_store.py). IF NOT EXISTS: stores from
+    before this migration have the table already (the sync worker used to create it)."""
+    db.execute("CREATE TABLE IF NOT EXISTS sync_held (reading INTEGER PRIMARY KEY, tries INTEGER NOT NULL,"
+               " held_until REAL, status INTEGER, error TEXT, at REAL)")
+
+
 # Append new migrations at the end; never edit one that has shipped.
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _m1_initial, _m2_rollups, _m3_alerts, _m4_keys_apart, _m5_reading_instance, _m6_device_settings, _m7_boot_ids,
-    _m8_firmware, _m9_meters]
+    _m8_firmware, _m9_meters, _m10_sync_held]
 
 
 def schema_version(db: sqlite_utils.Database) -> int:
@@ -383,7 +388,7 @@ def set_device(db: sqlite_utils.Database, id: str, **changes: Any) -> dict:
 
 def check_device_id(id: str) -> None:
     """Raise ValueError unless `id` is a valid protocol device id."""
-    if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in DEVICE_ALPHABET for ch in id):
+    if not 1 <= len(id) <= fields.DEVICE_ID_MAX or any(ch not in fields.DEVICE_ALPHABET for ch in id):
         raise ValueError(
             "device id must be 1 to %d characters of a-z, 0-9, '-' and '_': %r" % (fields.DEVICE_ID_MAX, id)
         )
@@ -391,9 +396,8 @@ def check_device_id(id: str) -> None:
 
 def get_device(db: sqlite_utils.Database, id: str) -> dict | None:
     """The device row (its key is in the key store: `device_key`), or None."""
-    cur = db.execute("SELECT * FROM devices WHERE id = ?", (id,))
-    row = cur.fetchone()
-    return None if row is None else dict(zip([c[0] for c in cur.description], row))
+    found = list(db.query("SELECT * FROM devices WHERE id = ?", [id]))
+    return found[0] if found else None
 
 
 def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
@@ -406,11 +410,13 @@ def device_key(db: sqlite_utils.Database, id: str) -> bytes | None:
 
 def list_devices(db: sqlite_utils.Database) -> list[dict]:
     """Every device without its key, with its count of readings stored (ever: retention does not lower it)."""
+    # db.execute, not db.query: the alert evaluator passes its raw sqlite3 connection
     cur = db.execute(
         "SELECT d.id, d.name, d.site, d.lat, d.lon, d.sensors, d.interval_s, d.firmware, d.first_seen,"
         " d.last_seen, d.last_status, d.created FROM devices d ORDER BY d.id"
     )
-    devices = _dicts(cur)
+    names = [c[0] for c in cur.description]
+    devices = [dict(zip(names, row)) for row in cur.fetchall()]
     counts = reading_counts(db)
     for d in devices:
         d["readings"] = counts.get(d["id"], 0)
@@ -466,6 +472,18 @@ def readings(
     return list(iter_readings(db, device, since, until))
 
 
+def reading_filter(device: str | None = None, since: float | None = None, until: float | None = None,
+                   sensor: str | None = None, alias: str = "") -> tuple[str, list]:
+    """(" WHERE ..." or "", parameters) selecting readings of `device` and `sensor` with t in [since, until);
+    `alias` ("r.") names the readings table in a join."""
+    where, params = [], []
+    for clause, value in (("device = ?", device), ("sensor = ?", sensor), ("t >= ?", since), ("t < ?", until)):
+        if value is not None:
+            where.append(alias + clause)
+            params.append(value)
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 def iter_readings(
     db: sqlite_utils.Database, device: str | None = None, since: float | None = None, until: float | None = None
 ) -> Iterator[dict]:
@@ -475,59 +493,13 @@ def iter_readings(
         for (dev,) in db.execute("SELECT id FROM devices ORDER BY id").fetchall():
             yield from iter_readings(db, dev, since, until)
         return
-    where, params = [], []
-    if device is not None:
-        where.append("device = ?")
-        params.append(device)
-    if since is not None:
-        where.append("t >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("t < ?")
-        params.append(until)
+    where, params = reading_filter(device, since, until, alias="r.")
     # the boot's own id (text) joined back in, as `boot`
-    sql = ("SELECT r.*, b.boot AS boot FROM readings r LEFT JOIN boot_ids b ON b.id = r.boot_id"
-           + (" WHERE " + " AND ".join("r." + w for w in where) if where else "") + " ORDER BY r.device, r.seq")
-    cur = db.execute(sql, params)
+    cur = db.execute("SELECT r.*, b.boot AS boot FROM readings r LEFT JOIN boot_ids b ON b.id = r.boot_id%s"
+                     " ORDER BY r.device, r.seq" % where, params)
     names = [c[0] for c in cur.description]
     for row in cur:
         yield dict(zip(names, row))
-
-
-_LOCATED = " AND d.lat IS NOT NULL AND d.lon IS NOT NULL"
-
-
-def pending(db: sqlite_utils.Database, limit: int, located: bool = False) -> list[dict]:
-    """Unsynced readings, oldest (lowest id) first, with the device's lat, lon, site and name joined; with
-    `located`, only those of devices that have a location."""
-    cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name,"
-        " m.name AS meter_name, m.phase AS meter_phase, m.circuit AS meter_circuit"
-        " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
-        " LEFT JOIN meters m ON m.device = r.device AND m.instance = r.instance"
-        " WHERE r.synced_at IS NULL%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
-        (limit,),
-    )
-    return _dicts(cur)
-
-
-def waiting_for_location(db: sqlite_utils.Database) -> dict[str, int]:
-    """Devices without a location that have unsynced readings: device -> how many."""
-    return dict(db.execute(
-        "SELECT r.device, count(*) FROM readings r INDEXED BY readings_unsynced WHERE r.synced_at IS NULL"
-        " AND r.device IN (SELECT id FROM devices WHERE lat IS NULL OR lon IS NULL) GROUP BY r.device"
-        " ORDER BY r.device"
-    ).fetchall())
-
-
-def mark_synced(db: sqlite_utils.Database, ids: Iterable[int], at: float) -> int:
-    """Mark readings synced (the platform confirmed them) in one durable transaction; returns rows changed."""
-    return record_sync(db, ids, at, ())
-
-
-def log_sync(db: sqlite_utils.Database, ok: bool, status: int | None, count: int, detail: str = "") -> None:
-    """Record a sync attempt; a successful one also sets meta.last_sync_ok."""
-    record_sync(db, (), time.time(), [(ok, status, count, detail)])
 
 
 def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
@@ -538,23 +510,6 @@ def get_meta(db: sqlite_utils.Database, key: str) -> str | None:
 def set_meta(db: sqlite_utils.Database, key: str, value: str) -> None:
     with _transaction(db):
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
-
-def sync_state(db: sqlite_utils.Database, errors: int = 5) -> dict:
-    """Pending and synced counts, oldest pending reading's receive time, last successful sync, last errors."""
-    pending_n, oldest = db.execute(
-        "SELECT count(*), min(received) FROM readings INDEXED BY readings_unsynced WHERE synced_at IS NULL"
-    ).fetchone()
-    total = sum(reading_counts(db).values())
-    last_ok = get_meta(db, "last_sync_ok")
-    cur = db.execute("SELECT * FROM sync_log WHERE ok = 0 ORDER BY id DESC LIMIT ?", (errors,))
-    return {
-        "pending": pending_n,
-        "synced": total - pending_n,
-        "oldest_pending_received": oldest,
-        "last_sync_ok": float(last_ok) if last_ok is not None else None,
-        "last_errors": _dicts(cur),
-    }
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -578,11 +533,6 @@ def transaction(db: sqlite_utils.Database) -> _transaction:
     return _transaction(db)
 
 
-def _dicts(cur: sqlite3.Cursor) -> list[dict]:
-    names = [c[0] for c in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
 def tune_gc() -> None:
     """For a long-running agent process, after its start-up: each upload allocates thousands of short-lived objects
     (parsed JSON, pydantic models, row tuples), and with Python's default thresholds the cyclic collector then runs
@@ -596,75 +546,3 @@ def tune_gc() -> None:
 def data_dir_default() -> str:
     """--data-dir's default: $AIRWATT_DATA_DIR, else ./airwatt-data."""
     return os.environ.get("AIRWATT_DATA_DIR") or "airwatt-data"
-
-
-# -- sync rounds (added for agent/sync.py) ---------------------------------------------------------------
-
-
-def record_sync(
-    db: sqlite_utils.Database, ids: Iterable[int], at: float, attempts: Iterable[tuple[bool, int | None, int, str]]
-) -> int:
-    """mark_synced + log_sync of one sync round in ONE durable transaction (one fsync per round, not two per
-    request): marks `ids` synced at `at` (to the second) and logs each (ok, status, count, detail) attempt;
-    returns rows marked."""
-    runs, singles = _id_runs(ids)
-    changed = 0
-    # whole seconds on the readings (retention counts days): SQLite keeps an integral REAL in 4 bytes, not 8
-    marked = float(int(at))
-    with _transaction(db):
-        for first, last in runs:  # every id from first to last is in `ids`: BETWEEN is the same set as IN
-            cur = db.execute(
-                "UPDATE readings SET synced_at = ? WHERE id BETWEEN ? AND ? AND synced_at IS NULL",
-                (marked, first, last)
-            )
-            changed += cur.rowcount
-        for start in range(0, len(singles), 500):
-            chunk = singles[start : start + 500]
-            cur = db.execute(
-                "UPDATE readings SET synced_at = ? WHERE synced_at IS NULL AND id IN (%s)"
-                % ",".join("?" * len(chunk)),
-                [marked, *chunk],
-            )
-            changed += cur.rowcount
-        any_ok = False
-        for ok, status, count, detail in attempts:
-            any_ok = any_ok or ok
-            db.execute(
-                "INSERT INTO sync_log(at, ok, status, count, detail) VALUES (?, ?, ?, ?, ?)",
-                (at, int(bool(ok)), status, count, detail),
-            )
-        if any_ok:
-            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('last_sync_ok', ?)", (repr(at),))
-    return changed
-
-
-def _id_runs(ids: Iterable[int], shortest: int = 8) -> tuple[list[tuple[int, int]], list[int]]:
-    """Split ids into runs of consecutive integers (first, last) at least `shortest` long, and the rest.
-    Confirmed batches are mostly such runs (pending readings oldest first): one range update each instead
-    of an IN list of a thousand parameters."""
-    ordered = sorted(set(ids))
-    runs: list[tuple[int, int]] = []
-    singles: list[int] = []
-    start = 0
-    for i in range(1, len(ordered) + 1):
-        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
-            if i - start >= shortest:
-                runs.append((ordered[start], ordered[i - 1]))
-            else:
-                singles.extend(ordered[start:i])
-            start = i
-    return runs, singles
-
-
-def pending_after(db: sqlite_utils.Database, after: int, limit: int, located: bool = False) -> list[dict]:
-    """pending() from id `after` on (exclusive): the sync worker's next batch while the previous one is
-    still being marked."""
-    cur = db.execute(
-        "SELECT r.*, d.lat AS lat, d.lon AS lon, d.site AS site, d.name AS device_name,"
-        " m.name AS meter_name, m.phase AS meter_phase, m.circuit AS meter_circuit"
-        " FROM readings r INDEXED BY readings_unsynced JOIN devices d ON d.id = r.device"
-        " LEFT JOIN meters m ON m.device = r.device AND m.instance = r.instance"
-        " WHERE r.synced_at IS NULL AND r.id > ?%s ORDER BY r.id LIMIT ?" % (_LOCATED if located else ""),
-        (after, limit),
-    )
-    return _dicts(cur)

@@ -11,14 +11,15 @@ operators' "last errors"); count refusals. While all goes well the loop (`run_wo
 (`sync_pipelined`: a sliding window of requests in flight, marks in group commits while others travel);
 after any failure it sends one
 batch at a time and waits: Retry-After when the platform gave one (429/503, seconds or an HTTP date), else
-exponential backoff with jitter. "Retry now" (the SYNC_NOW event, or meta `sync_retry_requested` written by
-the pages from any process) cuts any wait short and releases held readings.
+exponential backoff with jitter. "Retry now" (sync_store.request_retry, from
+the pages or `airwatt sync retry` in any process; the SYNC_NOW event wakes a worker in the same process at once)
+cuts any wait short and releases held readings.
 
 A reading the platform keeps refusing must not block the others. Policy:
 - a 400/422 for a whole batch of several readings halves the batch (bisection: the good part syncs, the
   refused reading ends up alone);
 - a refusal naming the reading (4xx in a 207 answer, or 400 for a batch of one) counts one strike in table
-  `sync_held`; after HOLD_AFTER strikes the reading is held back for HOLD_S seconds, then tried once more
+  `sync_held` (agent/sync_store.py); after HOLD_AFTER strikes the reading is held back for HOLD_S seconds, then tried once more
   per HOLD_S (a success clears its strikes).
   Held readings stay in the store, unsynced and visible (`held_readings`); "retry now" releases them.
 - a reading the adapter cannot express is held at once, with the reason.
@@ -49,17 +50,14 @@ import aiohttp
 import sqlite_utils
 from aiohttp import web
 
-from airwatt.agent import store
+from airwatt.agent import store, sync_store
 from airwatt.agent.adapters import KINDS, Adapter, Outcome, Prepared, SendError, make_adapter
 from airwatt.agent.commands import add_data_dir, iso, open_existing
 from airwatt.agent.config import ConfigError, PlatformConfig, load_config
 
 log = logging.getLogger("airwatt.sync")
 
-HOLD_AFTER = 3  # refusals of one reading before it is held back
-HOLD_S = 3600.0  # how long a held reading waits before it is tried again (unless "retry now")
 RETRY_AFTER_MAX_S = 3600.0  # never sleep longer than this on a platform's say-so
-LOG_KEEP = 20000  # sync_log rows kept (older ones pruned)
 LOCATION_NOTICE_S = 3600.0  # how often the log repeats that a device without a location holds readings back
 LOCATION_CHECK_S = 60.0  # how often the worker looks for such devices
 
@@ -70,10 +68,6 @@ _DB_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-sync-
 
 async def _db_call(fn: Callable, *args: object) -> object:
     return await asyncio.get_running_loop().run_in_executor(_DB_THREAD, fn, *args)
-
-
-_HELD_TABLE = """CREATE TABLE IF NOT EXISTS sync_held (
-    reading INTEGER PRIMARY KEY, tries INTEGER NOT NULL, held_until REAL, status INTEGER, error TEXT, at REAL)"""
 
 
 @dataclass
@@ -116,82 +110,10 @@ SYNC_NOW = web.AppKey("airwatt_sync_now", asyncio.Event)
 SYNC_STATE = web.AppKey("airwatt_sync_state", SyncState)
 
 
-# -- store helpers (sync's own table; the readings table itself belongs to agent/store.py) ---------------
-
-
-def ensure_tables(db: sqlite_utils.Database) -> None:
-    db.execute(_HELD_TABLE)
-
-
-def pending_unheld(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None,
-                   located: bool = False) -> list[dict]:
-    """store.pending() (from id `after` on, if given; with `located`, only of devices with a location) minus
-    the readings currently held back, oldest first."""
-    held = {r[0] for r in db.execute("SELECT reading FROM sync_held WHERE held_until > ?", (now,))}
-
-    def fetch(n: int) -> list[dict]:
-        return store.pending(db, n, located) if after is None else store.pending_after(db, after, n, located)
-
-    if not held:
-        return fetch(limit)
-    # At most len(held) of the first limit + len(held) pending rows are held, so `limit` others remain.
-    return [r for r in fetch(limit + len(held)) if r["id"] not in held][:limit]
-
-
 def _take(db: sqlite_utils.Database, limit: int, now: float, after: int | None = None,
           located: bool = False) -> tuple[list[dict], bool]:
     """The next batch, and whether any reading has strikes (then confirmed ones must clear theirs)."""
-    ensure_tables(db)
-    had_strikes = db.execute("SELECT 1 FROM sync_held LIMIT 1").fetchone() is not None
-    return pending_unheld(db, limit, now, after, located), had_strikes
-
-
-def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[dict]:
-    """Readings held back now, with the platform's last refusal (for the operators' sync page)."""
-    ensure_tables(db)
-    cur = db.execute(
-        "SELECT h.reading, r.device, r.seq, r.sensor, h.tries, h.held_until, h.status, h.error, h.at"
-        " FROM sync_held h JOIN readings r ON r.id = h.reading"
-        " WHERE h.held_until > ? AND r.synced_at IS NULL ORDER BY h.reading",
-        (time.time() if now is None else now,),
-    )
-    names = [c[0] for c in cur.description]
-    return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def release_held(db: sqlite_utils.Database) -> int:
-    """Forget every strike and hold ("retry now"); returns how many readings were held."""
-    ensure_tables(db)
-    with store.transaction(db):
-        n = db.execute("SELECT count(*) FROM sync_held WHERE held_until > ?", (time.time(),)).fetchone()[0]
-        db.execute("DELETE FROM sync_held")
-    return n
-
-
-def _retry_requested(db: sqlite_utils.Database) -> bool:
-    """True once per "retry now" recorded in meta by the pages (when the worker runs in another process, or
-    started after the button was pressed); marks it handled."""
-    requested = store.get_meta(db, "sync_retry_requested")
-    if requested is None or requested == store.get_meta(db, "sync_retry_handled"):
-        return False
-    store.set_meta(db, "sync_retry_handled", requested)
-    return True
-
-
-def _strike(db: sqlite_utils.Database, refusals: dict[int, tuple[int | None, str]], now: float, hold_at_once: bool) -> int:
-    """Count one refusal per reading; returns how many are now held back."""
-    held = 0
-    with store.transaction(db):
-        for rid, (status, error) in refusals.items():
-            row = db.execute("SELECT tries FROM sync_held WHERE reading = ?", (rid,)).fetchone()
-            tries = (row[0] if row else 0) + 1
-            until = now + HOLD_S if hold_at_once or tries >= HOLD_AFTER else None
-            held += until is not None
-            db.execute(
-                "INSERT OR REPLACE INTO sync_held(reading, tries, held_until, status, error, at) VALUES (?,?,?,?,?,?)",
-                (rid, tries, until, status, error[:500], now),
-            )
-    return held
+    return sync_store.pending_unheld(db, limit, now, after, located), sync_store.has_strikes(db)
 
 
 @dataclass
@@ -210,23 +132,17 @@ def _record(db: sqlite_utils.Database, attempts: list[_Attempt], had_strikes: bo
     now = time.time()
     confirmed = [rid for a in attempts for rid in a.confirmed]
     entries = [(a.result.ok, a.result.status, a.result.sent, a.result.error) for a in attempts]
-    store.record_sync(db, confirmed, now, entries)
+    sync_store.record_sync(db, confirmed, now, entries)
     held = 0
     if confirmed and had_strikes:
-        with store.transaction(db):
-            for start in range(0, len(confirmed), 500):
-                chunk = confirmed[start : start + 500]
-                db.execute("DELETE FROM sync_held WHERE reading IN (%s)" % ",".join("?" * len(chunk)), chunk)
+        sync_store.clear_strikes(db, confirmed)
     refusals = {rid: f for a in attempts for rid, f in a.refusals.items()}
     if refusals:
-        held += _strike(db, refusals, now, hold_at_once=False)
+        held += sync_store.strike(db, refusals, now, hold_at_once=False)
     unencodable = {rid: (None, why) for a in attempts for rid, why in a.unencodable.items()}
     if unencodable:
-        held += _strike(db, unencodable, now, hold_at_once=True)
-    last = db.execute("SELECT max(id) FROM sync_log").fetchone()[0] or 0
-    if last > LOG_KEEP and last % 1000 < len(entries):
-        with store.transaction(db):
-            db.execute("DELETE FROM sync_log WHERE id <= ?", (last - LOG_KEEP,))
+        held += sync_store.strike(db, unencodable, now, hold_at_once=True)
+    sync_store.prune_log(db, len(entries))
     return held
 
 
@@ -483,7 +399,7 @@ class LocationNotices:
             return []
         self.checked = now
         said = []
-        for device, count in store.waiting_for_location(db).items():
+        for device, count in sync_store.waiting_for_location(db).items():
             if now - self.told.get(device, float("-inf")) >= LOCATION_NOTICE_S:
                 self.told[device] = now
                 said.append(device)
@@ -502,7 +418,7 @@ def backoff_delay(failures: int, base_s: float, max_s: float, rand: Callable[[],
 
 
 async def _wait(wake: asyncio.Event, seconds: float, db: sqlite_utils.Database, slice_s: float) -> None:
-    """Sleep up to `seconds`, cut short by the wake event or (checked every slice_s) a "retry now" in meta."""
+    """Sleep up to `seconds`, cut short by the wake event or (checked every slice_s) a "retry now" said in meta."""
     deadline = time.monotonic() + seconds
     while not wake.is_set():
         left = deadline - time.monotonic()
@@ -511,7 +427,7 @@ async def _wait(wake: asyncio.Event, seconds: float, db: sqlite_utils.Database, 
         try:
             await asyncio.wait_for(wake.wait(), min(left, slice_s))
         except asyncio.TimeoutError:
-            if await _db_call(_retry_requested, db):
+            if await _db_call(sync_store.take_retry, db):
                 wake.set()
 
 
@@ -535,15 +451,14 @@ async def run_worker(
     wake = wake or asyncio.Event()
     state = state or SyncState()
     state.enabled, state.kind, state.url = True, adapter.kind, adapter.url
-    await _db_call(ensure_tables, db)
     failures = 0
     limit = batch_size
     suspect = 0  # readings left in the last batch refused whole: one of them is to blame
     notices = LocationNotices() if adapter.needs_location else None
     while True:
-        if wake.is_set() or await _db_call(_retry_requested, db):
+        if wake.is_set() or await _db_call(sync_store.take_retry, db):
             wake.clear()
-            released = await _db_call(release_held, db)
+            released = await _db_call(sync_store.release_held, db)
             failures, limit, suspect = 0, batch_size, 0
             log.info("sync: retry now (%d held readings released)", released)
         state.failures, state.batch_limit, state.next_attempt_at = failures, limit, None
@@ -634,7 +549,7 @@ def setup_sync(app: web.Application, data_dir: str | Path, platform: PlatformCon
 
 
 def request_sync_now(app: web.Application) -> None:
-    """"Retry now" from the pages: wake the worker, release held readings, reset the backoff."""
+    """Wake this process's worker to take a "retry now" at once: release held readings, reset the backoff."""
     app[SYNC_NOW].set()
 
 
@@ -687,8 +602,8 @@ def retry_cli(args: argparse.Namespace) -> int:
     """`airwatt sync retry`: ask the running worker (in any process) to retry now and release held readings."""
     db = store.open_db(args.data_dir)
     try:
-        store.set_meta(db, "sync_retry_requested", repr(time.time()))
-        held = len(held_readings(db))
+        sync_store.request_retry(db)
+        held = len(sync_store.held_readings(db))
     finally:
         db.conn.close()
     print("retry requested: the sync worker retries at its next check (within a few seconds); %d held reading(s)"
@@ -717,7 +632,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _sync_status(args: argparse.Namespace) -> int:
     db = open_existing(args.data_dir)
-    state = store.sync_state(db, errors=args.errors)
+    state = sync_store.sync_state(db, errors=args.errors)
     if args.format == "json":
         json.dump(state, sys.stdout, indent=1)
         print()

@@ -35,13 +35,12 @@ from typing import Any
 from airwatt.protocol import fields
 
 from . import store
+from .reading import BOOT, COLUMNS, SEQ, T_SOURCE, TICKS, with_time
 
 log = logging.getLogger("airwatt.writer")
 
 MAX_GROUP = 1000  # batches in one transaction at most
 
-COLUMNS = ("device", "seq", "boot_id", "sensor", "t", "t_source", "ticks", "received", "flags") + (
-    store.METRIC_COLUMNS + ("instance",))
 # Idempotent by (device, seq): a reading stored before is skipped. ON CONFLICT names that one constraint, unlike
 # INSERT OR IGNORE, which would also silently skip a row breaking NOT NULL and so claim it stored.
 _ON_CONFLICT = " ON CONFLICT(device, seq) DO NOTHING"
@@ -160,17 +159,17 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
     rows = []
     batch_boot = known.boot_id(conn, job.device, job.boot)
     for row in job.rows:
-        boot = row[2]
-        bid = batch_boot if boot == job.boot else known.boot_id(conn, job.device, boot)
-        if row[5] is None:  # no board time: from its boot's offset if known
+        boot = row[BOOT]
+        if row[T_SOURCE] is None:  # no board time: from its boot's offset if known
             off = offset if boot == job.boot else known.boot_offset(conn, job.device, boot)
             if off is None:
-                row = row[:2] + (bid,) + row[3:5] + ("unknown",) + row[6:]
+                row = with_time(row, None, "unknown")
             else:
                 # to the millisecond (the board's tick): the offset's microseconds are network noise
-                row = row[:2] + (bid, row[3], round(off + row[6] / 1000.0, 3), "ticks") + row[6:]
-        else:
-            row = row[:2] + (bid,) + row[3:]
+                row = with_time(row, round(off + row[TICKS] / 1000.0, 3), "ticks")
+        # stored by the id of its boot (boot_ids), not its text
+        bid = batch_boot if boot == job.boot else known.boot_id(conn, job.device, boot)
+        row = row[:BOOT] + (bid,) + row[BOOT + 1 :]
         rows.append(row)
     before = conn.total_changes
     conn.execute(insert_rows(len(rows)), list(chain.from_iterable(rows)))
@@ -188,7 +187,7 @@ def write_job(conn: sqlite3.Connection, job: Job, known: Known) -> tuple[int, in
         " last_status = coalesce(?, last_status) WHERE id = ?",
         (job.firmware, job.received, job.received, job.status, job.device),
     )
-    stored = max(known.max_seq(conn, job.device), job.rows[-1][1])  # seqs rise within a batch
+    stored = max(known.max_seq(conn, job.device), job.rows[-1][SEQ])  # seqs rise within a batch
     known.stage_seq(job.device, stored)
     return stored, inserted
 

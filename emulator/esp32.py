@@ -34,11 +34,13 @@ import tty
 from pathlib import Path
 from typing import Any
 
+from airwatt.emulator.board.codes import (BOARD_FAULTS, DEEPSLEEP_RESET, EXIT_DEEPSLEEP, EXIT_HARD,  # noqa: F401
+                                          EXIT_POWERCUT, EXIT_SOFT, EXIT_WDT, HARD_RESET, PWRON_RESET, SENSOR_FAULTS,
+                                          SENSORS, SOFT_RESET, WDT_RESET)
+
 BOARD_DIR = Path(__file__).resolve().parent / "board"
 BOARDENV = BOARD_DIR / "boardenv.py"
 
-PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
-EXIT_SOFT, EXIT_HARD, EXIT_DEEPSLEEP, EXIT_POWERCUT, EXIT_WDT = 64, 65, 66, 67, 68
 
 ROM_BANNER = "ets Jul 29 2019 12:21:46\r\n\r\nrst:{rst},boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n" \
     "configsip: 0, SPIWP:0xee\r\nclk_drv:0x00,q_drv:0x00,d_drv:0x00,cs0_drv:0x00,hd_drv:0x00,wp_drv:0x00\r\n" \
@@ -49,9 +51,6 @@ RST = {PWRON_RESET: "0x1 (POWERON_RESET)", HARD_RESET: "0xc (SW_CPU_RESET)", WDT
 _BANNER_LINES = {line for rst in RST.values() for line in ROM_BANNER.format(rst=rst).split("\r\n")}
 ONE_SHOT_FAULTS = {"power_cut_at_write": "powercut", "hang": "wdt"}  # cleared by the reset they cause
 LOG_MAX = 4 << 20
-BOARD_FAULTS = ("wifi_down", "hang", "clock_unset", "power_cut_at_write")
-SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off", "wrong_addr")
-SENSORS = ("pzem", "pms", "scd4x")
 FLASH_BYTES = 512 * 4096  # boardenv.FLASH_BLOCKS sectors of 4 KiB: the 2 MiB vfs partition of a 4 MiB module
 # Resets the board did to itself (not a reset button, power cycle or soft reset asked for over the serial port):
 # CRASH_LOOP of them within CRASH_WINDOW_S seconds is a board that keeps rebooting.
@@ -98,6 +97,7 @@ DEFAULT_UARTS = ({"id": 2, "tx": 17, "rx": 16, "device": "pzem"}, {"id": 1, "tx"
 
 
 def find_micropython() -> str:
+    """The `micropython` executable of this environment (beside this Python, else on PATH); raises if none."""
     beside = Path(sys.executable).with_name("micropython")
     if beside.exists():
         return str(beside)

@@ -10,7 +10,6 @@ from .answer import (  # noqa: F401  (parse_body: the agent's side imports it fr
     ProtocolError, _int, _is_int, _is_number, _join, _object, _text, parse_body)
 
 
-DEVICE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 HEX = "0123456789abcdef"
 
 
@@ -86,7 +85,7 @@ def check_batch(b):
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "readings"), ("status",))
     if b["v"] != fields.VERSION or not _is_int(b["v"]):
         raise ProtocolError("v", "protocol version %s is not supported here (1 carries readings, 2 data)" % (b["v"],))
-    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, DEVICE_ALPHABET)
+    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, fields.DEVICE_ALPHABET)
     _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
     _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
     _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
@@ -112,7 +111,7 @@ def check_batch(b):
 def _check_batch_v2(b):
     """check_batch for a v2 batch: returns its readings, decoded."""
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
-    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, DEVICE_ALPHABET)
+    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, fields.DEVICE_ALPHABET)
     _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
     _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
     _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)

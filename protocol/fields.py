@@ -51,6 +51,8 @@ MIN_WALL_TIME = 1577836800  # 2020-01-01T00:00:00Z: earlier wall times mean the 
 MAX_WALL_TIME = 4102444800  # 2100-01-01T00:00:00Z
 MAX_TICKS = 9007199254740991
 DEVICE_ID_MAX = 32
+DEVICE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-_"  # the characters of a device id
+DEVICE_PATTERN = "^[a-z0-9_-]+$"  # DEVICE_ALPHABET as the regular expression of the models and JSON schemas
 FIRMWARE_MAX = 16
 BOOT_ID_LEN = 8
 

@@ -126,7 +126,7 @@ class Batch(BaseModel):
 
     model_config = _STRICT
     v: Literal[fields.VERSION]  # type: ignore[valid-type]
-    device: Annotated[str, Field(min_length=1, max_length=fields.DEVICE_ID_MAX, pattern="^[a-z0-9_-]+$")]
+    device: Annotated[str, Field(min_length=1, max_length=fields.DEVICE_ID_MAX, pattern=fields.DEVICE_PATTERN)]
     fw: Annotated[str, Field(min_length=1, max_length=fields.FIRMWARE_MAX, pattern=_TEXT)]
     boot: BootId
     sent_ticks: Ticks = Field(description="The board's ticks (ms since boot) when it sent the batch")
@@ -146,7 +146,7 @@ class BatchV2(BaseModel):
 
     model_config = _STRICT
     v: Literal[2]
-    device: Annotated[str, Field(min_length=1, max_length=fields.DEVICE_ID_MAX, pattern="^[a-z0-9_-]+$")]
+    device: Annotated[str, Field(min_length=1, max_length=fields.DEVICE_ID_MAX, pattern=fields.DEVICE_PATTERN)]
     fw: Annotated[str, Field(min_length=1, max_length=fields.FIRMWARE_MAX, pattern=_TEXT)]
     boot: BootId
     sent_ticks: Ticks = Field(description="The board's ticks (ms since boot) when it sent the batch")

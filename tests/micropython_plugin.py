@@ -10,27 +10,18 @@ Such modules import nothing CPython-only at top level; a test function that take
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from airwatt.emulator.esp32 import find_micropython  # noqa: F401  (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Outside tests/ itself, so that the script folder MicroPython puts first on sys.path hides no package.
 RUNNER = Path(__file__).resolve().parent / "vm" / "runner.py"
 MARKER = "# runs on: cpython, micropython"
 TIMEOUT_S = 120
-
-
-def find_micropython() -> str:
-    """The `micropython` executable of this environment; raises if there is none."""
-    beside = Path(sys.executable).with_name("micropython")
-    found = str(beside) if beside.exists() else shutil.which("micropython")
-    if not found:
-        raise RuntimeError("no `micropython` VM: install the dev extra (pip install -e '.[dev]')")
-    return found
 
 
 def micropython_env(*extra_paths: Path) -> dict[str, str]:

@@ -4,7 +4,7 @@ Both halves are pure functions (no I/O), so they are tested byte for byte; the s
 does the HTTP, the timing and the database writes.
 
     adapter = make_adapter(kind, url, token, tenant)
-    prepared = adapter.prepare(rows)                 # rows: dicts from store.pending()
+    prepared = adapter.prepare(rows)                 # rows: dicts from sync_store.pending()
     outcome = adapter.interpret(prepared, status, body_bytes)
 """
 

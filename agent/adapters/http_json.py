@@ -58,7 +58,7 @@ def item(row: Mapping) -> dict:
 # -- the same item as JSON text, built directly (the hot path: the dict, then json.dumps, cost twice as much).
 # test_sync_adapters checks item_json(row) == json.dumps(item(row)) (compact, ensure_ascii=False).
 
-_SAFE_TEXT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_SAFE_TEXT = frozenset(fields.DEVICE_ALPHABET)
 _INF = float("inf")
 _VALUE_KEYS = {sensor: tuple((m, '"%s":' % m) for m in names) for sensor, names in _METRICS.items()}
 _TAILS: dict[tuple, str] = {}  # (site, lat, lon) -> their JSON members (a site has a handful of devices)

@@ -177,7 +177,7 @@ def entity(row: Mapping) -> dict:
 # test_sync_adapters checks json.loads(entity_json(row)) == entity(row) over generated readings.
 
 _CONTEXT_JSON = json.dumps(CONTEXT, separators=(",", ":"))
-_SAFE_DEVICE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_SAFE_DEVICE = frozenset(fields.DEVICE_ALPHABET)
 
 
 # Per attribute: the text before the value and the text between the value and observedAt's time.

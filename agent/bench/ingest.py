@@ -13,12 +13,8 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +22,8 @@ from typing import Any
 from airwatt.protocol import wire
 from airwatt.protocol.models import parse_batch
 
-from airwatt.agent import ingest, store, writer
+from airwatt.agent import ingest, reading, store, writer
+from airwatt.agent.bench.serve import start_agent, stop_agent
 
 BOOT = "0b0e0c0d"
 
@@ -56,41 +53,6 @@ def build_batches(devices: list[str], batches: int, size: int, t0: int) -> dict[
             bodies.append(wire.batch_body(d, "0.1.0", BOOT, (b + 1) * size * 1000 + 500, readings))
         out[d] = bodies
     return out
-
-
-def start_agent(data_dir: Path, extra: list[str] | None = None,
-                preexec_fn: Any = None) -> tuple[subprocess.Popen, str]:
-    """Run `airwatt serve` on 127.0.0.1, port 0; returns the process and its base URL once it listens.
-    Its log goes to serve.log in the data dir (a pipe nobody reads could fill up and stall the agent)."""
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
-    log_path = Path(data_dir) / "serve.log"
-    with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-             "--port", "0", *(extra or [])],
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            text=True,
-            preexec_fn=preexec_fn,  # e.g. resource limits for the agent process alone
-        )
-    line = proc.stdout.readline() if proc.stdout else ""
-    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    if not match:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError("agent did not start: %r\n%s" % (line, log_path.read_text(errors="replace")[-4000:]))
-    # Keep draining stdout so that nothing the agent prints later can fill the pipe and stall it.
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # type: ignore[union-attr]
-    return proc, "http://127.0.0.1:%s" % match.group(1)
-
-
-def stop_agent(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def _upload(url: str, keys: dict[str, bytes], bodies: dict[str, list[bytes]], start: int) -> tuple[float, int]:
@@ -145,7 +107,7 @@ def _rows(bodies: dict[str, list[bytes]], start: int) -> list[list[tuple]]:
         for body in bodies[d][start:]:
             job = ingest.job_from_batch(parse_batch(body), now)
             # The agent times ticks-only readings from the boot offset; any time will do for the raw inserts.
-            out.append([row if row[4] is not None else row[:4] + (now, "ticks") + row[6:] for row in job.rows])
+            out.append([row if row[reading.T] is not None else reading.with_time(row, now, "ticks") for row in job.rows])
     return out
 
 

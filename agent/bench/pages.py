@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 
 from airwatt.agent import retention, rollup, store, writer
-from airwatt.agent.bench import ingest
-from airwatt.agent.carbon import THAILAND
+from airwatt.agent.bench import serve
+from airwatt.agent.tz import THAILAND
 
 RATE = 0.15  # readings/s per board: the firmware's defaults (three sensors, one reading each every 20 s)
 SITES = ("Khon Kaen City Hall", "Khon Kaen Municipal School 1", "Khon Kaen Hospital", "Central Market",
@@ -166,7 +166,7 @@ def time_pages(stores: list[tuple[Path, int]], now: float, requests: int) -> lis
     agents = []
     try:
         for data_dir, _days in stores:
-            agents.append(ingest.start_agent(data_dir))
+            agents.append(serve.start_agent(data_dir))
         times: list[dict[str, list[float]]] = [{} for _ in stores]
         for k, (_dir, days) in enumerate(stores):
             for _name, path in pages(days, now):
@@ -183,7 +183,7 @@ def time_pages(stores: list[tuple[Path, int]], now: float, requests: int) -> lis
         return out
     finally:
         for proc, _url in agents:
-            ingest.stop_agent(proc)
+            serve.stop_agent(proc)
 
 
 def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
-from airwatt.agent import store, sync
-from airwatt.agent.adapters import make_adapter
+from airwatt.agent import reading, store, sync
+from airwatt.agent.adapters import KINDS, make_adapter
 from airwatt.emulator.real_servers import Mosquitto, SensorThingsServer
 from airwatt.protocol import fields
 
@@ -37,7 +37,7 @@ def bench_rows(n: int, t0: float, devices: int = DEVICES) -> list[dict]:
     for i in range(n):
         device, seq = "bench-%02d" % (i // per_device), i % per_device + 1
         sensor = ("energy", "pm", "co2")[seq % 3]
-        row = {m: None for m in store.METRIC_COLUMNS}
+        row = {m: None for m in reading.METRIC_COLUMNS}
         row.update(device=device, seq=seq, boot="0b0e0c0d", sensor=sensor, t=t0 + seq * 60, t_source="board",
                    ticks=seq * 60000, received=t0 + n * 60, flags="" if seq % 50 else "stuck")
         if sensor == "energy":
@@ -272,7 +272,7 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     """`airwatt bench sync`, on the bench group's subparsers."""
     bs = bench.add_parser("sync", help="sync drain to the emulated platform vs raw executemany")
     bs.add_argument("--readings", type=int, default=20000, help="readings to drain (default 20000)")
-    bs.add_argument("--kind", choices=("ngsi-ld", "http-json", "both", "sensorthings", "mqtt"), default="both",
+    bs.add_argument("--kind", choices=KINDS + ("both",), default="both",
                     help="both: ngsi-ld and http-json to the emulated platform; sensorthings, mqtt: to a real"
                          " django-ogc-sensorthings server (dev dependency) or mosquitto started for the run")
     bs.add_argument("--batch", type=int, default=1000, help="readings per request (default 1000)")

@@ -6,14 +6,12 @@ agent/web/pages.py, city.py and downloads.py build on it; setup_pages in pages.p
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import hmac
 import logging
 import secrets
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from html import escape
 from pathlib import Path
@@ -23,6 +21,7 @@ from urllib.parse import urlencode
 import sqlite_utils
 from aiohttp import web
 
+from ..dbthread import DbThread
 from . import params, security, svg
 from .i18n import label, lang_of
 
@@ -43,25 +42,25 @@ class Reader:
 
     def __init__(self, db_file: Path) -> None:
         self.db_file = db_file
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airwatt-pages")
+        self.thread = DbThread(self._connect, "airwatt-pages")
         self.db: sqlite_utils.Database | None = None
 
+    def _connect(self) -> sqlite3.Connection:
+        uri = Path(self.db_file).resolve().as_uri() + "?mode=ro"  # as_uri escapes '?', '#', spaces
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+        self.db = sqlite_utils.Database(conn)
+        return conn
+
     def _db(self) -> sqlite_utils.Database:
-        if self.db is None:
-            uri = Path(self.db_file).resolve().as_uri() + "?mode=ro"  # as_uri escapes '?', '#', spaces
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
-            self.db = sqlite_utils.Database(conn)
+        self.thread.connection()
+        assert self.db is not None
         return self.db
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, lambda: fn(self._db(), *args))
+        return await self.thread.call(lambda: fn(self._db(), *args))
 
     async def close(self, _app: web.Application | None = None) -> None:
-        def shut() -> None:
-            if self.db is not None:
-                self.db.conn.close()
-        await asyncio.get_running_loop().run_in_executor(self.pool, shut)
-        self.pool.shutdown(wait=True)
+        await self.thread.close()
 
 
 READER_KEY = web.AppKey("airwatt_pages_reader", Reader)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import sqlite_utils
 from aiohttp import web
 
-from .. import alerts, aqi, carbon, device_settings, firmware, rollup, store, sync
+from .. import alerts, aqi, carbon, device_settings, firmware, rollup, store, sync, sync_store
 from ..config import Config
 from . import firmware_block, meters_view, params, security, svg
 from .city import setup_city
@@ -64,7 +64,7 @@ def no_location_block(lang: str, devices: list[str], waiting: dict[str, int], da
 
 def no_location_data(db: sqlite_utils.Database) -> tuple[list[str], dict[str, int]]:
     devices = [r[0] for r in db.execute("SELECT id FROM devices WHERE lat IS NULL OR lon IS NULL ORDER BY id")]
-    return devices, store.waiting_for_location(db) if devices else {}
+    return devices, sync_store.waiting_for_location(db) if devices else {}
 
 
 def _alert_rule(lang: str, a: dict, cfg: Any) -> str:
@@ -473,19 +473,10 @@ async def device_settings_post(request: web.Request) -> web.Response:
 
 
 def sync_data(db: sqlite_utils.Database) -> dict:
-    state = store.sync_state(db, errors=10)
-    state["recent"] = [dict(zip(("at", "ok", "status", "count", "detail"), r)) for r in db.execute(
-        "select at, ok, status, count, detail from sync_log order by id desc limit 10").fetchall()]
-    state["retry_requested"] = store.get_meta(db, "sync_retry_requested")
-    state["held"] = []
-    if db["sync_held"].exists():
-        # grouped: a platform that refuses a device's readings refuses them by the hundred, for one reason
-        state["held"] = [dict(zip(("device", "status", "error", "count", "first", "last", "sensors", "tries",
-                                   "held_until"), r)) for r in db.execute(
-            "select r.device, h.status, h.error, count(*), min(r.seq), max(r.seq), group_concat(distinct r.sensor),"
-            " max(h.tries), max(h.held_until) from sync_held h join readings r on r.id = h.reading"
-            " where h.held_until > ? and r.synced_at is null group by r.device, h.status, h.error"
-            " order by r.device, min(h.reading) limit 50", [time.time()]).fetchall()]
+    state = sync_store.sync_state(db, errors=10)
+    state["recent"] = sync_store.recent_log(db, 10)
+    state["retry_requested"] = sync_store.retry_requested_at(db)
+    state["held"] = sync_store.held_groups(db, time.time())
     return state
 
 
@@ -578,8 +569,9 @@ async def sync_retry(request: web.Request) -> web.Response:
     form = await params.form(request, request.app[FORM_TIMEOUT_KEY])
     if not authorised(request, form):
         raise web.HTTPForbidden(text="operator token required")
-    # recorded in any case (an audit trail, and a sync worker started later reads it); set the event if any
-    store.set_meta(request.app[WRITE_DB_KEY], "sync_retry_requested", repr(time.time()))
+    # recorded in any case (an audit trail, and a worker in another process or started later takes it); the
+    # event wakes this process's worker at once
+    sync_store.request_retry(request.app[WRITE_DB_KEY])
     request_retry(request.app)
     raise web.HTTPSeeOther(_url("/sync", _lang(request), retry="ok"))
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from html import escape
 
-THAILAND = timezone(timedelta(hours=7), "ICT")
+from airwatt.agent.tz import THAILAND
+
 LEFT, RIGHT, TOP, BOTTOM = 58, 14, 26, 34
 TIME_STEPS = (600, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
 

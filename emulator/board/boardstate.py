@@ -22,18 +22,9 @@ finally:
     sys.path = _path
     del _path
 
-PWRON_RESET = 1
-HARD_RESET = 2
-WDT_RESET = 3
-DEEPSLEEP_RESET = 4
-SOFT_RESET = 5
-
-# Exit codes the bridge understands (also announced on the ctl pipe before the VM dies).
-EXIT_SOFT = 64
-EXIT_HARD = 65
-EXIT_DEEPSLEEP = 66
-EXIT_POWERCUT = 67
-EXIT_WDT = 68
+from codes import PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET  # noqa: F401
+from codes import EXIT_SOFT, EXIT_HARD, EXIT_DEEPSLEEP, EXIT_POWERCUT, EXIT_WDT  # noqa: F401
+from codes import SENSOR_FAULTS
 
 EPOCH_2000_UNIX = 946684800  # the ESP32 port's time epoch is 2000-01-01 (docs: time module, "Time Epoch")
 
@@ -221,7 +212,6 @@ def device(name):
     return dev
 
 
-_SENSOR_FAULTS = ("unplugged", "stuck", "corrupt", "mains_off", "wrong_addr")
 _applied = {}
 
 
@@ -235,7 +225,7 @@ def _apply_sensor_faults(dev, name, f):
             w[k] = True
         want = w
     had = _applied.get(name) or {}
-    for k in _SENSOR_FAULTS:
+    for k in SENSOR_FAULTS:
         v = want.get(k, False)
         if had.get(k, False) != v:
             if k == "corrupt" and isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1:

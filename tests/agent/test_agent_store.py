@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from airwatt.agent import ingest, store, writer
+from airwatt.agent import ingest, store, sync_store, writer
 from airwatt.protocol import fields
 from airwatt.protocol.models import parse_batch
 
@@ -158,20 +158,20 @@ def test_pending_mark_synced_and_sync_state(data_dir):
     store.add_device(db, "b")
     _ingest(db, "b", [1, 2], received=1000.0)
     _ingest(db, "a", [1, 2, 3], received=2000.0)
-    todo = store.pending(db, 10)
+    todo = sync_store.pending(db, 10)
     assert [(r["device"], r["seq"]) for r in todo] == [("b", 1), ("b", 2), ("a", 1), ("a", 2), ("a", 3)]
     assert (todo[2]["site"], todo[2]["lat"], todo[2]["lon"]) == ("City Hall", 16.4, 102.8)
-    assert [r["seq"] for r in store.pending(db, 2)] == [1, 2]
-    assert store.mark_synced(db, [todo[0]["id"], todo[1]["id"]], 3000.0) == 2
-    assert store.mark_synced(db, [todo[0]["id"]], 3001.0) == 0  # already synced: the first time stands
-    assert [r["device"] for r in store.pending(db, 10)] == ["a", "a", "a"]
-    state = store.sync_state(db)
+    assert [r["seq"] for r in sync_store.pending(db, 2)] == [1, 2]
+    assert sync_store.mark_synced(db, [todo[0]["id"], todo[1]["id"]], 3000.0) == 2
+    assert sync_store.mark_synced(db, [todo[0]["id"]], 3001.0) == 0  # already synced: the first time stands
+    assert [r["device"] for r in sync_store.pending(db, 10)] == ["a", "a", "a"]
+    state = sync_store.sync_state(db)
     assert (state["pending"], state["synced"], state["oldest_pending_received"], state["last_sync_ok"]) == (
         3, 2, 2000.0, None)
-    store.log_sync(db, False, 503, 3, "platform busy")
-    store.log_sync(db, True, 201, 3)
-    store.log_sync(db, False, None, 3, "timeout")
-    state = store.sync_state(db)
+    sync_store.log_sync(db, False, 503, 3, "platform busy")
+    sync_store.log_sync(db, True, 201, 3)
+    sync_store.log_sync(db, False, None, 3, "timeout")
+    state = sync_store.sync_state(db)
     assert state["last_sync_ok"] is not None and time.time() - 5 < state["last_sync_ok"] <= time.time()
     assert [(e["status"], e["detail"]) for e in state["last_errors"]] == [(None, "timeout"), (503, "platform busy")]
     assert float(store.get_meta(db, "last_sync_ok")) == state["last_sync_ok"]
@@ -182,10 +182,10 @@ def test_mark_synced_handles_more_ids_than_sqlite_parameters(data_dir):
     store.add_device(db, "a")
     for b in range(30):
         _ingest(db, "a", range(b * 100 + 1, b * 100 + 101))
-    ids = [r["id"] for r in store.pending(db, 5000)]
+    ids = [r["id"] for r in sync_store.pending(db, 5000)]
     assert len(ids) == 3000
-    assert store.mark_synced(db, ids, 1.0) == 3000
-    assert store.pending(db, 10) == []
+    assert sync_store.mark_synced(db, ids, 1.0) == 3000
+    assert sync_store.pending(db, 10) == []
 
 
 def test_file_reads_well_in_plain_sqlite3(data_dir):

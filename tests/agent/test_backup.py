@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from airwatt.agent import backup, store
-from airwatt.agent.bench import ingest as bench
+from airwatt.agent.bench import serve
 
 from agent_helpers import body, headers
 
@@ -74,7 +74,7 @@ def test_backup_and_restore_while_the_agent_serves_uploads(tmp_path):
     db = store.open_db(data_dir)
     keys = {d: bytes.fromhex(store.add_device(db, d, site="City Hall")) for d in BOARDS}
     db.close()
-    proc, url = bench.start_agent(data_dir)
+    proc, url = serve.start_agent(data_dir)
     db_file = store.db_path(data_dir)
 
     async def scenario() -> dict:
@@ -106,7 +106,7 @@ def test_backup_and_restore_while_the_agent_serves_uploads(tmp_path):
     try:
         r = asyncio.run(scenario())
     finally:
-        bench.stop_agent(proc)
+        serve.stop_agent(proc)
     assert "-> %s" % copy in r["out"]
     assert backup.check(copy)["schema_version"] == len(store.MIGRATIONS)
     for d in BOARDS:

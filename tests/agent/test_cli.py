@@ -13,8 +13,8 @@ import urllib.request
 import csvw
 import pytest
 
-from airwatt.agent import ingest, store, writer
-from airwatt.agent.bench import ingest as bench
+from airwatt.agent import ingest, store, sync_store, writer
+from airwatt.agent.bench import serve
 from airwatt.agent.cli import main
 from airwatt.agent.config import Config, ConfigError, load_config
 from airwatt.agent.commands import EXPORT_COLUMNS, LICENCE, parse_time
@@ -41,7 +41,7 @@ def _seed(data_dir):
             writer.write_job(db.conn, job, writer.Known())
     # dev-2's board had no clock and the agent no offset for its boot: time unknown.
     db.execute("UPDATE readings SET t = NULL, t_source = 'unknown' WHERE device = 'dev-2'")
-    store.mark_synced(db, [1], 1_790_000_200.0)
+    sync_store.mark_synced(db, [1], 1_790_000_200.0)
     db.close()
 
 
@@ -208,8 +208,8 @@ def test_sync_status_text_and_json(tmp_path, capsys):
     d = str(tmp_path / "data")
     _seed(d)
     db = store.open_db(d)
-    store.log_sync(db, False, 429, 5, "rate limited")
-    store.log_sync(db, True, 201, 1)
+    sync_store.log_sync(db, False, 429, 5, "rate limited")
+    sync_store.log_sync(db, True, 201, 1)
     db.close()
     code, out, _ = run(capsys, "sync", "status", "--data-dir", d)
     assert code == 0
@@ -272,14 +272,14 @@ def test_serve_runs_as_a_process_takes_flags_over_the_file_and_stops_cleanly(tmp
     key = bytes.fromhex(store.add_device(db, "dev-1"))
     db.close()
     (d / "airwatt.toml").write_text('port = 1\n[platform]\nkind = "http-json"\n')  # --port 0 overrides port 1
-    proc, url = bench.start_agent(d, ["--platform-kind", "ngsi-ld"])
+    proc, url = serve.start_agent(d, ["--platform-kind", "ngsi-ld"])
     try:
         assert json.load(urllib.request.urlopen(url + "/healthz", timeout=10))["ok"] is True
         data = body("dev-1", [1, 2])
         req = urllib.request.Request(url + "/v1/batches", data=data, headers=headers("dev-1", key, data))
         assert json.load(urllib.request.urlopen(req, timeout=10))["stored_seq"] == 2
     finally:
-        bench.stop_agent(proc)
+        serve.stop_agent(proc)
     assert proc.returncode == 0
     assert len(store.readings(store.open_db(d), "dev-1")) == 2
 

@@ -10,7 +10,7 @@ import sqlite3
 import aiohttp
 
 from airwatt.agent import store
-from airwatt.agent.bench import ingest as bench
+from airwatt.agent.bench import serve
 
 from agent_helpers import body, headers
 
@@ -94,7 +94,7 @@ def test_kill_9_during_concurrent_ingest_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(4)
     acked_before_kill, interrupted, stored_unacked = [], 0, 0
     for _ in range(ROUNDS):
-        proc, url = bench.start_agent(data_dir)
+        proc, url = serve.start_agent(data_dir)
         asyncio.run(_round(url, boards, rng.uniform(0.0, 0.6), proc))
         acked_before_kill.append(sum(len(b.acked) for b in boards))
         _check(store.db_path(data_dir), boards)
@@ -107,11 +107,11 @@ def test_kill_9_during_concurrent_ingest_loses_and_duplicates_nothing(tmp_path):
                 ).fetchone()[0]
         conn.close()
     # Restart once more and let every board send what it still holds, then a few more batches each.
-    proc, url = bench.start_agent(data_dir)
+    proc, url = serve.start_agent(data_dir)
     try:
         asyncio.run(_round(url, boards, None, proc))
     finally:
-        bench.stop_agent(proc)
+        serve.stop_agent(proc)
     total = _check(store.db_path(data_dir), boards)
     assert total == sum(b.next_seq - 1 for b in boards) == sum(len(b.acked) for b in boards) * BATCH
     # The kills really interrupted uploads in flight, and uploads made progress between kills.

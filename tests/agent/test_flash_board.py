@@ -10,12 +10,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from airwatt.agent.bench.serve import start_agent  # noqa: F401  (test_settings_board imports it from here)
 from airwatt.emulator.esp32 import EmulatedBoard
 
 AIRWATT = str(Path(sys.executable).with_name("airwatt"))
@@ -47,22 +47,6 @@ def wait_rows(data_dir, sql, *params, until, timeout=60.0):
         if until(got) or time.monotonic() > deadline:
             return got
         time.sleep(0.5)
-
-
-def start_agent(data_dir):
-    proc = subprocess.Popen([AIRWATT, "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    said = ""
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            proc.kill()
-            pytest.fail("airwatt serve did not start:\n" + said)
-        said += line
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, match.group(1)
 
 
 def pending_on_board(board, since) -> int:

@@ -10,7 +10,7 @@ import time
 
 import aiohttp
 
-from airwatt.agent import ingest, store
+from airwatt.agent import ingest, store, sync_store
 from airwatt.agent import writer as writer_mod
 from airwatt.agent.app import INGEST_KEY
 from airwatt.protocol import fields, wire
@@ -245,8 +245,8 @@ async def test_metrics_text(client, devices, data_dir):
     await post(client, "dev-1", devices["dev-2"], body("dev-1", [11]))  # bad signature
     db = store.open_db(data_dir)
     oldest = db.execute("SELECT min(received) FROM readings").fetchone()[0]
-    store.mark_synced(db, [1, 2, 3], time.time())
-    store.log_sync(db, True, 201, 3)
+    sync_store.mark_synced(db, [1, 2, 3], time.time())
+    sync_store.log_sync(db, True, 201, 3)
     db.close()
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.content_type == "text/plain"
@@ -364,7 +364,7 @@ import pytest  # noqa: E402
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from airwatt.agent.bench import ingest as bench  # noqa: E402
+from airwatt.agent.bench import serve  # noqa: E402
 from airwatt.protocol.check import ProtocolError  # noqa: E402
 from airwatt.protocol.models import parse_batch  # noqa: E402
 
@@ -386,11 +386,11 @@ def served(tmp_path_factory):
     db = store.open_db(data_dir)
     keys = {d: bytes.fromhex(store.add_device(db, d)) for d in ("dev-1", "dev-2")}
     db.close()
-    proc, url = bench.start_agent(data_dir)
+    proc, url = serve.start_agent(data_dir)
     port = int(url.rsplit(":", 1)[1])
     before = dump(store.db_path(data_dir))
     yield {"port": port, "keys": keys, "db": store.db_path(data_dir), "before": before}
-    bench.stop_agent(proc)
+    serve.stop_agent(proc)
 
 
 def send(served, data, hdrs):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from airwatt.agent import store
-from airwatt.agent.bench import ingest as bench
+from airwatt.agent.bench import serve
 from airwatt.protocol import wire
 
 from agent_helpers import body
@@ -36,14 +36,14 @@ def start(tmp_path: Path):
         key = bytes.fromhex(store.add_device(db, "dev-1"))
         db.close()
         (data_dir / "airwatt.toml").write_text("idle_timeout_s = %s\nbody_timeout_s = %s\n" % (idle_s, body_s))
-        proc, url = bench.start_agent(data_dir, preexec_fn=_limit_files if limited else None)
+        proc, url = serve.start_agent(data_dir, preexec_fn=_limit_files if limited else None)
         procs.append(proc)
         (data_dir / "agent.pid").write_text(str(proc.pid))
         return url, key, data_dir / "serve.log"
 
     yield run
     for proc in procs:
-        bench.stop_agent(proc)
+        serve.stop_agent(proc)
 
 
 @pytest.fixture

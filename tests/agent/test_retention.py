@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from airwatt.agent import config, retention, rollup, store
+from airwatt.agent import config, retention, rollup, store, sync_store
 
 DAY = 86400.0
 T0 = 1_790_000_000.0
@@ -24,11 +24,11 @@ def test_only_synced_rolled_up_and_old_enough_readings_go(data_dir):
     store.add_device(db, "a")
     _insert(db, "a", 1, 300, T0, 600)  # seqs 1..300 over 50 hours
     ids = [r["id"] for r in store.readings(db, "a")]
-    store.mark_synced(db, ids[:100], T0 + 10 * 3600)  # synced early
-    store.mark_synced(db, ids[150:200], T0 + 40 * 3600)  # synced later
+    sync_store.mark_synced(db, ids[:100], T0 + 10 * 3600)  # synced early
+    sync_store.mark_synced(db, ids[150:200], T0 + 40 * 3600)  # synced later
     rollup.catch_up(db.conn)
     _insert(db, "a", 301, 10, T0 + 51 * 3600, 60)  # not rolled up yet
-    store.mark_synced(db, [r["id"] for r in store.readings(db, "a")][300:], T0 + 52 * 3600)
+    sync_store.mark_synced(db, [r["id"] for r in store.readings(db, "a")][300:], T0 + 52 * 3600)
     days_before = rollup.daily_wh(db, 0, 2e9, "a")
     hours_before = db.execute("select * from rollup_hour order by 1, 2, 3").fetchall()
     now = T0 + 60 * 3600
@@ -56,8 +56,8 @@ def test_the_file_stops_growing_under_retention(data_dir):
     for day in range(14):
         t = T0 + day * DAY
         _insert(db, "a", day * 2000 + 1, 2000, t, DAY / 2000)
-        pending = [r["id"] for r in store.pending(db, 5000)]
-        store.mark_synced(db, pending, t + DAY - 60)
+        pending = [r["id"] for r in sync_store.pending(db, 5000)]
+        sync_store.mark_synced(db, pending, t + DAY - 60)
         rollup.catch_up(db.conn)
         retention.prune(db.conn, 3 * DAY, t + DAY)
         pages.append(db.execute("PRAGMA page_count").fetchone()[0])
@@ -82,7 +82,7 @@ def test_stats_prints_bytes_per_reading_and_what_retention_kept(data_dir, capsys
     db = store.open_db(data_dir)
     store.add_device(db, "a")
     _insert(db, "a", 1, 3000, T0, 60)
-    store.mark_synced(db, [r["id"] for r in store.readings(db, "a")][:1000], T0 + DAY)
+    sync_store.mark_synced(db, [r["id"] for r in store.readings(db, "a")][:1000], T0 + DAY)
     rollup.catch_up(db.conn)
     assert retention.prune(db.conn, DAY, T0 + 3 * DAY) == 1000
     db.close()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from airwatt.agent import carbon, rollup, store
+from airwatt.agent import carbon, rollup, store, sync_store
 
 T0 = 1_790_000_000.0  # 2026-09-21
 
@@ -92,7 +92,7 @@ def test_counts_include_readings_the_roller_has_not_seen_yet(data_dir):
     with store.transaction(db):
         store.insert_readings(db, _rows("a", 12, random.Random(0))[30:])
     assert store.reading_counts(db) == {"a": 36}
-    assert store.sync_state(db)["pending"] == 36
+    assert sync_store.sync_state(db)["pending"] == 36
     db.close()
 
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from airwatt.agent import store
+from airwatt.agent import reading, store
 from airwatt.emulator.platform import Platform
 
 # Processes a test started (agents, servers): conftest kills what is left when the test ends.
@@ -40,7 +40,7 @@ def add_readings(db, device: str, n: int, start_seq: int = 1, t0: float = T0) ->
     with store.transaction(db):
         boot = store.boot_id(db, device, rows[0]["boot"]) if rows else None
         rows = [{("boot_id" if k == "boot" else k): (boot if k == "boot" else v) for k, v in r.items()} for r in rows]
-        cols = list(rows[0]) + [m for m in store.METRIC_COLUMNS if m not in rows[0]]
+        cols = list(rows[0]) + [m for m in reading.METRIC_COLUMNS if m not in rows[0]]
         db.conn.executemany(
             "INSERT INTO readings(%s) VALUES (%s)" % (",".join(cols), ",".join("?" * len(cols))),
             [[r.get(c) for c in cols] for r in rows],

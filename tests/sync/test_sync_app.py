@@ -7,7 +7,7 @@ import time
 
 from aiohttp.test_utils import TestServer
 
-from airwatt.agent import app as agent_app
+from airwatt.agent import app as agent_app, sync_store
 from airwatt.agent.cli import main as cli_main
 from airwatt.agent import ingest, store, sync
 from airwatt.agent.adapters import make_adapter
@@ -49,7 +49,7 @@ async def test_uploads_reach_the_platform_through_the_agent_app(data_dir, db, pl
         # "Retry now" from the pages releases a held reading at once.
         plat.set_faults({"reject": ["urn:ngsi-ld:ACMeasurement:kk-hall-01:3"]})
         ids = add_readings(db, "kk-hall-01", 5)
-        await wait_for(lambda: sync.held_readings(db) != [])
+        await wait_for(lambda: sync_store.held_readings(db) != [])
         assert unsynced(db) == [ids[2]]
         plat.set_faults({"reject": []})
         sync.request_sync_now(server.app)
@@ -74,11 +74,11 @@ async def test_retry_now_recorded_by_another_process_is_honoured(db, platform, s
     plat.set_faults({"reject": ["kk-hall-01:2"]})
     adapter = make_adapter("http-json", url)
     await sync.run_worker(db, adapter, session, poll_s=0.05, backoff_base_s=0.01, stop_when_drained=True)
-    assert unsynced(db) == [ids[1]] and len(sync.held_readings(db)) == 1
+    assert unsynced(db) == [ids[1]] and len(sync_store.held_readings(db)) == 1
     plat.set_faults({"reject": []})
     store.set_meta(db, "sync_retry_requested", repr(time.time()))  # what the sync page records
     await sync.run_worker(db, adapter, session, poll_s=0.05, backoff_base_s=0.01, stop_when_drained=True)
-    assert unsynced(db) == [] and sync.held_readings(db) == []
+    assert unsynced(db) == [] and sync_store.held_readings(db) == []
     assert store.get_meta(db, "sync_retry_handled") == store.get_meta(db, "sync_retry_requested")
 
 

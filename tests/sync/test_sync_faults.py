@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from airwatt.agent import store, sync
+from airwatt.agent import store, sync, sync_store
 from airwatt.agent.adapters import http_json, make_adapter, ngsi_ld
 import sdm
 from sync_helpers import add_readings, platform_records, platform_requests, unsynced
@@ -145,15 +145,15 @@ async def test_refused_reading_is_held_back_and_does_not_block_the_others(db, pl
     plat.set_faults({"reject": [key_of("ngsi-ld", db, bad)]})
     await drain(db, "ngsi-ld", url, session)
     assert unsynced(db) == [bad]  # still in the store, not lost
-    held = sync.held_readings(db)
+    held = sync_store.held_readings(db)
     assert [h["reading"] for h in held] == [bad] and held[0]["status"] == 400
     assert "refused" in held[0]["error"]
     refused = [r for r in platform_requests(plat) if key_of("ngsi-ld", db, bad) not in r["ids"]]
-    assert len(platform_requests(plat)) <= 3 + sync.HOLD_AFTER  # 3 strikes, then no more attempts
+    assert len(platform_requests(plat)) <= 3 + sync_store.HOLD_AFTER  # 3 strikes, then no more attempts
     assert len(refused) == len(platform_requests(plat))
     # The operator fixes the cause and presses "retry now": released and synced.
     plat.set_faults({"reject": []})
-    assert sync.release_held(db) == 1
+    assert sync_store.release_held(db) == 1
     await drain(db, "ngsi-ld", url, session)
     assert unsynced(db) == [] and len(platform_records(tmp_path / "platform.db", "ngsi-ld")) == 250
 
@@ -166,8 +166,8 @@ async def test_whole_batch_400_bisects_down_to_the_refused_reading(db, platform,
     await drain(db, "ngsi-ld", url, session, batch_size=64)
     assert unsynced(db) == [bad]
     reqs = platform_requests(plat)
-    assert sum(r["status"] == 400 for r in reqs) <= 6 + sync.HOLD_AFTER  # log2(64) halvings + strikes
-    assert [h["reading"] for h in sync.held_readings(db)] == [bad]
+    assert sum(r["status"] == 400 for r in reqs) <= 6 + sync_store.HOLD_AFTER  # log2(64) halvings + strikes
+    assert [h["reading"] for h in sync_store.held_readings(db)] == [bad]
 
 
 async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, session):
@@ -181,7 +181,7 @@ async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, sessio
         wake=wake, state=state))
     try:
         deadline = time.monotonic() + 15
-        while not sync.held_readings(db) and time.monotonic() < deadline:
+        while not sync_store.held_readings(db) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         assert unsynced(db) == [ids[0]] and state.enabled and state.kind == "http-json"
         plat.set_faults({"reject": []})
@@ -207,11 +207,11 @@ async def test_readings_of_a_device_without_location_wait_for_ngsi_ld_and_go_onc
     said = [r.getMessage() for r in caplog.records if r.name == "airwatt.sync"]
     assert len(said) == 1 and "device kk-noloc-03 has no location, so 4 reading(s) wait" in said[0], said
     # They wait in the store: not sent, not refused, not held back, no error logged per round.
-    assert sync.held_readings(db) == [] and all(e["ok"] for e in sync_log(db)) and len(ids_ok) == 5
-    assert store.waiting_for_location(db) == {"kk-noloc-03": 4}
+    assert sync_store.held_readings(db) == [] and all(e["ok"] for e in sync_log(db)) and len(ids_ok) == 5
+    assert sync_store.waiting_for_location(db) == {"kk-noloc-03": 4}
     store.set_device(db, "kk-noloc-03", lat=16.45, lon=102.81)
     await drain(db, "ngsi-ld", url, session)
-    assert unsynced(db) == [] and store.waiting_for_location(db) == {}
+    assert unsynced(db) == [] and sync_store.waiting_for_location(db) == {}
 
 
 async def test_the_generic_api_carries_a_missing_location_as_null(db, platform, session):
@@ -312,7 +312,7 @@ async def test_413_halves_the_batch_and_a_reading_too_large_alone_is_held(db, se
         ids = add_readings(db, "kk-hall-01", 40)
         await drain(db, "http-json", base, session, batch_size=32)
         assert unsynced(db) == [ids[4]]  # seq 5 refused even alone: held after its strikes, not retried forever
-        assert [h["reading"] for h in sync.held_readings(db)] == [ids[4]]
+        assert [h["reading"] for h in sync_store.held_readings(db)] == [ids[4]]
         # 32 and 8 go out together (the 8 pass); then halving: 16, 8, 4 (pass), 4, 2, 1 (refused alone).
         assert sorted(sizes[:2]) == [8, 32] and sizes[2:8] == [16, 8, 4, 4, 2, 1]
         assert sizes[8:10] == [1, 1] and len(sizes) < 40  # two more strikes, then held: no endless loop

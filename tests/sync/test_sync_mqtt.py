@@ -22,7 +22,7 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from airwatt.agent import store, sync
+from airwatt.agent import store, sync, sync_store
 from airwatt.agent.adapters import http_json, make_adapter, mqtt
 from airwatt.emulator.real_servers import Mosquitto, free_port
 from sync_helpers import STARTED, add_readings
@@ -49,7 +49,7 @@ def make_store(data_dir: Path, devices: list[str], n: int) -> list[dict]:
     for i, device in enumerate(devices):
         store.add_device(db, device, site="Site %d" % i, lat=16.44 + i / 100, lon=102.83)
         add_readings(db, device, n)
-    rows = store.pending(db, 10 ** 6)
+    rows = sync_store.pending(db, 10 ** 6)
     db.conn.close()
     return rows
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from airwatt.agent import store, sync
+from airwatt.agent import store, sync, sync_store
 from airwatt.agent.adapters import make_adapter, sensorthings
 from airwatt.protocol import fields
 from airwatt.emulator.real_servers import SensorThingsServer
@@ -186,7 +186,7 @@ async def test_an_error_row_in_the_201_refuses_that_reading_only(sta, tmp_path: 
     await drain(data_dir, sta.url, batch_size=100)
     db = store.open_db(data_dir)
     try:
-        held = sync.held_readings(db)
+        held = sync_store.held_readings(db)
         assert [(h["reading"], h["tries"], h["status"]) for h in held] == [(bad[0], 3, 422)]
         assert "error" in held[0]["error"]
         assert [r[0] for r in db.execute("SELECT id FROM readings WHERE synced_at IS NULL")] == [bad[0]]

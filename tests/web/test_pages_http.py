@@ -10,7 +10,7 @@ from datetime import datetime
 import aiohttp
 import pytest
 
-from airwatt.agent import carbon, rollup, store
+from airwatt.agent import carbon, rollup, store, sync_store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
 from airwatt.agent.web import pages, svg
@@ -140,7 +140,7 @@ async def test_a_device_without_location_is_shown_with_the_command_that_fixes_it
     db = store.open_db(data_dir)
     for device in ("hall-01", "school-01", "new-01"):
         store.set_device(db, device, lat=16.44, lon=102.83)
-    waiting = store.waiting_for_location(db)
+    waiting = sync_store.waiting_for_location(db)
     db.close()
     assert waiting == {"hall-02": waiting["hall-02"]} and waiting["hall-02"] > 0
     fix = "airwatt device set hall-02 --lat LAT --lon LON --data-dir %s" % data_dir.resolve()

@@ -8,7 +8,7 @@ from datetime import datetime
 import aiohttp
 import pytest
 
-from airwatt.agent import store, sync
+from airwatt.agent import store, sync_store
 from airwatt.agent.web import svg
 from airwatt.agent.web.i18n import label
 from cdp_browser import Browser
@@ -95,8 +95,7 @@ async def test_held_readings_are_grouped_under_a_header(agent, shots, lang):
     base, data_dir, facts = agent
     now = facts["now"]
     db = store.open_db(data_dir)
-    db.execute(sync._HELD_TABLE)
-    pending = [r["id"] for r in store.pending(db, 40)]
+    pending = [r["id"] for r in sync_store.pending(db, 40)]
     with store.transaction(db):
         for n, rid in enumerate(pending):
             status, error = (400, "BadRequestData: location missing") if n < 37 else (422, "bad unit")
