@@ -206,27 +206,26 @@ def _neighbour(conn: sqlite3.Connection, device: str, inst: int, seq: int, rid: 
 # -- reading the rollups ---------------------------------------------------------------------------------
 
 
-def hours(db: Any, device: str, metrics: Iterable[str], since: float, until: float) -> dict[str, list[tuple]]:
-    """Per metric, (hour start, n, min, max, mean) of one device for the hours starting in [since, until)."""
+def _buckets(db: Any, table: str, device: str, metrics: Iterable[str], since: float, until: float
+             ) -> dict[str, list[tuple]]:
     metrics = list(metrics)
     out: dict[str, list[tuple]] = {m: [] for m in metrics}
-    sql = ("SELECT metric, start, n, min, max, sum FROM rollup_hour WHERE device = ? AND metric IN (%s)"
-           " AND start >= ? AND start < ? ORDER BY metric, start" % ",".join("?" * len(metrics)))
+    sql = ("SELECT metric, start, n, min, max, sum FROM %s WHERE device = ? AND metric IN (%s)"
+           " AND start >= ? AND start < ? ORDER BY metric, start" % (table, ",".join("?" * len(metrics))))
     for metric, start, n, lo, hi, total in db.execute(sql, [device, *metrics, since, until]):
         out[metric].append((start, n, lo, hi, total / n if n else None))
     return out
+
+
+def hours(db: Any, device: str, metrics: Iterable[str], since: float, until: float) -> dict[str, list[tuple]]:
+    """Per metric, (hour start, n, min, max, mean) of one device for the hours starting in [since, until)."""
+    return _buckets(db, "rollup_hour", device, metrics, since, until)
 
 
 def days(db: Any, device: str, metrics: Iterable[str], since: float, until: float) -> dict[str, list[tuple]]:
     """Per metric, (local day start, n, min, max, mean) of one device for the Thai local days starting in
     [since, until): what long plots draw, 30 points a month however many readings are behind them."""
-    metrics = list(metrics)
-    out: dict[str, list[tuple]] = {m: [] for m in metrics}
-    sql = ("SELECT metric, start, n, min, max, sum FROM rollup_day WHERE device = ? AND metric IN (%s)"
-           " AND start >= ? AND start < ? ORDER BY metric, start" % ",".join("?" * len(metrics)))
-    for metric, start, n, lo, hi, total in db.execute(sql, [device, *metrics, since, until]):
-        out[metric].append((start, n, lo, hi, total / n if n else None))
-    return out
+    return _buckets(db, "rollup_day", device, metrics, since, until)
 
 
 def daily_wh(db: Any, since: float, until: float, device: str | None = None) -> dict[str, dict[str, float]]:

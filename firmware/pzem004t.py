@@ -79,11 +79,7 @@ def set_address_request(addr, new):
 def check_set_address(frame, request):
     """Raise ValueError unless `frame` is the meter's echo of set_address_request `request` (what a real meter
     sends, address byte included: Tasmota logs F8 06 00 02 00 01 FD A3 for address 1 set through 0xF8)."""
-    n = len(frame)
-    if n >= 2 and frame[1] & 0x80:
-        if n != _ERROR_LEN:
-            raise ValueError("PZEM: error reply of %d bytes, expected 5" % n)
-        check_error(frame)
+    n = _refuse_error(frame)
     if n != SET_ADDR_LEN:
         raise ValueError("PZEM: address change answered with %d bytes, expected the 8-byte echo" % n)
     if crc16(frame) != 0:
@@ -101,11 +97,7 @@ def read_address_request(addr):
 def decode_address(frame, addr=None):
     """The address a meter reports in its answer to read_address_request(addr); checks length, function, byte
     count, CRC, and that the register agrees with the answer's own address byte (and with `addr` unless 0xF8)."""
-    n = len(frame)
-    if n >= 2 and frame[1] & 0x80:
-        if n != _ERROR_LEN:
-            raise ValueError("PZEM: error reply of %d bytes, expected 5" % n)
-        check_error(frame)
+    n = _refuse_error(frame)
     if n != ADDR_REPLY_LEN:
         raise ValueError("PZEM: address reply of %d bytes, expected 7" % n)
     if frame[1] != _READ_HOLDING or frame[2] != 2:
@@ -130,6 +122,17 @@ def _u32(f, i):
     return _u16(f, i) | (_u16(f, i + 2) << 16)
 
 
+def _refuse_error(frame):
+    """Raise ValueError if `frame` is an error reply (of the wrong length, or naming its exception); else its
+    length."""
+    n = len(frame)
+    if n >= 2 and frame[1] & 0x80:
+        if n != _ERROR_LEN:
+            raise ValueError("PZEM: error reply of %d bytes, expected 5" % n)
+        check_error(frame)
+    return n
+
+
 def check_error(frame):
     """Raise ValueError if `frame` (>= 5 bytes) is a Modbus error reply, naming the exception code."""
     if len(frame) >= _ERROR_LEN and frame[1] & 0x80:
@@ -149,10 +152,7 @@ def decode(frame, addr=None):
     n = len(frame)
     if n < 2:
         raise ValueError("PZEM: short frame (%d bytes)" % n)
-    if frame[1] & 0x80:
-        if n != _ERROR_LEN:
-            raise ValueError("PZEM: error reply of %d bytes, expected 5" % n)
-        check_error(frame)
+    _refuse_error(frame)
     if frame[1] != _READ_INPUT:
         raise ValueError("PZEM: wrong function 0x%02x, expected 0x04" % frame[1])
     if n != FRAME_LEN:
