@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import airwatt.firmware
 import airwatt.protocol
-from airwatt.agent import store
+from airwatt.agent import meters, store
 from airwatt.agent.config import Config
 from airwatt.firmware import config as board_rules
 
@@ -173,8 +173,6 @@ def device_key(data_dir: str, device: str, sensors: list[str], name: str | None,
 def register_meters(data_dir: str, device: str, config: dict) -> None:
     """Keep the board's meters (its config's, with their defaults filled in) in the agent's store: which
     instance is which phase or circuit, and which are the supply. A board with one meter has none listed."""
-    from airwatt.agent import meters
-
     listed = next((s.get("meters") for s in config["sensors"] if s["kind"] == "energy"), None)
     db = store.open_db(data_dir)
     try:
@@ -424,8 +422,6 @@ rm('/fw')
 
 def meters_from_args(args: argparse.Namespace) -> list[dict] | None:
     """The meters --three-phase or --meters give (with --supply), checked; None for a board with one meter."""
-    from airwatt.agent import meters
-
     text = getattr(args, "meters", None)
     if getattr(args, "three_phase", False):
         if text:

@@ -20,18 +20,6 @@ PHASES = board_rules.PHASES
 THREE_PHASE = "1:L1,2:L2,3:L3"
 
 
-def migration(db: sqlite_utils.Database) -> None:
-    """The meters of each board, and the energy cursor of each meter (rollup.py) beside rollup_state's one."""
-    db.execute(
-        "CREATE TABLE meters (device TEXT NOT NULL, instance INTEGER NOT NULL, name TEXT NOT NULL, phase TEXT,"
-        " circuit TEXT, supply INTEGER NOT NULL, PRIMARY KEY (device, instance))"
-    )
-    db.execute(
-        "CREATE TABLE rollup_meter (device TEXT NOT NULL, instance INTEGER NOT NULL, e_seq INTEGER, e_t REAL,"
-        " e_wh INTEGER, PRIMARY KEY (device, instance))"
-    )
-
-
 def parse(text: str, supply: str | None = None) -> list[dict]:
     """"1:L1,2:L2,3:L3,4:aircon" -> the board config's meters (address: a phase, or a circuit's name); `supply`
     "1,2,3" names the addresses the incoming supply flows through (default: the phase meters, or a lone meter).

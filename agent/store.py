@@ -188,9 +188,16 @@ def _m8_firmware(db: sqlite_utils.Database) -> None:
 
 
 def _m9_meters(db: sqlite_utils.Database) -> None:
-    from . import meters  # several energy meters per board (issue 13)
-
-    meters.migration(db)
+    """The meters of each board (agent/meters.py), and the energy cursor of each meter (rollup.py) beside
+    rollup_state's one."""
+    db.execute(
+        "CREATE TABLE meters (device TEXT NOT NULL, instance INTEGER NOT NULL, name TEXT NOT NULL, phase TEXT,"
+        " circuit TEXT, supply INTEGER NOT NULL, PRIMARY KEY (device, instance))"
+    )
+    db.execute(
+        "CREATE TABLE rollup_meter (device TEXT NOT NULL, instance INTEGER NOT NULL, e_seq INTEGER, e_t REAL,"
+        " e_wh INTEGER, PRIMARY KEY (device, instance))"
+    )
 
 
 def _m10_sync_held(db: sqlite_utils.Database) -> None:
