@@ -74,3 +74,85 @@ def test_download_path_day_chunks_match_the_export(tmp_path):
     commands.export_csv(db, full, T0, T0 + 1000, 1)
     assert out.getvalue() and full.getvalue().splitlines()[1:7] == out.getvalue().splitlines()
     db.close()
+
+
+def _sorted_query_export(db, since, until):
+    """The export as each device's own query sorted by seq writes it: what the one pass must equal."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow([c[0] for c in commands.EXPORT_COLUMNS])
+    for d in store.list_devices(db):
+        commands._device_csv(db, d, since, until, out)
+    return out.getvalue()
+
+
+def _interleaved(tmp_path, order):
+    """Three devices whose readings are stored interleaved in time (as boards uploading side by side are), with
+    whole-second, millisecond and unknown times; `order` rearranges the rows before they are stored."""
+    db = store.open_db(tmp_path)
+    for dev, site in (("a", "Hall, A"), ("b", 'School "B"'), ("c", None)):
+        store.add_device(db, dev, site=site, lat=16.43 if site else None, lon=102.83 if site else None)
+    rows = []
+    for k in range(60):
+        for n, dev in enumerate(("a", "b", "c")):
+            t = None if (dev == "c" and k == 7) else T0 + k * 20 + n * 0.37 if k % 4 == 1 else T0 + k * 20 + n
+            kind = ("energy", "pm", "co2")[(k + n) % 3]
+            values = {"energy": {"voltage": 229.3 + k % 5, "current": 0.838, "power": 180.0 + k, "frequency": 50.0,
+                                 "energy_wh": 2496627 + k, "pf": 0.9},
+                      "pm": {"pm1": k, "pm25": k + 4, "pm10": k + 12},
+                      "co2": {"co2": 420 + k, "temperature": -9.99 + k / 4, "humidity": 72.33}}[kind]
+            rows.append({"device": dev, "seq": k + 1, "boot": "0a1b2c3d", "sensor": kind, "t": t,
+                         "t_source": "board" if t else "unknown", "ticks": k, "received": T0 + 3000,
+                         "flags": "stuck,retried" if k == 9 else "retried" if k == 10 else "", **values})
+    with store.transaction(db):
+        for row in order(rows):
+            store.insert_readings(db, [row])
+    return db
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+@pytest.mark.parametrize("since,until", [(None, None), (T0 + 100, T0 + 900), (T0 + 100, None)])
+def test_one_pass_over_interleaved_devices_writes_the_sorted_querys_bytes(tmp_path, jobs, since, until):
+    db = _interleaved(tmp_path, lambda rows: rows)
+    span = commands._rowid_span(db, store.list_devices(db), since, until)
+    assert span is not None  # the one pass, not the per-device queries
+    out = io.StringIO()
+    n = commands.export_csv(db, out, since, until, jobs)
+    assert out.getvalue() == _sorted_query_export(db, since, until)
+    assert n == len(out.getvalue().splitlines()) - 1 > 0
+    db.close()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_backlog_stored_after_newer_readings_still_comes_out_in_sequence_order(tmp_path, jobs):
+    # b's seqs 11-30 arrive after everything else (a board catching up after an outage): in the table's order b
+    # goes 1-10, 31-60, 11-30; the pass finds it and reads b again with its sorted query
+    def backlog(rows):
+        late = [r for r in rows if r["device"] == "b" and 11 <= r["seq"] <= 30]
+        return [r for r in rows if r not in late] + late
+    db = _interleaved(tmp_path, backlog)
+    out = io.StringIO()
+    n = commands.export_csv(db, out, T0, T0 + 2000, jobs)
+    assert out.getvalue() == _sorted_query_export(db, T0, T0 + 2000) and n == 179
+    got = [(r["device"], int(r["seq"])) for r in csv.DictReader(io.StringIO(out.getvalue()))]
+    assert [s for d, s in got if d == "b"] == list(range(1, 61))
+    db.close()
+
+
+def test_readings_scattered_over_the_table_are_read_device_by_device(tmp_path):
+    # c's seq 50 (t in range) was stored first, the rest of the range last: the pass would read the whole table
+    # for a few rows in range, so each device's own query is used
+    db = _interleaved(tmp_path, lambda rows: [r for r in rows if r["device"] == "c" and r["seq"] == 50]
+                      + [r for r in rows if not (r["device"] == "c" and r["seq"] == 50)])
+    since, until = T0 + 970, T0 + 1010
+    assert commands._rowid_span(db, store.list_devices(db), since, until) == (1, 153)  # within FETCH's margin
+    commands.FETCH, fetch = 2, commands.FETCH
+    try:
+        assert commands._rowid_span(db, store.list_devices(db), since, until) is None
+        out = io.StringIO()
+        n = commands.export_csv(db, out, since, until, 2)
+    finally:
+        commands.FETCH = fetch
+    assert out.getvalue() == _sorted_query_export(db, since, until) and n == 6
+    assert [(r["device"], r["seq"]) for r in csv.DictReader(io.StringIO(out.getvalue()))] == [
+        (d, s) for d in "abc" for s in ("50", "51")]
+    db.close()
