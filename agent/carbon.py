@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 from airwatt.agent.tz import THAILAND
 from airwatt.protocol import fields
@@ -189,8 +190,9 @@ def factor_for(year: int, table: dict[int, float]) -> tuple[float, int]:
     return table[y], y
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
+    """kWh and kgCO2e of a site in a period (a tuple: a page of a year of days builds thousands)."""
+
     site: str
     period: str  # 'YYYY-MM-DD' or 'YYYY-MM'
     kwh: float

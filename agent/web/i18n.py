@@ -126,6 +126,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "factor_note": ("ค่าการปล่อยก๊าซเรือนกระจกของระบบไฟฟ้า (TGO, ขอบเขตที่ 2)",
                     "Grid emission factor (TGO, scope 2)"),
     "partial": ("ไม่ครบเดือน", "partial"),
+    "days_by_month": ("ช่วงที่ยาวกว่า %d วันแสดงเป็นรายเดือน: ดูรายวันได้ในรายงานและไฟล์ดาวน์โหลด",
+                      "Periods longer than %d days are shown by month: every day is in the report and the downloads"),
     "days": ("วัน", "days"),
     "aqi": ("ดัชนีคุณภาพอากาศ (AQI)", "Thai AQI"),
     "pm25_24h": ("PM2.5 เฉลี่ย 24 ชม. (µg/m³)", "PM2.5 24-h mean (µg/m³)"),

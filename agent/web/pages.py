@@ -579,6 +579,9 @@ async def sync_retry(request: web.Request) -> web.Response:
 # -- Carbon ------------------------------------------------------------------------------------------------
 
 
+DAY_BY_DAY = 31  # the longest period the carbon page shows day by day; longer ones by month
+
+
 def carbon_data(db: sqlite_utils.Database, since: float, until: float, table: dict) -> tuple:
     return rollup.carbon_report(db, since, until, table)
 
@@ -590,21 +593,34 @@ async def carbon_page(request: web.Request) -> web.Response:
     today = datetime.fromtimestamp(now, svg.THAILAND).replace(hour=0, minute=0, second=0, microsecond=0)
     start = today - timedelta(days=days - 1)
     table = request.app[FACTORS_KEY]
-    daily, monthly = await request.app[READER_KEY].run(carbon_data, start.timestamp(), now, table)
     first = start.strftime("%Y-%m-%d")
-    daily = [r for r in daily if r.period >= first]
+    # Beyond DAY_BY_DAY days the page shows months: the months table, a bar per month, and the days left to the
+    # report and the downloads (a year is not 1,830 table rows and bars); SQLite sums the months, so the page's
+    # cost follows its months, not its days
+    by_month = days > DAY_BY_DAY
     month_sum: dict[tuple[str, str], list[float]] = {}
-    for r in daily:
-        month_sum.setdefault((r.site, r.period[:7]), [0.0, 0.0])
-        month_sum[(r.site, r.period[:7])][0] += r.kwh
-        month_sum[(r.site, r.period[:7])][1] += r.kgco2e
+    per_site: dict[str, dict[str, float]] = {}  # site -> day (or month) -> kWh, for the plots
+    daily: list = []
+    if by_month:
+        for r in await request.app[READER_KEY].run(rollup.carbon_months, start.timestamp(), now, table):
+            month_sum[(r.site, r.period)] = [r.kwh, r.kgco2e]
+            per_site.setdefault(r.site, {})[r.period] = r.kwh
+    else:
+        daily, _monthly = await request.app[READER_KEY].run(carbon_data, start.timestamp(), now, table)
+        daily = [r for r in daily if r.period >= first]
+        for r in daily:
+            month_sum.setdefault((r.site, r.period[:7]), [0.0, 0.0])
+            month_sum[(r.site, r.period[:7])][0] += r.kwh
+            month_sum[(r.site, r.period[:7])][1] += r.kgco2e
+            per_site.setdefault(r.site, {})[r.period] = r.kwh
     heads = lambda first_col: "".join("<th>%s</th>" % escape(label(lang, k)) for k in (  # noqa: E731
         "site", first_col, "kwh", "kgco2e", "factor", "factor_year"))
-    drows = "".join('<tr data-site="%s" data-day="%s"><td>%s</td><td>%s</td><td class="num" data-kwh="%.6f">%.3f</td>'
+    # a site's name escaped once, not on each of its days
+    shown = {site: ('<tr data-site="%s" data-day="' % escape(site), escape(site or "-")) for site in per_site}
+    drows = "".join('%s%s"><td>%s</td><td>%s</td><td class="num" data-kwh="%.6f">%.3f</td>'
                     '<td class="num" data-kgco2e="%.6f">%.3f</td><td class="num">%.4f</td><td>%d</td></tr>'
-                    % (escape(r.site), r.period, escape(r.site or "-"), period(r.period), r.kwh, r.kwh, r.kgco2e,
-                       r.kgco2e,
-                       r.factor, r.factor_year) for r in daily)
+                    % (shown[r.site][0], r.period, shown[r.site][1], period(r.period), r.kwh, r.kwh, r.kgco2e,
+                       r.kgco2e, r.factor, r.factor_year) for r in daily) if not by_month else ""
     this_month = today.strftime("%Y-%m")
     mrows = []
     for (site, month), (kwh, kg) in sorted(month_sum.items()):
@@ -616,13 +632,19 @@ async def carbon_page(request: web.Request) -> web.Response:
                         ' <span class="muted">(%s)</span>' % escape(label(lang, "partial")) if partial else "",
                         kwh, kwh, kg, kg, factor, year))
     factors = ", ".join("%d: %.4f" % (y, v) for y, v in sorted(table.items()))
-    day_list = [(start + timedelta(days=n, hours=2)).strftime("%Y-%m-%d") for n in range(days)]
+    if by_month:
+        day_list, year, month = [], start.year, start.month
+        while (year, month) <= (today.year, today.month):
+            day_list.append("%04d-%02d" % (year, month))
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    else:
+        day_list = [(start + timedelta(days=n, hours=2)).strftime("%Y-%m-%d") for n in range(days)]
     plots = ""
-    for n, site in enumerate(sorted({r.site for r in daily})):
-        per = {r.period: r.kwh for r in daily if r.site == site}
+    for n, site in enumerate(sorted(per_site)):
+        per = per_site[site]
         plots += "<h2>%s: %s</h2>%s" % (escape(label(lang, "kwh_plot")), escape(site or "-"), svg.bar_plot(
             [(d, per.get(d, 0.0)) for d in day_list], plot_id="plot-kwh-%d" % n, unit="kWh",
-            no_data=label(lang, "no_data")))
+            no_data=label(lang, "no_data"), label=period if by_month else None))
     body = ('<p><a id="report-link" href="%s">%s</a></p>' % (escape(_url("/carbon/report", lang)),
                                                             escape(label(lang, "report_link")))
             + '<p id="factor">%s: %s kgCO2e/kWh</p><p class="note">%s</p><p>%s</p>'
@@ -633,7 +655,9 @@ async def carbon_page(request: web.Request) -> web.Response:
             + '<table id="carbon-months"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>'
             % (heads("month"), "".join(mrows)) + plots
             + "<h2>%s</h2>" % escape(label(lang, "day"))
-            + '<table id="carbon-days"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (heads("day"), drows))
+            + ('<p class="note" id="days-by-month">%s</p>' % escape(label(lang, "days_by_month") % DAY_BY_DAY)
+               if by_month else
+               '<table id="carbon-days"><thead><tr>%s</tr></thead><tbody>%s</tbody></table>' % (heads("day"), drows)))
     # a long report costs seconds of reading: it is not redone every minute by itself
     return _page(request, "carbon", label(lang, "carbon"), body, refresh=days <= 31)
 

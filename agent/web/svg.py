@@ -211,8 +211,9 @@ def time_plot(series: list[Series], t0: float, t1: float, *, plot_id: str, unit:
 
 
 def bar_plot(bars: list[tuple[str, float]], *, plot_id: str, unit: str, colour: str = "#3b7dd8",
-             no_data: str = "no data", width: int = 880, height: int = 200) -> str:
-    """An SVG bar chart of (day 'YYYY-MM-DD', value) pairs with the value written above each bar."""
+             no_data: str = "no data", width: int = 880, height: int = 200, label=None) -> str:
+    """An SVG bar chart of (day 'YYYY-MM-DD', value) pairs with the value written above each bar; or of (month
+    'YYYY-MM', value) pairs, each bar's `label(month)` below it."""
     pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
     top = max([v for _, v in bars] + [0.0])
     ticks = nice_ticks(0, top * 1.1 if top > 0 else 1)
@@ -231,14 +232,16 @@ def bar_plot(bars: list[tuple[str, float]], *, plot_id: str, unit: str, colour: 
     for n, (day, v) in enumerate(bars):
         h = v / ymax * ph
         bx = LEFT + n * slot + slot * 0.15
-        out.append('<rect class="bar" data-day="%s" data-value="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
-                   'fill="%s"/>' % (escape(day), _num(round(v, 6)), bx, TOP + ph - h, slot * 0.7, h, colour))
+        out.append('<rect class="bar" data-%s="%s" data-value="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f" '
+                   'fill="%s"/>' % ("day" if len(day) > 7 else "month", escape(day), _num(round(v, 6)), bx,
+                                    TOP + ph - h, slot * 0.7, h, colour))
         if len(bars) <= 16:  # values written above the bars only while they fit
             out.append('<text x="%.1f" y="%.1f" text-anchor="middle" class="tick">%s</text>'
                        % (bx + slot * 0.35, TOP + ph - h - 4, "%.2f" % v))
         if n % every == 0:
-            out.append('<text x="%.1f" y="%d" text-anchor="middle" class="tick">%s/%s</text>'
-                       % (bx + slot * 0.35, TOP + ph + 16, day[8:10], day[5:7]))
+            out.append('<text x="%.1f" y="%d" text-anchor="middle" class="tick">%s</text>'
+                       % (bx + slot * 0.35, TOP + ph + 16,
+                          escape(label(day)) if label else "%s/%s" % (day[8:10], day[5:7])))
     if not bars:
         out.append('<text x="%d" y="%d" text-anchor="middle" class="nodata">%s</text>'
                    % (LEFT + pw // 2, TOP + ph // 2, escape(no_data)))
