@@ -199,7 +199,7 @@ def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[d
     """Readings held back now, with the platform's last refusal."""
     return list(db.query(
         "SELECT h.reading, r.device, r.seq, r.sensor, h.tries, h.held_until, h.status, h.error, h.at"
-        " FROM sync_held h JOIN readings r ON r.id = h.reading"
+        " FROM sync_held h CROSS JOIN readings r ON r.id = h.reading"
         " WHERE h.held_until > ? AND r.synced_at IS NULL ORDER BY h.reading",
         [time.time() if now is None else now],
     ))
@@ -207,11 +207,12 @@ def held_readings(db: sqlite_utils.Database, now: float | None = None) -> list[d
 
 def held_groups(db: sqlite_utils.Database, now: float, limit: int = 50) -> list[dict]:
     """Held readings grouped by device and refusal, for the operators' sync page: a platform that refuses a
-    device's readings refuses them by the hundred, for one reason."""
+    device's readings refuses them by the hundred, for one reason. CROSS JOIN: the held readings are the outer
+    loop, each a search of readings by id (the planner would walk an index over every reading instead)."""
     return list(db.query(
         "select r.device, h.status, h.error, count(*) as count, min(r.seq) as first, max(r.seq) as last,"
         " group_concat(distinct r.sensor) as sensors, max(h.tries) as tries, max(h.held_until) as held_until"
-        " from sync_held h join readings r on r.id = h.reading"
+        " from sync_held h cross join readings r on r.id = h.reading"
         " where h.held_until > ? and r.synced_at is null group by r.device, h.status, h.error"
         " order by r.device, min(h.reading) limit ?", [now, limit]))
 
