@@ -477,7 +477,22 @@ def _copy_out(path: str, out: IO[str]) -> None:
     raw = getattr(out, "buffer", None)
     if raw is not None and (getattr(out, "encoding", "") or "").replace("-", "").lower() == "utf8":
         out.flush()
+        raw.flush()
         with open(path, "rb") as f:
+            try:
+                fd = raw.fileno()
+            except (AttributeError, OSError, ValueError):
+                fd = None
+            if fd is not None:
+                # the kernel copies file to file (or pipe): the gigabyte never passes through this process
+                size, at = os.fstat(f.fileno()).st_size, 0
+                try:
+                    while at < size:
+                        at += os.sendfile(fd, f.fileno(), at, size - at)
+                    return
+                except OSError:
+                    if at:
+                        raise  # part of it went out: copying again would repeat lines
             shutil.copyfileobj(f, raw, 1 << 20)
         return
     with open(path, encoding="utf-8", newline="") as f:
