@@ -191,7 +191,7 @@ def factor_for(year: int, table: dict[int, float]) -> tuple[float, int]:
 
 
 class Row(NamedTuple):
-    """kWh and kgCO2e of a site in a period (a tuple: a page of a year of days builds thousands)."""
+    """kWh and kgCO2e of a site in a period (a tuple: cheap to make by the thousand)."""
 
     site: str
     period: str  # 'YYYY-MM-DD' or 'YYYY-MM'

@@ -7,6 +7,7 @@ mean of several readings), so what is drawn can be checked against the database.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
@@ -211,7 +212,8 @@ def time_plot(series: list[Series], t0: float, t1: float, *, plot_id: str, unit:
 
 
 def bar_plot(bars: list[tuple[str, float]], *, plot_id: str, unit: str, colour: str = "#3b7dd8",
-             no_data: str = "no data", width: int = 880, height: int = 200, label=None) -> str:
+             no_data: str = "no data", width: int = 880, height: int = 200,
+             label: Callable[[str], str] | None = None) -> str:
     """An SVG bar chart of (day 'YYYY-MM-DD', value) pairs with the value written above each bar; or of (month
     'YYYY-MM', value) pairs, each bar's `label(month)` below it."""
     pw, ph = width - LEFT - RIGHT, height - TOP - BOTTOM
