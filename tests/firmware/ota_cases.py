@@ -320,6 +320,16 @@ def read_state():
     return ota.read_pointer(ROOT)
 
 
+def case_partial():
+    """A confirmed version that lacks a module of the flashed /lib (sys.path still finds it there) keeps /lib."""
+    fresh()
+    with open(MNT + "/lib/extra.mpy", "wb") as f:
+        f.write(b"M" * 300)
+    life(None, [None], target=NEW, say=print)
+    check(read_state()[:2] == ["ok", NEW] and os.listdir(MNT + "/lib") and complete(""), "lib %r" % versions())
+    print("PARTIAL %s confirmed, the flashed /lib kept: %r" % (NEW, versions()))
+
+
 def case_corrupt():
     """A file that does not match its SHA-256 is refused and removed, nothing switches; the retry succeeds."""
     fresh()

@@ -38,6 +38,12 @@ def test_update_after_update_fits_where_the_first_did_because_each_confirm_delet
     assert re.search(r"HOARDER no room: release needs \d+ blocks, \d+ free, reading log keeps \d+", out), out
 
 
+def test_a_release_that_lacks_a_module_of_the_flashed_lib_keeps_it():
+    out = vm("partial")
+    assert "PARTIAL 0.3.0 confirmed, the flashed /lib kept: ['0.2.0', '0.3.0']" in out, out
+    assert "removed it" not in out
+
+
 def test_a_corrupted_download_is_refused_and_the_retry_stages_it():
     out = vm("corrupt")
     assert "CORRUPT refused: ota.mpy: SHA-256 does not match the manifest: refused; retried: staged" in out, out
