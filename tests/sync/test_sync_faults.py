@@ -185,7 +185,7 @@ async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, sessio
             await asyncio.sleep(0.01)
         assert unsynced(db) == [ids[0]] and state.enabled and state.kind == "http-json"
         plat.set_faults({"reject": []})
-        wake.set()  # what the pages' "retry now" does (sync.request_sync_now)
+        wake.set()  # what sync_store.request_retry does in the serving process (the app's SYNC_NOW)
         deadline = time.monotonic() + 15
         while unsynced(db) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
