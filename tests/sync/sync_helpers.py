@@ -10,21 +10,12 @@ from pathlib import Path
 
 from airwatt.agent import reading, store
 from airwatt.emulator.platform import Platform
+from samples import values
 
 # Processes a test started (agents, servers): conftest kills what is left when the test ends.
 STARTED: list[subprocess.Popen] = []
 T0 = 1790000000.0  # 2026-09-21T...Z, a whole second
 SITE = {"kk-hall-01": (16.4419, 102.8360, "Khon Kaen City Hall"), "kk-school-02": (16.4300, 102.8200, "School 2")}
-
-
-def values(sensor: str, seq: int) -> dict:
-    """Plausible metric values for a reading of `sensor` (deterministic in seq)."""
-    if sensor == "energy":
-        return {"voltage": 229.8, "current": 1.254, "power": 287.5, "energy_wh": 120000 + seq, "frequency": 50.0,
-                "pf": 0.97}
-    if sensor == "pm":
-        return {"pm1": 5 + seq % 7, "pm25": 12 + seq % 11, "pm10": 20 + seq % 13}
-    return {"co2": 600 + seq % 50, "temperature": 26.55, "humidity": 55.12}
 
 
 def add_readings(db, device: str, n: int, start_seq: int = 1, t0: float = T0) -> list[int]:

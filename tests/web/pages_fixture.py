@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-
-from aiohttp import web
 
 from airwatt.agent import store
 
@@ -82,16 +79,3 @@ def fill(db, now: float) -> dict:
                        [at, ok, status, count, detail])
         db.execute("insert or replace into meta(key, value) values ('last_sync_ok', ?)", [repr(now - 900)])
     return {"now": now, "steps": steps}
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application):
-    """Serve an app on 127.0.0.1 (a free port); yields its base URL."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
-    finally:
-        await runner.cleanup()

@@ -14,7 +14,8 @@ from airwatt.agent import carbon, rollup, store, sync_store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
 from airwatt.agent.web import pages, svg
-from pages_fixture import fill, serve
+from pages_fixture import fill
+from serving import serve
 
 
 async def test_bad_requests_are_clear_errors(agent):
