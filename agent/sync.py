@@ -53,7 +53,7 @@ from aiohttp import web
 
 from airwatt.agent import store, sync_store
 from airwatt.agent.adapters import KINDS, Adapter, Outcome, Prepared, SendError, make_adapter
-from airwatt.agent.commands import add_data_dir, iso, open_existing
+from airwatt.agent.commands import add_data_dir, add_verb, add_verbs, iso, open_existing
 from airwatt.agent.config import ConfigError, PlatformConfig, load_config
 
 log = logging.getLogger("airwatt.sync")
@@ -669,19 +669,14 @@ def _sync_status(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """`airwatt sync status|run|retry`, on the `airwatt` command's subparsers."""
-    sync = subparsers.add_parser("sync", help="sync to the city platform").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
-    add_data_dir(status)
+    sync = add_verbs(subparsers, "sync", "sync to the city platform")
+    status = add_verb(sync, "status", "pending and synced readings, last sync, last errors", _sync_status)
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.add_argument("--errors", type=int, default=5, help="how many recent errors to show")
-    status.set_defaults(func=_sync_status)
     run = sync.add_parser("run", help="run the sync worker alone (without serve)")
     add_run_arguments(run)
     run.set_defaults(func=run_cli)
-    retry = sync.add_parser("retry", help="retry now: wake the sync worker and release held readings")
-    add_data_dir(retry)
-    retry.set_defaults(func=retry_cli)
+    add_verb(sync, "retry", "retry now: wake the sync worker and release held readings", retry_cli)
 
 
 if __name__ == "__main__":
