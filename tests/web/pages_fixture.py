@@ -79,3 +79,10 @@ def fill(db, now: float) -> dict:
                        [at, ok, status, count, detail])
         db.execute("insert or replace into meta(key, value) values ('last_sync_ok', ?)", [repr(now - 900)])
     return {"now": now, "steps": steps}
+
+
+async def expect_errors(http, base: str, cases: list[tuple[str, int, str]]) -> None:
+    """Each (path, status, text) of `cases`: GET base + path answers that status, with text in its body."""
+    for path, status, text in cases:
+        async with http.get(base + path) as r:
+            assert r.status == status and text in await r.text(), path
