@@ -604,29 +604,40 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_verbs(subparsers: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """`airwatt NAME VERB ...`: a command whose verbs are the subparsers returned."""
+    return subparsers.add_parser(name, help=help).add_subparsers(dest="verb", required=True, metavar="VERB")
+
+
+def add_verb(verbs: argparse._SubParsersAction, name: str, help: str,
+             func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """A verb on the store (add_verbs' subparsers): takes --data-dir, runs func(args)."""
+    parser = verbs.add_parser(name, help=help)
+    add_data_dir(parser)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _device_options(parser: argparse.ArgumentParser, new: bool) -> None:
+    """What `device add` registers and `device set` changes; a new device gets the defaults."""
+    parser.add_argument("id", help="device id: 1-32 of a-z 0-9 - _" if new else "the device's id")
+    parser.add_argument("--name")
+    parser.add_argument("--site", help="building or site name")
+    parser.add_argument("--lat", type=float, help="latitude, WGS84 degrees (with --lon)")
+    parser.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
+    parser.add_argument("--sensors", default=",".join(fields.SENSORS) if new else None,
+                        help="comma-separated sensor kinds")
+    parser.add_argument("--interval", type=int, default=60 if new else None,
+                        help=INTERVAL_HELP + (" (default 60)" if new else ""))
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """The verbs above, on the `airwatt` command's subparsers."""
-    device = commands.add_parser("device", help="register and list boards").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    add = device.add_parser("add", help="register a board and print its key (once)")
-    add_data_dir(add)
-    add.add_argument("id", help="device id: 1-32 of a-z 0-9 - _")
-    add.add_argument("--name")
-    add.add_argument("--site", help="building or site name")
-    add.add_argument("--lat", type=float, help="latitude, WGS84 degrees (with --lon)")
-    add.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
-    add.add_argument("--sensors", default=",".join(fields.SENSORS), help="comma-separated sensor kinds")
-    add.add_argument("--interval", type=int, default=60, help=INTERVAL_HELP + " (default 60)")
-    add.set_defaults(func=_device_add)
-    edit = device.add_parser("set", help="change a registered board's name, site, location, sensors or interval")
-    add_data_dir(edit)
-    edit.add_argument("id", help="the device's id")
-    edit.add_argument("--name")
-    edit.add_argument("--site", help="building or site name")
-    edit.add_argument("--lat", type=float, help="latitude, WGS84 degrees (with --lon)")
-    edit.add_argument("--lon", type=float, help="longitude, WGS84 degrees (with --lat)")
-    edit.add_argument("--sensors", help="comma-separated sensor kinds")
-    edit.add_argument("--interval", type=int, help=INTERVAL_HELP)
+    device = add_verbs(commands, "device", "register and list boards")
+    _device_options(add_verb(device, "add", "register a board and print its key (once)", _device_add), new=True)
+    edit = add_verb(device, "set", "change a registered board's name, site, location, sensors or interval",
+                    _device_set)
+    _device_options(edit, new=False)
     board = edit.add_argument_group("the board's settings (sent in its upload answers, acknowledged in its status)")
     board.add_argument("--intervals", metavar="KIND=S,...", help="sampling intervals, e.g. energy=10,co2=30,pm=60")
     board.add_argument("--upload-s", type=int, help="upload period in seconds")
@@ -641,16 +652,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     care.add_argument("--frc", type=int, metavar="PPM",
                       help="forced recalibration to this reference (400-2000 ppm; the sensor must have run 3 "
                            "minutes at it); the correction comes back in `airwatt device settings`")
-    edit.set_defaults(func=_device_set)
-    show = device.add_parser("settings", help="a board's settings from the agent: pending or applied, FRC result")
-    add_data_dir(show)
+    show = add_verb(device, "settings", "a board's settings from the agent: pending or applied, FRC result",
+                    _device_settings)
     show.add_argument("id", help="the device's id")
     show.add_argument("--format", choices=("text", "json"), default="text")
-    show.set_defaults(func=_device_settings)
-    lst = device.add_parser("list", help="list boards (keys are never shown)")
-    add_data_dir(lst)
+    lst = add_verb(device, "list", "list boards (keys are never shown)", _device_list)
     lst.add_argument("--format", choices=("table", "json"), default="table")
-    lst.set_defaults(func=_device_list)
 
     rd = commands.add_parser("readings", help="one device's readings")
     add_data_dir(rd)

@@ -34,7 +34,7 @@ import sqlite_utils
 from aiohttp import web
 
 from . import store
-from .commands import add_data_dir as _data_dir
+from .commands import add_verb, add_verbs
 from .flash_cmd import AS_SOURCE, BOARD_PROTOCOL, FIRMWARE_DIR, PROTOCOL_DIR, FlashError, _tool
 
 VERSION_RE = re.compile(r"^[0-9A-Za-z._+-]{1,16}$")
@@ -328,24 +328,17 @@ def _status(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """`airwatt firmware build|rollout|status`, on the `airwatt` command's subparsers."""
-    verbs = subparsers.add_parser("firmware", help="firmware releases and their rollout to the boards").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    b = verbs.add_parser("build", help="compile a firmware folder with mpy-cross into a release")
-    _data_dir(b)
+    verbs = add_verbs(subparsers, "firmware", "firmware releases and their rollout to the boards")
+    b = add_verb(verbs, "build", "compile a firmware folder with mpy-cross into a release", _build)
     b.add_argument("--version", required=True, help="the release's version, e.g. 0.3.0")
     b.add_argument("--from", dest="src", help="firmware folder (default: the installed firmware)")
-    b.set_defaults(func=_build)
-    r = verbs.add_parser("rollout", help="offer a release to boards in their upload answers")
+    r = add_verb(verbs, "rollout", "offer a release to boards in their upload answers", _rollout)
     r.add_argument("version")
-    _data_dir(r)
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--devices", help="ID[,ID...]")
     who.add_argument("--all", action="store_true", help="every registered board")
     r.add_argument("--canary", type=int, default=0, help="this many boards (sorted by id) go first [0]")
     r.add_argument("--probation-s", type=int, default=PROBATION_S,
                    help="seconds a new version has to pass its self-test and get an upload acknowledged [300]")
-    r.set_defaults(func=_rollout)
-    s = verbs.add_parser("status", help="each board's firmware and its update")
-    _data_dir(s)
+    s = add_verb(verbs, "status", "each board's firmware and its update", _status)
     s.add_argument("--format", choices=("table", "json"), default="table")
-    s.set_defaults(func=_status)

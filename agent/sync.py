@@ -11,9 +11,9 @@ operators' "last errors"); count refusals. While all goes well the loop (`run_wo
 (`sync_pipelined`: a sliding window of requests in flight, marks in group commits while others travel);
 after any failure it sends one
 batch at a time and waits: Retry-After when the platform gave one (429/503, seconds or an HTTP date), else
-exponential backoff with jitter. "Retry now" (sync_store.request_retry, from
-the pages or `airwatt sync retry` in any process; the SYNC_NOW event wakes a worker in the same process at once)
-cuts any wait short and releases held readings.
+exponential backoff with jitter. "Retry now" (sync_store.request_retry, from the pages or `airwatt sync retry`
+in any process; in the serving process it also sets the SYNC_NOW event the worker waits on) cuts any wait
+short and releases held readings.
 
 A reading the platform keeps refusing must not block the others. Policy:
 - a 400/422 for a whole batch of several readings halves the batch (bisection: the good part syncs, the
@@ -35,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -52,7 +53,7 @@ from aiohttp import web
 
 from airwatt.agent import store, sync_store
 from airwatt.agent.adapters import KINDS, Adapter, Outcome, Prepared, SendError, make_adapter
-from airwatt.agent.commands import add_data_dir, iso, open_existing
+from airwatt.agent.commands import add_data_dir, add_verb, add_verbs, iso, open_existing
 from airwatt.agent.config import ConfigError, PlatformConfig, load_config
 
 log = logging.getLogger("airwatt.sync")
@@ -106,7 +107,7 @@ class SyncState:
     last_result: dict = field(default_factory=dict)
 
 
-SYNC_NOW = web.AppKey("airwatt_sync_now", asyncio.Event)
+SYNC_NOW = web.AppKey("airwatt_sync_now", asyncio.Event)  # set by sync_store.request_retry in this process
 SYNC_STATE = web.AppKey("airwatt_sync_state", SyncState)
 
 
@@ -456,7 +457,8 @@ async def run_worker(
     suspect = 0  # readings left in the last batch refused whole: one of them is to blame
     notices = LocationNotices() if adapter.needs_location else None
     while True:
-        if wake.is_set() or await _db_call(sync_store.take_retry, db):
+        woken = wake.is_set()
+        if await _db_call(sync_store.take_retry, db) or woken:  # both looked at: one "retry now" acts once
             wake.clear()
             released = await _db_call(sync_store.release_held, db)
             failures, limit, suspect = 0, batch_size, 0
@@ -514,12 +516,13 @@ async def run_worker(
 
 
 def setup_sync(app: web.Application, data_dir: str | Path, platform: PlatformConfig) -> None:
-    """Install the sync worker on an aiohttp app: SYNC_NOW (set it to "retry now"), SYNC_STATE, and a
-    background task with its own database connection to the store in `data_dir` while the app runs.
+    """Install the sync worker on an aiohttp app: SYNC_STATE, SYNC_NOW (set by sync_store.request_retry for the
+    store in `data_dir` while the app runs), and a background task with its own database connection to it.
     `platform` is the agent's [platform] config (url, kind, token, tenant, batch_size, timeout_s, poll_s,
     backoff_max_s); no url: no sync (the keys are still set)."""
     app[SYNC_NOW] = asyncio.Event()
     app[SYNC_STATE] = SyncState()
+    app.cleanup_ctx.append(functools.partial(_wake_on_retry, data_dir=data_dir))
     url = platform.url
     if not url:
         return
@@ -548,9 +551,23 @@ def setup_sync(app: web.Application, data_dir: str | Path, platform: PlatformCon
     app.cleanup_ctx.append(worker_ctx)
 
 
-def request_sync_now(app: web.Application) -> None:
-    """Wake this process's worker to take a "retry now" at once: release held readings, reset the backoff."""
-    app[SYNC_NOW].set()
+async def _wake_on_retry(app: web.Application, data_dir: str | Path) -> AsyncIterator[None]:
+    """While the app runs, a "retry now" said in this process (sync_store.request_retry) sets SYNC_NOW."""
+    loop, event = asyncio.get_running_loop(), app[SYNC_NOW]
+
+    def wake() -> None:
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:  # said from a thread without a loop
+            here = False
+        if here:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)  # an asyncio.Event is set from its own loop only
+
+    stop = sync_store.on_retry(data_dir, wake)
+    yield
+    stop()
 
 
 # -- standalone process: python -m airwatt.agent.sync --data-dir D [--platform-url U ...] ----------------
@@ -652,19 +669,14 @@ def _sync_status(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """`airwatt sync status|run|retry`, on the `airwatt` command's subparsers."""
-    sync = subparsers.add_parser("sync", help="sync to the city platform").add_subparsers(
-        dest="verb", required=True, metavar="VERB")
-    status = sync.add_parser("status", help="pending and synced readings, last sync, last errors")
-    add_data_dir(status)
+    sync = add_verbs(subparsers, "sync", "sync to the city platform")
+    status = add_verb(sync, "status", "pending and synced readings, last sync, last errors", _sync_status)
     status.add_argument("--format", choices=("text", "json"), default="text")
     status.add_argument("--errors", type=int, default=5, help="how many recent errors to show")
-    status.set_defaults(func=_sync_status)
     run = sync.add_parser("run", help="run the sync worker alone (without serve)")
     add_run_arguments(run)
     run.set_defaults(func=run_cli)
-    retry = sync.add_parser("retry", help="retry now: wake the sync worker and release held readings")
-    add_data_dir(retry)
-    retry.set_defaults(func=retry_cli)
+    add_verb(sync, "retry", "retry now: wake the sync worker and release held readings", retry_cli)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@ reading (strikes) and readings held back, and "retry now". The sync worker, the 
 /metrics read and write sync state only through here; the tables themselves are created by store.MIGRATIONS.
 
 "Retry now" is said one way, `request_retry`: recorded in meta (by the pages or `airwatt sync retry`, from any
-process) and taken once by the worker (`take_retry`). In the serving process the pages also set the worker's
-SYNC_NOW event so it acts at once instead of at its next look at meta.
+process) and taken once by the worker (`take_retry`). It also calls the listeners this process registered for
+that store (`on_retry`: the serving app wakes its worker so it acts at once, not at its next look at meta).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import sqlite_utils
 
@@ -228,9 +230,29 @@ def release_held(db: sqlite_utils.Database) -> int:
 # -- retry now --------------------------------------------------------------------------------------------
 
 
+# listeners of this process, by the real path of the store's database file
+_retry_listeners: dict[str, list[Callable[[], None]]] = {}
+
+
+def _db_file(db: sqlite_utils.Database) -> str:
+    main = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
+    return os.path.realpath(main[0])
+
+
+def on_retry(data_dir: str | Path, listener: Callable[[], None]) -> Callable[[], None]:
+    """Call `listener` whenever this process says "retry now" for the store in `data_dir`; returns the function
+    that stops it. Another process's "retry now" reaches a worker only through meta (`take_retry`)."""
+    listeners = _retry_listeners.setdefault(os.path.realpath(store.db_path(data_dir)), [])
+    listeners.append(listener)
+    return lambda: listeners.remove(listener)
+
+
 def request_retry(db: sqlite_utils.Database, at: float | None = None) -> None:
-    """Say "retry now": recorded in meta, so a worker in any process (or one started later) takes it."""
+    """Say "retry now": recorded in meta, so a worker in any process (or one started later) takes it, and told
+    at once to this process's listeners (on_retry)."""
     store.set_meta(db, "sync_retry_requested", repr(time.time() if at is None else at))
+    for listener in list(_retry_listeners.get(_db_file(db), ())):
+        listener()
 
 
 def retry_requested_at(db: sqlite_utils.Database) -> str | None:

@@ -390,24 +390,14 @@ class EmulatedBoard:
                 self._sel.unregister(fd)
             except (KeyError, ValueError):
                 pass
-        # what the VM said before it died
-        try:
-            while True:
-                chunk = os.read(self._stdout, 65536)
-                if not chunk:
-                    break
-                self._emit(chunk)
-        except (BlockingIOError, OSError):
-            pass
-        try:
-            os.set_blocking(self._ctl_r, False)
-            while True:
-                chunk = os.read(self._ctl_r, 65536)
-                if not chunk:
-                    break
-                self._ctl(chunk)
-        except (BlockingIOError, OSError):
-            pass
+        # what the VM said before it died, on its console and its event pipe
+        for fd, handle in ((self._stdout, self._emit), (self._ctl_r, self._ctl)):
+            try:
+                os.set_blocking(fd, False)
+                while chunk := os.read(fd, 65536):
+                    handle(chunk)
+            except (BlockingIOError, OSError):
+                pass
         for f in (p.stdin, p.stdout):
             try:
                 f.close()
@@ -628,24 +618,15 @@ class EmulatedBoard:
                     data = b""
                 if data:
                     self._from_host(data)
-            elif tag == "out":
+            elif tag in ("out", "ctl"):  # the VM's console output and its event lines, until it closes them
                 try:
-                    data = os.read(self._stdout, 65536)
+                    data = os.read(key.fd, 65536)
                 except BlockingIOError:
                     continue
                 if data:
-                    self._emit(data)
+                    (self._emit if tag == "out" else self._ctl)(data)
                 else:
-                    self._sel.unregister(self._stdout)
-            elif tag == "ctl":
-                try:
-                    data = os.read(self._ctl_r, 65536)
-                except BlockingIOError:
-                    continue
-                if data:
-                    self._ctl(data)
-                else:
-                    self._sel.unregister(self._ctl_r)
+                    self._sel.unregister(key.fd)
             elif tag == "wake":
                 try:
                     os.read(self._wake_r, 4096)

@@ -301,9 +301,16 @@ def _problem(kind: str, title: str, detail: str, status: int) -> dict:
 # -- handlers ---------------------------------------------------------------------------------------------
 
 
-async def _before_write(request: web.Request, fault: str, api: str, sunk_status: int) -> web.Response | None:
-    """Answers given without writing: injected faults, and the bench's sink mode (read, confirm, keep nothing)."""
+async def _before_write(request: web.Request, api: str, sunk_status: int) -> tuple[str, web.Response | None]:
+    """A write request's turn in the fault schedule, and the answer given without writing, if any: injected faults,
+    and the bench's sink mode (read, confirm, keep nothing)."""
     platform = request.app[PLATFORM]
+    fault = platform.next_fault()
+    return fault, await _answer_early(request, platform, fault, api, sunk_status)
+
+
+async def _answer_early(request: web.Request, platform: Platform, fault: str, api: str,
+                        sunk_status: int) -> web.Response | None:
     if platform.latency_s:
         await asyncio.sleep(platform.latency_s)
     if fault == "5xx":
@@ -352,8 +359,7 @@ async def _body(request: web.Request) -> bytes:
 
 async def upsert(request: web.Request) -> web.StreamResponse:
     platform = request.app[PLATFORM]
-    fault = platform.next_fault()
-    early = await _before_write(request, fault, "ngsi-ld", 204)
+    fault, early = await _before_write(request, "ngsi-ld", 204)
     if early is not None:
         return early
     ctype = request.content_type
@@ -435,8 +441,7 @@ def check_item(item: object) -> str | None:
 
 async def readings(request: web.Request) -> web.StreamResponse:
     platform = request.app[PLATFORM]
-    fault = platform.next_fault()
-    early = await _before_write(request, fault, "http-json", 200)
+    fault, early = await _before_write(request, "http-json", 200)
     if early is not None:
         return early
     raw = await _body(request)

@@ -3,9 +3,13 @@
 # and config.example.json.
 import json
 
+try:
+    from protocol import fields  # the board: protocol/ is on the flash
+except ImportError:  # CPython (the agent reads a board's config with these rules): the installed package
+    from airwatt.protocol import fields
+
 PATH = "/config.json"
 
-_DEVICE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
 _HEX = "0123456789abcdef"
 KINDS = ("energy", "pm", "co2")
 # Per-kind: bus ("uart" | "i2c"), default address, default interval_s, default stuck_n.
@@ -23,7 +27,7 @@ _SENSOR = ("kind", "uart", "tx", "rx", "i2c", "scl", "sda", "freq", "addr", "int
 _METER = ("addr", "name", "phase", "circuit", "supply")
 PHASES = ("L1", "L2", "L3")
 MAX_METERS = 16
-_NAME_CHARS = _DEVICE_CHARS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NAME_CHARS = fields.DEVICE_ALPHABET + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class ConfigError(ValueError):
@@ -193,7 +197,7 @@ def validate(raw):
         _fail("(top level)", "a JSON object")
     _known(raw, _TOP, "")
     cfg = {}
-    cfg["device"] = _str(raw, "device", "", 1, 32, _DEVICE_CHARS)
+    cfg["device"] = _str(raw, "device", "", 1, fields.DEVICE_ID_MAX, fields.DEVICE_ALPHABET)
     key = _str(raw, "key", "", 32, 128, _HEX + "ABCDEF")
     if len(key) % 2:
         _fail("key", "an even number of hex digits (16..64 bytes)", key)

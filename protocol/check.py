@@ -85,19 +85,30 @@ def check_batch(b):
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "readings"), ("status",))
     if b["v"] != fields.VERSION or not _is_int(b["v"]):
         raise ProtocolError("v", "protocol version %s is not supported here (1 carries readings, 2 data)" % (b["v"],))
-    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, fields.DEVICE_ALPHABET)
-    _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
-    _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
-    _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
+    _check_head(b)
     readings = b["readings"]
     if not isinstance(readings, list):
         raise ProtocolError("readings", "must be a list")
     if not 1 <= len(readings) <= fields.MAX_READINGS:
         raise ProtocolError("readings", "must hold 1 to %d readings, not %d" % (fields.MAX_READINGS, len(readings)))
+    return _check_body(b, readings, False)
+
+
+def _check_head(b):
+    """What every batch version says of its board."""
+    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, fields.DEVICE_ALPHABET)
+    _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
+    _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
+    _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
+
+
+def _check_body(b, readings, instance):
+    """Each reading (in increasing seq order, none later than the batch was sent) and the status; returns readings.
+    `instance`: a reading may name its meter (v2; check_reading's `instance`)."""
     last = 0
     for i, r in enumerate(readings):
         path = _join("readings", i)
-        check_reading(r, path)
+        check_reading(r, path, instance)
         if r["seq"] <= last:
             raise ProtocolError(_join(path, "seq"), "must be greater than the previous reading's %d" % last)
         last = r["seq"]
@@ -111,10 +122,7 @@ def check_batch(b):
 def _check_batch_v2(b):
     """check_batch for a v2 batch: returns its readings, decoded."""
     _object(b, "", ("v", "device", "fw", "boot", "sent_ticks", "first_seq", "n", "data"), ("status",))
-    _text(b["device"], "device", 1, fields.DEVICE_ID_MAX, fields.DEVICE_ALPHABET)
-    _text(b["fw"], "fw", 1, fields.FIRMWARE_MAX)
-    _text(b["boot"], "boot", fields.BOOT_ID_LEN, fields.BOOT_ID_LEN, HEX)
-    _int(b["sent_ticks"], "sent_ticks", 0, fields.MAX_TICKS)
+    _check_head(b)
     _int(b["first_seq"], "first_seq", 1, fields.MAX_SEQ)
     _int(b["n"], "n", 1, fields.MAX_READINGS_V2)
     if not isinstance(b["data"], str):
@@ -127,14 +135,7 @@ def _check_batch_v2(b):
         raise ProtocolError("data", str(e))
     if len(readings) != b["n"]:
         raise ProtocolError("n", "says %d readings, data holds %d" % (b["n"], len(readings)))
-    for i, r in enumerate(readings):
-        path = _join("readings", i)
-        check_reading(r, path, True)
-        if r["boot"] == b["boot"] and r["ticks"] > b["sent_ticks"]:
-            raise ProtocolError(_join(path, "ticks"), "is later than the batch's sent_ticks")
-    if "status" in b:
-        check_status(b["status"])
-    return readings
+    return _check_body(b, readings, True)
 
 
 def check_answer(a):

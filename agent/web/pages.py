@@ -557,22 +557,13 @@ async def sync_page(request: web.Request) -> web.Response:
     return _page(request, "sync", label(lang, "sync"), body)
 
 
-def request_retry(app: web.Application) -> bool:
-    """Wake the sync worker ("retry now") when this app has one (setup_sync); False otherwise."""
-    if sync.SYNC_NOW not in app:
-        return False
-    sync.request_sync_now(app)
-    return True
-
-
 async def sync_retry(request: web.Request) -> web.Response:
     form = await params.form(request, request.app[FORM_TIMEOUT_KEY])
     if not authorised(request, form):
         raise web.HTTPForbidden(text="operator token required")
-    # recorded in any case (an audit trail, and a worker in another process or started later takes it); the
-    # event wakes this process's worker at once
+    # recorded (an audit trail, and a worker in another process or started later takes it); this process's
+    # worker is woken at once
     sync_store.request_retry(request.app[WRITE_DB_KEY])
-    request_retry(request.app)
     raise web.HTTPSeeOther(_url("/sync", _lang(request), retry="ok"))
 
 

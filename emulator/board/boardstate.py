@@ -14,13 +14,9 @@ import sys
 import json
 import select
 
-_path = sys.path
-sys.path = ()
-try:
-    import time as _btime  # the VM's built-in time module, not our emulated one
-finally:
-    sys.path = _path
-    del _path
+from native import native
+
+_btime = native("time")  # the VM's built-in time module, not our emulated one
 
 from codes import PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET  # noqa: F401
 from codes import EXIT_SOFT, EXIT_HARD, EXIT_DEEPSLEEP, EXIT_POWERCUT, EXIT_WDT  # noqa: F401

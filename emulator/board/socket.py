@@ -3,16 +3,9 @@
 # a socket only works while the station has an IP: otherwise connect() fails with EHOSTUNREACH as lwIP does, and
 # a link drop kills the sockets opened before it (ECONNABORTED on the next use). asyncio.open_connection imports
 # this module at call time, so the firmware's asyncio streams are gated too.
-import sys
+from native import native
 
-_path = sys.path
-sys.path = ()
-try:
-    import socket as _s
-    from socket import *  # noqa: F401,F403
-finally:
-    sys.path = _path
-    del _path
+_s = native("socket", globals())
 
 import network as _net
 

@@ -2,15 +2,9 @@
 # time module except the wall clock, which comes from the emulated RTC (machine.RTC) with the ESP32 port's epoch
 # 2000-01-01 00:00:00 UTC (time.gmtime(0)[0] == 2000; add 946684800 for unix seconds). gmtime/localtime give
 # 8-tuples (year, month, mday, hour, minute, second, weekday, yearday) as on the board; localtime is UTC.
-import sys
+from native import native
 
-_path = sys.path
-sys.path = ()
-try:
-    from time import *  # noqa: F401,F403 - ticks_ms, sleep_ms, ... of the VM
-finally:
-    sys.path = _path
-    del _path
+native("time", globals())  # ticks_ms, sleep_ms, ... of the VM
 
 import boardstate as _bs
 

@@ -7,15 +7,11 @@ import sqlite3
 from pathlib import Path
 
 from airwatt.protocol import wire
+from samples import VALUES
 
 BOOT = "0a1b2c3d"
 T0 = 1790000000  # a plausible board wall time (2026-09-21)
 
-VALUES = {
-    "energy": {"voltage": 229.8, "current": 1.234, "power": 281.5, "energy_wh": 12345, "frequency": 50.0, "pf": 0.97},
-    "pm": {"pm1": 8, "pm25": 27, "pm10": 41},
-    "co2": {"co2": 812, "temperature": 26.43, "humidity": 61.5},
-}
 
 
 def reading(seq: int, sensor: str = "pm", t: int | None = None, ticks: int | None = None, boot: str = BOOT,

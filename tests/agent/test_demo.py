@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
-from pathlib import Path
 
 from airwatt.agent import demo, store
+from serving import AIRWATT, free_port
 
-AIRWATT = str(Path(sys.executable).with_name("airwatt"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_demo_in_which_a_board_delivered_nothing_exits_1_and_says_why(tmp_path):

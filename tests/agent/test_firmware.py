@@ -4,15 +4,13 @@ of, saying why; the offer follows each board's status.fw, canaries first, and a 
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from airwatt.agent import firmware, store
 from airwatt.protocol.models import FirmwareReport
+from serving import AIRWATT
 
-AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 
 
 def report(run, target="", state="idle", error=""):

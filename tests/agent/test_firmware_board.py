@@ -11,15 +11,14 @@ import json
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-import pytest
-from test_flash_board import AIRWATT, FAST, flash, rows, wait_rows
+from airwatt.agent.bench.serve import start_agent
+from serving import AIRWATT, free_port
+from test_flash_board import FAST, flash, rows, wait_rows
 
 from airwatt.emulator.esp32 import EmulatedBoard
 
@@ -31,27 +30,6 @@ FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 def cli(data_dir, *args):
     got = subprocess.run([AIRWATT, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=120)
     return got.returncode, got.stdout + got.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_agent(data_dir, port):
-    proc = subprocess.Popen([AIRWATT, "serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port",
-                             str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    said = ""
-    while True:
-        line = proc.stdout.readline()
-        if not line:
-            proc.kill()
-            pytest.fail("airwatt serve did not start:\n" + said)
-        said += line
-        if "listening on" in line:
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc
 
 
 def fw_status(data_dir) -> dict:
@@ -75,7 +53,7 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
     data_dir = tmp_path / "agent"
     port = free_port()
     url = "http://127.0.0.1:%d" % port
-    agent = start_agent(data_dir, port)
+    agent, _ = start_agent(data_dir, ["--port", str(port)])  # a fixed port: the board's config names it
     try:
         with EmulatedBoard(tmp_path / "flash.bin") as board:
             done = flash(board, data_dir, DEVICE, url, *FAST)
@@ -111,7 +89,7 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             agent.send_signal(signal.SIGKILL)
             agent.wait(timeout=10)
             time.sleep(2)
-            agent = start_agent(data_dir, port)
+            agent, _ = start_agent(data_dir, ["--port", str(port)])
             staged = re.search(r"OTA 0.3.0: (\d+) files, (\d+) bytes, (\d+) flash blocks to stage",
                                board.output(mark))
             got = wait_state(data_dir, DEVICE, "confirmed", timeout=180, board=board)

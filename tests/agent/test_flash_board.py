@@ -9,7 +9,6 @@ import select
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,8 +16,8 @@ import pytest
 
 from airwatt.agent.bench.serve import start_agent  # noqa: F401  (test_settings_board imports it from here)
 from airwatt.emulator.esp32 import EmulatedBoard
+from serving import AIRWATT
 
-AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 FAST = ("--intervals", "energy=5,pm=5,co2=5", "--upload-s", "3")
 
 

@@ -2,16 +2,14 @@
 
 import os
 import subprocess
-import sys
 import tty
-from pathlib import Path
 
 import pytest
 
 from airwatt.agent import flash_cmd, store
 from airwatt.agent.web import pages
+from serving import AIRWATT
 
-AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 
 
 def flash(tmp_path, port, *extra):

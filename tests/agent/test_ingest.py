@@ -16,7 +16,8 @@ from airwatt.agent.app import INGEST_KEY
 from airwatt.protocol import fields, wire
 from airwatt.protocol.models import Answer
 
-from agent_helpers import BOOT, T0, VALUES, body, dump, headers, reading
+from agent_helpers import BOOT, T0, body, dump, headers, reading
+from samples import VALUES
 
 
 # each reading with its boot's text id, from boot_ids

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from datetime import datetime
@@ -20,29 +17,11 @@ from pathlib import Path
 from airwatt.agent import flash_cmd, store
 from airwatt.agent.adapters.ngsi_ld import entity_id
 from airwatt.emulator.esp32 import EmulatedBoard
+from airwatt.agent.bench.serve import start_agent
+from serving import AIRWATT, free_port
 
-AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 DEVICES = ("e2e-01", "e2e-02", "e2e-03")
 INTERVALS = {"energy": 5, "pm": 5, "co2": 5}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_agent(data_dir: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([AIRWATT, "serve", "--data-dir", str(data_dir), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    said = []
-    while not said or "listening on" not in said[-1]:
-        said.append(proc.stdout.readline())
-        if not said[-1]:
-            proc.kill()
-            raise AssertionError("airwatt serve did not start:\n" + "".join(said))
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    return proc
 
 
 def start_platform(data_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -87,7 +66,7 @@ def test_a_day_of_faults_loses_and_duplicates_nothing(tmp_path):
     db.close()
     port = free_port()
     agent_url = "http://127.0.0.1:%d" % port
-    agent = start_agent(agent_dir, port)
+    agent, _ = start_agent(agent_dir, ["--port", str(port)])  # a fixed port: the board's config names it
     image = flash_cmd.firmware_image()
     boards: dict[str, EmulatedBoard] = {}
     started = time.time()
@@ -121,7 +100,7 @@ def test_a_day_of_faults_loses_and_duplicates_nothing(tmp_path):
         agent.wait()
         boards["e2e-01"].set_fault("wifi_down", True)
         at(40)
-        agent = start_agent(agent_dir, port)
+        agent, _ = start_agent(agent_dir, ["--port", str(port)])
         boards["e2e-03"].set_fault("pzem", {"unplugged": False})
         at(50)
         boards["e2e-01"].set_fault("wifi_down", False)

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from airwatt.agent import carbon, rollup, store
+from airwatt.agent.bench.serve import start_agent
+from serving import AIRWATT, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sync"))
 import sdm  # noqa: E402  (the official schemas' validator, shared with the sync tests)
-from test_day_of_faults import AIRWATT, free_port, start_agent, start_platform, wait_until  # noqa: E402
+from test_day_of_faults import start_platform, wait_until  # noqa: E402
 
 
 def start_board(tmp_path: Path, fault_file: Path) -> tuple[subprocess.Popen, str]:
@@ -53,7 +55,7 @@ def test_three_phase_board_gives_schema_valid_three_phase_measurements_and_count
         (agent_dir / "airwatt.toml").write_text(
             '[platform]\nurl = "%s"\nkind = "ngsi-ld"\ntimeout_s = 3\npoll_s = 1\n' % platform_url)
         port = free_port()
-        procs.append(start_agent(agent_dir, port))
+        procs.append(start_agent(agent_dir, ["--port", str(port)])[0])
         board, pty = start_board(tmp_path, fault_file)
         procs.append(board)
         flashed = subprocess.run(

@@ -5,9 +5,11 @@ Each test runs a small board-side script with emulator/board first on the VM's p
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from micropython_plugin import ROOT, run_micropython
@@ -112,8 +114,9 @@ def test_rtc_starts_unset_at_2000_and_time_follows_it(tmp_path):
     """)
 
 
-def greeting_server(greeting: bytes):
-    """A loopback server that sends `greeting` to each connection; returns (socket, port, connections)."""
+@contextlib.contextmanager
+def greeting_server(greeting: bytes) -> Iterator[tuple[int, list[socket.socket]]]:
+    """A loopback server that sends `greeting` to each connection; yields (port, connections), then closes them."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
@@ -129,12 +132,16 @@ def greeting_server(greeting: bytes):
             conn.sendall(greeting)
 
     threading.Thread(target=serve, daemon=True).start()
-    return server, server.getsockname()[1], accepted
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        server.close()
+        for c in accepted:
+            c.close()
 
 
 def test_wlan_connects_and_wifi_down_fails_real_sockets(tmp_path):
-    server, port, accepted = greeting_server(b"hello")
-    try:
+    with greeting_server(b"hello") as (port, accepted):
         run_board_script(tmp_path, """
             import network, socket, time, boardstate
             wlan = network.WLAN(network.STA_IF)
@@ -181,10 +188,6 @@ def test_wlan_connects_and_wifi_down_fails_real_sockets(tmp_path):
             assert wlan.status() == network.STAT_IDLE
             print("DONE")
         """ % port)
-    finally:
-        server.close()
-        for c in accepted:
-            c.close()
     assert len(accepted) == 2
 
 
@@ -213,8 +216,7 @@ def test_wlan_wrong_password_and_unknown_ssid(tmp_path):
 
 
 def test_asyncio_streams_are_gated_by_the_emulated_wifi(tmp_path):
-    server, port, conns = greeting_server(b"HTTP/1.1 200 OK\r\n\r\n")
-    try:
+    with greeting_server(b"HTTP/1.1 200 OK\r\n\r\n") as (port, conns):
         run_board_script(tmp_path, """
             import asyncio, network, boardstate
             async def fetch():
@@ -239,10 +241,6 @@ def test_asyncio_streams_are_gated_by_the_emulated_wifi(tmp_path):
             asyncio.run(main())
             print("DONE")
         """ % port)
-    finally:
-        server.close()
-        for c in conns:
-            c.close()
     assert len(conns) == 1
 
 

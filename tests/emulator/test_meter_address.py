@@ -4,12 +4,10 @@ meters on their bus: it sets and reads back the address of the only meter, and r
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 from airwatt.emulator.esp32 import EmulatedBoard, meters_wiring
+from serving import AIRWATT
 
-AIRWATT = str(Path(sys.executable).with_name("airwatt"))
 
 
 def address(board: EmulatedBoard, *args: str) -> subprocess.CompletedProcess:

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airwatt.protocol import check, fields, models, schema, wire
+from golden import vectors
 
-VECTORS = json.loads((schema.SCHEMA_DIR.parent / "vectors" / "batches.json").read_text())["vectors"]
+VECTORS = vectors("batches.json")["vectors"]
 
 
 @pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
@@ -97,7 +98,7 @@ def test_whatever_the_board_builds_the_agent_accepts(pm, temp, hum, co2):
     assert wire.canonical_batch(batch) == body
 
 
-VECTORS_V2 = json.loads((schema.SCHEMA_DIR.parent / "vectors" / "batches_v2.json").read_text())["vectors"]
+VECTORS_V2 = vectors("batches_v2.json")["vectors"]
 
 
 @pytest.mark.parametrize("vec", VECTORS_V2, ids=[v["name"] for v in VECTORS_V2])

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from airwatt.protocol import check, models, schema
+from airwatt.protocol import check, models
+from golden import vectors
 
-VECTORS = json.loads((schema.SCHEMA_DIR.parent / "vectors" / "settings.json").read_text())
+VECTORS = vectors("settings.json")
 
 
 @pytest.mark.parametrize("vec", VECTORS["answers"], ids=[v["name"] for v in VECTORS["answers"]])

@@ -1,19 +1,15 @@
 # runs on: cpython, micropython
 """The agent's settings in an answer and the board's acknowledgement in its status, against the golden vectors
 (protocol/vectors/settings.json), on both runtimes."""
-import json
-
 try:
     from airwatt.protocol import check, wire
 except ImportError:  # MicroPython: the repository root is on MICROPYPATH
     from protocol import check, wire
-
-VECTORS = __file__[: __file__.rfind("/tests/")] + "/protocol/vectors/settings.json"
+from golden import vectors
 
 
 def _vectors():
-    with open(VECTORS) as f:
-        return json.load(f)
+    return vectors("settings.json")
 
 
 def _verdict(fn, msg):

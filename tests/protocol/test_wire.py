@@ -6,13 +6,11 @@ try:
     from airwatt.protocol import check, fields, v2, wire
 except ImportError:  # MicroPython: the repository root is on MICROPYPATH
     from protocol import check, fields, v2, wire
-
-VECTORS = __file__[: __file__.rfind("/tests/")] + "/protocol/vectors/batches.json"
+from golden import vectors
 
 
 def _vectors():
-    with open(VECTORS) as f:
-        return json.load(f)
+    return vectors("batches.json")
 
 
 def _h(s):
@@ -141,8 +139,7 @@ def test_unknown_metric_is_refused_when_building():
 
 
 def _vectors_v2():
-    with open(VECTORS.replace("batches.json", "batches_v2.json")) as f:
-        return json.load(f)["vectors"]
+    return vectors("batches_v2.json")["vectors"]
 
 
 def test_golden_v2_vectors_verdicts_and_canonical_bytes():

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from airwatt.agent import reading, store
 from airwatt.emulator.platform import Platform
+from samples import values
 
 # Processes a test started (agents, servers): conftest kills what is left when the test ends.
 STARTED: list[subprocess.Popen] = []
 T0 = 1790000000.0  # 2026-09-21T...Z, a whole second
 SITE = {"kk-hall-01": (16.4419, 102.8360, "Khon Kaen City Hall"), "kk-school-02": (16.4300, 102.8200, "School 2")}
-
-
-def values(sensor: str, seq: int) -> dict:
-    """Plausible metric values for a reading of `sensor` (deterministic in seq)."""
-    if sensor == "energy":
-        return {"voltage": 229.8, "current": 1.254, "power": 287.5, "energy_wh": 120000 + seq, "frequency": 50.0,
-                "pf": 0.97}
-    if sensor == "pm":
-        return {"pm1": 5 + seq % 7, "pm25": 12 + seq % 11, "pm10": 20 + seq % 13}
-    return {"co2": 600 + seq % 50, "temperature": 26.55, "humidity": 55.12}
 
 
 def add_readings(db, device: str, n: int, start_seq: int = 1, t0: float = T0) -> list[int]:
@@ -67,3 +63,52 @@ def platform_requests(plat: Platform) -> list[dict]:
 
 def unsynced(db) -> list[int]:
     return [r[0] for r in db.execute("SELECT id FROM readings WHERE synced_at IS NULL ORDER BY id")]
+
+
+def start_sync(data_dir: Path, url: str, kind: str, *extra: str, runner: str = "worker") -> subprocess.Popen:
+    """The sync worker alone (python -m airwatt.agent.sync; `extra` adds or overrides its options) or inside the
+    whole agent (airwatt serve); its output goes to a log beside the data dir (`logs`)."""
+    if runner == "serve":
+        cmd = [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host",
+               "127.0.0.1", "--port", "0", "--platform-url", url, "--platform-kind", kind]
+    else:
+        cmd = [sys.executable, "-m", "airwatt.agent.sync", "--data-dir", str(data_dir), "--platform-url", url,
+               "--platform-kind", kind, "--backoff-base", "0.05", *extra]
+    log = open(data_dir.parent / ("%s-%d.log" % (runner, time.monotonic_ns())), "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    STARTED.append(proc)
+    return proc
+
+
+def logs(data_dir: Path) -> str:
+    """The tail of every log start_sync wrote for this data dir."""
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(data_dir.parent.glob("*.log")))
+
+
+def synced_count(data_dir: Path) -> int:
+    conn = sqlite3.connect(store.db_path(data_dir), timeout=10)
+    try:
+        return conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NOT NULL").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def shared_server(server_class: type, name: str):
+    """A fixture: one real server (emulator/real_servers.py) for the whole test module, stopped at its end."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        started = server_class(tmp_path_factory.mktemp(name))
+        started.start()
+        yield started
+        started.stop()
+
+    return server
+
+
+_NAMES = itertools.count(1)
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test of the module uses (its server is shared, and so may be a previous run's)."""
+    return "%s%d-%d" % (prefix, os.getpid() % 1000, next(_NAMES))

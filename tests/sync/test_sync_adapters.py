@@ -13,6 +13,7 @@ from airwatt.emulator.platform import check_entity
 from airwatt.protocol import fields
 
 import sdm
+from samples import VALUES
 
 ROW = {"id": 7, "device": "kk-hall-01", "seq": 42, "boot": "0a1b2c3d", "t": 1790000000.0, "t_source": "board",
        "ticks": 5000, "received": 1790000100.0, "flags": "", "lat": 16.4419, "lon": 102.836, "site": "City Hall"}
@@ -21,12 +22,7 @@ ROW = {"id": 7, "device": "kk-hall-01", "seq": 42, "boot": "0a1b2c3d", "t": 1790
 def row(sensor: str, **extra) -> dict:
     r = dict(ROW, sensor=sensor)
     r.update({m[1]: None for m in fields.METRICS})
-    if sensor == "pm":
-        r.update(pm1=8, pm25=27, pm10=41)
-    elif sensor == "co2":
-        r.update(co2=812, temperature=26.55, humidity=55.12)
-    else:
-        r.update(voltage=229.8, current=1.254, power=287.5, energy_wh=123456, frequency=50.0, pf=0.97)
+    r.update(VALUES[sensor])
     r.update(extra)
     return r
 

@@ -52,7 +52,8 @@ async def test_uploads_reach_the_platform_through_the_agent_app(data_dir, db, pl
         await wait_for(lambda: sync_store.held_readings(db) != [])
         assert unsynced(db) == [ids[2]]
         plat.set_faults({"reject": []})
-        sync.request_sync_now(server.app)
+        sync_store.request_retry(db)  # what the sync page says
+        assert server.app[sync.SYNC_NOW].is_set() or not sync_store.held_readings(db)  # woken, not polled
         await wait_for(lambda: not unsynced(db))
     finally:
         await server.close()
@@ -63,7 +64,7 @@ async def test_app_without_platform_url_has_no_worker_but_keeps_the_keys(data_di
     await server.start_server()
     try:
         assert server.app[sync.SYNC_STATE].enabled is False
-        sync.request_sync_now(server.app)  # harmless
+        sync_store.request_retry(db)  # harmless: recorded, no worker to wake
     finally:
         await server.close()
 

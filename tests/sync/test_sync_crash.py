@@ -21,7 +21,7 @@ import pytest
 
 from airwatt.agent import store
 from airwatt.agent.adapters import http_json, ngsi_ld
-from sync_helpers import STARTED, SITE, add_readings
+from sync_helpers import STARTED, SITE, add_readings, logs, start_sync, synced_count
 
 
 
@@ -39,32 +39,6 @@ def start_platform(tmp: Path, faults: dict) -> tuple[subprocess.Popen, str]:
         assert proc.poll() is None and time.monotonic() < deadline, "platform did not start"
         time.sleep(0.02)
     return proc, port_file.read_text()
-
-
-def start_sync(data_dir: Path, url: str, kind: str, *extra: str, runner: str = "worker") -> subprocess.Popen:
-    """The sync worker alone (python -m airwatt.agent.sync) or inside the whole agent (airwatt serve)."""
-    if runner == "serve":
-        cmd = [sys.executable, "-m", "airwatt.agent.cli", "serve", "--data-dir", str(data_dir), "--host",
-               "127.0.0.1", "--port", "0", "--platform-url", url, "--platform-kind", kind]
-    else:
-        cmd = [sys.executable, "-m", "airwatt.agent.sync", "--data-dir", str(data_dir), "--platform-url", url,
-               "--platform-kind", kind, "--backoff-base", "0.05", *extra]
-    log = open(data_dir.parent / ("%s-%d.log" % (runner, time.monotonic_ns())), "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    STARTED.append(proc)
-    return proc
-
-
-def output_of(data_dir: Path) -> str:
-    return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(data_dir.parent.glob("*.log")))
-
-
-def synced_count(data_dir: Path) -> int:
-    conn = sqlite3.connect(store.db_path(data_dir), timeout=10)
-    try:
-        return conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NOT NULL").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def stats(url: str) -> dict:
@@ -133,7 +107,7 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(runner: str, tmp_path
             deadline = time.monotonic() + 20
             while synced_count(data_dir) == before:
                 # wait until this process makes progress, then kill it at a random instant
-                assert proc.poll() is None and time.monotonic() < deadline, output_of(data_dir)
+                assert proc.poll() is None and time.monotonic() < deadline, logs(data_dir)
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 0.1))
             proc.send_signal(signal.SIGKILL)

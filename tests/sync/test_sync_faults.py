@@ -7,10 +7,12 @@ import json
 import time
 
 import pytest
+from aiohttp import web
 
 from airwatt.agent import store, sync, sync_store
 from airwatt.agent.adapters import http_json, make_adapter, ngsi_ld
 import sdm
+from serving import serve
 from sync_helpers import add_readings, platform_records, platform_requests, unsynced
 
 KINDS = ["ngsi-ld", "http-json"]
@@ -185,7 +187,7 @@ async def test_retry_now_wakes_the_worker_and_releases_held(db, platform, sessio
             await asyncio.sleep(0.01)
         assert unsynced(db) == [ids[0]] and state.enabled and state.kind == "http-json"
         plat.set_faults({"reject": []})
-        wake.set()  # what the pages' "retry now" does (sync.request_sync_now)
+        wake.set()  # what sync_store.request_retry does in the serving process (the app's SYNC_NOW)
         deadline = time.monotonic() + 15
         while unsynced(db) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -259,8 +261,6 @@ def test_backoff_doubles_with_jitter_up_to_the_cap():
 
 
 async def test_a_redirect_or_a_foreign_200_never_marks_anything(db, session):
-    from aiohttp import web
-
     async def redirect(request):
         raise web.HTTPFound("/login")
 
@@ -271,25 +271,16 @@ async def test_a_redirect_or_a_foreign_200_never_marks_anything(db, session):
     app.router.add_post("/readings", redirect)
     app.router.add_route("*", "/login", login)
     app.router.add_post("/html/readings", login)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
-    try:
+    async with serve(app) as base:
         add_readings(db, "kk-hall-01", 3)
         result = await sync.sync_once(db, make_adapter("http-json", base), session, 100)
         assert result.status == 302 and result.synced == 0
         result = await sync.sync_once(db, make_adapter("http-json", base + "/html"), session, 100)
         assert result.status == 200 and result.synced == 0 and "unreadable" in result.error
         assert len(unsynced(db)) == 3
-    finally:
-        await runner.cleanup()
 
 
 async def test_413_halves_the_batch_and_a_reading_too_large_alone_is_held(db, session):
-    from aiohttp import web
-
     sizes = []
 
     async def small_only(request):
@@ -303,12 +294,7 @@ async def test_413_halves_the_batch_and_a_reading_too_large_alone_is_held(db, se
 
     app = web.Application()
     app.router.add_post("/readings", small_only)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
-    try:
+    async with serve(app) as base:
         ids = add_readings(db, "kk-hall-01", 40)
         await drain(db, "http-json", base, session, batch_size=32)
         assert unsynced(db) == [ids[4]]  # seq 5 refused even alone: held after its strikes, not retried forever
@@ -316,5 +302,3 @@ async def test_413_halves_the_batch_and_a_reading_too_large_alone_is_held(db, se
         # 32 and 8 go out together (the 8 pass); then halving: 16, 8, 4 (pass), 4, 2, 1 (refused alone).
         assert sorted(sizes[:2]) == [8, 32] and sizes[2:8] == [16, 8, 4, 4, 2, 1]
         assert sizes[8:10] == [1, 1] and len(sizes) < 40  # two more strikes, then held: no endless loop
-    finally:
-        await runner.cleanup()

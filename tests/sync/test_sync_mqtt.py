@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,22 +23,14 @@ import pytest
 from airwatt.agent import store, sync, sync_store
 from airwatt.agent.adapters import http_json, make_adapter, mqtt
 from airwatt.emulator.real_servers import Mosquitto, free_port
-from sync_helpers import STARTED, add_readings
+from sync_helpers import add_readings, logs, shared_server, start_sync, synced_count, unique_name
 
-_NAMES = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    server.start()
-    yield server
-    server.stop()
+broker = shared_server(Mosquitto, "mosquitto")
 
 
 def prefix() -> str:
     """A topic prefix no other test of the module uses (the broker is shared)."""
-    return "city%d-%d" % (os.getpid() % 1000, next(_NAMES))
+    return unique_name("city")
 
 
 def make_store(data_dir: Path, devices: list[str], n: int) -> list[dict]:
@@ -103,27 +93,6 @@ class Subscriber:
             await asyncio.sleep(0.05)
 
 
-def synced_count(data_dir: Path) -> int:
-    db = store.open_db(data_dir)
-    try:
-        return db.execute("SELECT count(*) FROM readings WHERE synced_at IS NOT NULL").fetchone()[0]
-    finally:
-        db.conn.close()
-
-
-def start_sync(data_dir: Path, url: str, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "airwatt.agent.cli", "sync", "run", "--data-dir", str(data_dir), "--platform-url",
-           url, "--platform-kind", "mqtt", "--backoff-base", "0.1", *extra]
-    log = open(data_dir.parent / ("sync-%d.log" % time.monotonic_ns()), "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    STARTED.append(proc)
-    return proc
-
-
-def logs(data_dir: Path) -> str:
-    return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(data_dir.parent.glob("sync-*.log")))
-
-
 async def wait_synced(data_dir: Path, proc: subprocess.Popen, at_least: int, timeout_s: float = 60) -> int:
     deadline = time.monotonic() + timeout_s
     while (n := synced_count(data_dir)) < at_least:
@@ -140,11 +109,11 @@ async def test_kill_9_of_the_agent_and_a_broker_restart_deliver_every_reading(br
     rows = make_store(data_dir, devices, 1500)
     url = "%s/%s?client_id=agent-%s" % (broker.url, topics, topics)
     async with Subscriber(broker.port, topics + "/#") as sub:
-        proc = start_sync(data_dir, url)
+        proc = start_sync(data_dir, url, "mqtt", "--backoff-base", "0.1")
         first = await wait_synced(data_dir, proc, 500)
         os.kill(proc.pid, signal.SIGKILL)  # mid-sync: messages published, their PUBACKs not yet marked
         proc.wait(10)
-        proc = start_sync(data_dir, url, "--exit-when-drained")
+        proc = start_sync(data_dir, url, "mqtt", "--backoff-base", "0.1", "--exit-when-drained")
         second = await wait_synced(data_dir, proc, first + 500)
         broker.stop()  # the broker goes away mid-sync (it saves its queues: a subscriber's session survives)
         await asyncio.sleep(1.0)  # the agent cannot connect: it backs off

@@ -9,39 +9,27 @@ the server, each reading's Observations by parameters/device and parameters/seq.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from airwatt.agent import store, sync, sync_store
 from airwatt.agent.adapters import make_adapter, sensorthings
 from airwatt.protocol import fields
 from airwatt.emulator.real_servers import SensorThingsServer
-from sync_helpers import STARTED, add_readings
+from sync_helpers import add_readings, logs, shared_server, start_sync, synced_count, unique_name
 
-_NAMES = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def sta(tmp_path_factory):
-    server = SensorThingsServer(tmp_path_factory.mktemp("sensorthings"))
-    server.start()
-    yield server
-    server.stop()
+sta = shared_server(SensorThingsServer, "sensorthings")
 
 
 def boards(n: int) -> list[str]:
     """Board ids no other test of the module uses (the server is shared)."""
-    return ["st%d-%d-%d" % (os.getpid() % 1000, next(_NAMES), i) for i in range(n)]
+    return ["%s-%d" % (unique_name("st"), i) for i in range(n)]
 
 
 def make_store(data_dir: Path, devices: list[str], n: int, start_seq: int = 1) -> dict[tuple[str, str], list[int]]:
@@ -82,23 +70,6 @@ def check_exactly_once(sta: SensorThingsServer, expected: dict[tuple[str, str], 
         assert sta.count("Observations", where) == n, (device, seq)
 
 
-def synced_count(data_dir: Path) -> int:
-    conn = sqlite3.connect(store.db_path(data_dir), timeout=10)
-    try:
-        return conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NOT NULL").fetchone()[0]
-    finally:
-        conn.close()
-
-
-def start_sync(data_dir: Path, url: str, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "airwatt.agent.cli", "sync", "run", "--data-dir", str(data_dir), "--platform-url",
-           url, "--platform-kind", "sensorthings", "--backoff-base", "0.1", *extra]
-    log = open(data_dir.parent / ("sync-%d.log" % time.monotonic_ns()), "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    STARTED.append(proc)
-    return proc
-
-
 def wait_synced(data_dir: Path, proc: subprocess.Popen, at_least: int, timeout_s: float = 60) -> int:
     deadline = time.monotonic() + timeout_s
     while (n := synced_count(data_dir)) < at_least:
@@ -106,10 +77,6 @@ def wait_synced(data_dir: Path, proc: subprocess.Popen, at_least: int, timeout_s
         assert time.monotonic() < deadline, "no progress: %s" % logs(data_dir)
         time.sleep(0.02)
     return n
-
-
-def logs(data_dir: Path) -> str:
-    return "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(data_dir.parent.glob("sync-*.log")))
 
 
 async def drain(data_dir: Path, url: str, **kw) -> object:
@@ -130,12 +97,12 @@ def test_kill_9_of_the_agent_and_a_server_crash_leave_each_reading_once(sta, tmp
     data_dir = tmp_path / "agent"
     expected = make_store(data_dir, devices, 500)
     total = 1000
-    proc = start_sync(data_dir, sta.url)
+    proc = start_sync(data_dir, sta.url, "sensorthings", "--backoff-base", "0.1")
     first = wait_synced(data_dir, proc, 200)
     os.kill(proc.pid, signal.SIGKILL)  # mid-sync: batches in flight, answered ones not yet marked
     proc.wait(10)
     assert synced_count(data_dir) < total
-    proc = start_sync(data_dir, sta.url, "--exit-when-drained")
+    proc = start_sync(data_dir, sta.url, "sensorthings", "--backoff-base", "0.1", "--exit-when-drained")
     second = wait_synced(data_dir, proc, first + 200)
     sta.stop(kill=True)  # the server dies mid-request: some batches written, their answers lost, others not
     time.sleep(1.0)  # the agent retries against a closed port, backing off

@@ -11,7 +11,8 @@ import pytest
 from airwatt.agent import store, sync
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
-from pages_fixture import TOKEN, fill, serve
+from pages_fixture import TOKEN, fill
+from serving import serve
 
 
 @pytest.fixture

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-
-from aiohttp import web
 
 from airwatt.agent import store
 
@@ -84,14 +81,8 @@ def fill(db, now: float) -> dict:
     return {"now": now, "steps": steps}
 
 
-@contextlib.asynccontextmanager
-async def serve(app: web.Application):
-    """Serve an app on 127.0.0.1 (a free port); yields its base URL."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
-    finally:
-        await runner.cleanup()
+async def expect_errors(http, base: str, cases: list[tuple[str, int, str]]) -> None:
+    """Each (path, status, text) of `cases`: GET base + path answers that status, with text in its body."""
+    for path, status, text in cases:
+        async with http.get(base + path) as r:
+            assert r.status == status and text in await r.text(), path

@@ -15,7 +15,8 @@ from airwatt.agent import alerts, meters, rollup, store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import AlertsConfig, Config
 from cdp_browser import Browser
-from pages_fixture import TOKEN, serve
+from pages_fixture import TOKEN
+from serving import serve
 
 
 def _row(device, seq, sensor, t, **values):

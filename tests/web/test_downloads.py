@@ -14,6 +14,7 @@ import pytest
 from airwatt.agent import carbon, commands, store
 from airwatt.agent.web import downloads
 from cdp_browser import Browser
+from pages_fixture import expect_errors
 
 LINKS = """Object.fromEntries(Array.from(document.querySelectorAll('h2')).filter(h => h.nextElementSibling &&
     h.nextElementSibling.matches('svg.plot')).map(h => { let el = h.nextElementSibling;
@@ -71,15 +72,13 @@ async def test_each_plot_downloads_its_readings_as_export_writes_them(agent, sho
 async def test_bad_download_parameters_are_400s(agent):
     base, _, _ = agent
     async with aiohttp.ClientSession() as http:
-        for path, status, text in [("/download/readings.csv?from=nope", 400, "from must be"),
-                                   ("/download/readings.csv?from=1790000000&to=1780000000", 400, "from must be before"),
-                                   ("/download/readings.json?sensor=gas", 400, "sensor must be one of"),
-                                   ("/download/readings.csv?from=1600000000&to=1790000000", 400,
-                                    "from must be at most 400 days before to"),
-                                   ("/download/readings.csv?device=nope", 404, "unknown device"),
-                                   ("/carbon/report.csv?month=2026-13", 400, "month must be YYYY-MM")]:
-            async with http.get(base + path) as r:
-                assert r.status == status and text in await r.text(), path
+        await expect_errors(http, base, [
+            ("/download/readings.csv?from=nope", 400, "from must be"),
+            ("/download/readings.csv?from=1790000000&to=1780000000", 400, "from must be before"),
+            ("/download/readings.json?sensor=gas", 400, "sensor must be one of"),
+            ("/download/readings.csv?from=1600000000&to=1790000000", 400, "from must be at most 400 days before to"),
+            ("/download/readings.csv?device=nope", 404, "unknown device"),
+            ("/carbon/report.csv?month=2026-13", 400, "month must be YYYY-MM")])
 
 
 def expected_footprint(db, month: str) -> dict:

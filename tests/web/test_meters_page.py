@@ -12,7 +12,8 @@ from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
 from airwatt.agent.web.i18n import label
 from cdp_browser import Browser
-from pages_fixture import TOKEN, serve
+from pages_fixture import TOKEN
+from serving import serve
 
 STEP = 60
 VOLTS = {1: 231.0, 2: 226.5, 3: 229.0}

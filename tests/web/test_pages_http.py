@@ -14,18 +14,17 @@ from airwatt.agent import carbon, rollup, store, sync_store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
 from airwatt.agent.web import pages, svg
-from pages_fixture import fill, serve
+from pages_fixture import expect_errors, fill
+from serving import serve
 
 
 async def test_bad_requests_are_clear_errors(agent):
     base, _, _ = agent
     async with aiohttp.ClientSession() as http:
-        for path, status, text in [("/device/nope?lang=en", 404, "unknown device"),
-                                   ("/device/hall-01?range=1y", 400, "range must be one of"),
-                                   ("/device/hall-01?end=yesterday", 400, "end must be"),
-                                   ("/carbon?days=many", 400, "days must be")]:
-            async with http.get(base + path) as r:
-                assert r.status == status and text in await r.text(), path
+        await expect_errors(http, base, [("/device/nope?lang=en", 404, "unknown device"),
+                                         ("/device/hall-01?range=1y", 400, "range must be one of"),
+                                         ("/device/hall-01?end=yesterday", 400, "end must be"),
+                                         ("/carbon?days=many", 400, "days must be")])
         # reading needs no token; the pages are HTML in UTF-8
         async with http.get(base + "/sync") as r:
             assert r.status == 200 and r.content_type == "text/html" and r.charset == "utf-8"
