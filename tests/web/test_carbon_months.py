@@ -14,7 +14,8 @@ from airwatt.agent import carbon, rollup, store
 from airwatt.agent.app import make_app
 from airwatt.agent.config import Config
 from airwatt.agent.tz import THAILAND
-from pages_fixture import _row, serve
+from pages_fixture import _row
+from serving import serve
 
 STEP = 6 * 3600  # a meter reading every 6 hours, 100 days back
 
