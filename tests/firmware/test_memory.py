@@ -6,13 +6,14 @@ The goal is a 64 KB heap (`micropython -X heapsize=65536`). The board's loop doe
 (at 78 KB an allocation fails mid-loop; at 76 KB the 8 KB body buffer finds no room). Where the bytes go on this
 64-bit port, after gc.collect() at a 128 KB heap: the modules' code and tables about 45 KB (protocol fields 8.3 KB,
 packed 6.2, answer 4.3, canonical 3.0; uplink 9.6, clog with statefile 6.0, sampler 5.2, clock 2.3), asyncio's
-classes and globals 6.8 KB (its code is frozen), interned names and strings 10.2 KB of that (397 of them in 5
-qstr pools: the 5th, 3.5 KB, comes with the 301st), the 8 KB body buffer, LittleFS and the log's buffers 2.3 KB.
-Most of it is one or two 32-byte GC blocks per function, method, name and constant; no module the v2 loop does
-not use is loaded (v1.py, protocol/check.py, settings.py stay on flash). 64 KB needs about 15 KB less, a fifth:
-more than the ideas measured so far give (a base64-streamed body saves about 2 KB of the buffer; the field
-table's strings as interned names save nothing once their pool is counted). So the loop runs in 80 KB; the 64 KB
-goal stays open in issue 11 rather than being carried here as an expected failure.
+classes and globals 6.8 KB (its code is frozen), interned names and strings 10.2 KB of that (397 of them in 5 qstr
+pools: the 5th, 3.5 KB, comes with the 301st), the 8 KB body buffer, LittleFS and the log's buffers 2.3 KB. Most of
+it is one or two 32-byte GC blocks per function, method, name and constant; no module the v2 loop does not use is
+loaded (v1.py and protocol/settings.py stay on flash; protocol/check.py is not on a board). 64 KB needs about 15 KB
+less, a fifth: more than the ideas weighed so far give (streaming the base64 text would leave only the packed bytes
+in the buffer, about 2 KB less; the field table's strings built as interned names measured 160 bytes more, not
+less). So the loop runs in 80 KB; the 64 KB goal stays open in issue 11 rather than being carried here as an
+expected failure.
 
 What runs (tests/firmware/board_memory.py): the real sampler, the real compact log (clog.Log) on LittleFS
 (os.VfsLfs2 over a file-backed block device) and the real uplink in protocol v2 (the board's default), from the
