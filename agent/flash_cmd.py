@@ -359,10 +359,11 @@ def wait_for_selftest(transport, timeout_s: float, say) -> dict[str, str]:
 
 
 def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float | None,
-              prepare=None) -> tuple[list[str], dict[str, str] | None]:
+              prepare=None, finish=None) -> tuple[list[str], dict[str, str] | None]:
     """Copy the changed files to the board on `port` and soft-reset it; with a timeout, also wait for and
     return its self-test lines. `prepare(transport)`, if given, runs once the board's REPL answers and before
     anything is written; a FlashError it raises leaves the board's files as they were and restarts its firmware.
+    `finish(transport)`, if given, runs once the files are written, before the reset.
     Returns (board paths written, self-test results or None)."""
     from mpremote.transport import TransportError
 
@@ -386,6 +387,8 @@ def provision(port: str, files: dict[str, bytes], say, selftest_timeout_s: float
         say("[4/5] copying changed files")
         changed = sync_files(transport, files, say)
         say("      %d of %d files changed" % (len(changed), len(files)))
+        if finish is not None:
+            finish(transport)
         soft_reset(transport)
         if selftest_timeout_s is None:
             say("[5/5] board reset; not waiting for its self-test")
@@ -408,8 +411,8 @@ def check_port(port: str) -> None:
                          "with `mpremote connect list`)" % port)
 
 
-# Staged and confirmed updates (firmware/ota.py) are dropped: the pointer first, so a cut leaves the flashed /lib
-# chosen at boot (boot.py), then the version folders.
+# Staged and confirmed updates (firmware/ota.py) are dropped once /lib is written (a confirmed update deletes the
+# flashed /lib): the pointer first, so a cut leaves the new /lib chosen at boot (boot.py), then the version folders.
 _DROP_UPDATES = """import os
 os.remove('/fw/boot')
 def rm(p):
@@ -467,18 +470,18 @@ def flash(args: argparse.Namespace, say=print) -> int:
                                             args.lat, args.lon, upload_gap(config))
         files["/config.json"] = json.dumps(config, indent=1).encode()
         say("      %s" % ("new device, key created" if created else "known device, key kept"))
-        if transport.fs_exists("/fw/boot"):
-            transport.exec(_DROP_UPDATES)
-            say("      the board ran a firmware update (/fw): from now on it runs what is flashed")
-
-
         register_meters(args.data_dir, args.device, config)
         if held and old != args.device:
             discard_readings(transport, root)
             say("      --force: discarded the %s of device %s the board held (never uploaded)"
                 % (count, old or "(unknown)"))
 
-    changed, results = provision(args.port, files, say, None if args.no_wait else args.timeout, prepare)
+    def finish(transport) -> None:
+        if transport.fs_exists("/fw/boot"):
+            transport.exec(_DROP_UPDATES)
+            say("      the board ran a firmware update (/fw): from now on it runs what is flashed")
+
+    changed, results = provision(args.port, files, say, None if args.no_wait else args.timeout, prepare, finish)
     if results is None:
         return 0
     ok = results.get("verdict") == "PASS"

@@ -9,8 +9,11 @@
 # /fw/boot, one field a line: state (ok | try | trying), version ("" is the flashed /lib), previous version,
 # version that rolled back, why, probation seconds. Written to /fw/boot.tmp, then renamed over: a power cut
 # leaves the old pointer or the new one. The folders a pointer names are complete before it is written, and
-# never touched while a pointer names them. The reading log (/data) is never written here, and staging refuses
-# a release whose files would take flash the log still needs to reach its capacity.
+# never touched while a pointer names them. A confirm deletes the superseded versions (the previous folder, and
+# the flashed /lib once the confirmed version holds all of its modules), so at most two versions ever take flash:
+# the running one and one staged or on probation, and every update fits where the first one did. The reading
+# log (/data) is never written here, and staging refuses a release whose files would take flash the log still
+# needs to reach its capacity.
 import asyncio
 import gc
 import hashlib
@@ -19,6 +22,7 @@ import os
 from binascii import hexlify, unhexlify
 
 from protocol import canonical
+from uplink import exchange
 
 ROOT = "/fw"
 _CHUNK = 1024  # bytes a request: fits the heap beside the uplink's buffers
@@ -63,6 +67,28 @@ def remove_tree(path):
     for name in [e[0] for e in os.ilistdir(path)]:
         remove_tree(path + "/" + name)
     os.rmdir(path)
+
+
+def _shadows(folder, lib):
+    """True when folder has each module of lib (x.py or x.mpy for either, a package by its folder)."""
+    for e in os.ilistdir(lib):
+        name = e[0]
+        if _is_dir(lib + "/" + name):
+            found = _is_dir(folder + "/" + name)
+        else:
+            stem = name[:name.rfind(".")] if "." in name else name
+            found = _exists(folder + "/" + stem + ".mpy") or _exists(folder + "/" + stem + ".py")
+        if not found:
+            return False
+    return True
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def file_sha(path, buf):
@@ -112,6 +138,7 @@ class Ota:
         self.board = board
         self.log = log
         self.root = root
+        self.lib = root[:root.rfind("/")] + "/lib"  # the flashed version, beside /fw
         self.running = running  # board.VERSION
         self.pointer = p = read_pointer(root)
         self.offered = None
@@ -160,7 +187,7 @@ class Ota:
                 write_pointer(self.pointer, self.root)
                 self.state = "confirmed"
                 self.log("OTA %s confirmed" % p[1])
-                self._prune((p[1],))
+                self.cleanup((p[1],))
                 return True
             await asyncio.sleep_ms(500)
         why = ("self-test failed in probation" if not self._selftest_passed()
@@ -181,7 +208,12 @@ class Ota:
         import machine
         machine.reset()
 
-    def _prune(self, keep):
+    def cleanup(self, keep):
+        """Delete the versions that can no longer boot: every folder in /fw but `keep`, and the flashed /lib once
+        the confirmed version holds each of its modules (sys.path puts that version first: nothing in /lib is
+        imported again, and the pointer no longer names it). So at most two versions take flash: the one that
+        runs and the one staged or on probation. Each deletion is of something no pointer names: a power cut in
+        the middle leaves the chosen version whole, and the next confirm or staging finishes the job."""
         try:
             names = [e[0] for e in os.ilistdir(self.root)]
         except OSError:
@@ -189,6 +221,10 @@ class Ota:
         for name in names:
             if name not in keep and _is_dir(self.root + "/" + name):
                 remove_tree(self.root + "/" + name)
+        p = self.pointer
+        if p[0] == "ok" and p[1] and _is_dir(self.lib) and _shadows(self.root + "/" + p[1], self.lib):
+            remove_tree(self.lib)
+            self.log("OTA %s replaces every module of the flashed %s: removed it" % (p[1], self.lib))
 
     # -- fetch
 
@@ -197,38 +233,15 @@ class Ota:
         cfg = self.board.cfg
         timeout = cfg["http_timeout_s"] * 1000
         path = cfg["prefix"] + path
-        reader, writer = await asyncio.wait_for_ms(asyncio.open_connection(cfg["host"], cfg["port"]), timeout)
-        try:
-            sig = canonical.sign(unhexlify(cfg["key"]), b"GET " + path.encode())
-            writer.write(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
-                          "Connection: close\r\n\r\n" % (path, cfg["host"], cfg["port"], cfg["device"], sig)).encode())
-            await asyncio.wait_for_ms(writer.drain(), timeout)
-            line = await asyncio.wait_for_ms(reader.readline(), timeout)
-            code = int(line[9:12])
-            length, signature = None, ""
-            for _ in range(32):
-                line = await asyncio.wait_for_ms(reader.readline(), timeout)
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                i = line.find(b":")
-                name = line[:i].lower()
-                if name == b"content-length":
-                    length = int(line[i + 1:])
-                elif name == b"x-airwatt-signature":
-                    signature = line[i + 1:].strip().decode()
-            if length is None or length > limit:
-                raise ValueError("answer of %s bytes" % length)
-            body = await asyncio.wait_for_ms(reader.readexactly(length), timeout) if length else b""
-            return code, signature, body
-        finally:
-            try:
-                writer.close()
-                await asyncio.wait_for_ms(writer.wait_closed(), 1000)
-            except Exception:
-                pass
+        sig = canonical.sign(unhexlify(cfg["key"]), b"GET " + path.encode())
+        code, signature, body = await exchange(lambda aw: asyncio.wait_for_ms(aw, timeout), "GET", cfg["host"],
+                                               cfg["port"], path, cfg["device"], sig, None, limit,
+                                               b"x-airwatt-signature")
+        return code, signature.decode() if signature else "", body
 
     def _room(self, files, folder):
-        """Refuse (ValueError) when staging would take flash the reading log needs to reach its capacity."""
+        """(blocks to stage, free blocks, blocks the reading log keeps); ValueError when staging would take flash
+        the log needs to reach its capacity."""
         st = os.statvfs(self.root)
         bsize, free = st[0], st[3]
         folders = {""}
@@ -244,7 +257,7 @@ class Ota:
         if free - need < log_blocks:
             raise ValueError("no room: release needs %d blocks, %d free, reading log keeps %d" % (
                 need, free, log_blocks))
-        return need
+        return need, free, log_blocks
 
     async def stage(self, o):
         """Fetch, check and stage release o in /fw/<version>; returns None when it is staged, else why not."""
@@ -263,11 +276,11 @@ class Ota:
             os.mkdir(self.root)
         except OSError:
             pass
-        self._prune((self.pointer[1], v))  # an older staged release is of no use now
-        need = self._room(files, folder)
-        free0 = os.statvfs(self.root)[3]
-        self.log("OTA %s: %d files, %d bytes, %d flash blocks to stage" % (
-            v, len(files), sum([f[1] for f in files]), need))
+        p = self.pointer
+        self.cleanup((p[1], p[2], v))  # what runs, what it would go back to, and this one: the rest is of no use
+        need, free0, keeps = self._room(files, folder)
+        self.log("OTA %s: %d files, %d bytes, %d flash blocks to stage (%d free, the reading log keeps %d)" % (
+            v, len(files), sum([f[1] for f in files]), need, free0, keeps))
         for path, size, sha in files:
             target = folder + "/" + path
             if file_sha(target, self.buf) == sha:

@@ -29,6 +29,54 @@ def backoff(ms, failures, cap):
     return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
 
 
+async def exchange(io, method, host, port, path, device, signature, body, limit, want):
+    """One signed HTTP/1.1 request to the agent on a new connection (the uplink's POST, ota.py's GETs), each
+    step awaited through io (its timeouts). Returns (status code, the value of header `want` as bytes or None,
+    the answer: at most limit bytes, else ValueError)."""
+    reader, writer = await io(asyncio.open_connection(host, port))
+    try:
+        writer.write((
+            "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%sX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
+            "Connection: close\r\n\r\n" % (
+                method, path, host, port, "" if body is None else
+                "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body), device, signature)).encode())
+        if body is not None:
+            writer.write(body)
+        await io(writer.drain())
+        line = await io(reader.readline())
+        if not line.startswith(b"HTTP/1.") or len(line) < 12:
+            raise ValueError("no HTTP answer: %r" % line[:40])
+        code = int(line[9:12])
+        length = value = None
+        for _ in range(32):
+            line = await io(reader.readline())
+            if not line:
+                raise ValueError("closed in the headers")
+            if line == b"\r\n" or line == b"\n":
+                break
+            i = line.find(b":")
+            name = line[:i].lower()
+            if name == b"content-length":
+                length = int(line[i + 1:])
+            elif name == want:
+                value = line[i + 1:].strip()
+        else:
+            raise ValueError("too many headers")
+        if length is None:
+            data = await io(reader.read(limit))
+        elif length > limit:
+            raise ValueError("answer of %d bytes" % length)
+        else:
+            data = await io(reader.readexactly(length)) if length else b""
+        return code, value, data
+    finally:
+        try:
+            writer.close()
+            await asyncio.wait_for_ms(writer.wait_closed(), 1000)
+        except Exception:
+            pass
+
+
 class Uplink:
     """Uploads a store (clog.Log: next_seq, depth, uncommitted, flush, pending or pack_pending, ack) for one
     device (cfg: host, port, prefix, device, key, batch_max, upload_s, http_timeout_s, protocol) as firmware fw."""
@@ -117,50 +165,13 @@ class Uplink:
     async def _post(self, body, signature):
         """POST the body; returns (status code, Retry-After seconds or None, answer bytes)."""
         self._end = self.clock.ms() + 3 * self.timeout_ms
-        reader, writer = await self._io(asyncio.open_connection(self.host, self.port))
+        code, retry, data = await exchange(self._io, "POST", self.host, self.port, self.path, self.device, signature,
+                                           body, _MAX_ANSWER, b"retry-after")
         try:
-            writer.write((
-                "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                "X-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\nConnection: close\r\n\r\n"
-                % (self.path, self.host, self.port, len(body), self.device, signature)).encode())
-            writer.write(body)
-            await self._io(writer.drain())
-            line = await self._io(reader.readline())
-            if not line.startswith(b"HTTP/1.") or len(line) < 12:
-                raise ValueError("no HTTP answer: %r" % line[:40])
-            code = int(line[9:12])
-            length = None
-            retry = None
-            for _ in range(32):
-                line = await self._io(reader.readline())
-                if not line:
-                    raise ValueError("closed in the headers")
-                if line == b"\r\n" or line == b"\n":
-                    break
-                i = line.find(b":")
-                name = line[:i].lower()
-                if name == b"content-length":
-                    length = int(line[i + 1:])
-                elif name == b"retry-after":
-                    try:
-                        retry = int(line[i + 1:])
-                    except ValueError:
-                        pass  # an HTTP-date: our own backoff instead
-            else:
-                raise ValueError("too many headers")
-            if length is None:
-                data = await self._io(reader.read(_MAX_ANSWER))
-            elif length > _MAX_ANSWER:
-                raise ValueError("answer of %d bytes" % length)
-            else:
-                data = await self._io(reader.readexactly(length)) if length else b""
-            return code, retry, data
-        finally:
-            try:
-                writer.close()
-                await asyncio.wait_for_ms(writer.wait_closed(), 1000)
-            except Exception:
-                pass
+            retry = int(retry) if retry is not None else None
+        except ValueError:
+            retry = None  # an HTTP-date: our own backoff instead
+        return code, retry, data
 
     def _backoff(self, ms=_BASE_MS, cap=_CAP_MS):
         self.failures += 1

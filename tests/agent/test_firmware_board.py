@@ -1,8 +1,9 @@
 """Signed firmware updates on an emulated board, driven only through the CLI (`airwatt flash`, `airwatt serve`,
-`airwatt firmware build / rollout / status`): a good release is confirmed after a corrupted download was refused
-and retried, the power was cut while it was staged and the agent was killed with -9 in the middle of the rollout; a release that crashes on import is
-rolled back by the board on its own and the rollout halted. A power cut in the middle of the staging is
-picked up where it was. No reading is lost, no seq skipped."""
+`airwatt firmware build / rollout / status`), at the default reading-log capacity: release 0.3.0 is confirmed
+after a corrupted download was refused and retried, the power was cut while it was staged (the staging picks up
+where it was) and the agent was killed with -9 in the middle of the rollout; release 0.4.0 is confirmed after it
+(update after update fits); release 0.5.0 crashes on import and is rolled back to 0.4.0 by the board on its own,
+the rollout halted. No reading is lost, no seq skipped, the log keeps its capacity."""
 
 from __future__ import annotations
 
@@ -59,11 +60,11 @@ def fw_status(data_dir) -> dict:
     return {r["device"]: r for r in json.loads(out)}
 
 
-def wait_state(data_dir, device, state, timeout=120.0, board=None) -> dict:
+def wait_state(data_dir, device, state, timeout=120.0, board=None, target=None) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         got = fw_status(data_dir)
-        if got[device]["state"] == state:
+        if got[device]["state"] == state and target in (None, got[device]["target"]):
             return got
         assert time.monotonic() < deadline, "%s never %s: %s\n%s" % (device, state, got,
                                                                     board.tail(40) if board else "")
@@ -124,26 +125,43 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             assert wait_rows(data_dir, "SELECT id FROM devices WHERE id = ? AND firmware = '0.3.0'", DEVICE,
                              until=lambda r: len(r) == 1)
 
-            # A release that crashes on import: rolled back on the board, the rollout halted on the agent.
-            # (Only the modules a release must have: on the default capacity a second whole release does not fit
-            # beside the running one and /lib, and staging refuses it: see the report in firmware/README.md.)
-            broken = tmp_path / "broken"
-            broken.mkdir()
-            for name in ("board.py", "uplink.py", "ota.py"):
-                shutil.copy(FIRMWARE / name, broken / name)
-            (broken / "board.py").write_text('raise RuntimeError("broken release")\n' + (broken / "board.py").read_text())
-            code, out = cli(data_dir, "firmware", "build", "--version", "0.4.0", "--from", str(broken))
+            board.wait_for("OTA 0.3.0 replaces every module of the flashed /lib: removed it", timeout=30, since=mark)
+
+            # A second whole release on the same board, at the default capacity: it fits where the first did,
+            # because confirming 0.3.0 removed the flashed /lib (at most two versions: the one running, one staged).
+            code, out = cli(data_dir, "firmware", "build", "--version", "0.4.0")
             assert code == 0 and "release 0.4.0" in out, out
             mark = board.log_offset()
-            code, out = cli(data_dir, "firmware", "rollout", "0.4.0", "--devices", "%s,%s" % (DEVICE, SPARE),
+            code, out = cli(data_dir, "firmware", "rollout", "0.4.0", "--devices", DEVICE, "--probation-s", "60")
+            assert code == 0, out
+            got = wait_state(data_dir, DEVICE, "confirmed", timeout=180, board=board, target="0.4.0")
+            assert got[DEVICE]["running"] == "0.4.0" and got[DEVICE]["error"] == "", got
+            board.wait_for("OTA 0.4.0 confirmed", timeout=30, since=mark)
+            out = board.output(mark)
+            assert "AIRWATT firmware 0.4.0 starting" in out and "no room" not in out, board.tail(40)
+            staged = re.search(r"OTA 0.4.0: (\d+) files, (\d+) bytes, (\d+) flash blocks to stage \((\d+) free, the "
+                               r"reading log keeps (\d+)\)", out)
+            took = re.search(r"OTA 0.4.0: staged in (\d+) flash blocks of 4096 bytes", out)
+            assert staged and took and int(took[1]) <= int(staged[3]), out
+            print("staged 0.4.0 beside 0.3.0: %s files, %s bytes, %s blocks of 4 KB planned (%s free, the log keeps %s), "
+                  "%s taken" % (staged.groups() + (took[1],)))
+
+            # A whole release that crashes on import: rolled back to 0.4.0 on the board, the rollout halted.
+            broken = tmp_path / "broken"
+            shutil.copytree(FIRMWARE, broken, ignore=shutil.ignore_patterns("__pycache__"))
+            (broken / "board.py").write_text('raise RuntimeError("broken release")\n' + (broken / "board.py").read_text())
+            code, out = cli(data_dir, "firmware", "build", "--version", "0.5.0", "--from", str(broken))
+            assert code == 0 and "release 0.5.0" in out, out
+            mark = board.log_offset()
+            code, out = cli(data_dir, "firmware", "rollout", "0.5.0", "--devices", "%s,%s" % (DEVICE, SPARE),
                             "--canary", "1", "--probation-s", "60")
             assert code == 0, out
             got = wait_state(data_dir, DEVICE, "rolled-back", timeout=180, board=board)
             assert got[DEVICE]["error"] == "cannot start: RuntimeError broken release", got
-            assert got[DEVICE]["running"] == "0.3.0" and got[SPARE]["state"] == "halted", got
+            assert got[DEVICE]["running"] == "0.4.0" and got[SPARE]["state"] == "halted", got
             assert "broken release" in got[SPARE]["error"], got
             out = board.output(mark)
-            assert "OTA 0.4.0 staged: switching" in out and "AIRWATT firmware 0.3.0 starting" in out
+            assert "OTA 0.5.0 staged: switching" in out and "AIRWATT firmware 0.4.0 starting" in out
 
             # Readings keep flowing from the version it went back to; none lost, no seq skipped.
             since = time.time()
@@ -152,7 +170,13 @@ def test_good_release_confirmed_and_broken_release_rolled_back_with_the_rollout_
             seqs = [s for (s,) in rows(data_dir, "SELECT seq FROM readings WHERE device = ? ORDER BY seq", DEVICE)]
             assert seqs == list(range(1, len(seqs) + 1))
             code, out = cli(data_dir, "firmware", "status")
-            assert re.search(r"%s\s+0.3.0\s+0.4.0\s+rolled-back\s+cannot start" % DEVICE, out), out
+            assert re.search(r"%s\s+0.4.0\s+0.5.0\s+rolled-back\s+cannot start" % DEVICE, out), out
+            # The reading log kept the capacity it was sized with (a week and more at the default intervals:
+            # energy 10 s, CO2 30 s, PM 60 s) through every update: a staged release took none of it.
+            stores = re.findall(r"STORE /data next seq \d+ pending \d+ dropped (\d+) capacity (\d+)", board.output())
+            assert len(stores) >= 5 and {d for d, _ in stores} == {"0"}, stores
+            assert len({c for _, c in stores}) == 1 and int(stores[0][1]) >= 7 * 24 * (360 + 120 + 60), stores
+            print("reading log capacity at every boot: %s readings" % stores[0][1])
 
             # A technician's flash wins over the updates: the board runs the flashed firmware again.
             mark = board.log_offset()

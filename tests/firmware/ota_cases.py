@@ -21,7 +21,11 @@ MNT = "/flash"
 ROOT = MNT + "/fw"
 KEY = b"k" * 32
 DEVICE = "kk-ota-01"
+FACTORY = "0.2.0"  # flashed in /lib
 NEW = "0.3.0"
+NEXT = "0.4.0"
+LAST = "0.5.0"
+ORDER = [FACTORY, NEW, NEXT, LAST]
 BOOT = "0a1b2c3d"
 HERE = __file__[: __file__.rfind("/")] if "/" in __file__ else "."
 with open(HERE + "/../../firmware/boot.py") as _f:
@@ -33,19 +37,33 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def release():
-    """A release's files: deterministic bytes of the sizes of small compiled modules."""
+# The power-cut campaigns stage smaller files: still a file over two blocks, one of several chunks, one inline and
+# an empty one in a package folder, so every kind of write is hit, in fewer cuts.
+CUTS = sys.argv[1].endswith("_cuts")
+SIZES = (("board.mpy", 4500), ("ota.mpy", 1100), ("protocol/wire.mpy", 300), ("protocol/__init__.py", 0)) if CUTS \
+    else (("board.mpy", 5300), ("ota.mpy", 2600), ("protocol/wire.mpy", 1900), ("protocol/__init__.py", 0))
+
+
+def release(n):
+    """Release n's files: deterministic bytes of the sizes of small compiled modules, each release its own."""
     files = {}
-    for path, size in (("board.mpy", 5300), ("ota.mpy", 2600), ("protocol/wire.mpy", 1900),
-                       ("protocol/__init__.py", 0)):
-        files[path] = bytes([(i * 131 + len(path)) & 255 for i in range(size)])
+    for path, size in SIZES:
+        files[path] = bytes([(i * 131 + len(path) + n) & 255 for i in range(size)])
     return files
 
 
-FILES = release()
-MANIFEST = json.dumps({"version": NEW, "device": DEVICE, "files": [
-    [p, len(FILES[p]), hexlify(hashlib.sha256(FILES[p]).digest()).decode()] for p in sorted(FILES)]}).encode()
-OFFER = {"version": NEW, "size": sum([len(b) for b in FILES.values()]), "probation_s": 60}
+def sha(data):
+    return hexlify(hashlib.sha256(data).digest()).decode()
+
+
+RELEASES = {v: release(i) for i, v in enumerate(ORDER)}
+MANIFESTS = {v: json.dumps({"version": v, "device": DEVICE, "files": [
+    [p, len(f[p]), sha(f[p])] for p in sorted(f)]}).encode() for v, f in RELEASES.items()}
+OFFERS = {v: {"version": v, "size": sum([len(b) for b in f.values()]), "probation_s": 60}
+          for v, f in RELEASES.items()}
+FILES, OFFER = RELEASES[NEW], OFFERS[NEW]
+CAP = [2000]  # the reading log's capacity in every boot of a case
+BLOCKS = 64  # 256 KB of flash: the log, the flashed /lib and two versions more
 
 
 class Reboot(Exception):
@@ -73,19 +91,26 @@ class Board:
         self.progress = 0
         self.corrupt = corrupt
         self.forged = False
+        self.phases = [None]
 
 
 class Ota(ota.Ota):
     """The firmware's Ota with the agent's answers from RAM and a reset that ends this boot."""
 
+    def cleanup(self, keep):
+        was, self.board.phases[0] = self.board.phases[0], "cleanup"
+        ota.Ota.cleanup(self, keep)
+        self.board.phases[0] = was
+
     async def _get(self, path, limit):
+        v = path.split("/")[3]
         if path.endswith("/manifest"):
             if self.board.forged:  # another key's signature, or a manifest changed after signing
-                return 200, wire.sign(b"x" * 32, MANIFEST), MANIFEST
-            return 200, wire.sign(KEY, MANIFEST), MANIFEST
+                return 200, wire.sign(b"x" * 32, MANIFESTS[v]), MANIFESTS[v]
+            return 200, wire.sign(KEY, MANIFESTS[v]), MANIFESTS[v]
         q = path[path.find("?") + 1:].split("&")
         name, off, n = q[0][5:], int(q[1][7:]), int(q[2][7:])
-        data = FILES[name][off:off + n]
+        data = RELEASES[v][name][off:off + n]
         if self.board.corrupt and name == "ota.mpy" and off == 0:
             data = b"X" + data[1:]
         return 200, "", data
@@ -125,14 +150,34 @@ def choose():
 
 
 def complete(version):
-    """The chosen version's folder holds every file of its release, intact."""
-    if not version:
-        return True
+    """The chosen version's folder ("": the flashed /lib) holds every file of its release, intact."""
+    folder = ROOT + "/" + version if version else MNT + "/lib"
+    files = RELEASES[version or FACTORY]
     buf = bytearray(512)
-    for path in FILES:
-        if ota.file_sha(ROOT + "/" + version + "/" + path, buf) != hexlify(hashlib.sha256(FILES[path]).digest()).decode():
+    for path in files:
+        if ota.file_sha(folder + "/" + path, buf) != sha(files[path]):
             return False
     return True
+
+
+def versions():
+    """The versions whose files take flash: the flashed /lib (while it holds anything) and each /fw folder."""
+    got = [FACTORY] if ota._is_dir(MNT + "/lib") and os.listdir(MNT + "/lib") else []
+    if ota._is_dir(ROOT):
+        got += sorted([e[0] for e in os.ilistdir(ROOT) if ota._is_dir(ROOT + "/" + e[0])])
+    return got
+
+
+def flash_lib():
+    """What `airwatt flash` writes: the factory release in /lib."""
+    for path, data in RELEASES[FACTORY].items():
+        d = MNT
+        for part in ["lib"] + path.split("/")[:-1]:
+            d += "/" + part
+            if not ota._is_dir(d):
+                os.mkdir(d)
+        with open(MNT + "/lib/" + path, "wb") as f:
+            f.write(data)
 
 
 def reading(log):
@@ -148,10 +193,11 @@ def verify(log, what, least):
 
 
 def fresh():
-    bd = BlockDev(None, block_size=4096, block_count=48)
+    bd = BlockDev(None, block_size=4096, block_count=BLOCKS)
     os.VfsLfs2.mkfs(bd)
     mount(bd)
-    log = Log(MNT + "/data", capacity=2000, window_s=60)
+    flash_lib()
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
     for _ in range(30):
         reading(log)
     log.flush()
@@ -159,49 +205,59 @@ def fresh():
     return bd
 
 
-def life(bd, phases, seen=None, fail=False):
-    """Boots until the release is confirmed (with `fail`: until its failed probation is rolled back): chooser,
-    probation, readings, stage, switch. Returns the boots."""
+def life(bd, phases, seen=None, fail=False, target=NEW, say=lambda m: None):
+    """Boots until release `target` (or a later one) is confirmed (with `fail`: until its failed probation is
+    rolled back): chooser, probation, readings, stage, switch, the cleanup of superseded versions. Every boot
+    chooses a complete version, and no more than two versions ever take flash. Returns the boots."""
     boots = 0
     while True:
         boots += 1
         check(boots < 8, "no end to the update")
         phases[0] = "chooser"
         v = choose()
+        check(complete(v), "boot %d chose %r, which is not complete" % (boots, v))
         phases[0] = "log"
-        log = Log(MNT + "/data", capacity=2000, window_s=60)
+        log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
         for _ in range(3):
             reading(log)
         log.flush()
         if seen is not None:
             seen[0] = log._committed - 1
         b = Board(log)
-        if fail and v == NEW:  # the new version's self-test fails, and its window ends
+        b.phases = phases
+        if fail and v == target:  # the new version's self-test fails, and its window ends
             b.sensors[0] = type("Bad", (), {"outcome": (False, "no answer")})()
             b.clock.ms = _ticking()
-        u = Ota(b, log=lambda m: None, root=ROOT, running=v or "0.2.0")
+        u = Ota(b, log=say, root=ROOT, running=v or FACTORY)
         try:
             if u.state == "probation":
                 phases[0] = "confirm" if not fail else "why"
                 asyncio.run(u.probation())
-            if (u.state == "confirmed" and v == NEW) or u.state == "rolled-back":
+            if (u.state == "confirmed" and ORDER.index(v) >= ORDER.index(target)) or u.state == "rolled-back":
                 return boots
-            u.offer(OFFER)
+            u.offer(OFFERS[target])
             if u.offered is None:
                 raise AssertionError("offer refused in state %s: %r" % (u.state, u.pointer))
             phases[0] = "stage"
-            why = asyncio.run(u.stage(OFFER))
+            why = asyncio.run(u.stage(OFFERS[target]))
             check(why is None, "stage: %s" % why)
+            check(len(versions()) <= 2, "more than two versions on the flash: %r" % versions())
             phases[0] = "switch"
-            u.switch(OFFER)
+            u.switch(OFFERS[target])
         except Reboot:
             Machine.cause = Machine.HARD_RESET
+
+
+def journey(bd, phases, seen=None):
+    """The factory firmware updated twice: NEW confirmed, then NEXT confirmed."""
+    life(bd, phases, seen, target=NEW)
+    life(bd, phases, seen, target=NEXT)
 
 
 def case_update():
     """No cut: staged, switched, on probation, confirmed; the old folders pruned; flash the staged copy took."""
     bd = fresh()
-    log = Log(MNT + "/data", capacity=2000, window_s=60)
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
     free0 = os.statvfs(MNT)[3]
     u = Ota(Board(log), log=print, root=ROOT, running="0.2.0")
     check(asyncio.run(u.stage(OFFER)) is None, "stage")
@@ -210,17 +266,71 @@ def case_update():
     boots = life(bd, [None])
     check(read_state() == ["ok", NEW, "", "", "", "0"], "pointer %r" % read_state())
     check(sorted([e[0] for e in os.ilistdir(ROOT)]) == [NEW, "boot"], "folders %r" % list(os.ilistdir(ROOT)))
+    check(versions() == [NEW], "superseded versions left: %r" % versions())
     print("UPDATE confirmed after %d boots" % boots)
+
+
+class Hoarder(Ota):
+    """An Ota that never deletes a superseded version: what the flash would need without the cleanup."""
+
+    def cleanup(self, keep):
+        pass
+
+
+def case_again():
+    """Update after update on a flash where the reading log leaves room for one staged release and no more:
+    each staging fits because the confirm before it deleted the superseded version (the flashed /lib first);
+    without that cleanup the second staging is refused."""
+    global Ota
+    bd = fresh()
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
+    u = Ota(Board(log), log=print, root=ROOT, running=FACTORY)
+    st = os.statvfs(MNT)
+    need = u._room([[p, len(d), sha(d)] for p, d in FILES.items()], ROOT + "/" + NEW)[0]
+    # The log's capacity leaves free, once it is full, the planned blocks of one release and half of another.
+    CAP[0] = log.depth + (st[3] - need - need // 2) * st[0] // ota._LOG_BYTES_PER_READING
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
+    print("AGAIN flash %d blocks, free %d, one release plans %d, log capacity %d readings" % (
+        st[2], st[3], need, CAP[0]))
+    image = bytes(bd.data)
+    for target in (NEW, NEXT, LAST):
+        life(None, [None], target=target, say=print)
+        check(versions() == [target] and choose() == target and complete(target), "%s: %r" % (target, versions()))
+        print("AGAIN %s confirmed, free %d blocks" % (target, os.statvfs(MNT)[3]))
+    verify(Log(MNT + "/data", capacity=CAP[0], window_s=60), "again", 30)
+    bd = BlockDev(None, block_size=4096, block_count=BLOCKS, data=bytearray(image))
+    mount(bd)
+    plain, Ota = Ota, Hoarder
+    try:
+        life(bd, [None], target=NEW)
+        life(bd, [None], target=NEXT)
+    except (AssertionError, ValueError) as e:
+        check("no room" in str(e), str(e))
+        print("HOARDER %s" % e)
+    else:
+        raise AssertionError("three versions fit: the case does not test the cleanup")
+    finally:
+        Ota = plain
 
 
 def read_state():
     return ota.read_pointer(ROOT)
 
 
+def case_partial():
+    """A confirmed version that lacks a module of the flashed /lib (sys.path still finds it there) keeps /lib."""
+    fresh()
+    with open(MNT + "/lib/extra.mpy", "wb") as f:
+        f.write(b"M" * 300)
+    life(None, [None], target=NEW, say=print)
+    check(read_state()[:2] == ["ok", NEW] and os.listdir(MNT + "/lib") and complete(""), "lib %r" % versions())
+    print("PARTIAL %s confirmed, the flashed /lib kept: %r" % (NEW, versions()))
+
+
 def case_corrupt():
     """A file that does not match its SHA-256 is refused and removed, nothing switches; the retry succeeds."""
     fresh()
-    log = Log(MNT + "/data", capacity=2000, window_s=60)
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
     b = Board(log, corrupt=True)
     u = Ota(b, log=print, root=ROOT, running="0.2.0")
     why = asyncio.run(u.stage(OFFER))
@@ -234,7 +344,7 @@ def case_corrupt():
 def case_forged():
     """A manifest whose HMAC is not the device key's is refused before anything is written."""
     fresh()
-    log = Log(MNT + "/data", capacity=2000, window_s=60)
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
     b = Board(log)
     b.forged = True
     why = asyncio.run(Ota(b, log=print, root=ROOT, running="0.2.0").stage(OFFER))
@@ -246,7 +356,7 @@ def case_forged():
 def case_no_room():
     """Staging refuses rather than take flash the reading log needs for its capacity."""
     fresh()
-    log = Log(MNT + "/data", capacity=9000, window_s=60)  # ~144 KB of the 192 KB flash
+    log = Log(MNT + "/data", capacity=13000, window_s=60)  # ~208 KB of the 256 KB flash
     u = Ota(Board(log), log=print, root=ROOT, running="0.2.0")
     try:
         asyncio.run(u.stage(OFFER))
@@ -261,7 +371,7 @@ def case_no_room():
 def case_rollback():
     """A version that does not confirm (self-test fails) goes back to the previous one, with the reason."""
     fresh()
-    log = Log(MNT + "/data", capacity=2000, window_s=60)
+    log = Log(MNT + "/data", capacity=CAP[0], window_s=60)
     u = Ota(Board(log), log=print, root=ROOT, running="0.2.0")
     check(asyncio.run(u.stage(OFFER)) is None, "stage")
     try:
@@ -296,82 +406,75 @@ def _ticking():
     return ms
 
 
-def case_rollback_cuts():
-    """Cut the power at every flash write of an update whose new version fails its probation: stage, switch,
-    the chooser's two renames, the reason kept; after each, a complete version boots, no committed reading is
-    lost, and the board ends on the previous version, reporting the rollback."""
+def campaign(run, keep, finished):
+    """Cut the power at each flash write and erase of run(bd, phases, seen) on a fresh board, one cut a run:
+    after each the chooser boots a complete version, run then finishes from there, no committed reading is
+    lost, and finished(what) checks where it ended. Returns (cuts, {phase: cuts})."""
     bd = fresh()
     image = bytes(bd.data)
-    bd = BlockDev(None, block_size=4096, block_count=48, data=bytearray(image))
+    bd = BlockDev(None, block_size=4096, block_count=BLOCKS, data=bytearray(image))
     mount(bd)
-    life(bd, [None], fail=True)
+    run(bd, [None])
     total = bd.writes
     kinds = {}
     for n in range(1, total + 1):
-        bd = BlockDev(None, block_size=4096, block_count=48, data=bytearray(image))
-        mount(bd)
-        bd.cut_after_writes, bd.cut_keep = n, 33
-        phase, seen = [None], [0]
-        try:
-            life(bd, phase, seen, fail=True)
-        except PowerCut:
-            pass
-        else:
-            raise AssertionError("cut %d never happened" % n)
-        kinds[phase[0]] = kinds.get(phase[0], 0) + 1
-        bd = bd.power_on()
-        Machine.cause = Machine.PWRON_RESET
-        mount(bd)
-        v = choose()
-        check(complete(v), "cut %d in %s: chose %r, which is not complete" % (n, phase[0], v))
-        mount(bd)
-        life(bd, [None], fail=True)
-        verify(Log(MNT + "/data", capacity=2000, window_s=60), "cut %d in %s" % (n, phase[0]), seen[0])
-        p = read_state()
-        check(p[:4] == ["ok", "", "", NEW] and p[4] and choose() == "",
-              "cut %d in %s: not rolled back: %r" % (n, phase[0], p))
-        gc.collect()
-    print("ROLLBACKCUTS %d %r" % (total, sorted(kinds.items())))
-
-
-def case_power_cuts():
-    """Cut the power at every flash write and erase of an update (stage, switch, chooser, confirm, the log's
-    own writes between); after each: the chooser boots a complete version, no committed reading is lost, and
-    the update then finishes."""
-    keep = int(sys.argv[2])
-    bd = fresh()
-    image = bytes(bd.data)
-    bd = BlockDev(None, block_size=4096, block_count=48, data=bytearray(image))
-    mount(bd)
-    life(bd, [None])
-    total = bd.writes
-    kinds = {}
-    for n in range(1, total + 1):
-        bd = BlockDev(None, block_size=4096, block_count=48, data=bytearray(image))
+        bd = BlockDev(None, block_size=4096, block_count=BLOCKS, data=bytearray(image))
         mount(bd)
         bd.cut_after_writes, bd.cut_keep = n, keep
         phase, seen = [None], [0]
         try:
-            life(bd, phase, seen)
+            run(bd, phase, seen)
         except PowerCut:
             pass
         else:
             raise AssertionError("cut %d never happened" % n)
+        what = "cut %d in %s" % (n, phase[0])
         kinds[phase[0]] = kinds.get(phase[0], 0) + 1
         bd = bd.power_on()
         Machine.cause = Machine.PWRON_RESET
         mount(bd)
-        least = seen[0]
         v = choose()
-        check(complete(v), "cut %d in %s: chose %r, which is not complete" % (n, phase[0], v))
+        check(complete(v), "%s: chose %r, which is not complete" % (what, v))
         mount(bd)
-        life(bd, [None])
-        log = Log(MNT + "/data", capacity=2000, window_s=60)
-        verify(log, "cut %d in %s" % (n, phase[0]), least)
-        check(read_state()[:2] == ["ok", NEW] and choose() == NEW and complete(NEW),
-              "cut %d in %s: update did not finish: %r" % (n, phase[0], read_state()))
+        run(bd, [None])
+        verify(Log(MNT + "/data", capacity=CAP[0], window_s=60), what, seen[0])
+        finished(what)
         gc.collect()
-    print("OTACUTS %d WRITES %d keep=%d %r" % (total, total, keep, sorted(kinds.items())))
+    return total, sorted(kinds.items())
+
+
+def case_rollback_cuts():
+    """Cut the power at every flash write of an update whose new version fails its probation: stage, switch,
+    the chooser's two renames, the reason kept; after each, a complete version boots, no committed reading is
+    lost, and the board ends on the previous version (the flashed /lib, kept), reporting the rollback."""
+    def finished(what):
+        p = read_state()
+        check(p[:4] == ["ok", "", "", NEW] and p[4] and choose() == "" and complete(""),
+              "%s: not rolled back: %r" % (what, p))
+
+    total, kinds = campaign(lambda bd, phases, seen=None: life(bd, phases, seen, fail=True), 33, finished)
+    print("ROLLBACKCUTS %d %r" % (total, kinds))
+
+
+def case_power_cuts():
+    """Cut the power at every flash write and erase of two updates in a row (stage, switch, chooser, confirm,
+    the cleanup of the superseded versions, the log's own writes between): the flashed /lib, then NEW
+    confirmed (which deletes /lib), then NEXT confirmed (which deletes NEW's folder). After each cut the chooser
+    boots a complete version, no committed reading is lost, and the updates then finish with NEXT alone."""
+    keep = int(sys.argv[2])
+
+    def finished(what):
+        check(read_state()[:2] == ["ok", NEXT] and choose() == NEXT and complete(NEXT),
+              "%s: updates did not finish: %r" % (what, read_state()))
+        if versions() != [NEXT]:  # cut in the cleanup after a confirm: the next staging finishes it, as here
+            check(len(versions()) == 2, "%s: versions %r" % (what, versions()))
+            u = Ota(Board(Log(MNT + "/data", capacity=CAP[0], window_s=60)), log=lambda m: None, root=ROOT,
+                    running=NEXT)
+            u.cleanup((NEXT, "", LAST))
+            check(versions() == [NEXT], "%s: the cleanup left %r" % (what, versions()))
+
+    total, kinds = campaign(journey, keep, finished)
+    print("OTACUTS %d WRITES %d keep=%d %r" % (total, total, keep, kinds))
 
 
 globals()["case_" + sys.argv[1]]()

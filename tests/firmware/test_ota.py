@@ -1,7 +1,7 @@
 """The board's side of a firmware update (firmware/ota.py, the chooser in firmware/boot.py) on a real LittleFS on
 the MicroPython VM, over the emulated NOR flash of emulator/board/blockdev.py, beside the reading log: staging,
-the switch, probation and rollback, and a power cut at every flash write of an update (pytest -s shows the
-count and where the cuts hit)."""
+the switch, probation and rollback, the cleanup of superseded versions that lets update follow update, and a
+power cut at every flash write of two updates in a row (pytest -s shows the count and where the cuts hit)."""
 
 import re
 
@@ -12,7 +12,7 @@ from test_store import BOARD, HERE
 
 
 def vm(*args) -> str:
-    result = run_micropython([str(HERE / "ota_cases.py"), *map(str, args)], extra_paths=(BOARD,), timeout=600)
+    result = run_micropython([str(HERE / "ota_cases.py"), *map(str, args)], extra_paths=(BOARD,), timeout=850)
     out = result.stdout + result.stderr
     assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
     return result.stdout
@@ -26,6 +26,22 @@ def test_update_is_staged_switched_and_confirmed_and_says_what_flash_it_took():
     # What staging plans to take (and checks against the log's room) is never less than what it takes.
     assert m and planned and 0 < int(m[1]) <= int(planned[2]), out
     assert "UPDATE confirmed after 2 boots" in out
+
+
+def test_update_after_update_fits_where_the_first_did_because_each_confirm_deletes_the_superseded_version():
+    out = vm("again")
+    print(out)
+    for v in ("0.3.0", "0.4.0", "0.5.0"):
+        assert "AGAIN %s confirmed" % v in out, out
+    assert "OTA 0.3.0 replaces every module of the flashed /flash/lib: removed it" in out
+    # The same flash without the cleanup: the second release does not fit beside the first and /lib.
+    assert re.search(r"HOARDER no room: release needs \d+ blocks, \d+ free, reading log keeps \d+", out), out
+
+
+def test_a_release_that_lacks_a_module_of_the_flashed_lib_keeps_it():
+    out = vm("partial")
+    assert "PARTIAL 0.3.0 confirmed, the flashed /lib kept: ['0.2.0', '0.3.0']" in out, out
+    assert "removed it" not in out
 
 
 def test_a_corrupted_download_is_refused_and_the_retry_stages_it():
@@ -47,16 +63,19 @@ def test_a_version_that_fails_its_probation_boots_the_previous_one_and_says_why(
     assert "ROLLBACK" in out and "self-test failed in probation" in out, out
 
 
+# The campaigns boot the VM's board hundreds of times: minutes on a loaded machine, beyond the suite's 300 s.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("keep", [0, 33], ids=["cut-before-write", "torn-write-33-bytes"])
-def test_power_cut_at_every_flash_write_of_an_update(keep):
+def test_power_cut_at_every_flash_write_of_two_updates_in_a_row(keep):
     out = vm("power_cuts", keep)
     print(out)
     m = re.search(r"OTACUTS (\d+) WRITES (\d+) keep=(\d+) (.*)", out)
     assert m and int(m[1]) == int(m[2]) >= 30, out
-    for phase in ("'stage'", "'switch'", "'chooser'", "'confirm'", "'log'"):
+    for phase in ("'stage'", "'switch'", "'chooser'", "'confirm'", "'cleanup'", "'log'"):
         assert phase in m[4], "no cut hit %s: %s" % (phase, m[4])
 
 
+@pytest.mark.timeout(900)
 def test_power_cut_at_every_flash_write_of_an_update_that_is_rolled_back():
     out = vm("rollback_cuts")
     print(out)
