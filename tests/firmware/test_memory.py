@@ -2,7 +2,7 @@
 with no growth of the allocated heap after gc.collect(), catch-up with full 8 KB batches included.
 
 The goal is a 64 KB heap (`micropython -X heapsize=65536`). The board's loop does not fit it: measured here on
-2026-11-27, it holds 70,176 bytes allocated after warm-up (72,000 with a batch built) and fails below about 79 KB
+2026-11-27, it holds 70,400 bytes allocated after warm-up (72,224 with a batch built) and fails below about 79 KB
 (at 78 KB an allocation fails mid-loop; at 76 KB the 8 KB body buffer finds no room). Where the bytes go on this
 64-bit port, after gc.collect() at a 128 KB heap: the modules' code and tables about 45 KB (protocol fields 8.3 KB,
 packed 6.2, answer 4.3, canonical 3.0; uplink 9.6, clog with statefile 6.0, sampler 5.2, clock 2.3), asyncio's
