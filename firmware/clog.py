@@ -13,15 +13,13 @@
 # in the PZEM, and the next reading carries the total. A lost window costs the power, voltage, PM and CO2
 # samples of those seconds, and their seqs are reused (they were never sent). Committed readings are never lost.
 #
-# `log.state` = u32 floor, u32 dropped, u32 capacity, u32 crc32, replaced atomically as in store.py, with the
-# same rules: at most `capacity` readings after the floor are pending, the older ones count as dropped; files
-# wholly acknowledged or dropped are deleted after the state says so. capacity=0 sizes the buffer from the
+# `log.state` (statefile.py: floor, dropped, capacity), replaced atomically, with the same rules as store.py: at
+# most `capacity` readings after the floor are pending, the older ones count as dropped; files wholly
+# acknowledged or dropped are deleted after the state says so. capacity=0 sizes the buffer from the
 # flash when the log is created (kept in the state afterwards). A log on a flash that still holds the old
 # store (store.py: seg-*.log and `state`) takes its pending readings over, keeping their seqs (migrate()).
 import os
-import struct
 import sys
-from binascii import crc32
 
 try:
     from micropython import const
@@ -29,6 +27,7 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+import statefile
 from protocol import packed
 
 _ENOSPC = const(28)
@@ -92,11 +91,7 @@ class Log:
         return n
 
     def _write_state(self, floor, dropped):
-        struct.pack_into("<III", self._st, 0, floor, dropped, self.capacity)
-        struct.pack_into("<I", self._st, 12, crc32(memoryview(self._st)[:12]) & 0xFFFFFFFF)
-        with open(self._tmp, "wb") as f:
-            f.write(self._st)
-        os.rename(self._tmp, self._state)
+        statefile.write(self._state, self._tmp, self._st, floor, dropped, self.capacity)
         self._floor, self._drop0 = floor, dropped
 
     # -- counters (the same contract as store.Store)

@@ -1,9 +1,8 @@
 # Boot-only part of the compact flash log (clog.py): rebuilds the log from its files after any reset or power cut,
 # and sizes the default capacity from the flash. clog.Log runs it once, then drops the module from the heap.
 import os
-import struct
-from binascii import crc32
 
+import statefile
 from clog import BYTES_PER_READING, KEEP_FREE
 
 
@@ -54,16 +53,9 @@ def recover(log):
     for f in files:
         if not f[2]:
             log._nchunks += 1
-    ok = False
-    try:
-        with open(log._state, "rb") as f:
-            n = f.readinto(log._st)
-        floor, dropped, cap, crc = struct.unpack("<IIII", log._st)
-        ok = n == 16 and crc == crc32(memoryview(log._st)[:12]) & 0xFFFFFFFF
-    except OSError:
-        pass
-    if not ok:
-        floor, dropped, cap = files[0][0] - 1 if files else 0, 0, 0
+    st = statefile.read(log._state, log._st)
+    ok = st is not None
+    floor, dropped, cap = st if ok else (files[0][0] - 1 if files else 0, 0, 0)
     if not log.capacity:
         log.capacity = cap or _flash_capacity(log)
     last = files[-1][0] + files[-1][1] - 1 if files else 0

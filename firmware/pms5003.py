@@ -1,30 +1,13 @@
 # Plantower PMS5003 / PMSA003 particulate sensor over UART (9600 8N1), used in passive mode.
 # Pure part: command, decode, find_frame. I/O part: PMS5003.
-import asyncio
 import errno
-import time
 
 try:
+    from asyncio import sleep_ms as _sleep_ms
     from micropython import const
+    from time import ticks_diff as _ticks_diff, ticks_ms as _ticks_ms
 except ImportError:  # CPython
-    def const(x):
-        return x
-
-try:
-    _sleep_ms = asyncio.sleep_ms
-except AttributeError:  # CPython
-    async def _sleep_ms(ms):
-        await asyncio.sleep(ms / 1000)
-
-try:
-    _ticks_ms = time.ticks_ms
-    _ticks_diff = time.ticks_diff
-except AttributeError:  # CPython
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
+    from .host import const, sleep_ms as _sleep_ms, ticks_diff as _ticks_diff, ticks_ms as _ticks_ms
 
 FRAME_LEN = const(32)  # 0x42 0x4D, length 28, 13 data words, checksum word
 _ACK_LEN = const(8)  # 0x42 0x4D, length 4, command, data, checksum word: the answer to mode/sleep commands

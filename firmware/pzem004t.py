@@ -1,20 +1,13 @@
 # PZEM-004T v3 energy meter: Modbus-RTU over UART (9600 8N1).
 # Pure part: crc16, read_request, reset_energy_request, decode, set_address_request, check_set_address,
 # read_address_request, decode_address. I/O part: PZEM004T.
-import asyncio
 import errno
 
 try:
+    from asyncio import sleep_ms as _sleep_ms
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
-        return x
-
-try:
-    _sleep_ms = asyncio.sleep_ms
-except AttributeError:  # CPython
-    async def _sleep_ms(ms):
-        await asyncio.sleep(ms / 1000)
+    from .host import const, sleep_ms as _sleep_ms
 
 GENERAL_ADDR = const(0xF8)  # answers whatever its own address is; one meter on the bus only
 _READ_INPUT = const(0x04)

@@ -3,27 +3,11 @@
 import asyncio
 
 try:
+    from asyncio import sleep_ms as _sleep_ms
     from micropython import const
-except ImportError:  # CPython
-    def const(x):
-        return x
-
-try:
     from time import ticks_diff as _ticks_diff, ticks_ms as _ticks_ms
 except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def _ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
-
-try:
-    _sleep_ms = asyncio.sleep_ms
-except AttributeError:  # CPython
-    async def _sleep_ms(ms):
-        await asyncio.sleep(ms / 1000)
+    from .host import const, sleep_ms as _sleep_ms, ticks_diff as _ticks_diff, ticks_ms as _ticks_ms
 
 ADDR = const(0x62)
 

@@ -2,7 +2,7 @@
 # migrate from (clog_migrate.py) and as the baseline of `airwatt bench board`.
 #
 # Layout in root: seg-<first seq>.log files of appended records, each record = u16 length, u32 seq,
-# u32 crc32(length, seq, payload), payload; `state` = u32 floor, u32 dropped, u32 capacity, u32 crc32.
+# u32 crc32(length, seq, payload), payload; `state`: statefile.py (floor, dropped, capacity).
 # Seqs are contiguous, so a segment holds seqs name .. next segment's name - 1 and only the newest one is
 # read at boot. Every append ends in a LittleFS sync (close), which commits the record atomically; `state`
 # is replaced atomically (write state.tmp, rename). Drops are implicit: at most `capacity` readings after the
@@ -13,6 +13,8 @@
 import os
 import struct
 from binascii import crc32
+
+import statefile
 
 try:
     from micropython import const
@@ -55,18 +57,11 @@ class Store:
             elif name.endswith(".tmp"):  # a replace cut short by power loss
                 os.remove(self.root + "/" + name)
         segs.sort()
-        ok = False
-        try:
-            with open(self._state, "rb") as f:
-                n = f.readinto(self._st)
-            floor, dropped, cap, crc = struct.unpack("<IIII", self._st)
-            ok = n == 16 and crc == crc32(memoryview(self._st)[:12]) & 0xFFFFFFFF
-        except OSError:
-            pass
-        if not ok:
-            # A new store, or a lost state (unreachable with atomic renames): resend what is on flash, the
-            # agent deduplicates by seq.
-            floor, dropped, cap = segs[0] - 1 if segs else 0, 0, self.capacity
+        st = statefile.read(self._state, self._st)
+        ok = st is not None
+        # No state: a new store, or a lost state (unreachable with atomic renames): resend what is on flash, the
+        # agent deduplicates by seq.
+        floor, dropped, cap = st if ok else (segs[0] - 1 if segs else 0, 0, self.capacity)
         last = floor
         if segs:
             k = self._scan_tail(segs[-1])
@@ -107,11 +102,7 @@ class Store:
         return k
 
     def _write_state(self, floor, dropped):
-        struct.pack_into("<III", self._st, 0, floor, dropped, self.capacity)
-        struct.pack_into("<I", self._st, 12, crc32(memoryview(self._st)[:12]) & 0xFFFFFFFF)
-        with open(self._tmp, "wb") as f:
-            f.write(self._st)
-        os.rename(self._tmp, self._state)
+        statefile.write(self._state, self._tmp, self._st, floor, dropped, self.capacity)
         self._floor, self._drop0 = floor, dropped
 
     @property

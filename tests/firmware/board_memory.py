@@ -1,6 +1,6 @@
 # The board's loop (sample, log, upload) for many cycles in a small heap, run by tests/firmware/test_memory.py
-# from mpy-cross output, as a board runs it:
-#   micropython -X heapsize=65536 -m board_memory FLASH_FILE PORT CYCLES WARMUP
+# from the board's /lib as `airwatt flash` compiles it, as a board runs it:
+#   micropython -X heapsize=HEAP -m board_memory FLASH_FILE PORT CYCLES WARMUP
 # Real sampler, real compact log (clog.Log) on LittleFS (os.VfsLfs2) over a file-backed block device, real uplink
 # in protocol v2 (HTTP over loopback to the test's server); only the sensors are fakes. In each stretch of
 # (CYCLES - WARMUP) / 10 cycles the agent is unreachable for 4/9 of it, then the backlog drains in full batches

@@ -12,6 +12,7 @@ import sys
 from binascii import hexlify
 
 from blockdev import BlockDev, PowerCut
+import flash_mount
 from clog import Log
 from protocol import wire
 import ota
@@ -122,11 +123,7 @@ class Ota(ota.Ota):
 
 
 def mount(bd):
-    try:
-        os.umount(MNT)
-    except OSError:
-        pass
-    os.mount(os.VfsLfs2(bd), MNT)
+    flash_mount.mount(bd, MNT)
 
 
 class Machine:

@@ -8,6 +8,7 @@ import sys
 from binascii import crc32
 
 from blockdev import BlockDev, PowerCut
+from flash_mount import fresh, mount
 from store import Store
 
 MNT = "/data"
@@ -23,21 +24,6 @@ def payload(seq):
     n = 20 + (seq * 397) % 1392
     unit = b"%07d|" % seq
     return (unit * (n // 8 + 1))[:n]
-
-
-def mount(bd):
-    try:
-        os.umount(MNT)
-    except OSError:
-        pass
-    os.mount(os.VfsLfs2(bd), MNT)
-
-
-def fresh(block_size=4096, block_count=32):
-    bd = BlockDev(None, block_size=block_size, block_count=block_count)
-    os.VfsLfs2.mkfs(bd)
-    mount(bd)
-    return bd
 
 
 class Model:
@@ -104,7 +90,7 @@ def workload():
 
 
 def case_basics():
-    fresh()
+    fresh(MNT)
     s = Store(MNT, capacity=100, seg_records=4)
     check(s.next_seq == 1 and s.depth == 0 and s.dropped == 0 and s.pending(10, 1000) == [], "empty store")
     try:
@@ -141,7 +127,7 @@ def case_basics():
 
 
 def case_capacity():
-    bd = fresh()
+    bd = fresh(MNT)
     s = Store(MNT, capacity=5, seg_records=3)
     for seq in range(1, 13):
         s.append(seq, payload(seq))
@@ -154,13 +140,13 @@ def case_capacity():
     for seq in range(13, 17):
         s.append(seq, payload(seq))
     check(s.dropped == 9 and s.depth == 5, "drops after ack: %d" % s.dropped)
-    mount(bd)  # reboot: the dropped count is derived from what is persisted
+    mount(bd, MNT)  # reboot: the dropped count is derived from what is persisted
     s = Store(MNT, capacity=5, seg_records=3)
     check(s.dropped == 9 and s.depth == 5 and s.next_seq == 17, "dropped persisted: %d" % s.dropped)
-    mount(bd)
+    mount(bd, MNT)
     s = Store(MNT, capacity=2, seg_records=3)  # a smaller capacity drops more, once
     check(s.dropped == 12 and [r[0] for r in s.pending(9, 1 << 20)] == [15, 16], "shrink: %d" % s.dropped)
-    mount(bd)
+    mount(bd, MNT)
     s = Store(MNT, capacity=50, seg_records=3)  # growing never brings dropped readings back
     check(s.dropped == 12 and [r[0] for r in s.pending(9, 1 << 20)] == [15, 16], "grow: %d" % s.dropped)
     print("capacity checked")
@@ -171,7 +157,7 @@ def case_reboot():
     path = sys.argv[2]
     bd = BlockDev(path, block_size=4096, block_count=32)
     os.VfsLfs2.mkfs(bd)
-    mount(bd)
+    mount(bd, MNT)
     s = Store(MNT, capacity=100, seg_records=8)
     for seq in range(1, 21):
         s.append(seq, payload(seq))
@@ -179,7 +165,7 @@ def case_reboot():
     os.umount(MNT)
     bd.close()
     bd = BlockDev(path, block_size=4096, block_count=32)  # the flash file, as after a restart
-    mount(bd)
+    mount(bd, MNT)
     s = Store(MNT, capacity=100, seg_records=8)
     m = Model(100)
     m.last, m.cursor = 20, 5
@@ -188,18 +174,18 @@ def case_reboot():
     name = MNT + "/seg-00000017.log"
     with open(name, "ab") as f:
         f.write(b"\x40\x00\x15\x00\x00\x00junk")
-    mount(bd)
+    mount(bd, MNT)
     s = Store(MNT, capacity=100, seg_records=8)
     verify(s, m, "after a torn tail")
     check(os.stat(name)[6] == sum(10 + len(payload(q)) for q in range(17, 21)), "torn tail cut off")
     for seq in range(21, 25):  # segment 17 is full
         s.append(seq, payload(seq))
         m.apply("append", 0)
-    mount(bd)
+    mount(bd, MNT)
     verify(Store(MNT, capacity=100, seg_records=8), m, "append after the torn tail")
     with open(MNT + "/seg-00000025.log", "wb") as f:  # the next segment, holding only a torn record
         f.write(b"\x40\x00\x19\x00\x00\x00")
-    mount(bd)
+    mount(bd, MNT)
     verify(Store(MNT, capacity=100, seg_records=8), m, "after a segment with only a torn record")
     check("seg-00000025.log" not in os.listdir(MNT), "the empty segment was removed")
     print("reboot checked")
@@ -211,11 +197,11 @@ def battery(first, last_n, keep):
     before or after the operation in flight, and keeps working. Returns (cuts, kinds of op and flash call)."""
     seg_records = 4
     ops = workload()
-    image = bytes(fresh().data)  # formatted, empty
+    image = bytes(fresh(MNT).data)  # formatted, empty
     tried, kinds, n = 0, {}, first
     while last_n == 0 or n <= last_n:
         bd = BlockDev(None, block_size=4096, block_count=32, data=bytearray(image))
-        mount(bd)
+        mount(bd, MNT)
         bd.cut_after_writes, bd.cut_keep = n, keep
         m, i, s = Model(6), 0, None
         before = None
@@ -235,7 +221,7 @@ def battery(first, last_n, keep):
             kinds[k] = kinds.get(k, 0) + 1
         cap = after.cap
         bd = bd.power_on()
-        mount(bd)
+        mount(bd, MNT)
         s = Store(MNT, capacity=cap, seg_records=seg_records)
         st = store_state(s)
         if st == after.state():
@@ -251,7 +237,7 @@ def battery(first, last_n, keep):
             m.apply("append", 0)
         s.ack(m.last - 1)
         m.apply("ack", m.last - 1)
-        mount(bd)
+        mount(bd, MNT)
         verify(Store(MNT, capacity=cap, seg_records=seg_records), m, "cut %d, then 3 appends, ack, reboot" % n)
         n += 1
         if n % 50 == 0:
@@ -319,7 +305,7 @@ def case_mutant():
 
 def case_flash_full():
     """The flash fills up before `capacity` does: the oldest segments are dropped and counted, nothing else."""
-    bd = fresh(512, 24)  # 12 KB of flash, capacity 1000 readings of up to 1.4 KB: full after a few segments
+    bd = fresh(MNT, 512, 24)  # 12 KB of flash, capacity 1000 readings of up to 1.4 KB: full after a few segments
     s = Store(MNT, capacity=1000, seg_records=4)
     for seq in range(1, 61):
         s.append(seq, payload(seq))
@@ -327,7 +313,7 @@ def case_flash_full():
     m = Model(1000)
     m.last, m.cursor, m.dropped = 60, s.dropped, s.dropped  # nothing acked: everything gone was dropped
     verify(s, m, "flash full")
-    mount(bd)
+    mount(bd, MNT)
     s = Store(MNT, capacity=1000, seg_records=4)
     verify(s, m, "flash full, reboot")
     s.ack(m.cursor + 3)
@@ -345,11 +331,11 @@ def case_flash_full_cuts():
     """Power cut at every flash write while the flash is full and segments are dropped for room: after
     reboot, every returned append is there or was counted as dropped (oldest first), never both, never lost."""
     keep = int(sys.argv[2])
-    image = bytes(fresh(512, 24).data)
+    image = bytes(fresh(MNT, 512, 24).data)
     tried, n = 0, 1
     while True:
         bd = BlockDev(None, block_size=512, block_count=24, data=bytearray(image))
-        mount(bd)
+        mount(bd, MNT)
         bd.cut_after_writes, bd.cut_keep = n, keep
         returned, cursor0, dropped0, s = 0, 0, 0, None
         try:
@@ -365,7 +351,7 @@ def case_flash_full_cuts():
             break
         tried += 1
         bd = bd.power_on()
-        mount(bd)
+        mount(bd, MNT)
         s = Store(MNT, capacity=1000, seg_records=4)
         last, what = s.next_seq - 1, "cut %d after %d appends" % (n, returned)
         check(last in (returned, returned + 1), "%s: last %d" % (what, last))
@@ -408,7 +394,7 @@ def expected_pending(m, max_count, max_bytes):
 
 def case_random():
     """A long pseudo-random run of appends, pending reads (checked), acks and reboots against the model."""
-    bd = fresh()
+    bd = fresh(MNT)
     x, cap, segn = 12345, 30, 5
     s, m = Store(MNT, capacity=cap, seg_records=segn), Model(cap)
     counts = {}
@@ -423,7 +409,7 @@ def case_random():
             op = ("ack", m.cursor + (x >> 16) % 9 - 2)
         else:
             op = ("open", cap)
-            mount(bd)
+            mount(bd, MNT)
         counts[op[0]] = counts.get(op[0], 0) + 1
         s = _step(s, op, m, segn)
         if step % 100 == 0:

@@ -9,6 +9,7 @@ except ImportError:  # MicroPython: firmware/ is on MICROPYPATH
     import pms5003
     import pzem004t
     import scd4x
+from uart_rx import UartRx
 
 
 def _h(s):
@@ -76,14 +77,14 @@ SCD_DATASHEET = _h("01 F4 33 66 67 A2 5E B9 3C")
 
 
 # --- fakes ---------------------------------------------------------------------------------------------------
-class FakeUART:
+class FakeUART(UartRx):
     """machine.UART stand-in: each write() releases the next scripted answer (bytes, list of chunks or None).
     Chunks arrive one per any() call that finds the receive buffer empty, as bytes trickle in on a wire."""
 
     def __init__(self, answers=(), preload=b""):
+        super().__init__(preload)
         self.answers = list(answers)
         self.written = []
-        self.rx = bytearray(preload)
         self.chunks = []
 
     def write(self, data):
@@ -102,13 +103,6 @@ class FakeUART:
             self.rx += self.chunks.pop(0)
         return len(self.rx)
 
-    def readinto(self, buf, nbytes=None):
-        n = min(len(buf), len(self.rx))
-        if nbytes is not None:
-            n = min(n, nbytes)
-        buf[:n] = self.rx[:n]
-        self.rx = self.rx[n:]
-        return n
 
 
 class FakeI2C:

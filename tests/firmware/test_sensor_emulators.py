@@ -14,6 +14,7 @@ except ImportError:  # MicroPython: the repository root and firmware/ are on MIC
     import pms5003
     import pzem004t
     import scd4x
+from uart_rx import UartRx
 
 HOUR_MS = 3600000
 
@@ -31,12 +32,12 @@ class Clock:
         self.t += ms
 
 
-class UartAdapter:
+class UartAdapter(UartRx):
     """machine.UART over a UART-side emulator: write() goes to the sensor, any()/readinto() drain what it sent."""
 
     def __init__(self, emu):
+        super().__init__()
         self.emu = emu
-        self.rx = bytearray()
 
     def write(self, data):
         self.emu.write(bytes(data))
@@ -49,14 +50,6 @@ class UartAdapter:
         self._pull()
         return len(self.rx)
 
-    def readinto(self, buf, nbytes=None):
-        self._pull()
-        n = min(len(buf), len(self.rx))
-        if nbytes is not None:
-            n = min(n, nbytes)
-        buf[:n] = self.rx[:n]
-        self.rx = self.rx[n:]
-        return n
 
 
 class I2CAdapter:
