@@ -45,7 +45,7 @@ def _release(name):
         pass
 
 
-class Log:
+class Log(statefile.Counters):
     def __init__(self, root="/data", capacity=0, window_s=60, seg_chunks=_SEG_CHUNKS, frame=_FRAME):
         if capacity < 0 or seg_chunks < 1 or window_s < 0:
             raise ValueError("capacity, window_s >= 0 and seg_chunks >= 1")
@@ -90,10 +90,6 @@ class Log:
             return 0
         return n
 
-    def _write_state(self, floor, dropped):
-        statefile.write(self._state, self._tmp, self._st, floor, dropped, self.capacity)
-        self._floor, self._drop0 = floor, dropped
-
     # -- counters (the same contract as store.Store)
 
     @property
@@ -101,15 +97,6 @@ class Log:
         """Highest seq acknowledged or dropped; pending starts after it. Only committed readings count toward
         capacity: a power cut takes back the uncommitted ones, and the cursor must not go back after it."""
         return max(self._floor, self._committed - 1 - self.capacity)
-
-    @property
-    def depth(self):
-        """Readings pending, those not yet committed included."""
-        return self.next_seq - 1 - self.cursor
-
-    @property
-    def dropped(self):
-        return self._drop0 + self.cursor - self._floor
 
     @property
     def uncommitted(self):
@@ -177,7 +164,7 @@ class Log:
         f = self._files[0]
         end = f[0] + f[1] - 1
         if end > self.cursor:
-            self._write_state(end, self.dropped + end - self.cursor)
+            statefile.save(self, end, self.dropped + end - self.cursor)
         self._trim()
         return True
 
@@ -216,7 +203,7 @@ class Log:
         """Everything <= seq is acknowledged; persisted atomically before anything is deleted."""
         seq = min(seq, self._committed - 1)
         if seq > self.cursor:
-            self._write_state(seq, self.dropped)
+            statefile.save(self, seq, self.dropped)
             self._trim()
 
     def _trim(self):

@@ -65,7 +65,7 @@ def recover(log):
     if not ok or cap != log.capacity:
         # Fold the drops made under the old capacity before the new one applies.
         cursor = max(floor, last - cap) if cap else floor
-        log._write_state(cursor, dropped + cursor - floor)
+        statefile.save(log, cursor, dropped + cursor - floor)
     log._trim()
 
 def _flash_capacity(log):

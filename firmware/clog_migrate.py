@@ -2,6 +2,7 @@
 # clog.Log at boot when those files are there. Kept apart so the board's heap holds it only that once.
 import os
 
+import statefile
 from clog_boot import _fsize
 
 
@@ -21,7 +22,7 @@ def migrate(log):
     s = store.Store(root, capacity=1 << 30)  # no drops on the way: keep all it holds
     if not log._files and log._floor < s.cursor and log._pk.count == 0:
         log.next_seq = log._committed = s.cursor + 1
-        log._write_state(s.cursor, s.dropped)
+        statefile.save(log, s.cursor, s.dropped)
     moved = 0
     while True:
         recs = s.pending(50, 1 << 20)

@@ -28,3 +28,23 @@ def write(path, tmp, buf, floor, dropped, capacity):
     with open(tmp, "wb") as f:
         f.write(buf)
     os.rename(tmp, path)
+
+
+def save(log, floor, dropped):
+    """Write a reading buffer's state (clog.Log or store.Store: its _state, _tmp and _st), then take it as its
+    counters' base."""
+    write(log._state, log._tmp, log._st, floor, dropped, log.capacity)
+    log._floor, log._drop0 = floor, dropped
+
+
+class Counters:
+    """The counters of a reading buffer over its state file (clog.Log, store.Store: each gives `cursor`)."""
+
+    @property
+    def depth(self):
+        """Readings pending, those not yet committed included."""
+        return self.next_seq - 1 - self.cursor
+
+    @property
+    def dropped(self):
+        return self._drop0 + self.cursor - self._floor

@@ -27,7 +27,7 @@ _SEG_RECORDS = const(64)
 _ENOSPC = const(28)
 
 
-class Store:
+class Store(statefile.Counters):
     def __init__(self, root="/data", capacity=1000, seg_records=_SEG_RECORDS):
         if capacity < 1 or seg_records < 1:
             raise ValueError("capacity and seg_records must be >= 1")
@@ -77,7 +77,7 @@ class Store:
         if not ok or cap != self.capacity:
             # Fold the drops made under the old capacity before the new one applies.
             cursor = max(floor, last - cap)
-            self._write_state(cursor, dropped + cursor - floor)
+            statefile.save(self, cursor, dropped + cursor - floor)
         self._trim()
 
     def _scan_tail(self, seg):
@@ -101,22 +101,10 @@ class Store:
             os.rename(self._tmp, path)
         return k
 
-    def _write_state(self, floor, dropped):
-        statefile.write(self._state, self._tmp, self._st, floor, dropped, self.capacity)
-        self._floor, self._drop0 = floor, dropped
-
     @property
     def cursor(self):
         """Highest seq acknowledged or dropped; pending starts after it."""
         return max(self._floor, self.next_seq - 1 - self.capacity)
-
-    @property
-    def depth(self):
-        return self.next_seq - 1 - self.cursor
-
-    @property
-    def dropped(self):
-        return self._drop0 + self.cursor - self._floor
 
     def append(self, seq, payload):
         if seq != self.next_seq:
@@ -142,7 +130,7 @@ class Store:
                     raise
                 # The flash filled up before `capacity` did: drop the oldest segment (state first, as in ack).
                 end = segs[1] - 1
-                self._write_state(end, self.dropped + end - self.cursor)
+                statefile.save(self, end, self.dropped + end - self.cursor)
                 self._trim()
         if new:
             segs.append(seq)
@@ -155,7 +143,7 @@ class Store:
         seq = min(seq, self.next_seq - 1)
         cursor = self.cursor
         if seq > cursor:
-            self._write_state(seq, self.dropped)
+            statefile.save(self, seq, self.dropped)
             self._trim()
 
     def _trim(self):

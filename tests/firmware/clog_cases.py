@@ -8,6 +8,7 @@ import sys
 
 from blockdev import BlockDev, PowerCut
 from flash_mount import fresh, mount
+import statefile
 from clog import Log
 from protocol import wire
 
@@ -302,7 +303,7 @@ def _ack_trim_first(self, seq):
         self._floor = seq
         self._trim()
         self._floor = floor
-        self._write_state(seq, dropped)
+        statefile.save(self, seq, dropped)
 
 
 def _merge_in_place(self):

@@ -9,6 +9,7 @@ from binascii import crc32
 
 from blockdev import BlockDev, PowerCut
 from flash_mount import fresh, mount
+import statefile
 from store import Store
 
 MNT = "/data"
@@ -283,7 +284,7 @@ def _trim_before_state(self, seq):
         self._floor = seq
         self._trim()
         self._floor = floor
-        self._write_state(seq, dropped)
+        statefile.save(self, seq, dropped)
 
 
 def case_mutant():
