@@ -412,7 +412,7 @@ def _export_scan(db: Any, devices: list[dict], since: float | None, until: float
 def _scan_parts(db: Any, parts: list[tuple[int, int]], since: float | None, until: float | None,
                 prefixes: dict[str, str], dirs: list[str]) -> list[dict]:
     """_scan_part of each rowid range in its own process, on its own read-only connection."""
-    db_file = db.execute("PRAGMA database_list").fetchone()[2]
+    db_file = store.db_file(db)
     with ProcessPoolExecutor(max_workers=len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_scan_part_file, db_file, part, since, until, prefixes, path)
                    for part, path in zip(parts, dirs)]

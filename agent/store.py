@@ -259,6 +259,12 @@ def db_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / DB_NAME
 
 
+def db_file(db: sqlite_utils.Database | sqlite3.Connection) -> str:
+    """The real path of the file an open store reads (its "main" database)."""
+    conn = getattr(db, "conn", db)
+    return os.path.realpath(next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"))
+
+
 def keys_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / KEYS_NAME
 

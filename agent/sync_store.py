@@ -234,11 +234,6 @@ def release_held(db: sqlite_utils.Database) -> int:
 _retry_listeners: dict[str, list[Callable[[], None]]] = {}
 
 
-def _db_file(db: sqlite_utils.Database) -> str:
-    main = [row[2] for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"]
-    return os.path.realpath(main[0])
-
-
 def on_retry(data_dir: str | Path, listener: Callable[[], None]) -> Callable[[], None]:
     """Call `listener` whenever this process says "retry now" for the store in `data_dir`; returns the function
     that stops it. Another process's "retry now" reaches a worker only through meta (`take_retry`)."""
@@ -251,7 +246,7 @@ def request_retry(db: sqlite_utils.Database, at: float | None = None) -> None:
     """Say "retry now": recorded in meta, so a worker in any process (or one started later) takes it, and told
     at once to this process's listeners (on_retry)."""
     store.set_meta(db, "sync_retry_requested", repr(time.time() if at is None else at))
-    for listener in list(_retry_listeners.get(_db_file(db), ())):
+    for listener in list(_retry_listeners.get(store.db_file(db), ())):
         listener()
 
 
