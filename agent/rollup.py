@@ -328,25 +328,17 @@ def carbon_months(db, since: float, until: float, table: dict[int, float]) -> li
 def carbon_report(db, since: float, until: float, table: dict[int, float]) -> tuple[list[carbon.Row], list[carbon.Row]]:
     """(daily rows, monthly rows) per site for the Thai local days starting in [since, until), from the daily
     rollups above: the cost follows the number of days, not the readings behind them."""
-    # summed per site and day by SQLite, in (site, day) order: a row per site-day, not per device-day, comes back
-    # to Python and becomes its Row at once (as carbon.site_rows would make it); CROSS JOIN keeps devices the
-    # outer loop (a search of rollup_day's key per device, never a scan of it)
+    # summed per site and day by SQLite: a row per site-day, not per device-day, comes back to Python; CROSS JOIN
+    # keeps devices the outer loop (a search of rollup_day's key per device, never a scan of it)
     names: dict[int, str] = {}
-    factors: dict[int, tuple[float, int]] = {}
-    daily: list[carbon.Row] = []
-    per_month: dict[str, dict[str, float]] = {}
+    per_day: dict[str, dict[str, float]] = {}
     for site, start, wh in db.execute(
             "SELECT coalesce(d.site, ''), r.start, sum(r.sum) FROM devices d CROSS JOIN rollup_day r ON r.device = d.id"
-            " AND r.metric = ? AND r.start >= ? AND r.start < ? GROUP BY 1, 2 ORDER BY 1, 2", (WH, since, until)):
+            " AND r.metric = ? AND r.start >= ? AND r.start < ? GROUP BY 1, 2", (WH, since, until)):
         name = names.get(start)
         if name is None:
             name = names[start] = carbon.local_day(start + 1)
-        year = int(name[:4])
-        got = factors.get(year)
-        if got is None:
-            got = factors[year] = carbon.factor_for(year, table)
-        kwh = wh / 1000.0
-        daily.append(carbon.Row(site, name, kwh, kwh * got[0], got[0], got[1]))
-        months = per_month.setdefault(site, {})
-        months[name[:7]] = months.get(name[:7], 0.0) + wh
-    return daily, carbon.site_rows(per_month, {site: site for site in per_month}, table)
+        per_day.setdefault(site, {})[name] = wh
+    per_month = {site: carbon.monthly(days) for site, days in per_day.items()}
+    same = {site: site for site in per_day}
+    return carbon.site_rows(per_day, same, table), carbon.site_rows(per_month, same, table)
