@@ -58,7 +58,8 @@ def test_months_summed_by_sqlite_equal_the_days_summed(tmp_path):
             days_kwh = sum(d.kwh for d in daily if d.site == r.site and d.period[:7] == r.period)
             assert r.kwh == pytest.approx(m.kwh, rel=1e-12) == pytest.approx(days_kwh, rel=1e-12)
             assert (r.kgco2e, r.factor, r.factor_year) == pytest.approx((r.kwh * m.factor, m.factor, m.factor_year))
-        assert {r.site for r in months} == {"city-hall", "school"} and months[0].kwh > 0
+        if days > 1:  # a reading every 6 h: the first hours of a Thai day may hold none yet
+            assert {r.site for r in months} == {"city-hall", "school"} and months[0].kwh > 0
     db.close()
 
 

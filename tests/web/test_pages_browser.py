@@ -61,7 +61,7 @@ async def test_device_plots_match_database(agent, shots):
     db.close()
     expected = carbon.daily_wh(energy)
     assert {b_["day"]: b_["v"] for b_ in bars if b_["v"]} == pytest.approx(
-        {d: wh / 1000 for d, wh in expected.items()})
+        {d: wh / 1000 for d, wh in expected.items()}, abs=1e-6)  # the bars carry kWh to 6 places
     assert sum(b_["v"] for b_ in bars) == pytest.approx(WH_PER_STEP * (len(energy) - 1) / 1000)
 
 
@@ -260,7 +260,7 @@ async def test_carbon_page_matches_counters(agent, shots):
     energy = [r for r in store.readings(db, "hall-01") if r["sensor"] == "energy"]
     db.close()
     expected = carbon.daily_wh(energy)
-    assert {d["day"]: d["kwh"] for d in days} == pytest.approx({d: wh / 1000 for d, wh in expected.items()})
+    assert {d["day"]: d["kwh"] for d in days} == pytest.approx({d: wh / 1000 for d, wh in expected.items()}, abs=1e-6)
     assert all(d["site"] == "city-hall" for d in days)
     for d in days:  # both are written to 6 places: a kWh rounded up may give kg 1e-6 off its product
         assert d["kg"] == pytest.approx(d["kwh"] * 0.475, abs=1.5e-6)
