@@ -59,7 +59,7 @@ def pending(log, max_count=50, max_bytes=4096):
 
 
 def batch(up, status):
-    """The uplink's next v1 batch (body, first seq, last seq) from its store's pending(), or None."""
+    """The uplink's next v1 batch (body, its length, first seq, last seq) from its store's pending(), or None."""
     from uplink import MAX_BODY
     room = MAX_BODY - 96 - len(up.device) - len(up.fw) - (len(status) if status else 0)
     n = up.batch_max
@@ -69,7 +69,7 @@ def batch(up, status):
             return None
         try:
             body = wire.batch_body(up.device, up.fw, up.boot, up.clock.ms(), [r[1] for r in recs], status)
-            return body, recs[0][0], recs[-1][0]
+            return body, len(body), recs[0][0], recs[-1][0]
         except ValueError:
             if len(recs) == 1:
                 raise

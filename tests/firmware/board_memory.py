@@ -109,7 +109,7 @@ async def main(port, cycles, warmup):
         gc.collect()
         a = gc.mem_alloc()
         peak = a if a > peak else peak
-        body = len(got[0]) if len(got[0]) > body else body
+        body = got[1] if got[1] > body else body
         got = None
         a = (await up.upload_once(status))[2]
         if up.failures or a is None:
