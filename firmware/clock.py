@@ -2,7 +2,7 @@
 # answers, NTP, or an RTC that kept it across a reset), civil date maths for the RTC, and the boot id.
 import time
 
-from protocol import fields
+from protocol.fields import MAX_WALL_TIME, MIN_WALL_TIME  # names: board.py frees the field table
 
 
 class Clock:
@@ -31,7 +31,7 @@ class Clock:
     def set_wall(self, t, sync):
         """Take wall time t (Unix s) from NTP or the agent (sync: 'ntp' | 'agent'), or from an RTC that kept it
         ('none'); False when t cannot be right."""
-        if not fields.MIN_WALL_TIME <= t <= fields.MAX_WALL_TIME:
+        if not MIN_WALL_TIME <= t <= MAX_WALL_TIME:
             return False
         self._wall_ms = t * 1000 - self.ms()
         self.sync = sync

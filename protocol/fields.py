@@ -8,26 +8,22 @@ resolution is 10 ** -decimals. A value is valid when it is a number of its type 
 VERSION = 1
 VERSIONS = (1, 2)  # v2: readings packed (protocol/packed.py) in base64; an agent answers each board in its own
 
-# The types as names, not literals: MicroPython keeps the strings of a literal tuple as heap objects of their own
-# (64 bytes each on a 64-bit port), while rows built from names share interned strings.
-_F = "float"
-_I = "int"
 METRICS = (
     # PZEM-004T v3 energy meter (100 A model): ranges from its datasheet.
-    ("energy", "voltage", "V", "VLT", _F, 0, 300, 1),
-    ("energy", "current", "A", "AMP", _F, 0, 100, 3),
-    ("energy", "power", "W", "WTT", _F, 0, 30000, 1),
-    ("energy", "energy_wh", "Wh", "WHR", _I, 0, 4294967295, 0),  # cumulative meter counter, resettable
-    ("energy", "frequency", "Hz", "HTZ", _F, 40, 70, 1),
-    ("energy", "pf", "1", "C62", _F, 0, 1, 2),
+    ("energy", "voltage", "V", "VLT", "float", 0, 300, 1),
+    ("energy", "current", "A", "AMP", "float", 0, 100, 3),
+    ("energy", "power", "W", "WTT", "float", 0, 30000, 1),
+    ("energy", "energy_wh", "Wh", "WHR", "int", 0, 4294967295, 0),  # cumulative meter counter, resettable
+    ("energy", "frequency", "Hz", "HTZ", "float", 40, 70, 1),
+    ("energy", "pf", "1", "C62", "float", 0, 1, 2),
     # Plantower PMS5003, atmospheric values.
-    ("pm", "pm1", "ug/m3", "GQ", _I, 0, 1000, 0),
-    ("pm", "pm25", "ug/m3", "GQ", _I, 0, 1000, 0),
-    ("pm", "pm10", "ug/m3", "GQ", _I, 0, 1000, 0),
+    ("pm", "pm1", "ug/m3", "GQ", "int", 0, 1000, 0),
+    ("pm", "pm25", "ug/m3", "GQ", "int", 0, 1000, 0),
+    ("pm", "pm10", "ug/m3", "GQ", "int", 0, 1000, 0),
     # Sensirion SCD4x.
-    ("co2", "co2", "ppm", "59", _I, 0, 40000, 0),
-    ("co2", "temperature", "Cel", "CEL", _F, -10, 60, 2),
-    ("co2", "humidity", "%RH", "P1", _F, 0, 100, 2),
+    ("co2", "co2", "ppm", "59", "int", 0, 40000, 0),
+    ("co2", "temperature", "Cel", "CEL", "float", -10, 60, 2),
+    ("co2", "humidity", "%RH", "P1", "float", 0, 100, 2),
 )
 
 SENSORS = ("energy", "pm", "co2")

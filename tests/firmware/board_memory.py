@@ -17,23 +17,23 @@ import sys
 # long-lived objects would otherwise land between it and fragment the small heap.
 import asyncio
 gc.collect()
-from protocol import fields  # noqa: E402,F401
-gc.collect()
 from protocol import canonical  # noqa: E402
 gc.collect()
 from protocol import answer  # noqa: E402,F401
 gc.collect()
 import clock  # noqa: E402
 gc.collect()
-import sampler  # noqa: E402
-gc.collect()
 from protocol import packed  # noqa: E402,F401
+gc.collect()
+import sampler  # noqa: E402
 gc.collect()
 import clog  # noqa: E402
 gc.collect()
 import uplink  # noqa: E402
+# As board.py does once the loops' modules are loaded: the field table goes (they keep the names they use).
+del sys.modules["protocol.fields"]
+del sys.modules["protocol"].fields
 gc.collect()
-
 
 ERASED = b"\xff" * 256
 
