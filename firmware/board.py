@@ -8,7 +8,7 @@ import gc
 import sys
 
 import sampler
-from clock import Clock, boot_id, rtc_time
+from clock import Clock, boot_id
 from protocol import canonical
 
 VERSION = "0.2.0"  # the firmware's version: in every batch (fw) and the boot message
@@ -177,7 +177,10 @@ def start(cfg):
     import wifi
     clock = Clock()
     boot = boot_id()
-    kept = rtc_time(clock)
+    import rtc
+    kept = rtc.rtc_time(clock)
+    rtc = None
+    _release("rtc")
     log("AIRWATT firmware %s device %s boot %s reset %s clock %s" % (
         VERSION, cfg["device"], boot, _reset_cause(), "rtc" if kept else "unset"))
     st = clog.Log(root=cfg["data_dir"], capacity=cfg["capacity"], window_s=cfg["commit_s"])

@@ -29,20 +29,6 @@ def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x):
-    return (isinstance(x, (int, float))) and not isinstance(x, bool)
-
-
-def _text(x, path, lo, hi, alphabet=None):
-    if not isinstance(x, str):
-        raise ProtocolError(path, "must be a string")
-    if not lo <= len(x) <= hi:
-        raise ProtocolError(path, "must be %d to %d characters long" % (lo, hi))
-    for ch in x:
-        if ch < " " or ch > "~" or ch in "\"\\" or (alphabet is not None and ch not in alphabet):
-            raise ProtocolError(path, "has a character that is not allowed: %r" % ch)
-
-
 def _object(obj, path, required, optional=()):
     if not isinstance(obj, dict):
         raise ProtocolError(path, "must be an object")
