@@ -61,7 +61,6 @@ class Log(statefile.Counters):
         self._hint = (0, 0, 0)  # (file's first seq, byte offset, seq of the frame there)
         self.commits = 0
         self._wpk = None  # the uplink's packer (its buffer: the caller's), made at the first pack_pending
-        self._tmpl = []
         try:
             os.mkdir(root)
         except OSError:
@@ -229,13 +228,13 @@ class Log(statefile.Counters):
 
     def pack_pending(self, out, room, max_count=1000):
         """Pack the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py) into
-        out (a bytearray or memoryview), at most room bytes: one log frame's readings in RAM at a time, and each
+        out (a bytearray or memoryview), at most room bytes: one reading in RAM at a time, and each
         v2 frame built in out itself, so a full batch costs no more heap than its bytes. Frames end only where
         v2.pack ends them (another boot or clock, 255 readings) or at room: the canonical bytes. Returns
         (first seq, count, bytes); count 0 when nothing is pending."""
         if self._wpk is None:
             self._wpk = packed.Packer(0, out)
-        pk, tmp = self._wpk, self._tmpl
+        pk = self._wpk
         want = self.cursor + 1
         first, count, k = want, 0, 0
         files = self._files
@@ -259,9 +258,7 @@ class Log(statefile.Counters):
                         break
                     c = self._fb[1]
                     if seq + c > want:
-                        del tmp[:]
-                        packed.unpack(self._fb, seq, tmp, want)
-                        for r in tmp:
+                        for r in packed.readings(self._fb, seq, want):
                             if count == max_count:
                                 full = True
                                 break
@@ -278,7 +275,6 @@ class Log(statefile.Counters):
                                     continue
                             full = True
                             break
-                        del tmp[:]
                     off += n
                     seq += c
             i += 1

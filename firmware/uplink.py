@@ -12,7 +12,7 @@ from micropython import const
 from protocol import answer, canonical
 
 MAX_BODY = 8192  # bytes: the largest body (fields.MAX_BODY_V2)
-_CHUNK = const(480)  # packed bytes base64-encoded at a time (a multiple of 3: the pieces join into one text)
+_CHUNK = const(192)  # packed bytes base64-encoded at a time (a multiple of 3: the pieces join into one text)
 _V2_MAX = const(1000)  # readings in a v2 batch (fields.MAX_READINGS_V2); the body limit binds first
 _MAX_ANSWER = const(4096)  # an answer larger than this is not ours
 _BASE_MS = const(2000)

@@ -244,8 +244,16 @@ def frame_ok(buf, n):
 
 
 def unpack(buf, first_seq, out, skip_to=0, max_count=255):
-    """Append the frame's readings with seq >= skip_to to list out, at most max_count, as tuples
-    (seq, t, ticks, boot, kind, instance, {metric: quanta}, flags list). Returns how many were appended."""
+    """Append the frame's readings (as readings() gives them) to list out; returns how many were appended."""
+    n = len(out)
+    out.extend(readings(buf, first_seq, skip_to, max_count))
+    return len(out) - n
+
+
+def readings(buf, first_seq, skip_to=0, max_count=255):
+    """The frame's readings with seq >= skip_to, at most max_count, one at a time (a board re-packing them for
+    an upload holds one reading in RAM, not a frame's worth), as tuples
+    (seq, t, ticks, boot, kind, instance, {metric: quanta}, flags list)."""
     count = buf[1]
     boot = "%02x%02x%02x%02x" % (buf[4], buf[5], buf[6], buf[7])
     w, i = get_uv(buf, 8)
@@ -286,10 +294,8 @@ def unpack(buf, first_seq, out, skip_to=0, max_count=255):
         seq = first_seq + r
         if seq >= skip_to and got < max_count:
             flags = [f for f in FLAGS if fl & _FLAG_BIT[f]]
-            out.append((seq, (w - 1 + ticks) // 1000 if w else None, ticks, boot, SENSORS[h & 3], inst,
-                        vals, flags))
             got += 1
+            yield seq, (w - 1 + ticks) // 1000 if w else None, ticks, boot, SENSORS[h & 3], inst, vals, flags
     if i != len(buf) - 4 and len(buf) == HEAD + (buf[2] | buf[3] << 8) + 4:
         raise ValueError("frame has bytes after its readings")
-    return got
 
