@@ -1,12 +1,15 @@
 # Uplink: uploads the store's pending readings, oldest first, to the site agent (POST /v1/batches) with a small
-# HTTP/1.1 client over asyncio streams (no aiohttp on MicroPython). The acknowledged cursor moves only after a
+# HTTP/1.1 client on a non-blocking socket (no aiohttp on MicroPython). The acknowledged cursor moves only after a
 # 200 whose answer passes the protocol check; the checked answer goes back to the caller, which takes its time
 # and settings. Failures back off exponentially with jitter; 429/503 Retry-After is honoured; a 400 keeps the
 # readings (nothing is ever dropped here). Kept small: it lives in the heap.
 import asyncio
 import gc
 import random
+import select
+import socket
 from binascii import b2a_base64, unhexlify
+from errno import EINPROGRESS
 from micropython import const
 
 from protocol import answer, canonical
@@ -15,6 +18,7 @@ MAX_BODY = 8192  # bytes: the largest body (fields.MAX_BODY_V2)
 _CHUNK = const(192)  # packed bytes base64-encoded at a time (a multiple of 3: the pieces join into one text)
 _V2_MAX = const(1000)  # readings in a v2 batch (fields.MAX_READINGS_V2); the body limit binds first
 _MAX_ANSWER = const(4096)  # an answer larger than this is not ours
+_POLL_MS = const(2)  # how often an exchange waiting on its socket looks again
 _BASE_MS = const(2000)
 _CAP_MS = const(300000)
 _AUTH_MS = const(600000)  # 401: nothing changes until someone fixes the key: retry rarely, say it loudly
@@ -30,29 +34,67 @@ def backoff(ms, failures, cap):
     return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
 
 
+async def _ready(p, s, ev):
+    # Wait until socket s is ready for ev (select.POLLIN or POLLOUT) or has failed, looking every _POLL_MS.
+    # asyncio's streams would wait without looking, but they bring 1.8 KB of classes into the heap for it.
+    p.modify(s, ev)
+    while not p.poll(0):
+        await asyncio.sleep_ms(_POLL_MS)
+
+
+async def _send(p, s, data):
+    mv = memoryview(data)
+    off = 0
+    while off < len(mv):
+        await _ready(p, s, select.POLLOUT)
+        n = s.write(mv[off:])
+        if n is not None:  # None: it would block after all
+            off += n
+
+
+async def _recv(p, s, n):
+    """A line (n 0) or n bytes from socket s; fewer when the peer closes first (b"" at the end)."""
+    r = b""
+    while True:
+        await _ready(p, s, select.POLLIN)
+        got = s.read(n - len(r)) if n else s.readline()
+        if got is None:
+            continue
+        r += got
+        if not got or (r[-1] == 10 if not n else len(r) == n):
+            return r
+
+
 async def exchange(io, method, host, port, path, device, signature, body, limit, want, length=0):
     """One signed HTTP/1.1 request to the agent on a new connection (the uplink's POST, ota.py's GETs), each
     step awaited through io (its timeouts). body: None, or an iterable of the body's parts (length bytes in all),
     each written as it comes, so that the whole body need never be in RAM. Returns (status code, the value of
     header `want` as bytes or None, the answer: at most limit bytes, else ValueError)."""
-    reader, writer = await io(asyncio.open_connection(host, port))
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
     try:
-        writer.write((
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != EINPROGRESS:
+                raise
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        await io(_send(p, s, (
             "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%sX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
             "Connection: close\r\n\r\n" % (
                 method, path, host, port, "" if body is None else
-                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode())
+                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode()))
         for part in body or ():
-            await io(writer.drain())
-            writer.write(part)
-        await io(writer.drain())
-        line = await io(reader.readline())
+            await io(_send(p, s, part))
+        line = await io(_recv(p, s, 0))
         if not line.startswith(b"HTTP/1.") or len(line) < 12:
             raise ValueError("no HTTP answer: %r" % line[:40])
         code = int(line[9:12])
         length = value = None
         for _ in range(32):
-            line = await io(reader.readline())
+            line = await io(_recv(p, s, 0))
             if not line:
                 raise ValueError("closed in the headers")
             if line == b"\r\n" or line == b"\n":
@@ -66,18 +108,16 @@ async def exchange(io, method, host, port, path, device, signature, body, limit,
         else:
             raise ValueError("too many headers")
         if length is None:
-            data = await io(reader.read(limit))
+            data = await io(_recv(p, s, limit))  # up to the close ("Connection: close"), at most limit bytes
         elif length > limit:
             raise ValueError("answer of %d bytes" % length)
         else:
-            data = await io(reader.readexactly(length)) if length else b""
+            data = await io(_recv(p, s, length)) if length else b""
+            if len(data) < length:
+                raise ValueError("closed in the answer")
         return code, value, data
     finally:
-        try:
-            writer.close()
-            await asyncio.wait_for_ms(writer.wait_closed(), 1000)
-        except Exception:
-            pass
+        s.close()
 
 
 class Uplink:

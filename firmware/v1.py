@@ -22,13 +22,13 @@ def readings(log, max_count=100):
     if not files or want >= log._committed:
         return out
     i = len(files) - 1
-    while i > 0 and files[i][0] > want:
+    while i > 0 and files[i] > want:
         i -= 1
     while i < len(files) and len(out) < max_count:
-        fl = files[i]
+        first = files[i]
         hf, ho, hs = log._hint
-        off, seq = (ho, hs) if hf == fl[0] and hs <= want else (0, fl[0])
-        with open(log._path(fl), "rb") as f:
+        off, seq = (ho, hs) if hf == first and hs <= want else (0, first)
+        with open(log._path(first, log._counts[i]), "rb") as f:
             while len(out) < max_count:
                 n = log._read_frame(f, off)
                 if not n:
@@ -37,9 +37,9 @@ def readings(log, max_count=100):
                 if seq + c > want:
                     packed.unpack(log._fb, seq, out, want, max_count - len(out))
                     if len(out) < max_count or out[-1][0] == seq + c - 1:
-                        log._hint = (fl[0], off + n, seq + c)
+                        log._hint = (first, off + n, seq + c)
                     else:
-                        log._hint = (fl[0], off, seq)
+                        log._hint = (first, off, seq)
                 off += n
                 seq += c
         i += 1
