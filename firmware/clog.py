@@ -154,7 +154,11 @@ class Log(statefile.Counters):
                     pk.clear()
                     raise
         self._files.append(first)
-        self._counts.append(pk.count)
+        try:
+            self._counts.append(pk.count)
+        except MemoryError:  # the lists stay in step (the next commit writes this frame again, as it would)
+            self._files.pop()
+            raise
         self._nchunks += 1
         self._committed = first + pk.count
         self.commits += 1
