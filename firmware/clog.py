@@ -17,7 +17,7 @@
 # most `capacity` readings after the floor are pending, the older ones count as dropped; files wholly
 # acknowledged or dropped are deleted after the state says so. capacity=0 sizes the buffer from the
 # flash when the log is created (kept in the state afterwards). A log on a flash that still holds the old
-# store (store.py: seg-*.log and `state`) takes its pending readings over, keeping their seqs (migrate()).
+# store (store.py: seg-*.log and `state`) takes its pending readings over, keeping their seqs (clog_boot.migrate()).
 import os
 import sys
 
@@ -67,9 +67,9 @@ class Log(statefile.Counters):
             pass  # exists
         import clog_boot
         clog_boot.recover(self)
+        clog_boot.migrate(self)
         clog_boot = None
         _release("clog_boot")  # boot-only code: its heap goes back to the loops
-        self.migrate()
 
     # -- files
 
@@ -296,19 +296,3 @@ class Log(statefile.Counters):
         pk.clear()
         pk.buf = None  # no view of the caller's buffer kept
         return first, count, k
-
-    # -- the old store's log
-
-    def migrate(self):
-        """Take over the pending readings of an old store.Store in this folder (clog_migrate.py, loaded only
-        when its files are there); returns how many were copied."""
-        for name in os.listdir(self.root):
-            if name == "state" or name.startswith("seg-"):
-                import clog_migrate
-                n = clog_migrate.migrate(self)
-                clog_migrate = None
-                _release("clog_migrate")
-                _release("store")
-                _release("clog_boot")
-                return n
-        return 0

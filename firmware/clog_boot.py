@@ -1,6 +1,8 @@
 # Boot-only part of the compact flash log (clog.py): rebuilds the log from its files after any reset or power cut,
-# and sizes the default capacity from the flash. clog.Log runs it once, then drops the module from the heap.
+# sizes the default capacity from the flash, and starts the takeover of the old store's readings after a re-flash.
+# clog.Log runs it once, then drops the module from the heap.
 import os
+import sys
 
 import statefile
 from clog import BYTES_PER_READING, KEEP_FREE
@@ -80,3 +82,17 @@ def _flash_capacity(log):
             own += (n + bsize - 1) // bsize
     room = (free + own - int(total * KEEP_FREE)) * bsize
     return min(max(room // BYTES_PER_READING, 100), 10000000)  # 10M: a host's disk (unix port), not flash
+
+
+def migrate(log):
+    """Take over the pending readings of an old store.Store in the log's folder (clog_migrate.py, loaded only
+    when its files are there); returns how many were copied."""
+    for name in os.listdir(log.root):
+        if name == "state" or name.startswith("seg-"):
+            import clog_migrate
+            n = clog_migrate.migrate(log)
+            clog_migrate = None
+            for m in ("clog_migrate", "store"):
+                sys.modules.pop(m, None)
+            return n
+    return 0
