@@ -112,7 +112,8 @@ measure = [False, 0, 0]  # on, peak allocated heap with a batch built (above the
 
 
 def upload():
-    """One POST's worth, as the uplink builds it; acked at once. Returns readings sent."""
+    """One POST's worth, the bytes the uplink sends (built whole here, which the uplink never does); acked at once.
+    Returns readings sent."""
     if kind == "v1":
         recs = log.pending(50, 8192 - 96 - 15 - 5 - len(STATUS))
         if not recs:
