@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from micropython_plugin import run_micropython
+from micropython_plugin import run_micropython, run_micropython_shards
 from test_store import BOARD, HERE
 
 
@@ -18,35 +18,48 @@ def vm(*args, heapsize: str | None = None) -> str:
     return result.stdout
 
 
+def shards(*args, heapsize: str | None = None) -> list[str]:
+    """A power-cut campaign of clog_cases.py split over the cores (micropython_plugin.run_micropython_shards):
+    each VM's output."""
+    outs = []
+    for result in run_micropython_shards([str(HERE / "clog_cases.py"), *map(str, args)], extra_paths=(BOARD,),
+                                         heapsize=heapsize, timeout=600):
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
+        print(result.stdout)
+        outs.append(result.stdout)
+    return outs
+
+
 def test_window_commit_flush_ack_reboot_basics():
     assert "basics checked" in vm("basics")
 
 
 @pytest.mark.parametrize("keep", [0, 33], ids=["cut-before-write", "torn-write-33-bytes"])
 def test_power_cut_at_every_flash_write_and_erase(keep):
-    out = vm("power_cuts", keep)
-    print(out)
-    m = re.search(r"CUTS (\d+) WRITES (\d+) keep=(\d+) (.*)", out)
-    assert m, out
-    cuts, writes = int(m[1]), int(m[2])
+    found = [re.search(r"CUTS (\d+) WRITES (\d+) keep=(\d+) (.*)", out) for out in shards("power_cuts", keep)]
+    assert all(found) and len({m[2] for m in found}) == 1
+    cuts, writes = sum(int(m[1]) for m in found), int(found[0][2])
     assert cuts == writes >= 160  # every write/erase of the workload was cut once
+    kinds = " ".join(m[4] for m in found)
     for kind in ("'add'", "'add-merge'", "'flush'", "'ack'", "'open'", "'erase'", "'write'"):
-        assert kind in m[4], "no cut hit %s: %s" % (kind, m[4])
+        assert kind in kinds, "no cut hit %s: %s" % (kind, kinds)
 
 
 def test_power_cut_at_every_flash_write_while_the_flash_is_full():
-    # Slow (about 2 minutes): each cut replays the workload up to a full flash.
-    out = vm("full_cuts", 33, heapsize="4M")
-    print(out)
-    m = re.search(r"FULLCUTS (\d+) keep=33 dropped (\d+)", out)
-    assert m and int(m[1]) >= 200 and int(m[2]) > 0, out
+    # Slow (about 2 minutes on one core): each cut replays the workload up to a full flash.
+    found = [re.search(r"FULLCUTS (\d+) FROM (\d+) WRITES (\d+) keep=33 dropped (\d+)", out)
+             for out in shards("full_cuts", 33, heapsize="4M")]
+    assert all(found) and len({(m[2], m[3]) for m in found}) == 1
+    cuts, first, writes = sum(int(m[1]) for m in found), int(found[0][2]), int(found[0][3])
+    assert cuts == writes - first + 1 >= 200  # every write from 40 before the flash first fills, once
+    assert all(int(m[4]) > 0 for m in found)
 
 
 def test_power_cut_at_every_flash_write_of_the_migration_from_the_old_store():
-    out = vm("migrate_cuts", 33)
-    print(out)
-    m = re.search(r"MIGRATECUTS (\d+) keep=33", out)
-    assert m and int(m[1]) >= 100, out
+    found = [re.search(r"MIGRATECUTS (\d+) WRITES (\d+) keep=33", out) for out in shards("migrate_cuts", 33)]
+    assert all(found) and len({m[2] for m in found}) == 1
+    assert sum(int(m[1]) for m in found) == int(found[0][2]) >= 100
 
 
 @pytest.mark.parametrize("mutant", ["ack_trim_first", "merge_in_place"])
