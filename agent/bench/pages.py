@@ -6,7 +6,8 @@ with realistic values (daily rhythms of power, CO2 and PM, a meter counter that 
 with executemany in big transactions; then the roller builds the rollups, as a running agent would have.
 For each store a real `airwatt serve` process answers each page `--requests` times over HTTP on 127.0.0.1,
 the stores' requests interleaved (median reported); then its peak RSS. On the big store a 30-day CSV export
-runs as `airwatt export` (time, CPU time and peak RSS). Also: the database's bytes per reading, tables and
+runs as `airwatt export` (time, CPU time and peak RSS), each run beside the baseline of each device's own
+sorted query (the export before its one pass), whose bytes must be the same. Also: the database's bytes per reading, tables and
 indexes included. Figures only; nothing here is asserted by tests (a test runs it at a tiny size to prove it
 works).
 """
