@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,13 +32,24 @@ def micropython_env(*extra_paths: Path) -> dict[str, str]:
 
 
 def run_micropython(args: list[str], *, cwd: Path | None = None, extra_paths: tuple[Path, ...] = (),
-                    timeout: float = TIMEOUT_S, heapsize: str | None = None) -> subprocess.CompletedProcess:
-    """Run the VM with `args`, capturing output as text."""
+                    timeout: float = TIMEOUT_S, heapsize: str | None = None,
+                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the VM with `args`, capturing output as text; `env` adds to its environment."""
     cmd = [find_micropython()]
     if heapsize:
         cmd += ["-X", "heapsize=" + heapsize]
-    return subprocess.run(cmd + args, cwd=cwd, env=micropython_env(*extra_paths), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(cmd + args, cwd=cwd, env={**micropython_env(*extra_paths), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_micropython_shards(args: list[str], **kwargs) -> list[subprocess.CompletedProcess]:
+    """Run a power-cut campaign split over one VM per core, side by side: VM k of n gets AIRWATT_SHARD=k/n and
+    cuts at every n-th flash write from the (k+1)-th. The campaigns are the suite's longest tests, and each VM
+    uses one core."""
+    n = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda k: run_micropython(args, env={"AIRWATT_SHARD": "%d/%d" % (k, n)}, **kwargs),
+                             range(n)))
 
 
 class MicroPythonFailure(Exception):

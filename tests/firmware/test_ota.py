@@ -3,11 +3,12 @@ the MicroPython VM, over the emulated NOR flash of emulator/board/blockdev.py, b
 the switch, probation and rollback, the cleanup of superseded versions that lets update follow update, and a
 power cut at every flash write of two updates in a row (pytest -s shows the count and where the cuts hit)."""
 
+import ast
 import re
 
 import pytest
 
-from micropython_plugin import run_micropython
+from micropython_plugin import run_micropython, run_micropython_shards
 from test_store import BOARD, HERE
 
 
@@ -16,6 +17,24 @@ def vm(*args) -> str:
     out = result.stdout + result.stderr
     assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
     return result.stdout
+
+
+def campaign(*args) -> tuple[int, dict[str, int]]:
+    """A power-cut campaign of ota_cases.py split over the cores: (cuts, {phase: cuts}), after checking that
+    the shards together cut at every one of the run's flash writes, once each."""
+    total, cuts, kinds = None, 0, {}
+    for result in run_micropython_shards([str(HERE / "ota_cases.py"), *map(str, args)], extra_paths=(BOARD,),
+                                         timeout=850):
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
+        print(result.stdout)
+        m = re.search(r"CUTS (\d+) WRITES (\d+) (.*)", result.stdout)
+        assert m and total in (None, int(m[2])), out
+        total, cuts = int(m[2]), cuts + int(m[1])
+        for phase, n in ast.literal_eval(m[3]):
+            kinds[phase] = kinds.get(phase, 0) + n
+    assert cuts == total, "the shards cut at %d of %d writes" % (cuts, total)
+    return cuts, kinds
 
 
 def test_update_is_staged_switched_and_confirmed_and_says_what_flash_it_took():
@@ -67,19 +86,17 @@ def test_a_version_that_fails_its_probation_boots_the_previous_one_and_says_why(
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("keep", [0, 33], ids=["cut-before-write", "torn-write-33-bytes"])
 def test_power_cut_at_every_flash_write_of_two_updates_in_a_row(keep):
-    out = vm("power_cuts", keep)
-    print(out)
-    m = re.search(r"OTACUTS (\d+) WRITES (\d+) keep=(\d+) (.*)", out)
-    assert m and int(m[1]) == int(m[2]) >= 30, out
-    for phase in ("'stage'", "'switch'", "'chooser'", "'confirm'", "'cleanup'", "'log'"):
-        assert phase in m[4], "no cut hit %s: %s" % (phase, m[4])
+    cuts, kinds = campaign("power_cuts", keep)
+    print("keep=%d: %d cuts %r" % (keep, cuts, kinds))
+    assert cuts >= 30
+    for phase in ("stage", "switch", "chooser", "confirm", "cleanup", "log"):
+        assert kinds.get(phase), "no cut hit %s: %s" % (phase, kinds)
 
 
 @pytest.mark.timeout(900)
 def test_power_cut_at_every_flash_write_of_an_update_that_is_rolled_back():
-    out = vm("rollback_cuts")
-    print(out)
-    m = re.search(r"ROLLBACKCUTS (\d+) (.*)", out)
-    assert m and int(m[1]) >= 30, out
-    for phase in ("'stage'", "'switch'", "'chooser'", "'why'", "'log'"):
-        assert phase in m[2], "no cut hit %s: %s" % (phase, m[2])
+    cuts, kinds = campaign("rollback_cuts")
+    print("%d cuts %r" % (cuts, kinds))
+    assert cuts >= 30
+    for phase in ("stage", "switch", "chooser", "why", "log"):
+        assert kinds.get(phase), "no cut hit %s: %s" % (phase, kinds)

@@ -85,12 +85,17 @@ def logs(data_dir: Path) -> str:
     return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(data_dir.parent.glob("*.log")))
 
 
-def synced_count(data_dir: Path) -> int:
+def synced_ids(data_dir: Path) -> set[int]:
+    """The store ids of the readings marked synced."""
     conn = sqlite3.connect(store.db_path(data_dir), timeout=10)
     try:
-        return conn.execute("SELECT count(*) FROM readings WHERE synced_at IS NOT NULL").fetchone()[0]
+        return {r[0] for r in conn.execute("SELECT id FROM readings WHERE synced_at IS NOT NULL")}
     finally:
         conn.close()
+
+
+def synced_count(data_dir: Path) -> int:
+    return len(synced_ids(data_dir))
 
 
 def shared_server(server_class: type, name: str):
