@@ -8,7 +8,7 @@ import gc
 import sys
 
 import sampler
-from clock import Clock, boot_id, rtc_time
+from clock import Clock, boot_id
 from protocol import canonical
 
 VERSION = "0.2.0"  # the firmware's version: in every batch (fw) and the boot message
@@ -20,12 +20,19 @@ def log(msg):
     print(msg)
 
 
-def _release(name):
-    # Boot-only code (config, self-test, migration): drop the module so its heap goes back to the loops.
-    try:
-        del sys.modules[name]
-    except KeyError:
-        pass
+def _release(*names):
+    # Boot-only code (config, self-test, migration), and the field table once the loops' modules have taken the
+    # names they use from it (3.5 KB): drop the modules so their heap goes back to the loops.
+    for name in names:
+        try:
+            del sys.modules[name]
+        except KeyError:
+            pass
+        if name.startswith("protocol."):
+            try:
+                delattr(sys.modules["protocol"], name[9:])  # a package holds its loaded modules too
+            except (KeyError, AttributeError):
+                pass
     gc.collect()
 
 
@@ -112,6 +119,7 @@ class Board:
         self.settings = agent_settings.Settings(self, settings_path or agent_settings.PATH, log)
         import ota  # firmware updates: offered in the answer, reported in the status, probation after a switch
         self.ota = ota.Ota(self, log, running=VERSION)
+        _release("protocol.fields")  # config.py and the modules above loaded it
 
     def status(self):
         """The protocol's device status, encoded: sent with each upload."""
@@ -136,7 +144,7 @@ class Board:
             await selftest.report(sensors, self.clock, selftest.within_ms(self.cfg, sensors), log)
         finally:
             selftest = None
-            _release("selftest")
+            _release("selftest", "protocol.fields", "protocol.wire")
 
     async def run(self):
         online = self.wifi.isconnected if self.wifi is not None else None
@@ -169,7 +177,10 @@ def start(cfg):
     import wifi
     clock = Clock()
     boot = boot_id()
-    kept = rtc_time(clock)
+    import rtc
+    kept = rtc.rtc_time(clock)
+    rtc = None
+    _release("rtc")
     log("AIRWATT firmware %s device %s boot %s reset %s clock %s" % (
         VERSION, cfg["device"], boot, _reset_cause(), "rtc" if kept else "unset"))
     st = clog.Log(root=cfg["data_dir"], capacity=cfg["capacity"], window_s=cfg["commit_s"])

@@ -1,8 +1,9 @@
 # The board's clock: uptime that survives the ticks_ms wrap, wall time once it is known right (from the agent's
-# answers, NTP, or an RTC that kept it across a reset), civil date maths for the RTC, and the boot id.
+# answers, NTP, or an RTC that kept it across a reset; rtc.py reads and sets those), and the boot id.
+import sys
 import time
 
-from protocol import fields
+from protocol.fields import MAX_WALL_TIME, MIN_WALL_TIME  # names: board.py frees the field table
 
 
 class Clock:
@@ -31,7 +32,7 @@ class Clock:
     def set_wall(self, t, sync):
         """Take wall time t (Unix s) from NTP or the agent (sync: 'ntp' | 'agent'), or from an RTC that kept it
         ('none'); False when t cannot be right."""
-        if not fields.MIN_WALL_TIME <= t <= fields.MAX_WALL_TIME:
+        if not MIN_WALL_TIME <= t <= MAX_WALL_TIME:
             return False
         self._wall_ms = t * 1000 - self.ms()
         self.sync = sync
@@ -40,7 +41,9 @@ class Clock:
     def from_agent(self, t):
         """The agent's server_time: taken (and the RTC set) while the clock has no time yet; True when taken."""
         if self.wall() is None and self.set_wall(t, "agent"):
-            set_rtc(t)
+            import rtc  # once a boot: the RTC's date maths need not stay in the heap
+            rtc.set_rtc(t)
+            del sys.modules["rtc"]
             return True
         return False
 
@@ -50,68 +53,3 @@ def boot_id():
     import os
     from binascii import hexlify
     return hexlify(os.urandom(4)).decode()
-
-
-def _days_from_civil(y, m, d):
-    # Howard Hinnant's algorithm: days since 1970-01-01, no dependency on the port's time epoch.
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
-def unix_from_datetime(dt):
-    """machine.RTC().datetime() tuple (y, m, d, wd, h, mi, s, sub) -> Unix seconds."""
-    return _days_from_civil(dt[0], dt[1], dt[2]) * 86400 + dt[4] * 3600 + dt[5] * 60 + dt[6]
-
-
-def datetime_from_unix(t):
-    """Unix seconds -> the tuple machine.RTC().datetime() takes (weekday 0 = Monday)."""
-    days, s = divmod(int(t), 86400)
-    z = days + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    y = yoe + era * 400 + (m <= 2)
-    return (y, m, d, (days + 3) % 7, s // 3600, s // 60 % 60, s % 60, 0)
-
-
-def set_rtc(unix_s):
-    """Set the board's RTC (machine.RTC) so the time survives a soft or watchdog reset."""
-    try:
-        import machine
-        machine.RTC().datetime(datetime_from_unix(unix_s))
-    except Exception:  # no RTC on this port: the Clock still has the time
-        pass
-
-
-def rtc_time(clock):
-    """Use the RTC's time if it kept a valid one across a soft or watchdog reset (ESP32: lost on power cut)."""
-    try:
-        import machine
-        t = unix_from_datetime(machine.RTC().datetime())
-    except Exception:
-        return False
-    return clock.set_wall(t, "none")
-
-
-def ntp_sync(clock, host):
-    """Set the clock from NTP (blocking, ~1 s timeout); guarded: False when there is no ntptime or no answer."""
-    try:
-        import ntptime
-        ntptime.host = host
-        t = ntptime.time()
-        if time.gmtime(0)[0] == 2000:  # a port whose epoch is 2000: NTP time comes back in that epoch
-            t += 946684800
-    except Exception:
-        return False
-    if clock.set_wall(t, "ntp"):
-        set_rtc(t)
-        return True
-    return False

@@ -17,7 +17,7 @@
 # most `capacity` readings after the floor are pending, the older ones count as dropped; files wholly
 # acknowledged or dropped are deleted after the state says so. capacity=0 sizes the buffer from the
 # flash when the log is created (kept in the state afterwards). A log on a flash that still holds the old
-# store (store.py: seg-*.log and `state`) takes its pending readings over, keeping their seqs (migrate()).
+# store (store.py: seg-*.log and `state`) takes its pending readings over, keeping their seqs (clog_boot.migrate()).
 import os
 import sys
 
@@ -61,22 +61,30 @@ class Log(statefile.Counters):
         self._hint = (0, 0, 0)  # (file's first seq, byte offset, seq of the frame there)
         self.commits = 0
         self._wpk = None  # the uplink's packer (its buffer: the caller's), made at the first pack_pending
-        self._tmpl = []
         try:
             os.mkdir(root)
         except OSError:
             pass  # exists
         import clog_boot
         clog_boot.recover(self)
+        clog_boot.migrate(self)
         clog_boot = None
         _release("clog_boot")  # boot-only code: its heap goes back to the loops
-        self.migrate()
 
     # -- files
 
-    def _path(self, f):
-        """The file of [first seq, count, is a segment]: s<first>_<count> (a segment) or j<first> (a chunk)."""
-        return "%s/s%08d_%d" % (self.root, f[0], f[1]) if f[2] else "%s/j%08d" % (self.root, f[0])
+    # The files, oldest first, are two lists of small ints: _files their first seqs, _counts their readings
+    # (negated for a segment). Not a list of lists: an object per file would take kilobytes of heap in a long
+    # backlog (a week's is about 300 segments).
+
+    def _path(self, first, count):
+        """The file of first seq and count (negative: a segment): s<first>_<-count> (a segment) or j<first>."""
+        return "%s/s%08d_%d" % (self.root, first, -count) if count < 0 else "%s/j%08d" % (self.root, first)
+
+    def _end(self, i):
+        """The last seq of file i."""
+        n = self._counts[i]
+        return self._files[i] + (n if n > 0 else -n) - 1
 
     def _read_frame(self, f, off):
         """Length of the frame at byte off of open file f, read into self._fb; 0 at the end or when damaged."""
@@ -129,7 +137,7 @@ class Log(statefile.Counters):
             return
         first = self._committed
         n = pk.frame(self._fb)
-        path = self._path((first, 0, False))
+        path = self._path(first, 0)
         while True:
             try:
                 with open(path, "wb") as f:  # close = LittleFS sync: the frame is committed on return
@@ -145,14 +153,19 @@ class Log(statefile.Counters):
                     self.next_seq = first
                     pk.clear()
                     raise
-        self._files.append([first, pk.count, False])
+        self._files.append(first)
+        try:
+            self._counts.append(pk.count)
+        except MemoryError:  # the lists stay in step (the next commit writes this frame again, as it would)
+            self._files.pop()
+            raise
         self._nchunks += 1
         self._committed = first + pk.count
         self.commits += 1
         pk.clear()
         if self._nchunks >= self._segn:
             self._consolidate()
-        if self._files and self._files[0][0] + self._files[0][1] - 1 <= self.cursor:
+        if self._files and self._end(0) <= self.cursor:
             self._trim()
 
     flush = commit
@@ -161,30 +174,28 @@ class Log(statefile.Counters):
         # The flash filled up before `capacity` did: drop the oldest file (state first, as in ack).
         if len(self._files) < 2:
             return False
-        f = self._files[0]
-        end = f[0] + f[1] - 1
+        end = self._end(0)
         if end > self.cursor:
             statefile.save(self, end, self.dropped + end - self.cursor)
         self._trim()
         return True
 
     def _consolidate(self):
-        files = self._files
+        files, counts = self._files, self._counts
         while True:
             i = len(files) - self._nchunks
-            chunks = files[i:]
-            first = chunks[0][0]
-            count = chunks[-1][0] + chunks[-1][1] - first
+            first = files[i]
+            count = self._end(len(files) - 1) + 1 - first
             tmp = self.root + "/s.tmp"
             try:
                 with open(tmp, "wb") as g:
-                    for c in chunks:
-                        with open(self._path(c), "rb") as f:
+                    for c in files[i:]:
+                        with open(self._path(c, 0), "rb") as f:
                             n = self._read_frame(f, 0)
                         if not n:
                             raise OSError(5)  # EIO: a chunk went bad on the flash
                         g.write(memoryview(self._fb)[:n])
-                os.rename(tmp, self._path((first, count, True)))
+                os.rename(tmp, self._path(first, -count))
                 break
             except OSError as e:
                 try:
@@ -193,11 +204,13 @@ class Log(statefile.Counters):
                     pass
                 if e.args[0] != _ENOSPC or len(files) - self._nchunks < 1 or not self._drop_oldest():
                     return  # the chunks stay as they are: still a valid log; retried at the next commit
-        del files[i:]
-        files.append([first, count, True])
+        chunks = files[i:]
+        del files[i:], counts[i:]
+        files.append(first)
+        counts.append(-count)
         self._nchunks = 0
         for c in chunks:
-            os.remove(self._path(c))
+            os.remove(self._path(c, 0))
 
     def ack(self, seq):
         """Everything <= seq is acknowledged; persisted atomically before anything is deleted."""
@@ -208,12 +221,12 @@ class Log(statefile.Counters):
 
     def _trim(self):
         # Delete the oldest files whose readings are all <= cursor (acknowledged or dropped).
-        files, cursor = self._files, self.cursor
-        while files and files[0][0] + files[0][1] - 1 <= cursor:
-            f = files.pop(0)
-            if not f[2]:
+        files, counts, cursor = self._files, self._counts, self.cursor
+        while files and self._end(0) <= cursor:
+            first, n = files.pop(0), counts.pop(0)
+            if n > 0:
                 self._nchunks -= 1
-            os.remove(self._path(f))
+            os.remove(self._path(first, n))
 
     # -- reading
 
@@ -229,20 +242,20 @@ class Log(statefile.Counters):
 
     def pack_pending(self, out, room, max_count=1000):
         """Pack the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py) into
-        out (a bytearray or memoryview), at most room bytes: one log frame's readings in RAM at a time, and each
+        out (a bytearray or memoryview), at most room bytes: one reading in RAM at a time, and each
         v2 frame built in out itself, so a full batch costs no more heap than its bytes. Frames end only where
         v2.pack ends them (another boot or clock, 255 readings) or at room: the canonical bytes. Returns
         (first seq, count, bytes); count 0 when nothing is pending."""
         if self._wpk is None:
             self._wpk = packed.Packer(0, out)
-        pk, tmp = self._wpk, self._tmpl
+        pk = self._wpk
         want = self.cursor + 1
         first, count, k = want, 0, 0
         files = self._files
         if not files or want >= self._committed:
             return first, 0, 0
         i = len(files) - 1
-        while i > 0 and files[i][0] > want:
+        while i > 0 and files[i] > want:
             i -= 1
         full = False
         mv = memoryview(out)
@@ -250,18 +263,15 @@ class Log(statefile.Counters):
         pk.buf = mv[_HEAD_ROOM:]  # the readings; frame() puts the head in front of them
         pk.size = room - _HEAD_ROOM
         while i < len(files) and not full:
-            fl = files[i]
-            off, seq = 0, fl[0]
-            with open(self._path(fl), "rb") as f:
+            off, seq = 0, files[i]
+            with open(self._path(seq, self._counts[i]), "rb") as f:
                 while not full:
                     n = self._read_frame(f, off)
                     if not n:
                         break
                     c = self._fb[1]
                     if seq + c > want:
-                        del tmp[:]
-                        packed.unpack(self._fb, seq, tmp, want)
-                        for r in tmp:
+                        for r in packed.readings(self._fb, seq, want):
                             if count == max_count:
                                 full = True
                                 break
@@ -278,7 +288,6 @@ class Log(statefile.Counters):
                                     continue
                             full = True
                             break
-                        del tmp[:]
                     off += n
                     seq += c
             i += 1
@@ -287,19 +296,3 @@ class Log(statefile.Counters):
         pk.clear()
         pk.buf = None  # no view of the caller's buffer kept
         return first, count, k
-
-    # -- the old store's log
-
-    def migrate(self):
-        """Take over the pending readings of an old store.Store in this folder (clog_migrate.py, loaded only
-        when its files are there); returns how many were copied."""
-        for name in os.listdir(self.root):
-            if name == "state" or name.startswith("seg-"):
-                import clog_migrate
-                n = clog_migrate.migrate(self)
-                clog_migrate = None
-                _release("clog_migrate")
-                _release("store")
-                _release("clog_boot")
-                return n
-        return 0

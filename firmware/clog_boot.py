@@ -1,6 +1,8 @@
 # Boot-only part of the compact flash log (clog.py): rebuilds the log from its files after any reset or power cut,
-# and sizes the default capacity from the flash. clog.Log runs it once, then drops the module from the heap.
+# sizes the default capacity from the flash, and starts the takeover of the old store's readings after a re-flash.
+# clog.Log runs it once, then drops the module from the heap.
 import os
+import sys
 
 import statefile
 from clog import BYTES_PER_READING, KEEP_FREE
@@ -30,35 +32,36 @@ def recover(log):
             except OSError:
                 os.rmdir(log.root + "/" + name)
         elif name[0] == "s" and "_" in name and name[1:9].isdigit():
-            segs.append([int(name[1:9]), int(name[10:]), True])
+            segs.append((int(name[1:9]), -int(name[10:])))
         elif name[0] == "j" and len(name) == 9 and name[1:].isdigit():
             chunks.append(int(name[1:]))
     files = segs
     for c in chunks:
-        path = log._path((c, 0, False))
+        path = log._path(c, 0)
         covered = False
         for s in segs:
-            if s[0] <= c < s[0] + s[1]:
+            if s[0] <= c < s[0] - s[1]:
                 covered = True
         if not covered:
             with open(path, "rb") as f:
                 n = log._read_frame(f, 0)
             if n and _fsize(path) == n:
-                files.append([c, log._fb[1], False])
+                files.append((c, log._fb[1]))
                 continue
         os.remove(path)  # copied into a segment already, or a commit cut short (empty or torn)
     files.sort()
-    log._files = files
+    log._files = [f[0] for f in files]
+    log._counts = [f[1] for f in files]
     log._nchunks = 0
     for f in files:
-        if not f[2]:
+        if f[1] > 0:
             log._nchunks += 1
     st = statefile.read(log._state, log._st)
     ok = st is not None
     floor, dropped, cap = st if ok else (files[0][0] - 1 if files else 0, 0, 0)
     if not log.capacity:
         log.capacity = cap or _flash_capacity(log)
-    last = files[-1][0] + files[-1][1] - 1 if files else 0
+    last = log._end(len(files) - 1) if files else 0
     last = max(last, floor)
     log.next_seq = log._committed = last + 1
     log._floor, log._drop0 = floor, dropped
@@ -79,3 +82,17 @@ def _flash_capacity(log):
             own += (n + bsize - 1) // bsize
     room = (free + own - int(total * KEEP_FREE)) * bsize
     return min(max(room // BYTES_PER_READING, 100), 10000000)  # 10M: a host's disk (unix port), not flash
+
+
+def migrate(log):
+    """Take over the pending readings of an old store.Store in the log's folder (clog_migrate.py, loaded only
+    when its files are there); returns how many were copied."""
+    for name in os.listdir(log.root):
+        if name == "state" or name.startswith("seg-"):
+            import clog_migrate
+            n = clog_migrate.migrate(log)
+            clog_migrate = None
+            for m in ("clog_migrate", "store"):
+                sys.modules.pop(m, None)
+            return n
+    return 0

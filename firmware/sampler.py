@@ -5,7 +5,7 @@
 import asyncio
 from micropython import const
 
-from protocol import fields
+from protocol.packed import KINDS, SENSORS  # the field table's metrics (board.py frees the table itself)
 
 _POLL_MS = const(1000)  # retry delay after a read that has no value yet (PMS warm-up, SCD4x data not ready)
 _READ_TIMEOUT_MS = 10000  # drivers time out on their own; this catches one that never returns
@@ -85,9 +85,9 @@ class Sampler:
         if s.same >= s.stuck_n and "stuck" not in flags:
             flags.append("stuck")
         kept = {}
-        for row in fields.metrics(s.kind):
-            if row[1] in values:
-                kept[row[1]] = values[row[1]]
+        for row in KINDS[SENSORS.index(s.kind)] if s.kind in SENSORS else ():
+            if row[0] in values:
+                kept[row[0]] = values[row[0]]
         if self.store is not None:
             try:
                 self.store.add(self.store.next_seq, self.boot, self.clock.wall(), self.clock.ms(), s.kind, kept,

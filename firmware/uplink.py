@@ -1,19 +1,24 @@
 # Uplink: uploads the store's pending readings, oldest first, to the site agent (POST /v1/batches) with a small
-# HTTP/1.1 client over asyncio streams (no aiohttp on MicroPython). The acknowledged cursor moves only after a
+# HTTP/1.1 client on a non-blocking socket (no aiohttp on MicroPython). The acknowledged cursor moves only after a
 # 200 whose answer passes the protocol check; the checked answer goes back to the caller, which takes its time
 # and settings. Failures back off exponentially with jitter; 429/503 Retry-After is honoured; a 400 keeps the
 # readings (nothing is ever dropped here). Kept small: it lives in the heap.
 import asyncio
 import gc
 import random
+import select
+import socket
 from binascii import b2a_base64, unhexlify
+from errno import EINPROGRESS
 from micropython import const
 
 from protocol import answer, canonical
 
-MAX_BODY = 8192  # bytes: the ESP32's heap also holds the body's copies while it is signed and sent
+MAX_BODY = 8192  # bytes: the largest body (fields.MAX_BODY_V2)
+_CHUNK = const(192)  # packed bytes base64-encoded at a time (a multiple of 3: the pieces join into one text)
 _V2_MAX = const(1000)  # readings in a v2 batch (fields.MAX_READINGS_V2); the body limit binds first
 _MAX_ANSWER = const(4096)  # an answer larger than this is not ours
+_POLL_MS = const(2)  # how often an exchange waiting on its socket looks again
 _BASE_MS = const(2000)
 _CAP_MS = const(300000)
 _AUTH_MS = const(600000)  # 401: nothing changes until someone fixes the key: retry rarely, say it loudly
@@ -29,27 +34,67 @@ def backoff(ms, failures, cap):
     return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
 
 
-async def exchange(io, method, host, port, path, device, signature, body, limit, want):
+async def _ready(p, s, ev):
+    # Wait until socket s is ready for ev (select.POLLIN or POLLOUT) or has failed, looking every _POLL_MS.
+    # asyncio's streams would wait without looking, but they bring 1.8 KB of classes into the heap for it.
+    p.modify(s, ev)
+    while not p.poll(0):
+        await asyncio.sleep_ms(_POLL_MS)
+
+
+async def _send(p, s, data):
+    mv = memoryview(data)
+    off = 0
+    while off < len(mv):
+        await _ready(p, s, select.POLLOUT)
+        n = s.write(mv[off:])
+        if n is not None:  # None: it would block after all
+            off += n
+
+
+async def _recv(p, s, n):
+    """A line (n 0) or n bytes from socket s; fewer when the peer closes first (b"" at the end)."""
+    r = b""
+    while True:
+        await _ready(p, s, select.POLLIN)
+        got = s.read(n - len(r)) if n else s.readline()
+        if got is None:
+            continue
+        r += got
+        if not got or (r[-1] == 10 if not n else len(r) == n):
+            return r
+
+
+async def exchange(io, method, host, port, path, device, signature, body, limit, want, length=0):
     """One signed HTTP/1.1 request to the agent on a new connection (the uplink's POST, ota.py's GETs), each
-    step awaited through io (its timeouts). Returns (status code, the value of header `want` as bytes or None,
-    the answer: at most limit bytes, else ValueError)."""
-    reader, writer = await io(asyncio.open_connection(host, port))
+    step awaited through io (its timeouts). body: None, or an iterable of the body's parts (length bytes in all),
+    each written as it comes, so that the whole body need never be in RAM. Returns (status code, the value of
+    header `want` as bytes or None, the answer: at most limit bytes, else ValueError)."""
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
     try:
-        writer.write((
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != EINPROGRESS:
+                raise
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        await io(_send(p, s, (
             "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%sX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
             "Connection: close\r\n\r\n" % (
                 method, path, host, port, "" if body is None else
-                "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body), device, signature)).encode())
-        if body is not None:
-            writer.write(body)
-        await io(writer.drain())
-        line = await io(reader.readline())
+                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode()))
+        for part in body or ():
+            await io(_send(p, s, part))
+        line = await io(_recv(p, s, 0))
         if not line.startswith(b"HTTP/1.") or len(line) < 12:
             raise ValueError("no HTTP answer: %r" % line[:40])
         code = int(line[9:12])
         length = value = None
         for _ in range(32):
-            line = await io(reader.readline())
+            line = await io(_recv(p, s, 0))
             if not line:
                 raise ValueError("closed in the headers")
             if line == b"\r\n" or line == b"\n":
@@ -63,18 +108,16 @@ async def exchange(io, method, host, port, path, device, signature, body, limit,
         else:
             raise ValueError("too many headers")
         if length is None:
-            data = await io(reader.read(limit))
+            data = await io(_recv(p, s, limit))  # up to the close ("Connection: close"), at most limit bytes
         elif length > limit:
             raise ValueError("answer of %d bytes" % length)
         else:
-            data = await io(reader.readexactly(length)) if length else b""
+            data = await io(_recv(p, s, length)) if length else b""
+            if len(data) < length:
+                raise ValueError("closed in the answer")
         return code, value, data
     finally:
-        try:
-            writer.close()
-            await asyncio.wait_for_ms(writer.wait_closed(), 1000)
-        except Exception:
-            pass
+        s.close()
 
 
 class Uplink:
@@ -99,7 +142,8 @@ class Uplink:
         # boards in the field speak and the agent still takes.
         self.v2 = cfg.get("protocol", 2) == 2
         self.v2_max = _V2_MAX
-        self._body = bytearray(MAX_BODY) if self.v2 else None  # a v2 body is built in place: no copies
+        # A v2 batch's packed readings (3/4 of its body: the rest is their base64 text, made as it is sent).
+        self._body = bytearray(MAX_BODY * 3 // 4) if self.v2 else None
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.sent = 0  # readings acknowledged by the agent since boot
@@ -107,7 +151,8 @@ class Uplink:
         self._end = 0
 
     def _batch(self, status):
-        """(body, first seq, last seq) of the next batch, or None when nothing is pending."""
+        """(body, its length, first seq, last seq) of the next batch, or None when nothing is pending; _parts(body)
+        gives the body's bytes."""
         if self.store.uncommitted:
             # Readings still in the log's RAM window go out now: commit them first (never send what a power
             # cut could take back: its seqs would be reused).
@@ -122,38 +167,31 @@ class Uplink:
         return v1.batch(self, status)
 
     def _batch_v2(self, status):
-        # The same bytes as wire.batch_body_v2, built in one preallocated buffer: the packed readings are
-        # written at its end, then base64-encoded forward in place (4 bytes out for 3 in: the raw bytes start
-        # far enough ahead that the text never overtakes them), then the tail. Peak heap: this buffer.
-        b = self._body
+        # The same bytes as wire.batch_body_v2, never whole in RAM: the packed readings are built in one
+        # preallocated buffer, and the body is (head, their count of bytes there, tail), its base64 text made piece
+        # by piece by _parts as it is signed, then again as it is sent. Peak heap: that buffer.
         head = b'{"boot":"%s","data":"' % self.boot
-        h = len(head)
-        b[:h] = head
         end = MAX_BODY - 110 - len(self.device) - len(self.fw) - (len(status) if status else 0)
-        raw = (end - h) * 3 // 4 // 48 * 48
-        r = end - raw
-        first, n, k = self.store.pack_pending(memoryview(b)[r:], raw, self.v2_max)
+        raw = (end - len(head)) * 3 // 4 // 48 * 48
+        first, n, k = self.store.pack_pending(self._body, raw, self.v2_max)
         if not n:
             return None
-        w, stop = h, r + k
-        while r < stop:
-            c = stop - r if stop - r < 48 else 48
-            enc = b2a_base64(memoryview(b)[r:r + c])
-            b[w:w + len(enc) - 1] = memoryview(enc)[:len(enc) - 1]
-            w += len(enc) - 1
-            r += c
-        tail = b'","device":"%s","first_seq":%d,"fw":"%s","n":%d,"sent_ticks":%d,' % (
-            self.device, first, self.fw, n, self.clock.ms())
-        b[w:w + len(tail)] = tail
-        w += len(tail)
-        if status:
-            b[w:w + 9] = b'"status":'
-            b[w + 9:w + 9 + len(status)] = status
-            w += 9 + len(status)
-            b[w] = 44
-            w += 1
-        b[w:w + 6] = b'"v":2}'
-        return memoryview(b)[:w + 6], first, first + n - 1
+        tail = b'","device":"%s","first_seq":%d,"fw":"%s","n":%d,"sent_ticks":%d,%s%s%s"v":2}' % (
+            self.device, first, self.fw, n, self.clock.ms(), b'"status":' if status else b"", status or b"",
+            b"," if status else b"")
+        return (head, k, tail), len(head) + (k + 2) // 3 * 4 + len(tail), first, first + n - 1
+
+    def _parts(self, body):
+        """The bytes of a body from _batch, piece by piece."""
+        if not isinstance(body, tuple):
+            yield body  # v1: built whole
+            return
+        head, k, tail = body
+        yield head
+        mv = memoryview(self._body)
+        for r in range(0, k, _CHUNK):
+            yield b2a_base64(mv[r:r + _CHUNK if r + _CHUNK < k else k], newline=False)
+        yield tail
 
     async def _io(self, aw):
         # Every step has its own timeout, and all of them together at most three times that.
@@ -162,11 +200,11 @@ class Uplink:
             raise asyncio.TimeoutError()
         return await asyncio.wait_for_ms(aw, left if left < self.timeout_ms else self.timeout_ms)
 
-    async def _post(self, body, signature):
-        """POST the body; returns (status code, Retry-After seconds or None, answer bytes)."""
+    async def _post(self, body, length, signature):
+        """POST the body (from _batch); returns (status code, Retry-After seconds or None, answer bytes)."""
         self._end = self.clock.ms() + 3 * self.timeout_ms
         code, retry, data = await exchange(self._io, "POST", self.host, self.port, self.path, self.device, signature,
-                                           body, _MAX_ANSWER, b"retry-after")
+                                           self._parts(body), _MAX_ANSWER, b"retry-after", length)
         try:
             retry = int(retry) if retry is not None else None
         except ValueError:
@@ -185,10 +223,10 @@ class Uplink:
         if got is None:
             self.last = "empty"
             return self.last, self.upload_ms, None
-        body, first, last = got
+        body, length, first, last = got
         got = None
         try:
-            code, retry, data = await self._post(body, canonical.sign(self.key, body))
+            code, retry, data = await self._post(body, length, canonical.sign(self.key, self._parts(body)))
         except asyncio.TimeoutError:
             code = "timeout"
         except (OSError, ValueError) as e:  # refused, reset, closed early, garbage

@@ -22,13 +22,13 @@ def readings(log, max_count=100):
     if not files or want >= log._committed:
         return out
     i = len(files) - 1
-    while i > 0 and files[i][0] > want:
+    while i > 0 and files[i] > want:
         i -= 1
     while i < len(files) and len(out) < max_count:
-        fl = files[i]
+        first = files[i]
         hf, ho, hs = log._hint
-        off, seq = (ho, hs) if hf == fl[0] and hs <= want else (0, fl[0])
-        with open(log._path(fl), "rb") as f:
+        off, seq = (ho, hs) if hf == first and hs <= want else (0, first)
+        with open(log._path(first, log._counts[i]), "rb") as f:
             while len(out) < max_count:
                 n = log._read_frame(f, off)
                 if not n:
@@ -37,9 +37,9 @@ def readings(log, max_count=100):
                 if seq + c > want:
                     packed.unpack(log._fb, seq, out, want, max_count - len(out))
                     if len(out) < max_count or out[-1][0] == seq + c - 1:
-                        log._hint = (fl[0], off + n, seq + c)
+                        log._hint = (first, off + n, seq + c)
                     else:
-                        log._hint = (fl[0], off, seq)
+                        log._hint = (first, off, seq)
                 off += n
                 seq += c
         i += 1
@@ -59,7 +59,7 @@ def pending(log, max_count=50, max_bytes=4096):
 
 
 def batch(up, status):
-    """The uplink's next v1 batch (body, first seq, last seq) from its store's pending(), or None."""
+    """The uplink's next v1 batch (body, its length, first seq, last seq) from its store's pending(), or None."""
     from uplink import MAX_BODY
     room = MAX_BODY - 96 - len(up.device) - len(up.fw) - (len(status) if status else 0)
     n = up.batch_max
@@ -69,7 +69,7 @@ def batch(up, status):
             return None
         try:
             body = wire.batch_body(up.device, up.fw, up.boot, up.clock.ms(), [r[1] for r in recs], status)
-            return body, recs[0][0], recs[-1][0]
+            return body, len(body), recs[0][0], recs[-1][0]
         except ValueError:
             if len(recs) == 1:
                 raise

@@ -1,8 +1,8 @@
 # Wi-Fi station: connects, reconnects on loss with backoff, and sets the clock from NTP when configured.
 import asyncio
+import sys
 from micropython import const
 
-from clock import ntp_sync
 from uplink import backoff
 
 WAIT_MS = 20000  # one connect attempt
@@ -84,7 +84,11 @@ class Wifi:
                 if ntp and clock is not None and clock.sync != "ntp" and (
                         ntp_at is None or clock.ms() - ntp_at > _NTP_EVERY_MS):
                     ntp_at = clock.ms()
-                    if ntp_sync(clock, ntp):
+                    import rtc  # NTP runs until it answers once: its code need not stay in the heap
+                    ok = rtc.ntp_sync(clock, ntp)
+                    rtc = None
+                    del sys.modules["rtc"]
+                    if ok:
                         self.log("CLOCK set from NTP %s" % ntp)
                 await asyncio.sleep_ms(1000)
                 continue

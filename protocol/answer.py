@@ -3,7 +3,8 @@ Runs on MicroPython and CPython; check.py builds on the helpers here."""
 
 import json
 
-from . import fields
+# Names, not the module: a board frees the field table once its modules have taken what they use (board.py).
+from .fields import MAX_DEPTH, MAX_SEQ, MAX_WALL_TIME, MIN_WALL_TIME
 
 try:
     _TOO_DEEP = RecursionError  # CPython's json recurses; MicroPython's has no such error (and does not recurse)
@@ -26,20 +27,6 @@ def _join(path, key):
 
 def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _is_number(x):
-    return (isinstance(x, (int, float))) and not isinstance(x, bool)
-
-
-def _text(x, path, lo, hi, alphabet=None):
-    if not isinstance(x, str):
-        raise ProtocolError(path, "must be a string")
-    if not lo <= len(x) <= hi:
-        raise ProtocolError(path, "must be %d to %d characters long" % (lo, hi))
-    for ch in x:
-        if ch < " " or ch > "~" or ch in "\"\\" or (alphabet is not None and ch not in alphabet):
-            raise ProtocolError(path, "has a character that is not allowed: %r" % ch)
 
 
 def _object(obj, path, required, optional=()):
@@ -92,14 +79,14 @@ def parse_body(body):
         text = body.decode("utf-8")
     except UnicodeError:
         raise ProtocolError("", "is not valid UTF-8: send UTF-8 JSON")
-    too_deep = "nests objects and lists deeper than %d levels" % fields.MAX_DEPTH
+    too_deep = "nests objects and lists deeper than %d levels" % MAX_DEPTH
     try:
         value = json.loads(text)
     except _TOO_DEEP:
         raise ProtocolError("", too_deep)
     except ValueError as err:
         raise ProtocolError("", "is not valid JSON (%s)" % err)
-    if _depth_over(value, fields.MAX_DEPTH):
+    if _depth_over(value, MAX_DEPTH):
         raise ProtocolError("", too_deep)
     return value
 
@@ -110,5 +97,5 @@ def check_answer(a):
     settings.py only when an answer carries settings, its heap is small)."""
     _object(a, "", ("v", "stored_seq", "server_time"), ("settings", "firmware"))
     _int(a["v"], "v", 1, 2)
-    _int(a["stored_seq"], "stored_seq", 0, fields.MAX_SEQ)
-    _int(a["server_time"], "server_time", fields.MIN_WALL_TIME, fields.MAX_WALL_TIME)
+    _int(a["stored_seq"], "stored_seq", 0, MAX_SEQ)
+    _int(a["server_time"], "server_time", MIN_WALL_TIME, MAX_WALL_TIME)

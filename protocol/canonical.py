@@ -11,19 +11,22 @@ _BLOCK = 64
 
 
 def hmac_sha256(key, msg):
-    """HMAC-SHA256 (RFC 2104); MicroPython has hashlib.sha256 but no hmac module."""
+    """HMAC-SHA256 (RFC 2104) of msg: bytes, or an iterable of bytes signed as their concatenation (a board signs
+    its body piece by piece, never whole in RAM). MicroPython has hashlib.sha256 but no hmac module."""
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key + bytes(_BLOCK - len(key))
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    inner.update(msg)
+    for part in (msg,) if isinstance(msg, (bytes, bytearray, memoryview)) else msg:
+        inner.update(part)
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
     outer.update(inner.digest())
     return outer.digest()
 
 
 def sign(key, body):
-    """Hex signature of the exact body bytes, for the X-AirWatt-Signature header."""
+    """Hex signature of the exact body bytes (or of the concatenation of an iterable of them), for the
+    X-AirWatt-Signature header."""
     return hexlify(hmac_sha256(key, body)).decode()
 
 

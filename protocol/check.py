@@ -7,7 +7,8 @@ way the agent reports it (e.g. "readings[3].values.pm25") and whose message says
 from . import fields
 from . import answer, settings
 from .answer import (  # noqa: F401  (parse_body: the agent's side imports it from here too)
-    ProtocolError, _int, _is_int, _is_number, _join, _object, _text, parse_body)
+    ProtocolError, _int, _is_int, _join, _object, parse_body)
+from .settings import _is_number, _text
 
 
 HEX = "0123456789abcdef"

@@ -24,28 +24,34 @@ Seqs are not stored: the frame's first seq is known from where it lies (file nam
 
 from binascii import crc32
 
-from . import fields
+# Names, not the module: a board frees the field table once its modules have taken what they use (board.py).
+from .fields import FLAGS, SENSORS, metrics
 
 MAGIC = 0xA2
 HEAD = 4  # magic, count, length
 MAX_INSTANCE = 255
-
-_FLAG_BIT = {}
-for _i, _f in enumerate(fields.FLAGS):
-    _FLAG_BIT[_f] = 1 << _i
-if len(fields.FLAGS) > 8:
-    raise ImportError("a packed reading holds 8 flags: fields.FLAGS has %d" % len(fields.FLAGS))
 _INSTANCE_BYTE = 15  # in the extension's high nibble: the instance does not fit there, a byte of its own follows
 
-# Per kind: ((name, quanta minimum, quanta maximum, decimals, is_counter), ...)
-KINDS = []
-for _k in fields.SENSORS:
-    _rows = []
-    for _r in fields.metrics(_k):
-        _s = 10 ** _r[7]
-        _rows.append((_r[1], int(round(_r[5] * _s)), int(round(_r[6] * _s)), _r[7], _r[1] == "energy_wh"))
-    KINDS.append(tuple(_rows))
-KINDS = tuple(KINDS)
+
+def _tables():
+    if len(FLAGS) > 8:
+        raise ImportError("a packed reading holds 8 flags: fields.FLAGS has %d" % len(FLAGS))
+    bits = {}
+    for i in range(len(FLAGS)):
+        bits[FLAGS[i]] = 1 << i
+    kinds = []
+    for k in SENSORS:
+        rows = []
+        for r in metrics(k):
+            s = 10 ** r[7]
+            rows.append((r[1], int(round(r[5] * s)), int(round(r[6] * s)), r[7], r[1] == "energy_wh"))
+        kinds.append(tuple(rows))
+    return bits, tuple(kinds)
+
+
+# KINDS per kind: ((name, quanta minimum, quanta maximum, decimals, is_counter), ...), in fields.SENSORS order.
+_FLAG_BIT, KINDS = _tables()
+del _tables, metrics
 
 
 def put_uv(buf, i, x):
@@ -109,7 +115,7 @@ class Packer:
     def add(self, boot, t, ticks, kind, values, flags, instance=0, q=False):
         """Add one reading: values by metric name (numbers, or integer quanta when q); flags a list. False when it does not fit this frame (full, another boot, another clock): commit the
         frame, clear() and add again. Raises ValueError for what no frame can hold."""
-        k = fields.SENSORS.index(kind) if kind in fields.SENSORS else -1
+        k = SENSORS.index(kind) if kind in SENSORS else -1
         if k < 0:
             raise ValueError("unknown sensor %s" % kind)
         if not 0 <= instance <= MAX_INSTANCE:
@@ -238,8 +244,16 @@ def frame_ok(buf, n):
 
 
 def unpack(buf, first_seq, out, skip_to=0, max_count=255):
-    """Append the frame's readings with seq >= skip_to to list out, at most max_count, as tuples
-    (seq, t, ticks, boot, kind, instance, {metric: quanta}, flags list). Returns how many were appended."""
+    """Append the frame's readings (as readings() gives them) to list out; returns how many were appended."""
+    n = len(out)
+    out.extend(readings(buf, first_seq, skip_to, max_count))
+    return len(out) - n
+
+
+def readings(buf, first_seq, skip_to=0, max_count=255):
+    """The frame's readings with seq >= skip_to, at most max_count, one at a time (a board re-packing them for
+    an upload holds one reading in RAM, not a frame's worth), as tuples
+    (seq, t, ticks, boot, kind, instance, {metric: quanta}, flags list)."""
     count = buf[1]
     boot = "%02x%02x%02x%02x" % (buf[4], buf[5], buf[6], buf[7])
     w, i = get_uv(buf, 8)
@@ -279,11 +293,9 @@ def unpack(buf, first_seq, out, skip_to=0, max_count=255):
                 vals[row[0]] = x
         seq = first_seq + r
         if seq >= skip_to and got < max_count:
-            flags = [f for f in fields.FLAGS if fl & _FLAG_BIT[f]]
-            out.append((seq, (w - 1 + ticks) // 1000 if w else None, ticks, boot, fields.SENSORS[h & 3], inst,
-                        vals, flags))
+            flags = [f for f in FLAGS if fl & _FLAG_BIT[f]]
             got += 1
+            yield seq, (w - 1 + ticks) // 1000 if w else None, ticks, boot, SENSORS[h & 3], inst, vals, flags
     if i != len(buf) - 4 and len(buf) == HEAD + (buf[2] | buf[3] << 8) + 4:
         raise ValueError("frame has bytes after its readings")
-    return got
 

@@ -5,7 +5,24 @@ its acknowledgement: the board's steady loop (no settings) does not pay for thes
 """
 
 from . import fields
-from .answer import ProtocolError, _int, _is_number, _join, _object, _text
+from .answer import ProtocolError, _int, _join, _object
+
+
+# Checks of strings and numbers: here, not in answer.py, since a board needs them only for settings (check.py
+# uses them too).
+def _is_number(x):
+    return (isinstance(x, (int, float))) and not isinstance(x, bool)
+
+
+def _text(x, path, lo, hi, alphabet=None):
+    if not isinstance(x, str):
+        raise ProtocolError(path, "must be a string")
+    if not lo <= len(x) <= hi:
+        raise ProtocolError(path, "must be %d to %d characters long" % (lo, hi))
+    for ch in x:
+        if ch < " " or ch > "~" or ch in "\"\\" or (alphabet is not None and ch not in alphabet):
+            raise ProtocolError(path, "has a character that is not allowed: %r" % ch)
+
 
 # The agent's settings in an upload answer (settings.*): (name, minimum, maximum); intervals' bounds are per
 # sensor kind. A board ignores names it does not know, so a newer agent can talk to an older board.

@@ -8,9 +8,11 @@ import argparse
 import ast
 import os
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from airwatt.agent import flash_cmd
 from airwatt.emulator.esp32 import find_micropython
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,12 +26,22 @@ def _micropython() -> str:
         raise SystemExit(str(err)) from None
 
 
-def run_one(kind: str, online: float, full: float, after: float) -> dict:
-    """One store's timeline on the VM; the dict its RESULT line printed."""
+def write_image(folder: Path) -> None:
+    """The files `airwatt flash` writes to a board (compiled as it compiles them), at their board paths under
+    folder: what the bench puts on the emulated flash before the buffer."""
+    for path, data in flash_cmd.firmware_image().items():
+        target = folder / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def run_one(kind: str, image: Path, online: float, full: float, after: float) -> dict:
+    """One store's timeline on the VM, with the board's files from folder image; the dict its RESULT line
+    printed."""
     env = {**os.environ, "MICROPYPATH": ":".join(
         [str(ROOT / "emulator" / "board"), str(ROOT), str(ROOT / "firmware"), ".frozen"])}
     out = subprocess.run([_micropython(), "-X", "heapsize=16M", str(ROOT / "emulator" / "board" / "bench_flash.py"),
-                          kind, str(ROOT), str(online), str(full), str(after)], env=env, capture_output=True,
+                          kind, str(image), str(online), str(full), str(after)], env=env, capture_output=True,
                          text=True, timeout=3600)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -66,9 +78,11 @@ def format_board(v1: dict, v2: dict) -> str:
 
 
 def _bench_board(args: argparse.Namespace) -> int:
-    with ThreadPoolExecutor(2) as pool:  # the two stores side by side, in the same run
-        f1 = pool.submit(run_one, "v1", args.online_days, args.full_days, args.after_days)
-        f2 = pool.submit(run_one, "v2", args.online_days, args.full_days, args.after_days)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
+        write_image(Path(tmp))
+        # the two stores side by side, in the same run
+        f1 = pool.submit(run_one, "v1", Path(tmp), args.online_days, args.full_days, args.after_days)
+        f2 = pool.submit(run_one, "v2", Path(tmp), args.online_days, args.full_days, args.after_days)
         v1, v2 = f1.result(), f2.result()
     print(format_board(v1, v2))
     return 0

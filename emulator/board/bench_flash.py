@@ -3,7 +3,8 @@
 # 4 KiB, os.VfsLfs2) with the firmware's files on it, fed readings at the default intervals (energy 10 s, CO2
 # 30 s, PM 60 s) through a timeline: ONLINE days uploading every 30 s, a network outage until the buffer is full
 # and FULL days beyond, the catch-up in full batches (new readings keep coming), AFTER days online again.
-#   micropython -X heapsize=12M bench_flash.py v1|v2 FIRMWARE_DIR ONLINE FULL AFTER
+#   micropython -X heapsize=12M bench_flash.py v1|v2 IMAGE_DIR ONLINE FULL AFTER
+# IMAGE_DIR holds the files `airwatt flash` writes to a board (flash_cmd.firmware_image()) at their board paths.
 # Prints one "RESULT {...}" line (a dict literal) for the host to format.
 import gc
 import os
@@ -11,7 +12,7 @@ import sys
 
 from blockdev import BlockDev
 
-kind, fw_dir = sys.argv[1], sys.argv[2]
+kind, image_dir = sys.argv[1], sys.argv[2]
 online, full_days, after = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 MNT = "/flash"
 BOOT = "0a1b2c3d"
@@ -20,18 +21,27 @@ UPLOAD_MS = 30000
 bd = BlockDev(None, block_size=4096, block_count=512)
 os.VfsLfs2.mkfs(bd)
 os.mount(os.VfsLfs2(bd), MNT)
+
+
+def copy_image(src, dst):
+    """Copy the folder src onto the flash at dst, as `airwatt flash` provisions a board; returns the bytes."""
+    n = 0
+    for entry in os.ilistdir(src):
+        name = entry[0]
+        if entry[1] == 0x4000:  # a folder
+            os.mkdir(dst + "/" + name)
+            n += copy_image(src + "/" + name, dst + "/" + name)
+            continue
+        with open(src + "/" + name, "rb") as f:
+            data = f.read()
+        with open(dst + "/" + name, "wb") as g:
+            g.write(data)
+        n += len(data)
+    return n
+
+
 # The firmware's files take their room, as on a provisioned board.
-fw_bytes = 0
-for sub in ("firmware", "protocol"):
-    os.mkdir(MNT + "/" + sub)
-    for name in os.listdir(fw_dir + "/" + sub):
-        if name.endswith(".py"):
-            with open(fw_dir + "/" + sub + "/" + name, "rb") as f:
-                data = f.read()
-            with open(MNT + "/" + sub + "/" + name, "wb") as g:
-                g.write(data)
-            fw_bytes += len(data)
-            data = None
+fw_bytes = copy_image(image_dir, MNT)
 st = os.statvfs(MNT)
 free0 = st[3] * st[0]
 gc.collect()
@@ -102,7 +112,8 @@ measure = [False, 0, 0]  # on, peak allocated heap with a batch built (above the
 
 
 def upload():
-    """One POST's worth, as the uplink builds it; acked at once. Returns readings sent."""
+    """One POST's worth, the bytes the uplink sends (built whole here, which the uplink never does); acked at once.
+    Returns readings sent."""
     if kind == "v1":
         recs = log.pending(50, 8192 - 96 - 15 - 5 - len(STATUS))
         if not recs:

@@ -1,8 +1,8 @@
 # Emulated board's `socket` module (runs on the MicroPython unix port): the VM's real sockets (the board reaches the
 # agent over real loopback TCP), gated by the emulated Wi-Fi link of network.py. Once the board uses the network,
 # a socket only works while the station has an IP: otherwise connect() fails with EHOSTUNREACH as lwIP does, and
-# a link drop kills the sockets opened before it (ECONNABORTED on the next use). asyncio.open_connection imports
-# this module at call time, so the firmware's asyncio streams are gated too.
+# a link drop kills the sockets opened before it (ECONNABORTED on the next use). The firmware's HTTP client
+# (uplink.exchange) and asyncio.open_connection both import this module, so both are gated.
 from native import native
 
 _s = native("socket", globals())

@@ -174,14 +174,14 @@ def test_a_resting_sensor_is_told_its_period_and_woken_its_warmup_early():
     assert d.period_ms == 30000
 
 
-def test_clock_round_trips_rtc_datetime():
-    import clock
+def test_rtc_round_trips_rtc_datetime():
+    import rtc
 
     for t in (1577836800, 1790000123, 951782400, 4102444799):
-        dt = clock.datetime_from_unix(t)
-        assert clock.unix_from_datetime(dt) == t, (t, dt)
-    assert clock.datetime_from_unix(1790000123)[:3] == (2026, 9, 21)
-    assert clock.datetime_from_unix(0)[3] == 3  # 1970-01-01 was a Thursday (Monday = 0)
+        dt = rtc.datetime_from_unix(t)
+        assert rtc.unix_from_datetime(dt) == t, (t, dt)
+    assert rtc.datetime_from_unix(1790000123)[:3] == (2026, 9, 21)
+    assert rtc.datetime_from_unix(0)[3] == 3  # 1970-01-01 was a Thursday (Monday = 0)
 
 
 def test_boot_id_is_8_hex_and_random():

@@ -308,21 +308,22 @@ def _ack_trim_first(self, seq):
 
 def _merge_in_place(self):
     # Mutant: chunks merged straight into the segment's final name (no tmp + rename), chunks deleted first.
-    files = self._files
+    files, counts = self._files, self._counts
     i = len(files) - self._nchunks
     chunks = files[i:]
-    first = chunks[0][0]
-    count = chunks[-1][0] + chunks[-1][1] - first
+    first = chunks[0]
+    count = self._end(len(files) - 1) + 1 - first
     frames = []
     for c in chunks:
-        with open(self._path(c), "rb") as f:
+        with open(self._path(c, 0), "rb") as f:
             frames.append(f.read())
-        os.remove(self._path(c))
-    with open(self._path((first, count, True)), "wb") as g:
+        os.remove(self._path(c, 0))
+    with open(self._path(first, -count), "wb") as g:
         for fr in frames:
             g.write(fr)
-    del files[i:]
-    files.append([first, count, True])
+    del files[i:], counts[i:]
+    files.append(first)
+    counts.append(-count)
     self._nchunks = 0
 
 
