@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import multiprocessing
@@ -300,22 +301,55 @@ def export_rows(db: Any, since: float | None = None, until: float | None = None,
 
 
 # The time as iso() writes it, UTC to the millisecond (times are stored to the millisecond), then t as SQLite
-# writes a REAL. Most boards' times are whole seconds: for them strftime's %S with ".000" and t's integer text
-# with ".0" write the same bytes as %f and the REAL's 15 digits, 0.3 µs a line sooner (a third of the time of
-# these two columns).
-_CSV_TIME_T = ("iif(t BETWEEN 0 AND 99999999999 AND t = CAST(t AS INTEGER),"
-               " strftime('%Y-%m-%dT%H:%M:%S.000Z,', t, 'unixepoch') || CAST(t AS INTEGER) || '.0',"
+# writes a REAL. Most boards' times are whole seconds: for them the date and the time of day are cut from two
+# blobs bound to the query (_time_params: the days in range, 11 bytes each, and the 86,400 seconds of a day, 14
+# bytes each; substr of a blob goes straight to its bytes, of text it would count characters from the start),
+# and t is its integer text with ".0": the same bytes as strftime and the REAL's 15 digits, in 5,500 machine
+# instructions a line where strftime took 7,700 (SQLite 3.40, counted by valgrind). Other times (fractions,
+# before 1970, outside the days bound) take strftime's %f and the REAL's text.
+_CSV_TIME_T = ("iif(t BETWEEN ? AND ? AND t = CAST(t AS INTEGER),"
+               " substr(?, (CAST(t AS INTEGER) / 86400 - ?) * 11 + 1, 11)"
+               " || substr(?, CAST(t AS INTEGER) % 86400 * 14 + 1, 14) || CAST(t AS INTEGER) || '.0',"
                " printf('%s,%s', strftime('%Y-%m-%dT%H:%M:%fZ', t, 'unixepoch'), t))")
+_MAX_DAYS = 40_000  # days the date blob may span (110 years, 440 KB); a wider range takes strftime
 # Flags hold commas ("stuck,retried"): quoted then, as the csv module does.
 _CSV_FLAGS = "CASE WHEN instr(flags, ',') THEN '\"' || flags || '\"' ELSE flags END"
 # One printf per line (one string built in SQLite, not twenty joined in Python), the newline last: %s writes
 # NULL as '' and a number as SQLite does. The device's own columns (id, site, lat, lon) go before it: a
-# parameter of one device's query, or joined on in Python when one pass reads every device.
+# parameter of one device's query, or put in by Python when one pass reads every device.
 _CSV_VALUES = ["seq", "sensor", _CSV_TIME_T, "t_source", _CSV_FLAGS, *store.METRIC_COLUMNS]
 _CSV_REST = "printf('%s\n', %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
 _CSV_LINE = "printf('%%s%s\n', ?, %s)" % (",".join(["%s"] * len(_CSV_VALUES)), ", ".join(_CSV_VALUES))
 FETCH = 20_000  # lines per fetchmany: a few MB of text at a time
 HELD = 100_000  # lines a pass holds (all devices) before appending them to the devices' files: about 13 MB
+
+
+@functools.cache
+def _seconds_of_day() -> bytes:
+    """"HH:MM:SS.000Z," for each second of a day, 14 bytes each (1.2 MB)."""
+    return b"".join(b"%02d:%02d:%02d.000Z," % (s // 3600, s // 60 % 60, s % 60) for s in range(86400))
+
+
+def _time_params(first: float | None, last: float | None) -> list:
+    """The parameters of _CSV_TIME_T, in their order, for whole-second times from `first` to `last`."""
+    if first is None or last is None or not 0 <= first <= last or last - first > _MAX_DAYS * 86400:
+        return [1, 0, b"", 0, b""]  # no whole-second day bound: every time through strftime
+    day0, day1 = int(first) // 86400, int(last) // 86400
+    days = b"".join(datetime.fromtimestamp(d * 86400, timezone.utc).strftime("%Y-%m-%dT").encode()
+                    for d in range(day0, day1 + 1))
+    return [day0 * 86400, (day1 + 1) * 86400 - 1, days, day0, _seconds_of_day()]
+
+
+def _t_bounds(db: Any, devices: list[str], since: float | None, until: float | None) -> tuple:
+    """(first, last) t of these devices' readings in [since, until): two searches of (device, t) each."""
+    first = last = None
+    for d in devices:
+        where, params = store.reading_filter(d, since, until)
+        lo = db.execute("SELECT min(t) FROM readings%s" % where, params).fetchone()[0]
+        hi = db.execute("SELECT max(t) FROM readings%s" % where, params).fetchone()[0]
+        if lo is not None:
+            first, last = lo if first is None else min(first, lo), hi if last is None else max(last, hi)
+    return first, last
 
 
 def export_csv(db: Any, out: IO[str], since: float | None = None, until: float | None = None, jobs: int = 1) -> int:
@@ -324,12 +358,14 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     SQLite formats each line, and the table is read once in its own (rowid) order over the rows in range, each
     line appended to its device's temporary file, the files then copied out device after device: readings are
     stored about in time order, so a month of a city's readings (millions) is one sequential read, not a search
-    of the (device, t) index then of the table for each row (1.3 µs a row, a third of the time). Memory stays
-    constant; the temporary files take the export's size on disk. jobs > 1: that many processes read parts of
-    the rowid range side by side. A device whose rows are not stored in sequence order (a backlog that arrived
-    after newer readings) is read again with its own query sorted by seq, and so is every device when the rows
-    in range lie scattered over the table (less than half of the rowids between them): the bytes are always
-    those of the sorted query."""
+    of the (device, t) index then of the table for each row (1.3 µs a row). A line costs about 24,900 machine
+    instructions: 17,300 in SQLite's formatting (printf's conversion of each value to text most of it), 7,500
+    in Python's fetch, routing and writes (README: the export figures). Memory stays constant; the temporary
+    files take the export's size on disk. jobs > 1: that many processes find the rowid span (each for its share
+    of the devices) and then read parts of the range side by side. A device whose rows are not stored in sequence order (a backlog that arrived after newer
+    readings) is read again with its own query sorted by seq, and so is every device when the rows in range lie
+    scattered over the table (less than half of the rowids between them): the bytes are always those of the
+    sorted query."""
     names = [c[0] for c in EXPORT_COLUMNS]
     if names[4:] != ["seq", "sensor", "time", "t", "t_source", "flags", *store.METRIC_COLUMNS]:
         raise RuntimeError("EXPORT_COLUMNS and the CSV line disagree")  # a column added to one but not the other
@@ -338,10 +374,21 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     writer.writerow(names)
     out.write(header.getvalue())
     devices = store.list_devices(db)
-    span = _rowid_span(db, devices, since, until)
-    if span is None:
-        return sum(_device_csv(db, d, since, until, out) for d in devices)
-    return _export_scan(db, devices, since, until, span, max(jobs, 1), out)
+    if jobs <= 1:
+        span = _rowid_span(db, devices, since, until)
+        if span is None:
+            return sum(_device_csv(db, d, since, until, out) for d in devices)
+        return _export_scan(db, devices, since, until, span, None, 1, out)
+    # The worker processes find the span first, each for its share of the devices: they start (a new Python
+    # each, 0.4 s) and search the index side by side, then read the parts of the span.
+    ids = [d["id"] for d in devices]
+    db_file = store.db_file(db)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_on_file, _device_spans, db_file, ids[k::jobs], since, until) for k in range(jobs)]
+        span = _span_of([s for f in futures for s in f.result()])
+        if span is None:
+            return sum(_device_csv(db, d, since, until, out) for d in devices)
+        return _export_scan(db, devices, since, until, span, pool, jobs, out)
 
 
 def _prefix(d: dict) -> str:
@@ -355,9 +402,10 @@ def _device_csv(db: Any, d: dict, since: float | None, until: float | None, out:
                 sensor: str | None = None) -> int:
     """One device's CSV lines (no header) written to out in sequence order, optionally of one sensor; returns how
     many. A search of (device, t) then of the table for each row (about 1.3 µs a line here) and SQLite's
-    formatting (2.5 µs); SQLite's sorter spills to disk: memory stays flat."""
+    formatting; SQLite's sorter spills to disk: memory stays flat."""
     where, params = store.reading_filter(d["id"], since, until, sensor)
-    cur = db.execute("SELECT %s FROM readings%s ORDER BY seq" % (_CSV_LINE, where), [_prefix(d), *params])
+    times = _time_params(*_t_bounds(db, [d["id"]], since, until))
+    cur = db.execute("SELECT %s FROM readings%s ORDER BY seq" % (_CSV_LINE, where), [_prefix(d), *times, *params])
     written = 0
     while True:
         chunk = cur.fetchmany(FETCH)
@@ -371,10 +419,22 @@ def _rowid_span(db: Any, devices: list[dict], since: float | None, until: float 
     """(first, last) rowid of the readings to export, from the (device, t) index alone; None when there are
     none, or when they are scattered: fewer than half the rowids between first and last (a board whose clock
     was far off, readings restored out of order)."""
-    count, first, last = 0, None, None
+    return _span_of(_device_spans(db, [d["id"] for d in devices], since, until))
+
+
+def _device_spans(db: Any, devices: list[str], since: float | None, until: float | None) -> list[tuple]:
+    """(count, first rowid, last rowid) of each device's readings in [since, until): a walk of (device, t)."""
+    spans = []
     for d in devices:
-        where, params = store.reading_filter(d["id"], since, until)
-        n, lo, hi = db.execute("SELECT count(*), min(id), max(id) FROM readings%s" % where, params).fetchone()
+        where, params = store.reading_filter(d, since, until)
+        spans.append(db.execute("SELECT count(*), min(id), max(id) FROM readings%s" % where, params).fetchone())
+    return spans
+
+
+def _span_of(spans: list[tuple]) -> tuple[int, int] | None:
+    """_rowid_span from the devices' _device_spans."""
+    count, first, last = 0, None, None
+    for n, lo, hi in spans:
         if n:
             count += n
             first, last = lo if first is None else min(first, lo), hi if last is None else max(last, hi)
@@ -384,18 +444,21 @@ def _rowid_span(db: Any, devices: list[dict], since: float | None, until: float 
 
 
 def _export_scan(db: Any, devices: list[dict], since: float | None, until: float | None, span: tuple[int, int],
-                 jobs: int, out: IO[str]) -> int:
+                 pool: ProcessPoolExecutor | None, jobs: int, out: IO[str]) -> int:
     prefixes = {d["id"]: _prefix(d) for d in devices}
+    times = _time_params(*_t_bounds(db, list(prefixes), since, until))
     first, last = span
     step = (last - first + 1 + jobs - 1) // jobs
     parts = [(lo, min(lo + step - 1, last)) for lo in range(first, last + 1, step)]
     written = 0
     with tempfile.TemporaryDirectory(prefix="airwatt-export-") as tmp:
         dirs = [str(Path(tmp) / str(k)) for k in range(len(parts))]
-        if len(parts) == 1:
-            found = [_scan_part(db, parts[0], since, until, prefixes, dirs[0])]
-        else:
-            found = _scan_parts(db, parts, since, until, prefixes, dirs)
+        if pool is None:
+            found = [_scan_part(db, part, since, until, prefixes, times, path) for part, path in zip(parts, dirs)]
+        else:  # each rowid range in its own process, on its own read-only connection
+            db_file = store.db_file(db)
+            found = [f.result() for f in [pool.submit(_on_file, _scan_part, db_file, part, since, until, prefixes,
+                                                      times, path) for part, path in zip(parts, dirs)]]
         for n, d in enumerate(devices):
             got = [(k, f[d["id"]]) for k, f in enumerate(found) if d["id"] in f]
             # in sequence order within each part, and each part's seqs above the part's before
@@ -409,27 +472,17 @@ def _export_scan(db: Any, devices: list[dict], since: float | None, until: float
     return written
 
 
-def _scan_parts(db: Any, parts: list[tuple[int, int]], since: float | None, until: float | None,
-                prefixes: dict[str, str], dirs: list[str]) -> list[dict]:
-    """_scan_part of each rowid range in its own process, on its own read-only connection."""
-    db_file = store.db_file(db)
-    with ProcessPoolExecutor(max_workers=len(parts), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_scan_part_file, db_file, part, since, until, prefixes, path)
-                   for part, path in zip(parts, dirs)]
-        return [f.result() for f in futures]
-
-
-def _scan_part_file(db_file: str, part: tuple[int, int], since: float | None, until: float | None,
-                    prefixes: dict[str, str], path: str) -> dict:
+def _on_file(func: Callable, db_file: str, *args: Any) -> Any:
+    """func(a read-only connection to db_file, *args), in a worker process."""
     conn = sqlite3.connect(Path(db_file).resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        return _scan_part(conn, part, since, until, prefixes, path)
+        return func(conn, *args)
     finally:
         conn.close()
 
 
 def _scan_part(db: Any, part: tuple[int, int], since: float | None, until: float | None,
-               prefixes: dict[str, str], path: str) -> dict:
+               prefixes: dict[str, str], times: list, path: str) -> dict:
     """The readings in the rowid range `part` (inclusive) with t in [since, until), read in rowid order, each
     device's lines appended to its file `path`/N.csv (N: its place in `prefixes`). Returns, per device:
     (lines, first seq, last seq, whether its seqs only rose)."""
@@ -438,7 +491,8 @@ def _scan_part(db: Any, part: tuple[int, int], since: float | None, until: float
     where, params = store.reading_filter(None, since, until)
     where += (" AND " if where else " WHERE ") + "id BETWEEN ? AND ?"
     # NOT INDEXED: the table's own rowid order, never an index over other devices' or other times' rows
-    cur = db.execute("SELECT device, seq, %s FROM readings NOT INDEXED%s" % (_CSV_REST, where), [*params, *part])
+    cur = db.execute("SELECT device, seq, %s FROM readings NOT INDEXED%s" % (_CSV_REST, where),
+                     [*times, *params, *part])
     held: dict[str, list[str]] = {}
     state: dict[str, list] = {}  # device -> [lines, first seq, last seq, ordered]
     count = 0

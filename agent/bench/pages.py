@@ -6,7 +6,8 @@ with realistic values (daily rhythms of power, CO2 and PM, a meter counter that 
 with executemany in big transactions; then the roller builds the rollups, as a running agent would have.
 For each store a real `airwatt serve` process answers each page `--requests` times over HTTP on 127.0.0.1,
 the stores' requests interleaved (median reported); then its peak RSS. On the big store a 30-day CSV export
-runs as `airwatt export` (time, CPU time and peak RSS). Also: the database's bytes per reading, tables and
+runs as `airwatt export` (time, CPU time and peak RSS), each run beside the baseline of each device's own
+sorted query (the export before its one pass), whose bytes must be the same. Also: the database's bytes per reading, tables and
 indexes included. Figures only; nothing here is asserted by tests (a test runs it at a tiny size to prove it
 works).
 """
@@ -14,6 +15,7 @@ works).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -27,7 +29,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
-from airwatt.agent import retention, rollup, store, writer
+from airwatt.agent import commands, retention, rollup, store, writer
 from airwatt.agent.bench import serve
 from airwatt.agent.tz import THAILAND
 
@@ -186,16 +188,20 @@ def time_pages(stores: list[tuple[Path, int]], now: float, requests: int) -> lis
             serve.stop_agent(proc)
 
 
-def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict:
-    """`airwatt export --format csv` of the last `days` days: seconds, rows, peak RSS of the export process."""
+def time_export(data_dir: Path, days: float, now: float, out_file: Path, sorted_queries: bool = False) -> dict:
+    """`airwatt export --format csv` of the last `days` days: seconds, rows, peak RSS of the export process.
+    sorted_queries: the same CSV by each device's own query sorted by seq (_sorted_export), as the export did
+    before its one pass over the table: the baseline."""
     # Peak RSS (KB) and CPU seconds of the export and its worker processes (the CPU figure holds on a busy
     # machine). Its own peak from /proc (VmHWM): getrusage's ru_maxrss outlives exec, so it would report this
     # bench's size at the fork (hundreds of MB after growing a store), not the export's.
-    code = ("import resource, sys; from airwatt.agent.cli import main; rc = main(sys.argv[1:]); "
+    run = ("from airwatt.agent.bench.pages import _sorted_export as main" if sorted_queries
+           else "from airwatt.agent.cli import main")
+    code = ("import resource, sys; %s; rc = main(sys.argv[1:]); "
             "u = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]; "
             "hwm = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]; "
             "print(max(hwm, u[1].ru_maxrss), sum(x.ru_utime + x.ru_stime for x in u), file=sys.stderr); "
-            "sys.exit(rc)")
+            "sys.exit(rc)" % run)
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", code, "export", "--data-dir", str(data_dir), "--format", "csv",
                            "--since", repr(now - days * 86400), "--until", repr(now + 1), "--out", str(out_file)],
@@ -210,9 +216,47 @@ def time_export(data_dir: Path, days: float, now: float, out_file: Path) -> dict
             "bytes": out_file.stat().st_size}
 
 
+def _sorted_export(argv: list[str]) -> int:
+    """The baseline of time_export: the CSV by each device's own query sorted by seq (a search of (device, t)
+    then of the table per row), in one process; argv as `airwatt export` takes it."""
+    args = dict(zip(argv[1::2], argv[2::2]))
+    db = store.open_db(args["--data-dir"])
+    with open(args["--out"], "w", encoding="utf-8", newline="") as out:
+        out.write(",".join(c[0] for c in commands.EXPORT_COLUMNS) + "\n")
+        for d in store.list_devices(db):
+            commands._device_csv(db, d, float(args["--since"]), float(args["--until"]), out)
+    db.close()
+    return 0
+
+
+def time_exports(data_dir: Path, days: float, now: float, out_file: Path, runs: int, log=print) -> dict:
+    """time_export `runs` times, each beside the baseline (the two alternating, so the load of the moment weighs
+    on both alike); the median run of each, and whether their bytes are the same."""
+    ours, base = [], []
+    for _ in range(runs):
+        for label, sorted_queries, got in (("export", False, ours), ("baseline", True, base)):
+            load = os.getloadavg()[0]
+            got.append(time_export(data_dir, days, now, out_file, sorted_queries) | {"load": load})
+            got[-1]["sha256"] = _sha256(out_file)
+            log("%s: %.1f s (%.1f s of CPU), load %.1f before" % (label, got[-1]["seconds"], got[-1]["cpu_s"], load))
+    pick = lambda rs: sorted(rs, key=lambda r: r["seconds"])[(len(rs) - 1) // 2]
+    return pick(ours) | {"runs": [r["seconds"] for r in ours], "baseline": pick(base),
+                         "baseline_runs": [r["seconds"] for r in base],
+                         "same_bytes": len({r["sha256"] for r in ours + base}) == 1}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def run(boards: int = 20, days: int = 90, requests: int = 5, export_days: float = 30, data_dir: str | None = None,
-        log=print, reuse: bool = False) -> dict:
-    """reuse: time the stores a previous run left in data_dir (grown then; the time since shows as no data)."""
+        log=print, reuse: bool = False, export_runs: int = 1, export_only: bool = False) -> dict:
+    """reuse: time the stores a previous run left in data_dir (grown then; the time since shows as no data).
+    export_runs: exports (each beside the baseline), the median shown. export_only: no pages."""
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="airwatt-bench-pages-") as tmp:
         base = Path(data_dir) if data_dir else Path(tmp)
@@ -221,7 +265,7 @@ def run(boards: int = 20, days: int = 90, requests: int = 5, export_days: float 
             if store.db_path(d).exists() != reuse:
                 raise SystemExit("bench: %s %s a database; give %s --data-dir" % (
                     d, "already holds" if not reuse else "holds no", "an empty" if not reuse else "the same"))
-        result: dict = {"boards": boards, "days": days, "requests": requests}
+        result: dict = {"boards": boards, "days": days, "requests": requests, "export_days": export_days}
         for label, d, n_days in (("1d", small, 1), ("big", big, days)):
             began = time.perf_counter()
             if reuse:
@@ -236,14 +280,32 @@ def run(boards: int = 20, days: int = 90, requests: int = 5, export_days: float 
                                                   result[label + "_grow_s"]))
         result["bytes_per_reading"], result["sizes"] = bytes_per_reading(big)
         result["file_bytes"] = store.db_path(big).stat().st_size
-        result["1d"], result["big"] = time_pages([(small, 1), (big, days)], now, requests)
-        log("timed the pages on %s and %s" % (small.name, big.name))
-        result["export"] = time_export(big, min(export_days, days), now, base / "export.csv")
+        if not export_only:
+            result["1d"], result["big"] = time_pages([(small, 1), (big, days)], now, requests)
+            log("timed the pages on %s and %s" % (small.name, big.name))
+        result["export"] = time_exports(big, min(export_days, days), now, base / "export.csv", export_runs, log)
         (base / "export.csv").unlink()
     return result
 
 
 def format_result(r: dict) -> str:
+    ex, bl = r["export"], r["export"]["baseline"]
+    export = [
+        "CSV export of the last %d days (median of %d, load %.1f before it): %d rows, %.1f MB in %.1f s (%.0f rows/s;"
+        " %.1f s of CPU in all its processes), export process peak RSS %.0f MB"
+        % (min(r["export_days"], r["days"]), len(ex["runs"]), ex["load"], ex["rows"], ex["bytes"] / 1e6,
+           ex["seconds"], ex["rows"] / ex["seconds"], ex["cpu_s"], ex["peak_rss_mb"]),
+        "  baseline, each device's own sorted query in one process (the export before its one pass), in the same"
+        " run: %.1f s (%.1f s of CPU, load %.1f before it), peak RSS %.0f MB; the same bytes: %s"
+        % (bl["seconds"], bl["cpu_s"], bl["load"], bl["peak_rss_mb"], "yes" if ex["same_bytes"] else "NO"),
+        "  all runs: export %s; baseline %s" % (", ".join("%.1f s" % t for t in ex["runs"]),
+                                                ", ".join("%.1f s" % t for t in ex["baseline_runs"])),
+    ]
+    if "1d" not in r:
+        return "\n".join(["export bench: %d boards at %.2f readings/s each, %d readings (%d days; cpu count %s)"
+                          % (r["boards"], RATE, r["big_readings"], r["days"], os.cpu_count()), *export,
+                          "goal: 30-day export < %.0f s: %s" % (GOALS["export_s"],
+                                                                 _yes(ex["seconds"] < GOALS["export_s"]))])
     small, big = r["1d"], r["big"]
     lines = ["pages bench: %d boards at %.2f readings/s each; medians of %d requests over HTTP (cpu count %s)"
              % (r["boards"], RATE, r["requests"], os.cpu_count()),
@@ -254,7 +316,6 @@ def format_result(r: dict) -> str:
         growth = b / a if a else float("inf")
         worst_time, worst_growth = max(worst_time, b), max(worst_growth, growth)
         lines.append("| %s | %.3f s | %.3f s | %.1fx |" % (name, a, b, growth))
-    ex = r["export"]
     lines += [
         "stores: %d readings (1 day), %d readings (%d days); built in %.0f s and %.0f s"
         % (r["1d_readings"], r["big_readings"], r["days"], r["1d_grow_s"], r["big_grow_s"]),
@@ -264,10 +325,7 @@ def format_result(r: dict) -> str:
                      if v >= 1e5)),
         "agent RSS after the pages: %.0f MB (peak %.0f MB) on the %d-day store, %.0f MB (peak %.0f MB) on 1 day"
         % (big["rss_mb"], big["peak_rss_mb"], r["days"], small["rss_mb"], small["peak_rss_mb"]),
-        "CSV export of the last %d days: %d rows, %.1f MB in %.1f s (%.0f rows/s; %.1f s of CPU in all its processes),"
-        " export process peak RSS %.0f MB"
-        % (min(30, r["days"]), ex["rows"], ex["bytes"] / 1e6, ex["seconds"], ex["rows"] / ex["seconds"], ex["cpu_s"],
-           ex["peak_rss_mb"]),
+        *export,
         "goals: every page < %.1f s: %s (worst %.3f s); growth <= %.0fx: %s (worst %.1fx); RSS < %.0f MB: %s; "
         "30-day export < %.0f s: %s"
         % (GOALS["median_s"], _yes(worst_time < GOALS["median_s"]), worst_time, GOALS["growth"],
@@ -286,8 +344,11 @@ def _bench_pages(args: argparse.Namespace) -> int:
         args.boards, args.days, args.requests = 2, 3, 1
     if args.reuse and not args.data_dir:
         raise SystemExit("bench: --reuse needs the --data-dir of an earlier run")
+    if args.export_runs < 1:
+        raise SystemExit("bench: --export-runs must be at least 1")
     result = run(args.boards, args.days, args.requests, args.export_days, args.data_dir,
-                 log=lambda m: print(m, file=sys.stderr, flush=True), reuse=args.reuse)
+                 log=lambda m: print(m, file=sys.stderr, flush=True), reuse=args.reuse,
+                 export_runs=args.export_runs, export_only=args.export_only)
     print(format_result(result))
     return 0
 
@@ -303,4 +364,7 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     bp.add_argument("--quick", action="store_true", help="2 boards, 3 days, 1 request: to see that it works")
     bp.add_argument("--data-dir", default=None, help="where to build the stores (default: a temp dir)")
     bp.add_argument("--reuse", action="store_true", help="time the stores an earlier run left in --data-dir")
+    bp.add_argument("--export-runs", type=int, default=1,
+                    help="CSV exports, each beside the baseline (each device's own sorted query); the median is shown")
+    bp.add_argument("--export-only", action="store_true", help="time the CSV export alone, not the pages")
     bp.set_defaults(func=_bench_pages)

@@ -156,3 +156,31 @@ def test_readings_scattered_over_the_table_are_read_device_by_device(tmp_path):
     assert [(r["device"], r["seq"]) for r in csv.DictReader(io.StringIO(out.getvalue()))] == [
         (d, s) for d in "abc" for s in ("50", "51")]
     db.close()
+
+
+def test_whole_second_times_cut_from_the_day_blobs_equal_strftime():
+    """The CSV's time and t columns for whole-second times (the date and the time of day cut from bound blobs)
+    are the bytes strftime and the REAL's text give, across midnights, years and the bounds of the days blob;
+    other times (fractions, before 1970, none) go through strftime itself."""
+    import random
+    import sqlite3
+
+    rng = random.Random(15)
+    first, last = 946_684_800.0 - 1, 4_102_444_800.0  # 1999-12-31T23:59:59 to 2100-01-01
+    ts = [first, last, 1_790_000_000.0, 1_789_999_999.0, 951_782_400.0, 951_868_799.0]  # 2000-02-29, leap day
+    ts += [float(86400 * rng.randrange(11_000, 47_000) + rng.choice((0, 1, 86399, rng.randrange(86400))))
+           for _ in range(3000)]
+    ts += [first - 1, last + 1, 1_790_000_000.5, 1_790_000_000.001, -86400.0, 0.0, None]
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE r (t REAL)")
+    conn.executemany("INSERT INTO r VALUES (?)", [(t,) for t in ts])
+    got = conn.execute("SELECT %s FROM r ORDER BY rowid" % commands._CSV_TIME_T,
+                       commands._time_params(first, last)).fetchall()
+    want = conn.execute("SELECT printf('%s,%s', strftime('%Y-%m-%dT%H:%M:%fZ', t, 'unixepoch'), t) FROM r"
+                        " ORDER BY rowid").fetchall()
+    assert got == want and got[2] == ("2026-09-21T14:13:20.000Z,1790000000.0",)
+    blank = commands._time_params(first, last)
+    blank[2] = b"#" * len(blank[2])  # the whole-second rows really are cut from the blob
+    cut = conn.execute("SELECT %s FROM r ORDER BY rowid" % commands._CSV_TIME_T, blank).fetchall()
+    assert cut[2] == ("###########14:13:20.000Z,1790000000.0",) and cut[-5:] == want[-5:]
+    assert commands._time_params(None, None) == commands._time_params(-5.0, 10.0) == [1, 0, b"", 0, b""]
