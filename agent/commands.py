@@ -10,6 +10,7 @@ ISO 8601 (a time without an offset is taken as UTC) or Unix seconds; times print
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import io
@@ -362,10 +363,10 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     instructions: 17,300 in SQLite's formatting (printf's conversion of each value to text most of it), 7,500
     in Python's fetch, routing and writes (README: the export figures). Memory stays constant; the temporary
     files take the export's size on disk. jobs > 1: that many processes find the rowid span (each for its share
-    of the devices) and then read parts of the range side by side. A device whose rows are not stored in sequence order (a backlog that arrived after newer
-    readings) is read again with its own query sorted by seq, and so is every device when the rows in range lie
-    scattered over the table (less than half of the rowids between them): the bytes are always those of the
-    sorted query."""
+    of the devices) and then read parts of the range side by side. A device whose rows are not stored in
+    sequence order (a backlog that arrived after newer readings) is read again with its own query sorted by seq,
+    and so is every device when the rows in range lie scattered over the table (less than half of the rowids
+    between them): the bytes are always those of the sorted query."""
     names = [c[0] for c in EXPORT_COLUMNS]
     if names[4:] != ["seq", "sensor", "time", "t", "t_source", "flags", *store.METRIC_COLUMNS]:
         raise RuntimeError("EXPORT_COLUMNS and the CSV line disagree")  # a column added to one but not the other
@@ -374,21 +375,22 @@ def export_csv(db: Any, out: IO[str], since: float | None = None, until: float |
     writer.writerow(names)
     out.write(header.getvalue())
     devices = store.list_devices(db)
-    if jobs <= 1:
-        span = _rowid_span(db, devices, since, until)
-        if span is None:
-            return sum(_device_csv(db, d, since, until, out) for d in devices)
-        return _export_scan(db, devices, since, until, span, None, 1, out)
-    # The worker processes find the span first, each for its share of the devices: they start (a new Python
-    # each, 0.4 s) and search the index side by side, then read the parts of the span.
     ids = [d["id"] for d in devices]
-    db_file = store.db_file(db)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_on_file, _device_spans, db_file, ids[k::jobs], since, until) for k in range(jobs)]
-        span = _span_of([s for f in futures for s in f.result()])
+    # jobs > 1: the worker processes find the span first, each for its share of the devices; they start (a new
+    # Python each, 0.4 s) and search the index side by side, then read the parts of the span.
+    pool = (ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) if jobs > 1
+            else None)
+    with pool or contextlib.nullcontext():
+        if pool is None:
+            spans = _device_spans(db, ids, since, until)
+        else:
+            futures = [pool.submit(_on_file, _device_spans, store.db_file(db), ids[k::jobs], since, until)
+                       for k in range(jobs)]
+            spans = [s for f in futures for s in f.result()]
+        span = _span_of(spans)
         if span is None:
             return sum(_device_csv(db, d, since, until, out) for d in devices)
-        return _export_scan(db, devices, since, until, span, pool, jobs, out)
+        return _export_scan(db, devices, since, until, span, pool, max(jobs, 1), out)
 
 
 def _prefix(d: dict) -> str:
