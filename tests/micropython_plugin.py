@@ -42,6 +42,14 @@ def run_micropython(args: list[str], *, cwd: Path | None = None, extra_paths: tu
                           capture_output=True, text=True, timeout=timeout)
 
 
+def case_output(result: subprocess.CompletedProcess) -> str:
+    """The stdout of a VM case script (tests/firmware/*_cases.py), after checking that it exited 0 and ended
+    with "OK"."""
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
+    return result.stdout
+
+
 def run_micropython_shards(args: list[str], **kwargs) -> list[subprocess.CompletedProcess]:
     """Run a power-cut campaign split over one VM per core, side by side: VM k of n gets AIRWATT_SHARD=k/n and
     cuts at every n-th flash write from the (k+1)-th. The campaigns are the suite's longest tests, and each VM

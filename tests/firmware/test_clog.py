@@ -6,16 +6,14 @@ import re
 
 import pytest
 
-from micropython_plugin import run_micropython, run_micropython_shards
+from micropython_plugin import case_output, run_micropython, run_micropython_shards
 from test_store import BOARD, HERE
 
 
 def vm(*args, heapsize: str | None = None) -> str:
     result = run_micropython([str(HERE / "clog_cases.py"), *map(str, args)], extra_paths=(BOARD,),
                              heapsize=heapsize, timeout=600)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
-    return result.stdout
+    return case_output(result)
 
 
 def shards(*args, heapsize: str | None = None) -> list[str]:
@@ -24,10 +22,8 @@ def shards(*args, heapsize: str | None = None) -> list[str]:
     outs = []
     for result in run_micropython_shards([str(HERE / "clog_cases.py"), *map(str, args)], extra_paths=(BOARD,),
                                          heapsize=heapsize, timeout=600):
-        out = result.stdout + result.stderr
-        assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
-        print(result.stdout)
-        outs.append(result.stdout)
+        outs.append(case_output(result))
+        print(outs[-1])
     return outs
 
 

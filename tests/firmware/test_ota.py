@@ -8,15 +8,13 @@ import re
 
 import pytest
 
-from micropython_plugin import run_micropython, run_micropython_shards
+from micropython_plugin import case_output, run_micropython, run_micropython_shards
 from test_store import BOARD, HERE
 
 
 def vm(*args) -> str:
     result = run_micropython([str(HERE / "ota_cases.py"), *map(str, args)], extra_paths=(BOARD,), timeout=850)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
-    return result.stdout
+    return case_output(result)
 
 
 def campaign(*args) -> tuple[int, dict[str, int]]:
@@ -25,10 +23,9 @@ def campaign(*args) -> tuple[int, dict[str, int]]:
     total, cuts, kinds = None, 0, {}
     for result in run_micropython_shards([str(HERE / "ota_cases.py"), *map(str, args)], extra_paths=(BOARD,),
                                          timeout=850):
-        out = result.stdout + result.stderr
-        assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out[-3000:]
-        print(result.stdout)
-        m = re.search(r"CUTS (\d+) WRITES (\d+) (.*)", result.stdout)
+        out = case_output(result)
+        print(out)
+        m = re.search(r"CUTS (\d+) WRITES (\d+) (.*)", out)
         assert m and total in (None, int(m[2])), out
         total, cuts = int(m[2]), cuts + int(m[1])
         for phase, n in ast.literal_eval(m[3]):

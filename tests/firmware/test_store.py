@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from micropython_plugin import ROOT, run_micropython
+from micropython_plugin import ROOT, case_output, run_micropython
 
 HERE = Path(__file__).resolve().parent
 BOARD = ROOT / "emulator" / "board"
@@ -18,9 +18,7 @@ MIN_CUTS = 800  # the workload makes 847 flash writes/erases today; fewer would 
 
 def vm(script: str, *args, heapsize: str | None = None) -> str:
     result = run_micropython([str(HERE / script), *map(str, args)], extra_paths=(BOARD,), heapsize=heapsize)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), out
-    return result.stdout
+    return case_output(result)
 
 
 def test_append_pending_ack_basics():
