@@ -71,7 +71,8 @@ def compile_release(version: str, src: Path | None = None) -> dict[str, bytes]:
             source = Path(tmp) / path.name
             source.write_text(text)
             out = Path(tmp) / (path.stem + ".mpy")
-            got = subprocess.run([mpy_cross, "-march=xtensawin", "-s", path.name, "-o", str(out), str(source)],
+            # -s: the module name in tracebacks, as flash_cmd compiles it
+            got = subprocess.run([mpy_cross, "-march=xtensawin", "-s", path.stem, "-o", str(out), str(source)],
                                  capture_output=True, text=True)
             if got.returncode != 0:
                 raise ValueError("mpy-cross failed on %s:\n%s" % (path, got.stderr.strip()))

@@ -64,8 +64,9 @@ def _compile(out: Path) -> dict[str, Path]:
     for src, dest in sources:
         target = out / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # -s: the short source name in tracebacks, rather than this machine's path, saves the board RAM
-        result = subprocess.run([mpy_cross, "-s", src.name, "-o", str(target), str(src)], capture_output=True,
+        # -s: tracebacks name the module ("clog", line 12) rather than this machine's path or "clog.py": the
+        # module's name is interned anyway, so the source name costs the board's heap nothing
+        result = subprocess.run([mpy_cross, "-s", src.stem, "-o", str(target), str(src)], capture_output=True,
                                 text=True)
         if result.returncode != 0:
             raise FlashError("mpy-cross failed on %s:\n%s" % (src.name, result.stderr))
