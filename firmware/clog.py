@@ -6,7 +6,9 @@
 # not the copy and erase of a data block that appending to a big file costs) or when its oldest reading is
 # `window_s` old (60 s by default), or on flush() (a deliberate stop). Every `seg_chunks` chunk files are
 # copied into one segment file s<first seq>_<count> (written as s.tmp, then renamed: a segment exists whole or
-# not at all) and deleted. Seqs are contiguous across files, so file names give every reading's seq.
+# not at all) and deleted. Seqs are contiguous across files, so file names give every reading's seq. An upload's
+# v2 batch is planned (plan_pending), then read back from the flash as the uplink signs it and again as it sends it
+# (stream_pending): the board never holds a batch in RAM.
 #
 # What a power cut can cost: the readings of the frame not yet committed, at most `window_s` seconds (or one
 # full frame, ~9 readings) of each sensor. kWh totals lose nothing: energy_wh is the meter's own counter, kept
@@ -60,7 +62,12 @@ class Log(statefile.Counters):
         self._tmp = root + "/log.tmp"
         self._hint = (0, 0, 0)  # (file's first seq, byte offset, seq of the frame there)
         self.commits = 0
-        self._wpk = None  # the uplink's packer (its buffer: the caller's), made at the first pack_pending
+        # The uplink's: a packer that keeps no readings, and buffers for a frame read back, a head and a CRC.
+        self._wpk = packed.Packer(0)
+        self._wpk.buf = None
+        self._wb = bytearray(frame + 8)
+        self._hb = bytearray(_HEAD_ROOM)
+        self._crc = bytearray(4)
         try:
             os.mkdir(root)
         except OSError:
@@ -86,9 +93,9 @@ class Log(statefile.Counters):
         n = self._counts[i]
         return self._files[i] + (n if n > 0 else -n) - 1
 
-    def _read_frame(self, f, off):
-        """Length of the frame at byte off of open file f, read into self._fb; 0 at the end or when damaged."""
-        fb = self._fb
+    def _read_frame(self, f, off, fb=None):
+        """Length of the frame at byte off of open file f, read into fb (self._fb); 0 at the end or when damaged."""
+        fb = fb or self._fb
         f.seek(off)
         mv = memoryview(fb)
         if f.readinto(mv[:packed.HEAD]) != packed.HEAD:
@@ -240,59 +247,107 @@ class Log(statefile.Counters):
         import v1
         return v1.pending(self, max_count, max_bytes)
 
-    def pack_pending(self, out, room, max_count=1000):
-        """Pack the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py) into
-        out (a bytearray or memoryview), at most room bytes: one reading in RAM at a time, and each
-        v2 frame built in out itself, so a full batch costs no more heap than its bytes. Frames end only where
-        v2.pack ends them (another boot or clock, 255 readings) or at room: the canonical bytes. Returns
-        (first seq, count, bytes); count 0 when nothing is pending."""
-        if self._wpk is None:
-            self._wpk = packed.Packer(0, out)
-        pk = self._wpk
-        want = self.cursor + 1
-        first, count, k = want, 0, 0
-        files = self._files
-        if not files or want >= self._committed:
-            return first, 0, 0
-        i = len(files) - 1
-        while i > 0 and files[i] > want:
-            i -= 1
-        full = False
-        mv = memoryview(out)
-        pk.clear()
-        pk.buf = mv[_HEAD_ROOM:]  # the readings; frame() puts the head in front of them
-        pk.size = room - _HEAD_ROOM
-        while i < len(files) and not full:
-            off, seq = 0, files[i]
-            with open(self._path(seq, self._counts[i]), "rb") as f:
-                while not full:
-                    n = self._read_frame(f, off)
-                    if not n:
+    def _walk(self, want):
+        """The committed readings from seq want on, oldest first, one at a time (packed.readings tuples). No file
+        stays open while a reading is out: the uplink sends as it walks, and the sampler may commit, merge or
+        drop files meanwhile (the walk then finds want in its new file, or stops where it is gone)."""
+        wb = self._wb
+        at = off = seq = -1  # the file (its first seq) and the offset and first seq of the frame next read there
+        while want < self._committed:
+            files = self._files
+            i = len(files) - 1
+            while i > 0 and files[i] > want:
+                i -= 1
+            if not files or files[i] > want:
+                return  # dropped: the caller checks the seqs it was given
+            if files[i] != at:
+                at, off, seq = files[i], 0, files[i]
+            with open(self._path(at, self._counts[i]), "rb") as f:
+                while True:
+                    n = self._read_frame(f, off, wb)
+                    if not n or seq + wb[1] > want:
                         break
-                    c = self._fb[1]
-                    if seq + c > want:
-                        for r in packed.readings(self._fb, seq, want):
-                            if count == max_count:
-                                full = True
-                                break
-                            if pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
-                                count += 1
-                                continue
-                            if pk.count:
-                                k += pk.frame(mv[k:])
-                                pk.clear()
-                                pk.buf = mv[k + _HEAD_ROOM:]
-                                pk.size = room - k - _HEAD_ROOM
-                                if pk.size > 0 and pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
-                                    count += 1
-                                    continue
-                            full = True
-                            break
                     off += n
-                    seq += c
-            i += 1
-        if pk.count:
-            k += pk.frame(mv[k:])
+                    seq += wb[1]
+            f = None  # a closed file keeps its LittleFS buffer: not held while the readings go out
+            if not n:  # damaged: on to the next file
+                want = self._end(i) + 1
+                continue
+            off += n
+            seq += wb[1]
+            for r in packed.readings(wb, seq - wb[1], want):
+                want = r[0] + 1
+                yield r
+
+    def plan_pending(self, room, max_count=1000):
+        """The next batch: the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py)
+        of at most room bytes in all. Frames end only where v2.pack ends them (another boot or clock, 255
+        readings) or at room: the canonical bytes. Nothing is held but each frame's head: returns (first seq,
+        count, bytes, frames), frames [(readings, head bytes)] for stream_pending; count 0 when none is pending."""
+        first = self.cursor + 1
+        pk = self._wpk
         pk.clear()
-        pk.buf = None  # no view of the caller's buffer kept
-        return first, count, k
+        pk.size = room - _HEAD_ROOM
+        count = k = 0
+        frames = []
+        walk = self._walk(first)
+        try:
+            for r in walk:
+                if r[0] != first + count or count == max_count:
+                    break
+                if not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                    if not pk.count:
+                        break
+                    k += self._close_frame(frames)
+                    pk.size = room - k - _HEAD_ROOM
+                    if pk.size <= 0 or not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                        break
+                count += 1
+        finally:
+            walk.close()
+        if pk.count:
+            k += self._close_frame(frames)
+        return first, count, k, frames
+
+    def _close_frame(self, frames):
+        pk = self._wpk
+        n = pk.head(self._hb)
+        frames.append((pk.count, bytes(memoryview(self._hb)[:n])))
+        n += pk.n + 4
+        pk.clear()
+        return n
+
+    def stream_pending(self, first, frames):
+        """The bytes of the batch plan_pending gave (first, frames), piece by piece, from the flash again: a frame's
+        head, each reading's record, the frame's CRC. ValueError when the log no longer holds those readings."""
+        pk = self._wpk
+        pk.size = 1 << 30  # the plan ended the frames
+        crc = self._crc
+        seq = first
+        j = left = 0
+        walk = self._walk(first)
+        try:
+            for r in walk:
+                if not left:
+                    left, head = frames[j]
+                    j += 1
+                    pk.clear()
+                    c = packed.crc32(head)
+                    yield head
+                if r[0] != seq or not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                    break
+                rec = memoryview(pk._rec)[:pk.rlen]
+                c = packed.crc32(rec, c)
+                yield rec
+                seq += 1
+                left -= 1
+                if not left:
+                    for i in range(4):
+                        crc[i] = (c >> (8 * i)) & 0xFF
+                    yield crc
+                    if j == len(frames):
+                        return
+        finally:
+            walk.close()
+        if left or j < len(frames):
+            raise ValueError("seq %d left the log during the upload" % seq)

@@ -234,9 +234,8 @@ class Ota:
         timeout = cfg["http_timeout_s"] * 1000
         path = cfg["prefix"] + path
         sig = canonical.sign(unhexlify(cfg["key"]), b"GET " + path.encode())
-        code, signature, body = await exchange(lambda aw: asyncio.wait_for_ms(aw, timeout), "GET", cfg["host"],
-                                               cfg["port"], path, cfg["device"], sig, None, limit,
-                                               b"x-airwatt-signature")
+        code, signature, body = await exchange(timeout, "GET", cfg["host"], cfg["port"], path,
+                                               cfg["device"], sig, None, limit, b"x-airwatt-signature")
         return code, signature.decode() if signature else "", body
 
     def _room(self, files, folder):

@@ -8,6 +8,7 @@ import gc
 import random
 import select
 import socket
+import time
 from binascii import b2a_base64, unhexlify
 from errno import EINPROGRESS
 from micropython import const
@@ -15,7 +16,8 @@ from micropython import const
 from protocol import answer, canonical
 
 MAX_BODY = 8192  # bytes: the largest body (fields.MAX_BODY_V2)
-_CHUNK = const(192)  # packed bytes base64-encoded at a time (a multiple of 3: the pieces join into one text)
+_CHUNK = const(96)  # packed bytes base64-encoded at a time: a multiple of 3 (the pieces join into one text), and
+# small: a 129-byte piece still finds room in a fragmented heap
 _V2_MAX = const(1000)  # readings in a v2 batch (fields.MAX_READINGS_V2); the body limit binds first
 _MAX_ANSWER = const(4096)  # an answer larger than this is not ours
 _POLL_MS = const(2)  # how often an exchange waiting on its socket looks again
@@ -34,29 +36,34 @@ def backoff(ms, failures, cap):
     return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
 
 
-async def _ready(p, s, ev):
-    # Wait until socket s is ready for ev (select.POLLIN or POLLOUT) or has failed, looking every _POLL_MS.
-    # asyncio's streams would wait without looking, but they bring 1.8 KB of classes into the heap for it.
+async def _ready(p, s, ev, t):
+    # Wait until socket s is ready for ev (select.POLLIN or POLLOUT) or has failed, looking every _POLL_MS; at
+    # most t[0] ms, and not past ticks_ms t[1]. asyncio's streams would wait without looking, but they bring 1.8 KB
+    # of classes into the heap for it; asyncio.wait_for, a task and its coroutines for each wait.
     p.modify(s, ev)
+    start = time.ticks_ms()
     while not p.poll(0):
+        now = time.ticks_ms()
+        if time.ticks_diff(now, start) >= t[0] or time.ticks_diff(now, t[1]) >= 0:
+            raise asyncio.TimeoutError()
         await asyncio.sleep_ms(_POLL_MS)
 
 
-async def _send(p, s, data):
+async def _send(p, s, data, t):
     mv = memoryview(data)
     off = 0
     while off < len(mv):
-        await _ready(p, s, select.POLLOUT)
+        await _ready(p, s, select.POLLOUT, t)
         n = s.write(mv[off:])
         if n is not None:  # None: it would block after all
             off += n
 
 
-async def _recv(p, s, n):
+async def _recv(p, s, n, t):
     """A line (n 0) or n bytes from socket s; fewer when the peer closes first (b"" at the end)."""
     r = b""
     while True:
-        await _ready(p, s, select.POLLIN)
+        await _ready(p, s, select.POLLIN, t)
         got = s.read(n - len(r)) if n else s.readline()
         if got is None:
             continue
@@ -65,11 +72,13 @@ async def _recv(p, s, n):
             return r
 
 
-async def exchange(io, method, host, port, path, device, signature, body, limit, want, length=0):
-    """One signed HTTP/1.1 request to the agent on a new connection (the uplink's POST, ota.py's GETs), each
-    step awaited through io (its timeouts). body: None, or an iterable of the body's parts (length bytes in all),
-    each written as it comes, so that the whole body need never be in RAM. Returns (status code, the value of
-    header `want` as bytes or None, the answer: at most limit bytes, else ValueError)."""
+async def exchange(timeout_ms, method, host, port, path, device, signature, body, limit, want, length=0):
+    """One signed HTTP/1.1 request to the agent on a new connection (the uplink's POST, ota.py's GETs): each wait
+    at most timeout_ms, all of it at most three times that (else asyncio.TimeoutError). body: None, or an iterable
+    of the body's parts (length bytes in all), each written as it comes, so that the whole body need never be in
+    RAM. Returns (status code, the value of header `want` as bytes or None, the answer: at most limit bytes, else
+    ValueError)."""
+    t = (timeout_ms, time.ticks_add(time.ticks_ms(), 3 * timeout_ms))
     ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(ai[0], ai[1], ai[2])
     try:
@@ -81,20 +90,20 @@ async def exchange(io, method, host, port, path, device, signature, body, limit,
                 raise
         p = select.poll()
         p.register(s, select.POLLOUT)
-        await io(_send(p, s, (
+        await _send(p, s, (
             "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%sX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
             "Connection: close\r\n\r\n" % (
                 method, path, host, port, "" if body is None else
-                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode()))
+                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode(), t)
         for part in body or ():
-            await io(_send(p, s, part))
-        line = await io(_recv(p, s, 0))
+            await _send(p, s, part, t)
+        line = await _recv(p, s, 0, t)
         if not line.startswith(b"HTTP/1.") or len(line) < 12:
             raise ValueError("no HTTP answer: %r" % line[:40])
         code = int(line[9:12])
         length = value = None
         for _ in range(32):
-            line = await io(_recv(p, s, 0))
+            line = await _recv(p, s, 0, t)
             if not line:
                 raise ValueError("closed in the headers")
             if line == b"\r\n" or line == b"\n":
@@ -108,11 +117,11 @@ async def exchange(io, method, host, port, path, device, signature, body, limit,
         else:
             raise ValueError("too many headers")
         if length is None:
-            data = await io(_recv(p, s, limit))  # up to the close ("Connection: close"), at most limit bytes
+            data = await _recv(p, s, limit, t)  # up to the close ("Connection: close"), at most limit bytes
         elif length > limit:
             raise ValueError("answer of %d bytes" % length)
         else:
-            data = await io(_recv(p, s, length)) if length else b""
+            data = await _recv(p, s, length, t) if length else b""
             if len(data) < length:
                 raise ValueError("closed in the answer")
         return code, value, data
@@ -121,8 +130,9 @@ async def exchange(io, method, host, port, path, device, signature, body, limit,
 
 
 class Uplink:
-    """Uploads a store (clog.Log: next_seq, depth, uncommitted, flush, pending or pack_pending, ack) for one
-    device (cfg: host, port, prefix, device, key, batch_max, upload_s, http_timeout_s, protocol) as firmware fw."""
+    """Uploads a store (clog.Log: next_seq, depth, uncommitted, flush, pending or plan_pending and stream_pending,
+    ack) for one device (cfg: host, port, prefix, device, key, batch_max, upload_s, http_timeout_s, protocol) as
+    firmware fw."""
 
     def __init__(self, cfg, store, clock, boot, fw, log=print):
         self.host = cfg["host"]
@@ -142,13 +152,13 @@ class Uplink:
         # boards in the field speak and the agent still takes.
         self.v2 = cfg.get("protocol", 2) == 2
         self.v2_max = _V2_MAX
-        # A v2 batch's packed readings (3/4 of its body: the rest is their base64 text, made as it is sent).
-        self._body = bytearray(MAX_BODY * 3 // 4) if self.v2 else None
+        # A v2 body is never in RAM: its packed readings are read back from the log, and their base64 text made
+        # a piece at a time, once as it is signed and again as it is sent.
+        self._chunk = bytearray(_CHUNK) if self.v2 else None
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.sent = 0  # readings acknowledged by the agent since boot
         self.progress = clock.ms()
-        self._end = 0
 
     def _batch(self, status):
         """(body, its length, first seq, last seq) of the next batch, or None when nothing is pending; _parts(body)
@@ -160,51 +170,53 @@ class Uplink:
                 self.store.flush()
             except Exception as e:
                 self.log("STORE commit failed: %r" % (e,))
-        gc.collect()  # the body needs contiguous RAM: collect first rather than fail in a fragmented heap
+        gc.collect()  # a v1 body is built whole and needs contiguous RAM: collect rather than fail in pieces
         if self.v2:
             return self._batch_v2(status)
         import v1  # protocol 1 only: a v2 board does not load the v1 encoders
         return v1.batch(self, status)
 
     def _batch_v2(self, status):
-        # The same bytes as wire.batch_body_v2, never whole in RAM: the packed readings are built in one
-        # preallocated buffer, and the body is (head, their count of bytes there, tail), its base64 text made piece
-        # by piece by _parts as it is signed, then again as it is sent. Peak heap: that buffer.
+        # The same bytes as wire.batch_body_v2: the body is (head, the batch's first seq and frames as the log
+        # planned them, tail); _parts makes the text between from the log, as it is signed, then as it is sent.
         head = b'{"boot":"%s","data":"' % self.boot
         end = MAX_BODY - 110 - len(self.device) - len(self.fw) - (len(status) if status else 0)
         raw = (end - len(head)) * 3 // 4 // 48 * 48
-        first, n, k = self.store.pack_pending(self._body, raw, self.v2_max)
+        first, n, k, frames = self.store.plan_pending(raw, self.v2_max)
         if not n:
             return None
         tail = b'","device":"%s","first_seq":%d,"fw":"%s","n":%d,"sent_ticks":%d,%s%s%s"v":2}' % (
             self.device, first, self.fw, n, self.clock.ms(), b'"status":' if status else b"", status or b"",
             b"," if status else b"")
-        return (head, k, tail), len(head) + (k + 2) // 3 * 4 + len(tail), first, first + n - 1
+        return (head, first, frames, tail), len(head) + (k + 2) // 3 * 4 + len(tail), first, first + n - 1
 
     def _parts(self, body):
         """The bytes of a body from _batch, piece by piece."""
         if not isinstance(body, tuple):
             yield body  # v1: built whole
             return
-        head, k, tail = body
+        head, first, frames, tail = body
         yield head
-        mv = memoryview(self._body)
-        for r in range(0, k, _CHUNK):
-            yield b2a_base64(mv[r:r + _CHUNK if r + _CHUNK < k else k], newline=False)
+        buf = self._chunk
+        m = 0
+        for piece in self.store.stream_pending(first, frames):
+            p = 0
+            while p < len(piece):  # into whole chunks: base64 pieces of 3-byte multiples join into one text
+                c = len(piece) - p if len(piece) - p < _CHUNK - m else _CHUNK - m
+                buf[m:m + c] = piece[p:p + c]
+                m += c
+                p += c
+                if m == _CHUNK:
+                    yield b2a_base64(buf, newline=False)
+                    m = 0
+        if m:
+            yield b2a_base64(memoryview(buf)[:m], newline=False)
         yield tail
-
-    async def _io(self, aw):
-        # Every step has its own timeout, and all of them together at most three times that.
-        left = self._end - self.clock.ms()
-        if left <= 0:
-            raise asyncio.TimeoutError()
-        return await asyncio.wait_for_ms(aw, left if left < self.timeout_ms else self.timeout_ms)
 
     async def _post(self, body, length, signature):
         """POST the body (from _batch); returns (status code, Retry-After seconds or None, answer bytes)."""
-        self._end = self.clock.ms() + 3 * self.timeout_ms
-        code, retry, data = await exchange(self._io, "POST", self.host, self.port, self.path, self.device, signature,
-                                           self._parts(body), _MAX_ANSWER, b"retry-after", length)
+        code, retry, data = await exchange(self.timeout_ms, "POST", self.host, self.port, self.path, self.device,
+                                           signature, self._parts(body), _MAX_ANSWER, b"retry-after", length)
         try:
             retry = int(retry) if retry is not None else None
         except ValueError:

@@ -190,7 +190,9 @@ class Packer:
         elif lo >= 0:
             self.lo = lo if lo > self.lo else self.lo
             self.hi = hi if hi < self.hi else self.hi
-        self.buf[self.n:self.n + i] = memoryview(rec)[:i]  # readings first; the head goes in front at frame()
+        if self.buf is not None:  # None: streamed, the record left in rec[:rlen] (firmware/clog.py)
+            self.buf[self.n:self.n + i] = memoryview(rec)[:i]  # readings first; the head goes in front at frame()
+        self.rlen = i
         self.n += i
         self.count += 1
         self.last = ticks
@@ -205,8 +207,8 @@ class Packer:
     def _ctx_len(self):
         return self._head_len(self.boot, self.hi, self.t0) if self.count else 0
 
-    def frame(self, out):
-        """Write the frame into bytearray out (at least self.size bytes); returns its length."""
+    def head(self, out):
+        """Write the frame's head (what goes before its readings) into out; returns its length."""
         out[0] = MAGIC
         out[1] = self.count
         b = self.boot
@@ -214,10 +216,15 @@ class Packer:
             out[4 + j] = int(b[2 * j:2 * j + 2], 16)
         i = put_uv(out, 8, self.lo + 1)
         i = put_uv(out, i, self.t0)
+        out[2] = (i + self.n - HEAD) & 0xFF
+        out[3] = (i + self.n - HEAD) >> 8
+        return i
+
+    def frame(self, out):
+        """Write the frame into bytearray out (at least self.size bytes); returns its length."""
+        i = self.head(out)
         out[i:i + self.n] = memoryview(self.buf)[:self.n]  # may overlap (a view of out): a memmove
         i += self.n
-        out[2] = (i - HEAD) & 0xFF
-        out[3] = (i - HEAD) >> 8
         c = crc32(memoryview(out)[:i]) & 0xFFFFFFFF
         for j in range(4):
             out[i + j] = (c >> (8 * j)) & 0xFF

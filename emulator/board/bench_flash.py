@@ -106,7 +106,6 @@ def sample():
 
 
 STATUS = wire.encode_status(600, 81234, -67, 3, 0, {"co2": 0, "energy": 0, "pm": 0}, "agent")
-body_buf = bytearray(8192)
 posts = [0, 0, 0]  # POSTs, readings, body bytes
 measure = [False, 0, 0]  # on, peak allocated heap with a batch built (above the base), base
 
@@ -124,11 +123,11 @@ def upload():
         if log.uncommitted:
             log.flush()
         raw = (8192 - 110 - 15 - 5 - len(STATUS)) * 3 // 4 // 48 * 48
-        first, n, k = log.pack_pending(body_buf, raw)
+        first, n, k, frames = log.plan_pending(raw)
         if not n:
             return 0
-        body = wire.batch_body_v2("kk-city-hall-01", "0.2.0", BOOT, sens.ms, first, n, memoryview(body_buf)[:k],
-                                  STATUS)
+        data = b"".join([bytes(p) for p in log.stream_pending(first, frames)])  # pieces are views: copied
+        body = wire.batch_body_v2("kk-city-hall-01", "0.2.0", BOOT, sens.ms, first, n, data, STATUS)
         last = first + n - 1
     if measure[0]:
         gc.collect()

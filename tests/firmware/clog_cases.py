@@ -300,6 +300,62 @@ def case_basics():
 
 
 
+def batch(log, first, frames):
+    """The packed bytes stream_pending gives, its pieces copied (they are views of the log's buffers)."""
+    return b"".join([bytes(p) for p in log.stream_pending(first, frames)])
+
+
+def case_stream():
+    from protocol import v2
+    fresh(MNT)
+    log = new_log(100000)
+    for _ in range(700):  # frames end where the clock is set (seq 30) and at 255 readings
+        add(log)
+    log.flush()
+    sent, posts = [], 0
+    while True:
+        first, n, k, frames = log.plan_pending(2000)
+        if not n:
+            break
+        data = batch(log, first, frames)
+        got = v2.unpack_all(data, first)
+        check(len(data) == k <= 2000, "batch at %d: %d bytes, planned %d" % (first, len(data), k))
+        check([r[0] for r in got] == list(range(first, first + n)), "batch at %d: seqs" % first)
+        check(v2.pack(got) == data, "batch at %d: not the canonical frames" % first)
+        for r in got:
+            t, ticks, kind, v, flags = reading(r[0])
+            check((r[1], r[2], r[4], r[7]) == (t, ticks, kind, flags), "reading %d: %r" % (r[0], r))
+        check(batch(log, first, frames) == data, "batch at %d: streamed twice, other bytes" % first)
+        sent += [r[0] for r in got]
+        posts += 1
+        log.ack(first + n - 1)
+    check(sent == list(range(1, 701)) and posts > 3, "every reading once: %d in %d batches" % (len(sent), posts))
+    # The sampler commits and merges chunks into segments while a batch streams: the same bytes.
+    for _ in range(40):
+        add(log)
+    log.flush()
+    first, n, k, frames = log.plan_pending(2000)
+    want = batch(log, first, frames)
+    pieces, commits = [], log.commits
+    for p in log.stream_pending(first, frames):
+        pieces.append(bytes(p))
+        if len(pieces) % 7 == 0:
+            for _ in range(6):
+                add(log)
+            log.flush()
+    check(b"".join(pieces) == want and log.commits > commits + 4, "streamed while the log merged: other bytes")
+    # The batch's oldest readings leave the log between the plan and the send: refused, not sent wrong.
+    first, n, k, frames = log.plan_pending(2000)
+    log.ack(log._end(0))  # its first file deleted (a drop when the flash is full does the same)
+    check(log._files[0] > first, "the batch's first file is gone")
+    try:
+        batch(log, first, frames)
+        check(False, "a batch streamed after its readings left the log")
+    except ValueError as e:
+        check("left the log" in str(e), "the error says why: %s" % e)
+    print("stream checked: 700 readings in %d batches" % posts)
+
+
 def _ack_trim_first(self, seq):
     # Mutant: acknowledged files deleted before the new cursor is persisted.
     seq = min(seq, self._committed - 1)
