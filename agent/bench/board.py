@@ -66,7 +66,7 @@ def format_board(v1: dict, v2: dict) -> str:
         ("readings per POST", "%.0f" % v1["per_post"], "%.0f" % v2["per_post"]),
         ("POSTs for a 7-day backlog (90,720)", "%.0f" % week(v1)[0], "%.0f" % week(v2)[0]),
         ("bytes for a 7-day backlog", "%.0f" % week(v1)[1], "%.0f" % week(v2)[1]),
-        ("peak heap with a catch-up batch built, bytes", "%d" % v1["peak_heap_per_batch"],
+        ("peak heap for a catch-up batch, bytes", "%d" % v1["peak_heap_per_batch"],
          "%d" % v2["peak_heap_per_batch"]),
     ]
     w = max(len(r[0]) for r in rows)

@@ -96,7 +96,7 @@ async def main(port, cycles, warmup):
                         "key": "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
                         "batch_max": 50, "upload_s": 30, "http_timeout_s": 10}, st, clk, "0a1b2c3d", "0.2.0")
     every = (cycles - warmup) // 10
-    peak = body = full = 0  # highest allocated heap with a batch built (after a collection), largest body
+    peak = body = full = 0  # highest allocated heap with a batch planned (after a collection), largest body
     for i in range(1, cycles + 1):
         now[0] += 1000
         gc.collect()  # as board.watchdog does every second on the board
@@ -105,7 +105,7 @@ async def main(port, cycles, warmup):
             continue  # the agent is unreachable
         status = canonical.encode_status(clk.ms() // 1000, gc.mem_free(), -60, st.depth, st.dropped, smp.errors,
                                          clk.sync)
-        got = up._batch(status)  # what upload_once() sends: built here once to measure it, then sent
+        got = up._batch(status)  # what upload_once() sends: planned here once to measure it, then sent
         gc.collect()
         a = gc.mem_alloc()
         peak = a if a > peak else peak

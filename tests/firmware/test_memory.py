@@ -96,7 +96,7 @@ def test_board_loop_with_catch_up_runs_10000_cycles_without_heap_growth(tmp_path
     assert growth <= TOLERANCE, "allocated heap grew by %d bytes: %s" % (growth, points)
     print("heap allocated after warm-up %d bytes, max growth %d, free %d of %d" % (first, growth, points[-1][2], HEAP))
     peak, body, full = map(int, re.search(r"^PEAK (\d+) body (\d+) full batches (\d+)$", result.stdout, re.M).groups())
-    print("peak heap with a batch built %d bytes, largest body %d, full batches %d" % (peak, body, full))
+    print("peak heap with a batch planned %d bytes, largest body %d, full batches %d" % (peak, body, full))
     assert full >= 10 and 7500 < body <= 8192, "catch-up sent full 8 KB batches"
     # Every reading reached the agent, signed, valid and canonical, oldest first, none twice or missing.
     seqs = [r["seq"] for b in server.batches() for r in b["readings"]]
