@@ -2,15 +2,15 @@
 with no growth of the allocated heap after gc.collect(), catch-up with full 8 KB batches included.
 
 The goal is a 64 KB heap (`micropython -X heapsize=65536`). The board's loop does not fit it yet: measured here on
-2026-11-27, it holds 57,792 bytes allocated after warm-up, 59,872 with a batch planned and up to 63,584 while the
-batch is signed and sent, and fails below 65 KB (at 64 KB a file's 304-byte LittleFS buffer, opened to read the
-batch back, finds no room: the free bytes are there, in pieces), so it runs at 68 KB. It was 62,752 and 64,256
-bytes, failing below 69 KB, while the uplink kept a batch's packed readings in a 6 KB buffer: the log now plans a
-batch and gives its bytes again from the flash, a record at a time, as the body is signed and as it is sent, and
-the HTTP exchange checks its timeouts where it waits rather than through asyncio.wait_for. Before that (70,400 and
-72,224 bytes, failing below 79 KB): the v2 body went whole into RAM, the field table stayed loaded (3.5 KB), the
-uplink used asyncio's streams (1.8 KB of classes), the RTC's date maths lived in clock.py, and the log's file list
-was a list per file.
+2026-11-27, it holds 57,504 bytes allocated after warm-up, 59,584 with a batch planned and up to 63,424 while the
+batch is signed and sent, and fails below 65 KB (at 64 KB a 144-byte coroutine of the send, or a file's 304-byte
+LittleFS buffer opened to read the batch back, finds no room: the free bytes are there, in pieces), so it runs at 68
+KB. It was 62,752 and 64,256 bytes, failing below 69 KB, while the uplink kept a batch's packed readings in a 6 KB
+buffer: the log now plans a batch and gives its bytes again from the flash, a record at a time, as the body is
+signed and as it is sent, and the HTTP exchange checks its timeouts where it waits rather than through
+asyncio.wait_for. Before that (70,400 and 72,224 bytes, failing below 79 KB): the v2 body went whole into RAM, the
+field table stayed loaded (3.5 KB), the uplink used asyncio's streams (1.8 KB of classes), the RTC's date maths
+lived in clock.py, and the log's file list was a list per file.
 
 Where the bytes go on this 64-bit port, after gc.collect() at a 128 KB heap: 46.5 KB once everything is imported,
 of which the modules' code and tables (asyncio 4.2, canonical 2.8, answer 3.7, clock 1.3, packed 8.0 with the
