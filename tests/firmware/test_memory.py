@@ -33,10 +33,12 @@ each stretch of 900 cycles the agent is unreachable for 400 (nothing is sent, 1,
 backlog then drains oldest first in full batches while the sampler goes on.
 
 Tolerance: gc.mem_alloc() after gc.collect() at each of ten checkpoints (after 1,000 warm-up cycles, each at the
-same point of a stretch, caught up) may exceed the first by at most 256 bytes. MicroPython's collector is
-conservative (it scans the C stack), so a stale pointer can keep one short-lived object alive at a checkpoint; a
-leak would show as a rise over the 9,000 measured cycles of at least one 16-byte GC block per cycle, i.e.
->= 144 KB, which 256 bytes cannot hide.
+same point of a stretch, caught up) may exceed the first by at most 512 bytes. MicroPython's collector is
+conservative (it scans the C stack), so a stale pointer can keep one short-lived object alive at a checkpoint:
+since the uplink reads each batch back from the flash, that is at times 416 bytes (4 of 10 runs, at one or two
+checkpoints, back to the first figure at the next; a LittleFS file with its buffer, or a generator, is that
+size). A leak would show as a rise over the 9,000 measured cycles of at least one 16-byte GC block per cycle,
+i.e. >= 144 KB, which 512 bytes cannot hide.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ from test_uplink import Server, answer
 HERE = Path(__file__).resolve().parent
 CYCLES = 10000
 WARMUP = 1000
-TOLERANCE = 256
+TOLERANCE = 512
 
 
 def compile_board(out: Path) -> Path:
