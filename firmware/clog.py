@@ -282,8 +282,9 @@ class Log(statefile.Counters):
     def plan_pending(self, room, max_count=1000):
         """The next batch: the committed readings after the cursor, oldest first, as v2 frames (protocol/packed.py)
         of at most room bytes in all. Frames end only where v2.pack ends them (another boot or clock, 255
-        readings) or at room: the canonical bytes. Nothing is held but each frame's head: returns (first seq,
-        count, bytes, frames), frames [(readings, head bytes)] for stream_pending; count 0 when none is pending."""
+        readings), at room or at a seq gap: the canonical bytes. Nothing is held but each frame's head: returns
+        (first seq, count, bytes, frames), frames [(readings, head bytes)] for stream_pending; count 0 when none
+        is pending."""
         first = self.cursor + 1
         pk = self._wpk
         pk.clear()
@@ -293,14 +294,19 @@ class Log(statefile.Counters):
         walk = self._walk(first)
         try:
             for r in walk:
+                if not count and r[0] > first:
+                    # The frames before it went bad on the flash after boot (boot recovery checks every CRC):
+                    # their readings are gone. Counted as dropped, so that the backlog goes on past them.
+                    statefile.save(self, r[0] - 1, self.dropped + r[0] - first)
+                    first = r[0]
                 if r[0] != first + count or count == max_count:
                     break
-                if not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                if not self._wadd(r):
                     if not pk.count:
                         break
                     k += self._close_frame(frames)
                     pk.size = room - k - _HEAD_ROOM
-                    if pk.size <= 0 or not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                    if pk.size <= 0 or not self._wadd(r):
                         break
                 count += 1
         finally:
@@ -308,6 +314,10 @@ class Log(statefile.Counters):
         if pk.count:
             k += self._close_frame(frames)
         return first, count, k, frames
+
+    def _wadd(self, r):
+        # A reading from _walk into the uplink's packer, as its quanta.
+        return self._wpk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True)
 
     def _close_frame(self, frames):
         pk = self._wpk
@@ -334,7 +344,7 @@ class Log(statefile.Counters):
                     pk.clear()
                     c = packed.crc32(head)
                     yield head
-                if r[0] != seq or not pk.add(r[3], r[1], r[2], r[4], r[6], r[7], r[5], True):
+                if r[0] != seq or not self._wadd(r):
                     break
                 rec = memoryview(pk._rec)[:pk.rlen]
                 c = packed.crc32(rec, c)
