@@ -8,7 +8,7 @@ from micropython import const
 from protocol.packed import KINDS, SENSORS  # the field table's metrics (board.py frees the table itself)
 
 _POLL_MS = const(1000)  # retry delay after a read that has no value yet (PMS warm-up, SCD4x data not ready)
-_READ_TIMEOUT_MS = 10000  # drivers time out on their own; this catches one that never returns
+_READ_TIMEOUT_MS = const(10000)  # drivers time out on their own; this catches one that never returns
 _MAX_NAP_MS = const(1000)  # the loop wakes at least this often, so the watchdog sees it alive
 _NO_DATA_MS = const(30000)  # "no value yet" for longer than warm-up plus this is a failure and restarts it
 

@@ -14,11 +14,10 @@ from errno import EINPROGRESS
 from micropython import const
 
 from protocol import answer, canonical
+from protocol.fields import MAX_BODY_V2, MAX_READINGS_V2  # names: board.py frees the field table
 
-MAX_BODY = 8192  # bytes: the largest body (fields.MAX_BODY_V2)
 _CHUNK = const(96)  # packed bytes base64-encoded at a time: a multiple of 3 (the pieces join into one text), and
 # small: a 129-byte piece still finds room in a fragmented heap
-_V2_MAX = const(1000)  # readings in a v2 batch (fields.MAX_READINGS_V2); the body limit binds first
 _MAX_ANSWER = const(4096)  # an answer larger than this is not ours
 _POLL_MS = const(2)  # how often an exchange waiting on its socket looks again
 _BASE_MS = const(2000)
@@ -36,40 +35,51 @@ def backoff(ms, failures, cap):
     return ms // 2 + random.getrandbits(24) % (ms // 2 + 1)
 
 
-async def _ready(p, s, ev, t):
-    # Wait until socket s is ready for ev (select.POLLIN or POLLOUT) or has failed, looking every _POLL_MS; at
-    # most t[0] ms, and not past ticks_ms t[1]. asyncio's streams would wait without looking, but they bring 1.8 KB
-    # of classes into the heap for it; asyncio.wait_for, a task and its coroutines for each wait.
+def _ready(p, s, ev, t, start):
+    # True when socket s is ready for ev (select.POLLIN or POLLOUT) or has failed; raises asyncio.TimeoutError
+    # once start (ticks_ms) is t[0] ms ago, or ticks_ms t[1] is past. Not a coroutine: its callers poll it every
+    # _POLL_MS, so that a wait allocates nothing (asyncio's streams would bring 1.8 KB of classes into the heap,
+    # asyncio.wait_for a task and coroutines for each wait).
     p.modify(s, ev)
-    start = time.ticks_ms()
-    while not p.poll(0):
-        now = time.ticks_ms()
-        if time.ticks_diff(now, start) >= t[0] or time.ticks_diff(now, t[1]) >= 0:
-            raise asyncio.TimeoutError()
-        await asyncio.sleep_ms(_POLL_MS)
+    for _ in p.ipoll(0):
+        return True
+    now = time.ticks_ms()
+    if time.ticks_diff(now, start) >= t[0] or time.ticks_diff(now, t[1]) >= 0:
+        raise asyncio.TimeoutError()
+    return False
 
 
-async def _send(p, s, data, t):
-    mv = memoryview(data)
-    off = 0
-    while off < len(mv):
-        await _ready(p, s, select.POLLOUT, t)
-        n = s.write(mv[off:])
-        if n is not None:  # None: it would block after all
-            off += n
+async def _send(p, s, parts, t):
+    # Write each of parts (bytes-like) to socket s as the socket takes them.
+    for data in parts:
+        mv = memoryview(data)
+        off = 0
+        start = time.ticks_ms()
+        while off < len(mv):
+            if not _ready(p, s, select.POLLOUT, t, start):
+                await asyncio.sleep_ms(_POLL_MS)
+                continue
+            n = s.write(mv[off:] if off else mv)
+            if n is not None:  # None: it would block after all
+                off += n
+                start = time.ticks_ms()
 
 
 async def _recv(p, s, n, t):
     """A line (n 0) or n bytes from socket s; fewer when the peer closes first (b"" at the end)."""
     r = b""
+    start = time.ticks_ms()
     while True:
-        await _ready(p, s, select.POLLIN, t)
+        if not _ready(p, s, select.POLLIN, t, start):
+            await asyncio.sleep_ms(_POLL_MS)
+            continue
         got = s.read(n - len(r)) if n else s.readline()
         if got is None:
             continue
         r += got
         if not got or (r[-1] == 10 if not n else len(r) == n):
             return r
+        start = time.ticks_ms()
 
 
 async def exchange(timeout_ms, method, host, port, path, device, signature, body, limit, want, length=0):
@@ -88,15 +98,16 @@ async def exchange(timeout_ms, method, host, port, path, device, signature, body
         except OSError as e:
             if e.errno != EINPROGRESS:
                 raise
+        ai = None  # not held while the body goes out
         p = select.poll()
         p.register(s, select.POLLOUT)
-        await _send(p, s, (
+        await _send(p, s, ((
             "%s %s HTTP/1.1\r\nHost: %s:%d\r\n%sX-AirWatt-Device: %s\r\nX-AirWatt-Signature: %s\r\n"
             "Connection: close\r\n\r\n" % (
                 method, path, host, port, "" if body is None else
-                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode(), t)
-        for part in body or ():
-            await _send(p, s, part, t)
+                "Content-Type: application/json\r\nContent-Length: %d\r\n" % length, device, signature)).encode(),), t)
+        if body is not None:
+            await _send(p, s, body, t)
         line = await _recv(p, s, 0, t)
         if not line.startswith(b"HTTP/1.") or len(line) < 12:
             raise ValueError("no HTTP answer: %r" % line[:40])
@@ -151,10 +162,11 @@ class Uplink:
         # Protocol v2 (packed readings, ~15 bytes each, 3 times fewer POSTs), or v1 JSON (protocol: 1), which
         # boards in the field speak and the agent still takes.
         self.v2 = cfg.get("protocol", 2) == 2
-        self.v2_max = _V2_MAX
+        self.v2_max = MAX_READINGS_V2  # the body's size binds first
         # A v2 body is never in RAM: its packed readings are read back from the log, and their base64 text made
         # a piece at a time, once as it is signed and again as it is sent.
         self._chunk = bytearray(_CHUNK) if self.v2 else None
+        self._head = b'{"boot":"%s","data":"' % boot if self.v2 else None
         self.failures = 0  # consecutive failed uploads, drives the backoff
         self.last = None  # outcome of the last attempt, for the console and tests
         self.sent = 0  # readings acknowledged by the agent since boot
@@ -177,29 +189,31 @@ class Uplink:
         return v1.batch(self, status)
 
     def _batch_v2(self, status):
-        # The same bytes as wire.batch_body_v2: the body is (head, the batch's first seq and frames as the log
-        # planned them, tail); _parts makes the text between from the log, as it is signed, then as it is sent.
-        head = b'{"boot":"%s","data":"' % self.boot
-        end = MAX_BODY - 110 - len(self.device) - len(self.fw) - (len(status) if status else 0)
-        raw = (end - len(head)) * 3 // 4 // 48 * 48
+        # The same bytes as wire.batch_body_v2: _head, the base64 of the frames the log planned, _tail. The body is
+        # only what it takes to make them again (_parts: from the log, as it is signed, then as it is sent).
+        end = MAX_BODY_V2 - 110 - len(self.device) - len(self.fw) - (len(status) if status else 0)
+        raw = (end - len(self._head)) * 3 // 4 // 48 * 48
         first, n, k, frames = self.store.plan_pending(raw, self.v2_max)
         if not n:
             return None
-        tail = b'","device":"%s","first_seq":%d,"fw":"%s","n":%d,"sent_ticks":%d,%s%s%s"v":2}' % (
-            self.device, first, self.fw, n, self.clock.ms(), b'"status":' if status else b"", status or b"",
+        body = (first, n, frames, self.clock.ms(), status)
+        return body, len(self._head) + (k + 2) // 3 * 4 + len(self._tail(body)), first, first + n - 1
+
+    def _tail(self, body):
+        first, n, _, ticks, status = body
+        return b'","device":"%s","first_seq":%d,"fw":"%s","n":%d,"sent_ticks":%d,%s%s%s"v":2}' % (
+            self.device, first, self.fw, n, ticks, b'"status":' if status else b"", status or b"",
             b"," if status else b"")
-        return (head, first, frames, tail), len(head) + (k + 2) // 3 * 4 + len(tail), first, first + n - 1
 
     def _parts(self, body):
         """The bytes of a body from _batch, piece by piece."""
         if not isinstance(body, tuple):
             yield body  # v1: built whole
             return
-        head, first, frames, tail = body
-        yield head
+        yield self._head
         buf = self._chunk
         m = 0
-        for piece in self.store.stream_pending(first, frames):
+        for piece in self.store.stream_pending(body[0], body[2]):
             p = 0
             while p < len(piece):  # into whole chunks: base64 pieces of 3-byte multiples join into one text
                 c = len(piece) - p if len(piece) - p < _CHUNK - m else _CHUNK - m
@@ -211,7 +225,7 @@ class Uplink:
                     m = 0
         if m:
             yield b2a_base64(memoryview(buf)[:m], newline=False)
-        yield tail
+        yield self._tail(body)
 
     async def _post(self, body, length, signature):
         """POST the body (from _batch); returns (status code, Retry-After seconds or None, answer bytes)."""
@@ -238,11 +252,13 @@ class Uplink:
         body, length, first, last = got
         got = None
         try:
-            code, retry, data = await self._post(body, length, canonical.sign(self.key, self._parts(body)))
+            sig = canonical.sign(self.key, self._parts(body))
+            gc.collect()  # signing left garbage in every gap: the send's longer-lived objects now go low, in one piece
+            code, retry, data = await self._post(body, length, sig)
         except asyncio.TimeoutError:
             code = "timeout"
-        except (OSError, ValueError) as e:  # refused, reset, closed early, garbage
-            code = "error %s" % (e,)
+        except (OSError, ValueError, MemoryError) as e:  # refused, reset, closed early, garbage; or a heap too
+            code = "error %s" % (e,)  # fragmented for this attempt: retried after a backoff, not a reset
         body = None
         self.progress = self.clock.ms()
         if code == 200:

@@ -60,8 +60,8 @@ def pending(log, max_count=50, max_bytes=4096):
 
 def batch(up, status):
     """The uplink's next v1 batch (body, its length, first seq, last seq) from its store's pending(), or None."""
-    from uplink import MAX_BODY
-    room = MAX_BODY - 96 - len(up.device) - len(up.fw) - (len(status) if status else 0)
+    from uplink import MAX_BODY_V2  # a v1 body is built whole: the v2 bound keeps it within the board's heap
+    room = MAX_BODY_V2 - 96 - len(up.device) - len(up.fw) - (len(status) if status else 0)
     n = up.batch_max
     while True:
         recs = up.store.pending(n, room)

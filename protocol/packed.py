@@ -25,11 +25,10 @@ Seqs are not stored: the frame's first seq is known from where it lies (file nam
 from binascii import crc32
 
 # Names, not the module: a board frees the field table once its modules have taken what they use (board.py).
-from .fields import FLAGS, SENSORS, metrics
+from .fields import FLAGS, MAX_INSTANCE, SENSORS, metrics
 
 MAGIC = 0xA2
 HEAD = 4  # magic, count, length
-MAX_INSTANCE = 255
 _INSTANCE_BYTE = 15  # in the extension's high nibble: the instance does not fit there, a byte of its own follows
 
 

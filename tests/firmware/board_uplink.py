@@ -1,9 +1,11 @@
 # Uplink on the MicroPython VM against a test HTTP server on 127.0.0.1 (run by tests/firmware/test_uplink.py).
 #   micropython board_uplink.py PORT READINGS once N     -> N upload_once() calls, one RESULT line each
+#   micropython board_uplink.py PORT READINGS nomem N    -> the same, the first one out of heap
 #   micropython board_uplink.py PORT READINGS loop MS    -> uplink.run() for MS ms, then one RESULT line
 # Each RESULT line is JSON: outcome, wait_ms, store state, clock state.
 import asyncio
 import json
+import socket
 import sys
 
 import uplink
@@ -38,9 +40,23 @@ def report(outcome, wait, up, store, clock):
                                   "batch_max": up.batch_max}))
 
 
+class NoHeapOnce:
+    """uplink's socket module, whose first getaddrinfo finds no heap."""
+
+    def __getattr__(self, name):
+        return getattr(socket, name)
+
+    def getaddrinfo(self, *args):
+        uplink.socket = socket
+        raise MemoryError("memory allocation failed, allocating 424 bytes")
+
+
 async def main():
     port, readings, mode, n = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     up, store, clock, status = make(port, readings)
+    if mode == "nomem":  # the first attempt finds no heap for its connection
+        uplink.socket = NoHeapOnce()
+        mode = "once"
     if mode == "once":
         for _ in range(n):
             outcome, wait, a = await up.upload_once(status())

@@ -177,6 +177,16 @@ def test_500_timeout_and_dropped_connections_keep_everything_and_back_off(serve)
     assert [seqs(b) for b in server.batches()] == [[1, 2, 3]] * 4
 
 
+def test_an_upload_out_of_heap_backs_off_and_keeps_everything(serve):
+    """A heap too fragmented for one attempt is a failed attempt, not a crash (which would reset the board)."""
+    server = serve(answer())
+    results = board(server, 3, "nomem", 2)
+    assert results[0]["outcome"] == "error memory allocation failed, allocating 424 bytes"
+    assert results[0]["failures"] == 1 and 1000 <= results[0]["wait"] <= 2000 and results[0]["acks"] == []
+    assert results[1]["outcome"] == "ok 3" and results[1]["acks"] == [3]
+    assert [seqs(b) for b in server.batches()] == [[1, 2, 3]]
+
+
 def test_429_retry_after_is_honoured_by_the_loop(serve):
     server = serve(("answer", 429, {"Retry-After": "1"}, 0, 0, {}), answer())
     results = board(server, 2, "loop", 2500)
