@@ -40,13 +40,6 @@ BYTES_PER_READING = const(16)  # planning figure for the default capacity (measu
 KEEP_FREE = 0.15  # of the flash, left free by the default capacity: wear levelling needs free sectors
 
 
-def _release(name):
-    try:
-        del sys.modules[name]
-    except KeyError:
-        pass
-
-
 class Log(statefile.Counters):
     def __init__(self, root="/data", capacity=0, window_s=60, seg_chunks=_SEG_CHUNKS, frame=_FRAME):
         if capacity < 0 or seg_chunks < 1 or window_s < 0:
@@ -76,7 +69,7 @@ class Log(statefile.Counters):
         clog_boot.recover(self)
         clog_boot.migrate(self)
         clog_boot = None
-        _release("clog_boot")  # boot-only code: its heap goes back to the loops
+        sys.modules.pop("clog_boot", None)  # boot-only code: its heap goes back to the loops
 
     # -- files
 
@@ -171,7 +164,10 @@ class Log(statefile.Counters):
         self.commits += 1
         pk.clear()
         if self._nchunks >= self._segn:
-            self._consolidate()
+            try:
+                self._consolidate()
+            except MemoryError:  # its two files found no room in the heap: the frame above is committed, and the
+                pass  # chunks stay a valid log, merged at a later commit (a reading is not lost for a merge)
         if self._files and self._end(0) <= self.cursor:
             self._trim()
 
@@ -196,8 +192,8 @@ class Log(statefile.Counters):
             tmp = self.root + "/s.tmp"
             try:
                 with open(tmp, "wb") as g:
-                    for c in files[i:]:
-                        with open(self._path(c, 0), "rb") as f:
+                    for j in range(i, len(files)):  # not a slice: nothing more to allocate beside the two files
+                        with open(self._path(files[j], 0), "rb") as f:
                             n = self._read_frame(f, 0)
                         if not n:
                             raise OSError(5)  # EIO: a chunk went bad on the flash

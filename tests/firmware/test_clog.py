@@ -36,6 +36,11 @@ def test_a_batch_streams_from_the_flash_as_canonical_frames_even_while_the_log_m
     assert "stream checked" in vm("stream")
 
 
+def test_a_merge_that_finds_no_heap_loses_no_reading():
+    """A fragmented heap fails the merge's file opens: the commit stands and a later commit merges."""
+    assert "merge without heap checked" in vm("merge_nomem")
+
+
 @pytest.mark.parametrize("keep", [0, 33], ids=["cut-before-write", "torn-write-33-bytes"])
 def test_power_cut_at_every_flash_write_and_erase(keep):
     found = [re.search(r"CUTS (\d+) WRITES (\d+) keep=(\d+) (.*)", out) for out in shards("power_cuts", keep)]
