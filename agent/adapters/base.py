@@ -90,6 +90,16 @@ def iso_time(t: float) -> str:
     return "%s%02dZ" % (prefix, seconds)
 
 
+def meter(row: Mapping) -> dict | None:
+    """Which of a board's meters took a reading (agent/meters.py): {"instance", and "phase" or "circuit"}; None for
+    a board's only meter, which has no meters row."""
+    if row.get("meter_phase"):
+        return {"instance": row["instance"], "phase": row["meter_phase"]}
+    if row.get("meter_circuit"):
+        return {"instance": row["instance"], "circuit": row["meter_circuit"]}
+    return None
+
+
 def flag_list(row: dict) -> list[str]:
     """The reading's protocol flags as a list, plus `time_unknown` when the store has no wall time for it."""
     flags = [f for f in (row.get("flags") or "").split(",") if f]

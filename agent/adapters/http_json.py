@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
-from airwatt.agent.adapters.base import Outcome, Prepared, flag_list, iso_time
+from airwatt.agent.adapters.base import Outcome, Prepared, flag_list, iso_time, meter
 from airwatt.protocol import fields
 
 PATH = "/readings"
@@ -31,14 +31,15 @@ _METRICS = {sensor: tuple(m[1] for m in fields.metrics(sensor)) for sensor in fi
 
 def item(row: Mapping) -> dict:
     """One reading as the generic API carries it; `values` holds the field table's metrics of its sensor,
-    in the table's units, and leaves out the ones the store has none for."""
+    in the table's units, and leaves out the ones the store has none for; `meter` says which of a board's
+    meters took it (absent for a board's only meter)."""
     values = {}
     for name in _METRICS.get(row["sensor"], ()):
         value = row.get(name)
         if value is not None:
             values[name] = value
     t = row.get("t")
-    return {
+    out = {
         "id": item_id(row),
         "device": row["device"],
         "seq": row["seq"],
@@ -53,6 +54,10 @@ def item(row: Mapping) -> dict:
         "lat": row.get("lat"),
         "lon": row.get("lon"),
     }
+    m = meter(row)
+    if m is not None:  # one of a board's several meters: a phase or a sub-circuit
+        out["meter"] = m
+    return out
 
 
 # -- the same item as JSON text, built directly (the hot path: the dict, then json.dumps, cost twice as much).
@@ -97,6 +102,7 @@ def item_json(row: Mapping) -> str:
     t_source = row.get("t_source") or ("board" if t is not None else "unknown")
     t_text, received_text = _num(t), _num(received)
     if (tail is None or t_text is None or received_text is None or type(seq) is not int
+            or row.get("meter_phase") or row.get("meter_circuit")
             or not _SAFE_TEXT.issuperset(device) or not _SAFE_TEXT.issuperset(sensor)
             or not isinstance(t_source, str) or not _SAFE_TEXT.issuperset(t_source)):
         return json.dumps(item(row), separators=(",", ":"), ensure_ascii=False)

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiomqtt
 
 from airwatt.agent.adapters import http_json
-from airwatt.agent.adapters.base import Adapter, Outcome, Prepared, SendError, flag_list, iso_time
+from airwatt.agent.adapters.base import Adapter, Outcome, Prepared, SendError, flag_list, iso_time, meter
 from airwatt.protocol import fields
 
 DEFAULT_PORT = 1883
@@ -86,6 +86,9 @@ def iota_measures(row: Mapping) -> dict:
     flags = flag_list(row)
     if flags:
         out["flags"] = flags
+    m = meter(row)
+    if m is not None:  # one of a board's several meters
+        out["meter"] = m
     return out
 
 

@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from airwatt.agent.adapters.base import Adapter, Outcome, Prepared, SendError, flag_list, iso_time
+from airwatt.agent.adapters.base import Adapter, Outcome, Prepared, SendError, flag_list, iso_time, meter
 from airwatt.protocol import fields
 
 SYSTEM = "airwatt"
@@ -119,6 +119,9 @@ def observations(row: Mapping) -> list[tuple[str, list]]:
     flags = flag_list(row) if row.get("flags") or t is None else None
     if flags:
         params["flags"] = flags
+    m = meter(row)
+    if m is not None:  # one of a board's several meters: their Observations share the device's Datastreams
+        params["meter"] = m
     out = []
     for metric in _METRICS[row["sensor"]]:
         value = row.get(metric)

@@ -307,6 +307,23 @@ def _phase_rows(first_id: int = 20, **per_phase) -> list[dict]:
     return out
 
 
+def test_the_generic_adapters_say_which_meter_took_a_reading():
+    """http-json, SensorThings and MQTT carry each reading whole: with several meters on a board, each says
+    which phase or sub-circuit it is from (a lone meter's readings say nothing more than before)."""
+    from airwatt.agent.adapters import mqtt, sensorthings
+    circuit = row("energy", id=23, seq=103, ticks=5240, instance=4, meter_name="aircon", meter_phase=None,
+                  meter_circuit="aircon", power=812.4, energy_wh=9100)
+    lone = row("energy", meter_name=None, meter_phase=None, meter_circuit=None)
+    want = [{"instance": 1, "phase": "L1"}, {"instance": 2, "phase": "L2"}, {"instance": 3, "phase": "L3"},
+            {"instance": 4, "circuit": "aircon"}, None]
+    for r, m in zip(_phase_rows() + [circuit, lone], want):
+        item = http_json.item(r)
+        assert item.get("meter") == m and ("meter" in item) == (m is not None)
+        assert http_json.item_json(r) == json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+        assert all(obs[1][2].get("meter") == m for obs in sensorthings.observations(r))
+        assert mqtt.iota_measures(r).get("meter") == m
+
+
 def test_three_phase_round_is_one_schema_valid_entity_whose_totals_are_the_sums():
     rows = _phase_rows()
     circuit = row("energy", id=23, seq=103, ticks=5240, instance=4, meter_name="aircon", meter_phase=None,

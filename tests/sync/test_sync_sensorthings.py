@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import aiohttp
 
-from airwatt.agent import store, sync, sync_store
+from airwatt.agent import meters, store, sync, sync_store
 from airwatt.agent.adapters import make_adapter, sensorthings
 from airwatt.protocol import fields
 from airwatt.emulator.real_servers import SensorThingsServer
@@ -134,6 +135,24 @@ async def test_a_batch_at_the_server_but_never_marked_is_looked_up_not_sent_twic
     assert synced_count(tmp_path / "b") == 270
     check_exactly_once(sta, expected)
     assert second.lookups > 0
+
+
+async def test_a_three_phase_board_s_observations_say_their_meter(sta, tmp_path: Path):
+    """Several meters on one board share its Datastreams; each Observation's parameters say which meter."""
+    device = boards(1)[0]
+    expected = make_store(tmp_path, [device], 9)  # energy at seqs 3, 6, 9: meters 1, 2, 3 (L1, L2, L3)
+    db = store.open_db(tmp_path)
+    meters.set_meters(db, device, meters.parse(meters.THREE_PHASE))
+    with db.conn:
+        db.execute("UPDATE readings SET instance = seq / 3 WHERE sensor = 'energy'")
+    db.conn.close()
+    await drain(tmp_path, sta.url)
+    check_exactly_once(sta, expected)
+    for seq, want in ((3, {"instance": 1, "phase": "L1"}), (6, {"instance": 2, "phase": "L2"}),
+                      (4, None)):
+        where = "parameters/device eq '%s' and parameters/seq eq %d" % (device, seq)
+        got = sta.get("Observations?$select=parameters&$filter=%s" % urllib.parse.quote(where))["value"]
+        assert got and all(o["parameters"].get("meter") == want for o in got), (seq, got)
 
 
 async def test_an_error_row_in_the_201_refuses_that_reading_only(sta, tmp_path: Path):
