@@ -273,11 +273,22 @@ def _counted(attempt: _Attempt) -> _Attempt:
     return attempt
 
 
+def _whole(adapter: Adapter, rows: list[dict]) -> list[dict]:
+    """A full batch less the last rows the adapter keeps for the next one (Adapter.tail), never all of them."""
+    k = adapter.tail(rows) if adapter.tail is not None else 0
+    return rows[:-k] if 0 < k < len(rows) else rows
+
+
 async def _send_round(
     adapter: Adapter, session: aiohttp.ClientSession, rows: list[dict], limit: int, timeout_s: float
 ) -> list[_Attempt]:
-    """Send rows in requests of `limit`, all at once (the platform works on one while the next is built)."""
-    chunks = [rows[i : i + limit] for i in range(0, len(rows), limit)]
+    """Send rows in requests of at most `limit`, all at once (the platform works on one while the next is
+    built); the last rows of a request that the adapter keeps together with the next ones go in the next."""
+    chunks = []
+    while rows:
+        chunk = rows[:limit] if len(rows) <= limit else _whole(adapter, rows[:limit])
+        chunks.append(chunk)
+        rows = rows[len(chunk):]
     return list(await asyncio.gather(*(_attempt(adapter, session, c, timeout_s) for c in chunks)))
 
 
@@ -324,6 +335,8 @@ async def sync_once(
     rows, had_strikes = await _db_call(_take, db, limit * parallel, time.time(), None, adapter.needs_location)
     if not rows:
         return SyncResult()
+    if len(rows) == limit * parallel:  # more may follow: a round the next rows complete waits for them
+        rows = _whole(adapter, rows)
     attempts = await _send_round(adapter, session, rows, limit, timeout_s)
     held = await _db_call(_record, db, attempts, had_strikes)
     return _finish(_summary(attempts, SyncResult(held=held)), started)
@@ -358,6 +371,8 @@ async def sync_pipelined(
                 if not rows:
                     exhausted = True
                     break
+                if len(rows) == limit:
+                    rows = _whole(adapter, rows)
                 last_id = rows[-1]["id"]  # the next batch starts after it: these are in flight or confirmed
                 inflight.append(asyncio.ensure_future(_attempt(adapter, session, rows, timeout_s)))
             if not inflight:

@@ -26,7 +26,8 @@ def make_adapter(kind: str, url: str, token: str | None = None, tenant: str | No
             headers["NGSILD-Tenant"] = tenant
         endpoint = ngsi_ld.endpoint(url)
         return Adapter(
-            kind, url, lambda rows: ngsi_ld.prepare(endpoint, rows, headers), ngsi_ld.interpret, needs_location=True
+            kind, url, lambda rows: ngsi_ld.prepare(endpoint, rows, headers), ngsi_ld.interpret, needs_location=True,
+            tail=ngsi_ld.round_tail,
         )
     if kind == "http-json":
         endpoint = http_json.endpoint(url)

@@ -70,6 +70,9 @@ class Adapter:
     needs_location: bool = False
     send: Callable[[Any, Prepared, float], Awaitable[Outcome]] | None = None
     close: Callable[[], Awaitable[None]] | None = None
+    # How many of a full batch's last rows belong with the next batch (NGSI-LD: a round of phase readings that
+    # makes one entity); None: a batch may end anywhere.
+    tail: Callable[[Sequence[Mapping]], int] | None = None
 
 
 _MINUTES: dict[int, str] = {}  # minute number -> "YYYY-MM-DDTHH:MM:" (a site's boards share their minutes)

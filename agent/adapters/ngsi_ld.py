@@ -15,8 +15,8 @@ ACMeasurement, phaseType threePhase, id made of the device and the round's first
 activePower, powerFactor and activeEnergyImport keyed L1/L2/L3, totalActivePower the sum of the phases' power,
 totalActiveEnergyImport the sum of their counters (kWh), totalPowerFactor total power over the sum of V x I. Each
 of the round's readings maps to that entity. A phase missing from a round (its meter failed) is left out and
-named in airwattFlags ("missing_L2"). (Known limit: a round whose readings fall in two requests, at a batch's
-end, goes out as two entities, each flagged with the phases it lacks.) A sub-circuit meter's
+named in airwattFlags ("missing_L2"). A round is not split between two requests: the worker leaves a full
+batch's unfinished last round for the next batch (round_tail). A sub-circuit meter's
 readings become ACMeasurements of their own (singlePhase, `name` the circuit, id with the circuit in it).
 
 Every entity has dateObserved, location (GeoJSON Point, [lon, lat]), refDevice (Relationship to
@@ -284,6 +284,23 @@ def rounds(rows: Sequence[Mapping]) -> list[list[Mapping]]:
         else:
             last.append(r)
     return out
+
+
+def round_tail(rows: Sequence[Mapping]) -> int:
+    """How many of a full batch's last rows are a round of phase readings that the next rows may complete: the
+    sync worker sends them with the next batch, so that a round is one entity (not two, each missing phases)."""
+    last = rows[-1] if rows else None
+    if last is None or last.get("meter_phase") not in PHASES:
+        return 0
+    seen: set = set()
+    n = 0
+    for r in reversed(rows):
+        if (r.get("meter_phase") not in PHASES or r["meter_phase"] in seen or r["device"] != last["device"]
+                or _boot(r) != _boot(last) or abs(last["ticks"] - r["ticks"]) > ROUND_MS):
+            break
+        seen.add(r["meter_phase"])
+        n += 1
+    return 0 if len(seen) == len(PHASES) else n
 
 
 def three_phase_id(group: Sequence[Mapping]) -> str:

@@ -9,11 +9,12 @@ import time
 import pytest
 from aiohttp import web
 
-from airwatt.agent import store, sync, sync_store
+from airwatt.agent import meters, store, sync, sync_store
 from airwatt.agent.adapters import http_json, make_adapter, ngsi_ld
 import sdm
 from serving import serve
-from sync_helpers import add_readings, platform_records, platform_requests, unsynced
+from samples import values
+from sync_helpers import T0, add_readings, platform_records, platform_requests, unsynced
 
 KINDS = ["ngsi-ld", "http-json"]
 FAST = {"backoff_base_s": 0.02, "backoff_max_s": 0.2, "poll_s": 0.05}
@@ -214,6 +215,35 @@ async def test_readings_of_a_device_without_location_wait_for_ngsi_ld_and_go_onc
     store.set_device(db, "kk-noloc-03", lat=16.45, lon=102.81)
     await drain(db, "ngsi-ld", url, session)
     assert unsynced(db) == [] and sync_store.waiting_for_location(db) == {}
+
+
+@pytest.mark.parametrize("how", ["worker", "sync_once"])
+async def test_a_three_phase_round_is_never_split_between_requests(how, db, platform, session, tmp_path):
+    """Batches of 4 rows and rounds of 3 phase readings: each round still reaches the platform as one entity
+    with its three phases (none flagged missing_*), every reading once."""
+    url, plat = platform
+    meters.set_meters(db, "kk-hall-01", meters.parse(meters.THREE_PHASE))
+    with store.transaction(db):
+        boot = store.boot_id(db, "kk-hall-01", "0a1b2c3d")
+        rows = []
+        for n in range(10):
+            for k in range(3):  # meters 1, 2, 3 (L1, L2, L3) read in turn, 80 ms apart, every 10 s
+                seq = 1 + 3 * n + k
+                rows.append(dict(values("energy", seq), device="kk-hall-01", seq=seq, boot_id=boot, sensor="energy",
+                                 instance=k + 1, t=T0 + 10 * n, t_source="board", ticks=10000 * n + 80 * k,
+                                 received=T0 + 300, flags=""))
+        db["readings"].insert_all(rows)
+    if how == "worker":  # pipelined: a request of 4 rows at a time, each as soon as one is answered
+        await drain(db, "ngsi-ld", url, session, batch_size=4)
+    else:  # rounds of 3 requests of 4 rows, sent at once
+        for _ in range(10):
+            await sync.sync_once(db, make_adapter("ngsi-ld", url), session, 4, parallel=3)
+    assert unsynced(db) == []
+    records = platform_records(tmp_path / "platform.db", "ngsi-ld")
+    assert set(records) == {"urn:ngsi-ld:ACMeasurement:kk-hall-01:%d" % (1 + 3 * n) for n in range(10)}
+    for body, writes in records.values():
+        assert writes == 1 and body["phaseType"]["value"] == "threePhase"
+        assert not [f for f in body.get("airwattFlags", {}).get("value", []) if f.startswith("missing")], body
 
 
 async def test_the_generic_api_carries_a_missing_location_as_null(db, platform, session):
