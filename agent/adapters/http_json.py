@@ -102,7 +102,7 @@ def item_json(row: Mapping) -> str:
     t_source = row.get("t_source") or ("board" if t is not None else "unknown")
     t_text, received_text = _num(t), _num(received)
     if (tail is None or t_text is None or received_text is None or type(seq) is not int
-            or row.get("meter_phase") or row.get("meter_circuit")
+            or meter(row) is not None
             or not _SAFE_TEXT.issuperset(device) or not _SAFE_TEXT.issuperset(sensor)
             or not isinstance(t_source, str) or not _SAFE_TEXT.issuperset(t_source)):
         return json.dumps(item(row), separators=(",", ":"), ensure_ascii=False)
