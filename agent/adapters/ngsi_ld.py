@@ -287,20 +287,13 @@ def rounds(rows: Sequence[Mapping]) -> list[list[Mapping]]:
 
 
 def round_tail(rows: Sequence[Mapping]) -> int:
-    """How many of a full batch's last rows are a round of phase readings that the next rows may complete: the
-    sync worker sends them with the next batch, so that a round is one entity (not two, each missing phases)."""
-    last = rows[-1] if rows else None
-    if last is None or last.get("meter_phase") not in PHASES:
+    """How many of a full batch's last rows are a round of phase readings (as rounds() groups them) that the next
+    rows may complete: the sync worker sends them with the next batch, so that a round is one entity (not two,
+    each missing phases)."""
+    if not rows or rows[-1].get("meter_phase") not in PHASES:
         return 0
-    seen: set = set()
-    n = 0
-    for r in reversed(rows):
-        if (r.get("meter_phase") not in PHASES or r["meter_phase"] in seen or r["device"] != last["device"]
-                or _boot(r) != _boot(last) or abs(last["ticks"] - r["ticks"]) > ROUND_MS):
-            break
-        seen.add(r["meter_phase"])
-        n += 1
-    return 0 if len(seen) == len(PHASES) else n
+    last = next(g for g in rounds(rows) if any(r is rows[-1] for r in g))
+    return 0 if len(last) == len(PHASES) else len(last)
 
 
 def three_phase_id(group: Sequence[Mapping]) -> str:
